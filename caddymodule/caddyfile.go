@@ -1,0 +1,224 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("ai_gateway_auth", parseCaddyfile)
+	// Early, right after basic_auth: authentication must run before any
+	// handler that could answer or proxy the request (reverse_proxy, and
+	// handle/route blocks that contain one), so it cannot be bypassed by
+	// the order of directives in a site block.
+	httpcaddyfile.RegisterDirectiveOrder("ai_gateway_auth", httpcaddyfile.After, "basic_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var handler Handler
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return &handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	ai_gateway_auth {
+//	    credential static <key>
+//	    credential vercel_oidc {
+//	        env            [<variable>]
+//	        file           <path>
+//	        mint {
+//	            project      <id or name>
+//	            team         <id or slug>
+//	            access_token <token>
+//	            api          <url>
+//	            timeout      <duration>
+//	        }
+//	        refresh_before <duration>
+//	    }
+//	    client_key       <key...>
+//	    client_keys_file <path>
+//	    credential_wait  <duration>
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.Errf("ai_gateway_auth takes no arguments on its line, only a block; got '%s'", d.Val())
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "credential":
+			raw, err := parseCredential(d)
+			if err != nil {
+				return err
+			}
+			h.CredentialsRaw = append(h.CredentialsRaw, raw)
+		case "client_key":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("client_key needs at least one key, e.g. `client_key sk-placeholder`")
+			}
+			h.ClientKeys = append(h.ClientKeys, args...)
+		case "client_keys_file":
+			if h.ClientKeysFile != "" {
+				return d.Errf("client_keys_file is already set to %s; give it once", h.ClientKeysFile)
+			}
+			if err := oneArg(d, &h.ClientKeysFile); err != nil {
+				return err
+			}
+		case "credential_wait":
+			if err := durationArg(d, &h.CredentialWait); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized ai_gateway_auth option '%s' (expected credential, client_key, client_keys_file or credential_wait)", d.Val())
+		}
+	}
+	if len(h.CredentialsRaw) == 0 {
+		return d.Errf("ai_gateway_auth needs at least one upstream credential: add `credential static {env.AI_GATEWAY_API_KEY}` or `credential vercel_oidc`")
+	}
+	if len(h.ClientKeys) == 0 && h.ClientKeysFile == "" {
+		return d.Errf("ai_gateway_auth: %s", noClientAuthMessage)
+	}
+	return nil
+}
+
+func parseCredential(d *caddyfile.Dispenser) (json.RawMessage, error) {
+	if !d.NextArg() {
+		return nil, d.Errf("credential needs a kind: `credential static <key>` or `credential vercel_oidc { ... }`")
+	}
+	switch kind := d.Val(); kind {
+	case "static":
+		var s StaticSource
+		if !d.NextArg() {
+			return nil, d.Errf("credential static needs a key, e.g. `credential static {env.AI_GATEWAY_API_KEY}`")
+		}
+		s.Key = d.Val()
+		if d.NextArg() {
+			return nil, d.Errf("credential static takes one key; got another argument '%s'", d.Val())
+		}
+		if d.NextBlock(d.Nesting()) {
+			return nil, d.Errf("credential static takes no block")
+		}
+		return caddyconfig.JSONModuleObject(s, "source", kind, nil), nil
+	case "vercel_oidc":
+		var s VercelOIDCSource
+		if err := s.unmarshalCaddyfile(d); err != nil {
+			return nil, err
+		}
+		return caddyconfig.JSONModuleObject(s, "source", kind, nil), nil
+	default:
+		return nil, d.Errf("unknown credential kind '%s' (expected static or vercel_oidc)", kind)
+	}
+}
+
+func (s *VercelOIDCSource) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.Errf("credential vercel_oidc takes a block, not arguments; got '%s'", d.Val())
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "env":
+			s.Env = defaultOIDCEnv
+			if d.NextArg() {
+				s.Env = d.Val()
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "file":
+			if err := oneArg(d, &s.File); err != nil {
+				return err
+			}
+		case "mint":
+			if s.Mint != nil {
+				return d.Errf("mint is already configured; give it once")
+			}
+			s.Mint = new(MintConfig)
+			if err := s.Mint.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+		case "refresh_before":
+			if err := durationArg(d, &s.RefreshBefore); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized vercel_oidc option '%s' (expected env, file, mint or refresh_before)", d.Val())
+		}
+	}
+	return nil
+}
+
+func (m *MintConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.Errf("mint takes a block, not arguments; got '%s'", d.Val())
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "project":
+			err = oneArg(d, &m.Project)
+		case "team":
+			err = oneArg(d, &m.Team)
+		case "access_token":
+			err = oneArg(d, &m.AccessToken)
+		case "api":
+			if err = oneArg(d, &m.API); err == nil && !strings.Contains(m.API, "{") {
+				if _, perr := parseAPIURL(m.API); perr != nil {
+					err = d.Errf("%v", perr)
+				}
+			}
+		case "timeout":
+			err = durationArg(d, &m.Timeout)
+		default:
+			err = d.Errf("unrecognized mint option '%s' (expected project, team, access_token, api or timeout)", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if m.Project == "" {
+		return d.Errf("mint needs `project <id>`, e.g. `project {env.VERCEL_PROJECT_ID}`")
+	}
+	if m.AccessToken == "" {
+		return d.Errf("mint needs `access_token <token>`, e.g. `access_token {env.VERCEL_TOKEN}` (a Vercel access token; an OIDC token cannot mint another)")
+	}
+	return nil
+}
+
+// oneArg reads exactly one argument into dst.
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	name := d.Val()
+	if !d.NextArg() {
+		return d.Errf("%s needs a value", name)
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.Errf("%s takes one value; got another argument '%s'", name, d.Val())
+	}
+	return nil
+}
+
+// durationArg reads one positive duration ("5m", "30s") into dst.
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	name := d.Val()
+	var v string
+	if err := oneArg(d, &v); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur <= 0 {
+		return d.Errf("%s: '%s' is not a positive duration (e.g. 5m, 30s)", name, v)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,103 @@
+package caddymodule
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+)
+
+// placeholderClient is the client name reported for a literal client_key.
+const placeholderClient = "placeholder"
+
+// keyDigest is a client key's SHA-256. Keys are looked up by digest, not
+// by value: the lookup's timing can only reveal something about a digest,
+// which says nothing usable about a key (no preimages), and comparing
+// fixed-size digests hides the key's length. This keeps the check
+// constant-time in the key, like subtle.ConstantTimeCompare, while
+// costing O(1) for a file of thousands of keys.
+type keyDigest [sha256.Size]byte
+
+// clientKeySet maps accepted keys (by digest) to client names. The names
+// are stored as `any` once so that setting the placeholder allocates
+// nothing per request.
+type clientKeySet map[keyDigest]any
+
+// clientKeys is every accepted client key: the literal client_key values
+// and the named keys of client_keys_file, swapped atomically on re-read.
+type clientKeys struct {
+	literal clientKeySet
+	file    atomic.Pointer[clientKeySet]
+}
+
+// identify returns the client name for key, or false.
+func (ck *clientKeys) identify(key string) (any, bool) {
+	if key == "" {
+		return nil, false
+	}
+	d := keyDigest(sha256.Sum256([]byte(key)))
+	if name, ok := lookupDigest(ck.literal, d); ok {
+		return name, true
+	}
+	if fs := ck.file.Load(); fs != nil {
+		return lookupDigest(*fs, d)
+	}
+	return nil, false
+}
+
+func lookupDigest(set clientKeySet, d keyDigest) (any, bool) {
+	name, ok := set[d]
+	return name, ok
+}
+
+// parseClientKeysFile reads "name key" lines; blank lines and # comments
+// are skipped. Errors carry the line number, never the key.
+func parseClientKeysFile(content []byte) (clientKeySet, error) {
+	set := clientKeySet{}
+	names := map[string]int{}
+	sc := bufio.NewScanner(bytes.NewReader(content))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) != 2 {
+			return nil, fmt.Errorf("line %d: want \"<name> <key>\", got %d fields", n, len(fields))
+		}
+		name, key := fields[0], fields[1]
+		if prev, dup := names[name]; dup {
+			return nil, fmt.Errorf("line %d: name %q already used on line %d", n, name, prev)
+		}
+		names[name] = n
+		d := keyDigest(sha256.Sum256([]byte(key)))
+		if _, dup := set[d]; dup {
+			return nil, fmt.Errorf("line %d: the key of %q is also another client's key", n, name)
+		}
+		set[d] = name
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return set, nil
+}
+
+// clientKeyFromRequest returns the key the client sent, from the first of
+// Authorization: Bearer, x-api-key and api-key that is present.
+func clientKeyFromRequest(h http.Header) string {
+	if v := h.Get("Authorization"); v != "" {
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			return strings.TrimSpace(v[7:])
+		}
+		return ""
+	}
+	if v := h.Get("X-Api-Key"); v != "" {
+		return strings.TrimSpace(v)
+	}
+	return strings.TrimSpace(h.Get("Api-Key"))
+}
+
+func sha256Sum(s string) [sha256.Size]byte { return sha256.Sum256([]byte(s)) }

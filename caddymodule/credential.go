@@ -1,0 +1,103 @@
+package caddymodule
+
+import (
+	"context"
+	"time"
+)
+
+// Authentication methods, as the Vercel AI SDK names them in the
+// ai-gateway-auth-method header.
+const (
+	methodAPIKey = "api-key"
+	methodOIDC   = "oidc"
+)
+
+// Credential is one upstream credential. Its value is never logged,
+// marshaled or written into an error.
+type Credential struct {
+	value   string
+	expires time.Time // zero: never expires
+	method  string    // methodAPIKey or methodOIDC
+	// refreshAt is when a refresh should start; zero for credentials that
+	// are never refreshed.
+	refreshAt time.Time
+	obtained  time.Time
+
+	// Header values built once per credential so that the hot path
+	// allocates nothing. Shared between requests: reverse_proxy clones
+	// the header map before it changes anything, and Header.Set replaces
+	// the slice rather than writing into it.
+	authHeader   []string
+	methodHeader []string
+}
+
+func newCredential(value, method string, expires, obtained time.Time) *Credential {
+	return &Credential{
+		value:        value,
+		method:       method,
+		expires:      expires,
+		obtained:     obtained,
+		authHeader:   []string{"Bearer " + value},
+		methodHeader: []string{method},
+	}
+}
+
+// usable reports whether the credential may be sent at now: a token is
+// never forwarded at or after its exp.
+func (c *Credential) usable(now time.Time) bool {
+	return c != nil && (c.expires.IsZero() || now.Before(c.expires))
+}
+
+// String keeps the value out of any accidental %v.
+func (c *Credential) String() string {
+	if c == nil {
+		return "<no credential>"
+	}
+	if c.expires.IsZero() {
+		return c.method + " credential (no expiry)"
+	}
+	return c.method + " credential expiring " + c.expires.UTC().Format(time.RFC3339)
+}
+
+// GoString keeps the value out of %#v.
+func (c *Credential) GoString() string { return c.String() }
+
+// Source is a provider of upstream credentials: a guest module in the
+// http.handlers.ai_gateway_auth.credentials namespace.
+type Source interface {
+	// Current returns the credential to use at now without blocking, or
+	// nil when the source has none usable. It is on the hot path: no
+	// locks, no I/O. It may start a background refresh.
+	Current(now time.Time) *Credential
+
+	// Fetch returns a usable credential, waiting for a refresh when the
+	// source can get one that way, until ctx ends. The error says why
+	// there is none and never contains a credential.
+	Fetch(ctx context.Context) (*Credential, error)
+
+	// Kind is the source's name in the config and in placeholders,
+	// metrics and status: "static" or "vercel_oidc".
+	Kind() string
+
+	// Status describes the source for operators; never a credential.
+	Status(now time.Time) SourceStatus
+}
+
+// SourceStatus is what the admin status endpoint reports for a source.
+type SourceStatus struct {
+	Kind        string     `json:"kind"`
+	Usable      bool       `json:"usable"`
+	Method      string     `json:"method,omitempty"`
+	Expires     *time.Time `json:"expires,omitempty"`
+	LastRefresh *time.Time `json:"last_refresh,omitempty"`
+	NextRefresh *time.Time `json:"next_refresh,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}

@@ -1,0 +1,307 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+)
+
+// Backoff after a failed refresh: doubles from minBackoff up to maxBackoff,
+// with ±20% jitter so that many proxies do not retry in step.
+const (
+	minBackoff = time.Second
+	maxBackoff = 30 * time.Second
+)
+
+// loadFunc produces the best credential a source can get right now, given
+// the one it holds (which may be nil). It may do I/O.
+type loadFunc func(ctx context.Context, current *Credential) (*Credential, error)
+
+// refresher caches one source's credential and keeps it fresh. Readers
+// take the credential from an atomic pointer; a background loop refreshes
+// it refreshBefore ahead of its expiry; every refresh, however it is
+// started, runs through one singleflight key, so there is at most one per
+// source at a time; a failed refresh keeps the still-valid credential and
+// retries with capped exponential backoff and jitter.
+type refresher struct {
+	kind          string
+	refreshBefore time.Duration
+	load          loadFunc
+	logger        *zap.Logger
+	// onRefresh, when set, is told about each refresh attempt (metrics).
+	onRefresh func(result string, took time.Duration)
+
+	current atomic.Pointer[Credential]
+	group   singleflight.Group
+
+	mu          sync.Mutex
+	lastErr     error
+	lastRefresh time.Time
+	failures    int
+	nextAttempt time.Time // no refresh before this while backing off
+
+	// ctx ends when the refresher stops, cancelling a refresh in flight.
+	ctx       context.Context
+	cancel    context.CancelFunc
+	kick      chan struct{}
+	startLoop sync.Once
+	stopOnce  sync.Once
+	done      chan struct{}
+}
+
+func newRefresher(kind string, refreshBefore time.Duration, load loadFunc, logger *zap.Logger) *refresher {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &refresher{
+		kind:          kind,
+		refreshBefore: refreshBefore,
+		load:          load,
+		logger:        logger,
+		ctx:           ctx,
+		cancel:        cancel,
+		kick:          make(chan struct{}, 1),
+		done:          make(chan struct{}),
+	}
+}
+
+// Current returns the cached credential if it is usable at now. It starts
+// the background loop on first use (not at provision, so that `caddy
+// validate` makes no network call) and nudges it when a refresh is due.
+func (r *refresher) Current(now time.Time) *Credential {
+	r.startLoop.Do(r.start)
+	c := r.current.Load()
+	if !c.usable(now) {
+		r.nudge()
+		return nil
+	}
+	if !c.refreshAt.IsZero() && !now.Before(c.refreshAt) {
+		r.nudge()
+	}
+	return c
+}
+
+// Fetch returns a usable credential, refreshing (shared with every other
+// caller) when there is none, unless the source is backing off after a
+// failure, in which case it answers at once with the last error.
+func (r *refresher) Fetch(ctx context.Context) (*Credential, error) {
+	r.startLoop.Do(r.start)
+	if c := r.current.Load(); c.usable(time.Now()) {
+		return c, nil
+	}
+	r.mu.Lock()
+	wait := time.Until(r.nextAttempt)
+	lastErr := r.lastErr
+	r.mu.Unlock()
+	if wait > 0 && lastErr != nil {
+		return nil, fmt.Errorf("%w (next attempt in %s)", lastErr, wait.Round(time.Second))
+	}
+	ch := r.group.DoChan("refresh", r.refreshShared)
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*Credential), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("still refreshing after waiting: %w", context.Cause(ctx))
+	}
+}
+
+// RetryAfter is how long a client should wait before the source may have
+// a credential again: the time to the next attempt, at least 1s.
+func (r *refresher) RetryAfter() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d := time.Until(r.nextAttempt); d > time.Second {
+		return d
+	}
+	return time.Second
+}
+
+// Offer installs c if it expires later than the cached credential (or the
+// cached one is no longer usable): inputs that learn of a token without a
+// refresh (a rewritten file, a pushed token) call it. It reports whether c
+// was installed.
+func (r *refresher) Offer(c *Credential) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.installLocked(c, time.Now())
+}
+
+func (r *refresher) installLocked(c *Credential, now time.Time) bool {
+	if !c.usable(now) {
+		return false
+	}
+	old := r.current.Load()
+	if old.usable(now) && !c.expires.After(old.expires) {
+		return false
+	}
+	if !c.expires.IsZero() {
+		c.refreshAt = refreshPoint(c, r.refreshBefore)
+	}
+	r.current.Store(c)
+	return true
+}
+
+// refreshPoint is refreshBefore ahead of exp, but never earlier than half
+// the credential's life, so a short-lived token does not cause a refresh
+// storm when refreshBefore exceeds its lifetime.
+func refreshPoint(c *Credential, refreshBefore time.Duration) time.Time {
+	at := c.expires.Add(-refreshBefore)
+	if half := c.obtained.Add(c.expires.Sub(c.obtained) / 2); at.Before(half) {
+		at = half
+	}
+	return at
+}
+
+func (r *refresher) nudge() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (r *refresher) start() { go r.loop() }
+
+// Stop ends the background loop and waits for it. It is safe to call
+// more than once, and when the loop never started.
+func (r *refresher) Stop() {
+	r.stopOnce.Do(func() {
+		r.cancel()
+		r.startLoop.Do(func() { close(r.done) }) // never started: nothing to wait for
+		<-r.done
+	})
+}
+
+func (r *refresher) loop() {
+	defer close(r.done)
+	timer := time.NewTimer(0) // first pass at once: get a credential if there is none
+	defer timer.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-timer.C:
+		case <-r.kick:
+		}
+		if r.due(time.Now()) {
+			r.group.Do("refresh", r.refreshShared)
+		}
+		timer.Reset(r.untilNext(time.Now()))
+	}
+}
+
+// due reports whether a refresh should run now.
+func (r *refresher) due(now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Before(r.nextAttempt) {
+		return false
+	}
+	c := r.current.Load()
+	return !c.usable(now) || (!c.refreshAt.IsZero() && !now.Before(c.refreshAt))
+}
+
+// untilNext is how long the loop sleeps before looking again.
+func (r *refresher) untilNext(now time.Time) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := r.nextAttempt
+	if c := r.current.Load(); c.usable(now) && !c.refreshAt.IsZero() && c.refreshAt.After(next) {
+		next = c.refreshAt
+	} else if c.usable(now) && c.refreshAt.IsZero() {
+		return time.Hour // nothing to refresh; inputs that change call Offer
+	}
+	if d := next.Sub(now); d > 0 {
+		return d
+	}
+	return 0
+}
+
+// refreshShared runs one refresh; it is only ever called through the
+// singleflight group, so at most one runs per source at a time.
+func (r *refresher) refreshShared() (any, error) {
+	start := time.Now()
+	c, err := r.load(r.ctx, r.current.Load())
+	now := time.Now()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c.usable(now) {
+		r.installLocked(c, now)
+	}
+	best := r.current.Load()
+	if err == nil && !best.usable(now) {
+		err = errors.New("no usable token")
+	}
+	if err == nil && !best.refreshAt.IsZero() && !now.Before(best.refreshAt) {
+		err = fmt.Errorf("no fresher token available (the current one expires at %s)", best.expires.UTC().Format(time.RFC3339))
+	}
+	if err != nil {
+		r.failures++
+		r.lastErr = err
+		r.nextAttempt = now.Add(backoff(r.failures))
+		r.report("failure", now.Sub(start))
+		r.logger.Warn("credential refresh failed",
+			zap.String("source", r.kind),
+			zap.Error(err),
+			zap.Bool("still_usable", best.usable(now)),
+			zap.Time("next_attempt", r.nextAttempt))
+		if best.usable(now) {
+			return best, nil
+		}
+		return nil, err
+	}
+	r.failures = 0
+	r.lastErr = nil
+	r.nextAttempt = time.Time{}
+	r.lastRefresh = now
+	r.report("success", now.Sub(start))
+	r.logger.Info("credential refreshed",
+		zap.String("source", r.kind),
+		zap.Time("expires", best.expires),
+		zap.Time("next_refresh", best.refreshAt))
+	return best, nil
+}
+
+func (r *refresher) report(result string, took time.Duration) {
+	if r.onRefresh != nil {
+		r.onRefresh(result, took)
+	}
+}
+
+// backoff is the wait after the n-th consecutive failure (n >= 1).
+func backoff(n int) time.Duration {
+	d := maxBackoff
+	if n < 16 {
+		d = min(minBackoff<<(n-1), maxBackoff)
+	}
+	jitter := 0.8 + 0.4*rand.Float64()
+	return time.Duration(float64(d) * jitter)
+}
+
+// status fills the refresher's part of a SourceStatus.
+func (r *refresher) status(now time.Time) SourceStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.current.Load()
+	st := SourceStatus{Kind: r.kind, Usable: c.usable(now), LastRefresh: timePtr(r.lastRefresh)}
+	if c != nil {
+		st.Method = c.method
+		st.Expires = timePtr(c.expires)
+		st.NextRefresh = timePtr(c.refreshAt)
+	}
+	if r.lastErr != nil {
+		st.LastError = r.lastErr.Error()
+		if r.nextAttempt.After(now) {
+			st.NextRefresh = timePtr(r.nextAttempt)
+		}
+	}
+	return st
+}

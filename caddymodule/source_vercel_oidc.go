@@ -1,0 +1,307 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(VercelOIDCSource{})
+}
+
+const (
+	defaultOIDCEnv       = "VERCEL_OIDC_TOKEN"
+	defaultRefreshBefore = 5 * time.Minute
+)
+
+// oidcStates holds each source's runtime state (cached token, refresher,
+// file watcher) keyed by its resolved configuration, so that a config
+// reload with the same source keeps its token and its running refresher.
+var oidcStates = caddy.NewUsagePool()
+
+// VercelOIDCSource is a Vercel OIDC token that the proxy keeps fresh. It
+// has up to three inputs: an environment variable, a file, and minting
+// through the Vercel API. Among the inputs that have a token, the valid
+// one that expires last is used; a token is never used at or after its
+// exp. With no input configured, the env variable VERCEL_OIDC_TOKEN is
+// read.
+type VercelOIDCSource struct {
+	// The environment variable holding a token. Read at provision.
+	// Default: VERCEL_OIDC_TOKEN when neither file nor mint is set.
+	Env string `json:"env,omitempty"`
+
+	// A file holding the token: a raw JWT, or a dotenv file with a line
+	// VERCEL_OIDC_TOKEN=… (as `vercel env pull` writes .env.local). It is
+	// re-read whenever it changes, atomic renames included, without a
+	// reload.
+	File string `json:"file,omitempty"`
+
+	// Mint fresh tokens through the Vercel API.
+	Mint *MintConfig `json:"mint,omitempty"`
+
+	// How long before a token's exp a refresh starts (capped at half the
+	// token's lifetime). Default: 5m.
+	RefreshBefore caddy.Duration `json:"refresh_before,omitempty"`
+
+	state  *oidcState
+	key    string
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (VercelOIDCSource) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.ai_gateway_auth.credentials.vercel_oidc",
+		New: func() caddy.Module { return new(VercelOIDCSource) },
+	}
+}
+
+// Provision resolves the configuration and takes (or creates) the shared
+// runtime state. It reads the env variable and the file, and makes no
+// network call.
+func (s *VercelOIDCSource) Provision(ctx caddy.Context) error {
+	s.logger = ctx.Logger()
+	if s.Env == "" && s.File == "" && s.Mint == nil {
+		s.Env = defaultOIDCEnv
+	}
+	if s.RefreshBefore < 0 {
+		return fmt.Errorf("refresh_before must not be negative")
+	}
+	cfg := resolvedOIDCConfig{
+		Env:           s.Env,
+		RefreshBefore: time.Duration(s.RefreshBefore),
+	}
+	if cfg.RefreshBefore == 0 {
+		cfg.RefreshBefore = defaultRefreshBefore
+	}
+	if s.File != "" {
+		path, err := filepath.Abs(caddy.NewReplacer().ReplaceAll(s.File, ""))
+		if err != nil {
+			return fmt.Errorf("file: %v", err)
+		}
+		cfg.File = path
+	}
+	if s.Mint != nil {
+		m, err := newMinter(s.Mint)
+		if err != nil {
+			return err
+		}
+		cfg.mint = m
+		cfg.MintEndpoint, cfg.MintAccessTokenHash = m.endpoint, hashString(m.accessToken)
+		cfg.MintTimeout = m.timeout
+	}
+	if cfg.Env != "" {
+		cfg.EnvValueHash = hashString(os.Getenv(cfg.Env))
+	}
+	keyJSON, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	s.key = "vercel_oidc:" + string(keyJSON)
+	val, loaded, err := oidcStates.LoadOrNew(s.key, func() (caddy.Destructor, error) {
+		return newOIDCState(cfg, s.logger), nil
+	})
+	if err != nil {
+		return err
+	}
+	s.state = val.(*oidcState)
+	if loaded {
+		s.logger.Debug("reusing the credential cache of the previous config")
+	}
+	return nil
+}
+
+// Cleanup releases the shared state; the last user stops its goroutines.
+func (s *VercelOIDCSource) Cleanup() error {
+	if s.state == nil {
+		return nil
+	}
+	_, err := oidcStates.Delete(s.key)
+	return err
+}
+
+// Current implements Source.
+func (s *VercelOIDCSource) Current(now time.Time) *Credential { return s.state.refresher.Current(now) }
+
+// Fetch implements Source.
+func (s *VercelOIDCSource) Fetch(ctx context.Context) (*Credential, error) {
+	return s.state.refresher.Fetch(ctx)
+}
+
+// RetryAfter is when this source may have a credential again.
+func (s *VercelOIDCSource) RetryAfter() time.Duration { return s.state.refresher.RetryAfter() }
+
+// Offer installs a token learned outside a refresh (a push) if it
+// expires later than the cached one.
+func (s *VercelOIDCSource) Offer(c *Credential) bool { return s.state.refresher.Offer(c) }
+
+// Kind implements Source.
+func (*VercelOIDCSource) Kind() string { return "vercel_oidc" }
+
+// Status implements Source.
+func (s *VercelOIDCSource) Status(now time.Time) SourceStatus { return s.state.refresher.status(now) }
+
+// resolvedOIDCConfig identifies a source's runtime state: two sources
+// with the same resolved config share one cache. Secrets appear only as
+// hashes, and only in memory.
+type resolvedOIDCConfig struct {
+	Env                 string        `json:"env,omitempty"`
+	EnvValueHash        string        `json:"env_value,omitempty"`
+	File                string        `json:"file,omitempty"`
+	MintEndpoint        string        `json:"mint,omitempty"`
+	MintAccessTokenHash string        `json:"mint_token,omitempty"`
+	MintTimeout         time.Duration `json:"mint_timeout,omitempty"`
+	RefreshBefore       time.Duration `json:"refresh_before"`
+
+	mint *minter
+}
+
+func hashString(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// oidcState is the runtime of one vercel_oidc source: its inputs and the
+// refresher that caches the best of them.
+type oidcState struct {
+	cfg       resolvedOIDCConfig
+	logger    *zap.Logger
+	refresher *refresher
+
+	envCred *Credential
+	envErr  error
+
+	fileMu   sync.Mutex
+	fileCred *Credential
+	fileErr  error
+	watcher  *fileWatcher
+}
+
+func newOIDCState(cfg resolvedOIDCConfig, logger *zap.Logger) *oidcState {
+	st := &oidcState{cfg: cfg, logger: logger}
+	st.refresher = newRefresher("vercel_oidc", cfg.RefreshBefore, st.load, logger)
+	now := time.Now()
+	if cfg.Env != "" {
+		if v := strings.TrimSpace(os.Getenv(cfg.Env)); v == "" {
+			st.envErr = errors.New("not set")
+		} else if st.envCred, _, st.envErr = parseOIDCToken(v, now); st.envErr == nil {
+			st.refresher.Offer(st.envCred)
+		}
+	}
+	if cfg.File != "" {
+		st.watcher = watchFile(cfg.File, st.fileChanged)
+	}
+	return st
+}
+
+// fileChanged takes the token file's new content: a fresher token is
+// installed at once, without waiting for a refresh.
+func (st *oidcState) fileChanged(content []byte, err error) {
+	var cred *Credential
+	if err == nil {
+		variable := st.cfg.Env
+		if variable == "" {
+			variable = defaultOIDCEnv
+		}
+		if tok, ok := tokenFromFileContent(string(content), variable); !ok || tok == "" {
+			err = fmt.Errorf("no token in it (expected a JWT or a %s=… line)", variable)
+		} else {
+			cred, _, err = parseOIDCToken(tok, time.Now())
+		}
+	}
+	st.fileMu.Lock()
+	st.fileCred, st.fileErr = cred, err
+	st.fileMu.Unlock()
+	if err != nil {
+		st.logger.Warn("token file has no usable token", zap.String("file", st.cfg.File), zap.Error(err))
+		return
+	}
+	installed := st.refresher.Offer(cred)
+	st.logger.Info("token file re-read", zap.String("file", st.cfg.File),
+		zap.Time("expires", cred.expires), zap.Bool("used", installed))
+}
+
+// load is the source's refresh: the best of env, file and the current
+// token, and a freshly minted one when that best is due for refresh.
+func (st *oidcState) load(ctx context.Context, current *Credential) (*Credential, error) {
+	now := time.Now()
+	var best *Credential
+	consider := func(c *Credential) {
+		if c.usable(now) && (best == nil || c.expires.After(best.expires)) {
+			best = c
+		}
+	}
+	var reasons []string
+	if st.cfg.Env != "" {
+		if st.envCred.usable(now) {
+			consider(st.envCred)
+		} else {
+			reasons = append(reasons, fmt.Sprintf("env %s: %s", st.cfg.Env, orExpired(st.envErr, st.envCred)))
+		}
+	}
+	if st.cfg.File != "" {
+		st.fileMu.Lock()
+		fc, ferr := st.fileCred, st.fileErr
+		st.fileMu.Unlock()
+		if fc.usable(now) {
+			consider(fc)
+		} else {
+			reasons = append(reasons, fmt.Sprintf("file %s: %s", st.cfg.File, orExpired(ferr, fc)))
+		}
+	}
+	consider(current)
+	if best != nil && now.Before(refreshPoint(best, st.cfg.RefreshBefore)) {
+		return best, nil
+	}
+	if st.cfg.mint != nil {
+		minted, err := st.cfg.mint.mint(ctx)
+		if err != nil {
+			reasons = append(reasons, "mint: "+err.Error())
+		} else {
+			consider(minted)
+		}
+	}
+	if best == nil {
+		return nil, errors.New(strings.Join(reasons, "; "))
+	}
+	if len(reasons) > 0 && now.After(refreshPoint(best, st.cfg.RefreshBefore)) && best == current {
+		return best, errors.New(strings.Join(reasons, "; "))
+	}
+	return best, nil
+}
+
+func orExpired(err error, c *Credential) string {
+	if err != nil {
+		return err.Error()
+	}
+	if c != nil {
+		return "token expired at " + c.expires.UTC().Format(time.RFC3339)
+	}
+	return "no token"
+}
+
+// Destruct stops the refresher and the file watcher; the usage pool calls
+// it when the last config using this state is unloaded.
+func (st *oidcState) Destruct() error {
+	st.refresher.Stop()
+	st.watcher.stop()
+	return nil
+}
+
+var (
+	_ Source             = (*VercelOIDCSource)(nil)
+	_ caddy.Provisioner  = (*VercelOIDCSource)(nil)
+	_ caddy.CleanerUpper = (*VercelOIDCSource)(nil)
+)
