@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
 )
 
 func init() {
@@ -72,18 +73,62 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.ClientKeysFile); err != nil {
 				return err
 			}
+		case "client_key_secret":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("client_key_secret needs a secret, e.g. `client_key_secret {env.CLIENT_KEY_SECRET}`")
+			}
+			h.ClientKeySecrets = append(h.ClientKeySecrets, args...)
+		case "client_keys_revoked_file":
+			if h.ClientKeysRevokedFile != "" {
+				return d.Errf("client_keys_revoked_file is already set to %s; give it once", h.ClientKeysRevokedFile)
+			}
+			if err := oneArg(d, &h.ClientKeysRevokedFile); err != nil {
+				return err
+			}
+		case "vercel_sandbox":
+			if h.VercelSandbox != nil {
+				return d.Errf("vercel_sandbox is already configured; give it once")
+			}
+			h.VercelSandbox = new(VercelSandbox)
+			if err := h.VercelSandbox.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+		case "allow_paths":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("allow_paths needs at least one path pattern, e.g. `allow_paths /v1/*`")
+			}
+			if _, err := newPathAllowList(args); err != nil {
+				return d.Errf("%v", err)
+			}
+			h.AllowPaths = append(h.AllowPaths, args...)
+		case "retry_body_limit":
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return err
+			}
+			size, err := humanize.ParseBytes(v)
+			if err != nil || size > 1<<30 {
+				return d.Errf("retry_body_limit: '%s' is not a size up to 1GiB (e.g. 1MiB, 512KB, 0 is not allowed: use 1 to disable replays of bodies)", v)
+			}
+			if size == 0 {
+				return d.Errf("retry_body_limit must be positive (e.g. 1MiB)")
+			}
+			h.RetryBodyLimit = int64(size)
 		case "credential_wait":
 			if err := durationArg(d, &h.CredentialWait); err != nil {
 				return err
 			}
 		default:
-			return d.Errf("unrecognized ai_gateway_auth option '%s' (expected credential, client_key, client_keys_file or credential_wait)", d.Val())
+			return d.Errf("unrecognized ai_gateway_auth option '%s' (expected credential, client_key, client_keys_file, "+
+				"client_key_secret, client_keys_revoked_file, vercel_sandbox, allow_paths, retry_body_limit or credential_wait)", d.Val())
 		}
 	}
 	if len(h.CredentialsRaw) == 0 {
 		return d.Errf("ai_gateway_auth needs at least one upstream credential: add `credential static {env.AI_GATEWAY_API_KEY}` or `credential vercel_oidc`")
 	}
-	if len(h.ClientKeys) == 0 && h.ClientKeysFile == "" {
+	if !h.hasClientAuth() {
 		return d.Errf("ai_gateway_auth: %s", noClientAuthMessage)
 	}
 	return nil
@@ -148,8 +193,16 @@ func (s *VercelOIDCSource) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := durationArg(d, &s.RefreshBefore); err != nil {
 				return err
 			}
+		case "push":
+			if s.Push != nil {
+				return d.Errf("push is already configured; give it once")
+			}
+			s.Push = new(PushConfig)
+			if err := s.Push.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
 		default:
-			return d.Errf("unrecognized vercel_oidc option '%s' (expected env, file, mint or refresh_before)", d.Val())
+			return d.Errf("unrecognized vercel_oidc option '%s' (expected env, file, mint, push or refresh_before)", d.Val())
 		}
 	}
 	return nil
@@ -188,6 +241,77 @@ func (m *MintConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	if m.AccessToken == "" {
 		return d.Errf("mint needs `access_token <token>`, e.g. `access_token {env.VERCEL_TOKEN}` (a Vercel access token; an OIDC token cannot mint another)")
+	}
+	return nil
+}
+
+func (p *PushConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if !d.NextArg() || !strings.HasPrefix(d.Val(), "/") {
+		return d.Errf("push needs the path that accepts tokens, e.g. `push /ai-gateway-auth/token`")
+	}
+	p.Path = d.Val()
+	if d.NextArg() {
+		return d.Errf("push takes one path; got another argument '%s'", d.Val())
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "issuer":
+			err = oneArg(d, &p.Issuer)
+		case "jwks_url":
+			err = oneArg(d, &p.JWKSURL)
+		case "team":
+			err = oneArg(d, &p.Team)
+		case "project":
+			err = oneArg(d, &p.Project)
+		default:
+			err = d.Errf("unrecognized push option '%s' (expected issuer, jwks_url, team or project)", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *VercelSandbox) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.Errf("vercel_sandbox takes a block, not arguments; got '%s'", d.Val())
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch opt := d.Val(); opt {
+		case "audience":
+			err = oneArg(d, &v.Audience)
+		case "issuer":
+			err = oneArg(d, &v.Issuer)
+		case "jwks_url":
+			err = oneArg(d, &v.JWKSURL)
+		case "team", "project", "forwarded_host":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("%s needs at least one value", opt)
+			}
+			switch opt {
+			case "team":
+				v.Teams = append(v.Teams, args...)
+			case "project":
+				v.Projects = append(v.Projects, args...)
+			default:
+				v.ForwardedHosts = append(v.ForwardedHosts, args...)
+			}
+		default:
+			err = d.Errf("unrecognized vercel_sandbox option '%s' (expected audience, team, project, issuer, jwks_url or forwarded_host)", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if v.Audience == "" {
+		return d.Errf("vercel_sandbox needs `audience <forwardURL>`: the forwardURL exactly as the sandbox network policy names it")
+	}
+	if len(v.Teams) == 0 {
+		return d.Errf("vercel_sandbox needs at least one `team team_…`: the teams whose sandboxes may use the proxy")
 	}
 	return nil
 }

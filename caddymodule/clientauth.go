@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -26,31 +27,62 @@ type keyDigest [sha256.Size]byte
 // nothing per request.
 type clientKeySet map[keyDigest]any
 
-// clientKeys is every accepted client key: the literal client_key values
-// and the named keys of client_keys_file, swapped atomically on re-read.
+// clientKeys is every accepted client key: the literal client_key values,
+// the named keys of client_keys_file (swapped atomically on re-read) and
+// keys signed with a client_key_secret; minus revoked names.
 type clientKeys struct {
 	literal clientKeySet
 	file    atomic.Pointer[clientKeySet]
+	secrets [][]byte
+	// signed caches verified signed keys (key -> boxed name), so an HMAC
+	// is computed once per key, not per request. Only valid keys are
+	// stored, so its size is bounded by the clients that exist.
+	signed  sync.Map
+	revoked atomic.Pointer[map[string]struct{}]
 }
 
-// identify returns the client name for key, or false.
-func (ck *clientKeys) identify(key string) (any, bool) {
+// Why a client was refused.
+const (
+	rejectMissing = "missing client key"
+	rejectUnknown = "invalid client key"
+	rejectRevoked = "revoked client key"
+)
+
+// identify returns the client name for key, or why it is refused.
+func (ck *clientKeys) identify(key string) (any, string) {
 	if key == "" {
-		return nil, false
+		return nil, rejectMissing
+	}
+	if len(ck.secrets) > 0 && strings.HasPrefix(key, signedKeyPrefix) {
+		name, ok := ck.signed.Load(key)
+		if !ok {
+			n, valid := verifySignedKey(key, ck.secrets)
+			if !valid {
+				return nil, rejectUnknown
+			}
+			name, _ = ck.signed.LoadOrStore(key, any(n))
+		}
+		return ck.unlessRevoked(name)
 	}
 	d := keyDigest(sha256.Sum256([]byte(key)))
-	if name, ok := lookupDigest(ck.literal, d); ok {
-		return name, true
+	if name, ok := ck.literal[d]; ok {
+		return name, ""
 	}
 	if fs := ck.file.Load(); fs != nil {
-		return lookupDigest(*fs, d)
+		if name, ok := (*fs)[d]; ok {
+			return ck.unlessRevoked(name)
+		}
 	}
-	return nil, false
+	return nil, rejectUnknown
 }
 
-func lookupDigest(set clientKeySet, d keyDigest) (any, bool) {
-	name, ok := set[d]
-	return name, ok
+func (ck *clientKeys) unlessRevoked(name any) (any, string) {
+	if rv := ck.revoked.Load(); rv != nil && len(*rv) > 0 {
+		if _, revoked := (*rv)[name.(string)]; revoked {
+			return nil, rejectRevoked
+		}
+	}
+	return name, ""
 }
 
 // parseClientKeysFile reads "name key" lines; blank lines and # comments

@@ -22,6 +22,8 @@ type Credential struct {
 	// are never refreshed.
 	refreshAt time.Time
 	obtained  time.Time
+	// For OIDC tokens, whom the token is for (checked against pushes).
+	ownerID, projectID string
 
 	// Header values built once per credential so that the hot path
 	// allocates nothing. Shared between requests: reverse_proxy clones

@@ -25,14 +25,14 @@ func init() {
 
 const defaultCredentialWait = 10 * time.Second
 
-// Handler checks the client's key, removes every credential the client
+// Handler checks who the client is, removes every credential the client
 // sent, and sets Authorization: Bearer <credential> with a credential it
 // resolved itself, then hands the request to the next handler (normally
 // reverse_proxy to AI Gateway).
 //
 // Placeholders set per request:
 //
-//	{ai_gateway_auth.client}             the client's name: "placeholder" for a literal client_key, the name from client_keys_file
+//	{ai_gateway_auth.client}             the client: "placeholder" for a literal client_key, the key's name (client_keys_file, signed key), or the sandbox name/id
 //	{ai_gateway_auth.credential_source}  the source whose credential was sent: "static" or "vercel_oidc"
 type Handler struct {
 	// Upstream credential sources, in priority order: per request, the
@@ -40,23 +40,53 @@ type Handler struct {
 	// (an empty env variable) is skipped.
 	CredentialsRaw []json.RawMessage `json:"credentials,omitempty" caddy:"namespace=http.handlers.ai_gateway_auth.credentials inline_key=source"`
 
-	// Literal client keys that are accepted (e.g. sk-placeholder).
-	// Placeholders are resolved at provision.
+	// Literal client keys that are accepted (e.g. sk-placeholder); the
+	// client is named "placeholder". Placeholders are resolved at
+	// provision.
 	ClientKeys []string `json:"client_keys,omitempty"`
 
 	// A file of named client keys, one "<name> <key>" per line (# starts a
 	// comment). It is re-read whenever it changes.
 	ClientKeysFile string `json:"client_keys_file,omitempty"`
 
+	// Secrets under which signed client keys sk-aigw-<name>.<sig> are
+	// accepted (sig: unpadded base64url HMAC-SHA256 of name). Several may
+	// be given, to rotate a secret. Placeholders are resolved at
+	// provision.
+	ClientKeySecrets []string `json:"client_key_secrets,omitempty"`
+
+	// A file of revoked client names (signed keys and client_keys_file
+	// names), one per line. It is re-read whenever it changes.
+	ClientKeysRevokedFile string `json:"client_keys_revoked_file,omitempty"`
+
+	// Accept requests forwarded by a Vercel Sandbox firewall forwardURL
+	// rule, authenticated by their sandbox OIDC token.
+	VercelSandbox *VercelSandbox `json:"vercel_sandbox,omitempty"`
+
+	// Paths that may be sent upstream: exact paths or prefixes ending in
+	// *. Others get 403. Default: /v1/*.
+	AllowPaths []string `json:"allow_paths,omitempty"`
+
+	// Request bodies up to this many bytes are kept while they stream
+	// upstream, so that the request can be replayed once with a fresh
+	// token after an upstream 401. Larger bodies are not replayed.
+	// Default: 1 MiB.
+	RetryBodyLimit int64 `json:"retry_body_limit,omitempty"`
+
 	// How long a request may wait for a credential when no source has one
 	// cached (e.g. the first mint after start). Default: 10s.
 	CredentialWait caddy.Duration `json:"credential_wait,omitempty"`
 
-	sources     []Source
-	sourceKinds []any // each source's Kind, boxed once for the replacer
-	keys        *clientKeys
-	keysWatcher *fileWatcher
-	logger      *zap.Logger
+	sources      []Source
+	sourceKinds  []any // each source's Kind, boxed once for the replacer
+	keys         *clientKeys
+	sandbox      *sandboxVerifier
+	paths        *pathAllowList
+	pushes       map[string]*pushTarget
+	jwks         *jwksCache
+	watchers     []*fileWatcher
+	logger       *zap.Logger
+	statusHandle *statusEntry
 }
 
 // CaddyModule returns the Caddy module information.
@@ -67,7 +97,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision loads the credential sources and the client keys. It reads
+// Provision loads the credential sources and the client checks. It reads
 // local files and env variables only: no network call, so `caddy
 // validate` works offline.
 func (h *Handler) Provision(ctx caddy.Context) error {
@@ -75,6 +105,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.CredentialWait == 0 {
 		h.CredentialWait = caddy.Duration(defaultCredentialWait)
 	}
+	if h.RetryBodyLimit == 0 {
+		h.RetryBodyLimit = defaultRetryBodyLimit
+	}
+	if err := registerMetrics(ctx); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
+	h.jwks = newJWKSCache()
 
 	mods, err := ctx.LoadModule(h, "CredentialsRaw")
 	if err != nil {
@@ -87,8 +124,31 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.sources = append(h.sources, src)
 		h.sourceKinds = append(h.sourceKinds, src.Kind())
+		if err := h.addPush(src); err != nil {
+			return err
+		}
 	}
 
+	if err := h.provisionClientKeys(); err != nil {
+		return err
+	}
+	if h.VercelSandbox != nil {
+		if h.sandbox, err = newSandboxVerifier(*h.VercelSandbox, h.jwks); err != nil {
+			return err
+		}
+	}
+	paths := h.AllowPaths
+	if len(paths) == 0 {
+		paths = defaultAllowPaths
+	}
+	if h.paths, err = newPathAllowList(paths); err != nil {
+		return err
+	}
+	h.statusHandle = registerStatus(h)
+	return nil
+}
+
+func (h *Handler) provisionClientKeys() error {
 	repl := caddy.NewReplacer()
 	h.keys = &clientKeys{literal: clientKeySet{}}
 	for _, k := range h.ClientKeys {
@@ -99,37 +159,108 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.keys.literal[keyDigest(sha256Sum(key))] = placeholderClient
 	}
-	if h.ClientKeysFile != "" {
-		path, err := filepath.Abs(repl.ReplaceAll(h.ClientKeysFile, ""))
-		if err != nil {
-			return fmt.Errorf("client_keys_file: %v", err)
+	for _, s := range h.ClientKeySecrets {
+		secret := repl.ReplaceAll(s, "")
+		if secret == "" {
+			h.logger.Warn("a client_key_secret is empty and accepts nothing", zap.String("config", s))
+			continue
 		}
-		var firstErr error
-		first := true
-		h.keysWatcher = watchFile(path, func(content []byte, err error) {
+		if len(secret) < 16 {
+			return fmt.Errorf("client_key_secret %s is shorter than 16 bytes: use a random secret, e.g. `openssl rand -base64 32`", s)
+		}
+		h.keys.secrets = append(h.keys.secrets, []byte(secret))
+	}
+	if h.ClientKeysFile != "" {
+		err := h.watch("client_keys_file", h.ClientKeysFile, func(content []byte) error {
+			set, err := parseClientKeysFile(content)
 			if err == nil {
-				var set clientKeySet
-				if set, err = parseClientKeysFile(content); err == nil {
-					h.keys.file.Store(&set)
-					h.logger.Info("client keys file read", zap.String("file", path), zap.Int("keys", len(set)))
-				}
+				h.keys.file.Store(&set)
 			}
-			if err != nil {
-				if first {
-					firstErr = err
-				}
-				h.logger.Error("client keys file unusable; keeping the keys read before", zap.String("file", path), zap.Error(err))
-			}
-			first = false
+			return err
 		})
-		if firstErr != nil {
-			return fmt.Errorf("client_keys_file %s: %v", path, firstErr)
+		if err != nil {
+			return err
 		}
 	}
-	if len(h.keys.literal) == 0 && h.keysWatcher == nil && len(h.ClientKeys) > 0 {
-		return errors.New("every client_key is empty: set the variable its placeholder names, or use client_keys_file")
+	if h.ClientKeysRevokedFile != "" {
+		err := h.watch("client_keys_revoked_file", h.ClientKeysRevokedFile, func(content []byte) error {
+			names := parseNameList(content)
+			h.keys.revoked.Store(&names)
+			// cached signed keys stay cached; revocation is checked per request
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if len(h.keys.literal) == 0 && len(h.keys.secrets) == 0 && h.ClientKeysFile == "" && h.VercelSandbox == nil && h.hasClientAuth() {
+		return errors.New("every client_key and client_key_secret is empty: set the variables their placeholders name")
 	}
 	return nil
+}
+
+// watch reads a config file now (an error if it cannot be read or parsed)
+// and again whenever it changes (keeping the last good content on error).
+func (h *Handler) watch(option, file string, apply func([]byte) error) error {
+	path, err := filepath.Abs(caddy.NewReplacer().ReplaceAll(file, ""))
+	if err != nil {
+		return fmt.Errorf("%s: %v", option, err)
+	}
+	var firstErr error
+	first := true
+	w := watchFile(path, func(content []byte, err error) {
+		if err == nil {
+			err = apply(content)
+		}
+		if err != nil {
+			if first {
+				firstErr = err
+			}
+			h.logger.Error("file unusable; keeping what was read before", zap.String("option", option),
+				zap.String("file", path), zap.Error(err))
+		} else {
+			h.logger.Info("file re-read", zap.String("option", option), zap.String("file", path))
+		}
+		first = false
+	})
+	h.watchers = append(h.watchers, w)
+	if firstErr != nil {
+		return fmt.Errorf("%s %s: %v", option, path, firstErr)
+	}
+	return nil
+}
+
+func (h *Handler) addPush(src Source) error {
+	s, ok := src.(*VercelOIDCSource)
+	if !ok || s.Push == nil {
+		return nil
+	}
+	p := s.Push
+	if !strings.HasPrefix(p.Path, "/") {
+		return fmt.Errorf("push path %q must start with /", p.Path)
+	}
+	if h.pushes == nil {
+		h.pushes = map[string]*pushTarget{}
+	}
+	if _, dup := h.pushes[p.Path]; dup {
+		return fmt.Errorf("push path %s is used twice", p.Path)
+	}
+	t := &pushTarget{source: s, policy: issuerPolicy{issuer: p.Issuer, jwksURL: p.JWKSURL}, team: p.Team, project: p.Project}
+	if s.Mint != nil {
+		repl := caddy.NewReplacer()
+		if t.team == "" {
+			t.team = repl.ReplaceAll(s.Mint.Team, "")
+		}
+		if t.project == "" {
+			t.project = repl.ReplaceAll(s.Mint.Project, "")
+		}
+	}
+	h.pushes[p.Path] = t
+	return nil
+}
+
+func (h *Handler) hasClientAuth() bool {
+	return len(h.ClientKeys) > 0 || h.ClientKeysFile != "" || len(h.ClientKeySecrets) > 0 || h.VercelSandbox != nil
 }
 
 // Validate checks that the handler can work at all.
@@ -137,92 +268,177 @@ func (h *Handler) Validate() error {
 	if len(h.sources) == 0 {
 		return errors.New("no credential source: add `credential static {env.AI_GATEWAY_API_KEY}` or `credential vercel_oidc` to ai_gateway_auth")
 	}
-	if len(h.ClientKeys) == 0 && h.ClientKeysFile == "" {
+	if !h.hasClientAuth() {
 		return errors.New(noClientAuthMessage)
 	}
 	return nil
 }
 
 const noClientAuthMessage = "no client authentication: anyone who reaches the proxy could spend your AI Gateway credit; " +
-	"add `client_key sk-placeholder` (for a loopback or private network) or `client_keys_file <path>` to ai_gateway_auth"
+	"add `client_key sk-placeholder` (for a loopback or private network), `client_keys_file <path>`, " +
+	"`client_key_secret {env.CLIENT_KEY_SECRET}` or a `vercel_sandbox` block to ai_gateway_auth"
 
-// Cleanup stops the keys file watcher. Sources clean up themselves.
+// Cleanup stops the file watchers. Sources clean up themselves.
 func (h *Handler) Cleanup() error {
-	h.keysWatcher.stop()
+	for _, w := range h.watchers {
+		w.stop()
+	}
+	unregisterStatus(h.statusHandle)
 	return nil
 }
 
 // ServeHTTP authenticates the client, swaps its credential for an
-// upstream one and calls the next handler. The response is not wrapped or
-// buffered: SSE streams flow through as reverse_proxy writes them.
+// upstream one and calls the next handler. The response is not buffered:
+// SSE streams flow through as reverse_proxy writes them.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	client, ok := h.keys.identify(clientKeyFromRequest(r.Header))
-	if !ok {
-		return h.rejectClient(w, r)
-	}
-
-	now := time.Now()
-	var cred *Credential
-	var kind any
-	for i, s := range h.sources {
-		if cred = s.Current(now); cred != nil {
-			kind = h.sourceKinds[i]
-			break
+	if h.pushes != nil {
+		if t := h.pushes[r.URL.Path]; t != nil {
+			return h.servePush(w, r, t)
 		}
 	}
-	if cred == nil {
+
+	var client any
+	if h.sandbox != nil && r.Header.Get(headerSandboxToken) != "" {
 		var err error
-		if cred, kind, err = h.fetch(r.Context()); err != nil {
-			return h.noCredential(w, r, client, err)
+		if client, err = h.sandbox.identify(r); err != nil {
+			return h.forbid(w, r, "sandbox_rejected", err.Error())
+		}
+	} else {
+		var reason string
+		if client, reason = h.keys.identify(clientKeyFromRequest(r.Header)); reason != "" {
+			return h.rejectClient(w, r, reason)
 		}
 	}
+	stripSandboxHeaders(r)
+	if !h.paths.allows(r.URL.EscapedPath()) {
+		return h.forbid(w, r, "path_not_allowed",
+			"path "+r.URL.EscapedPath()+" is not allowed through this proxy (allow_paths)")
+	}
 
-	hdr := r.Header
-	delete(hdr, "Authorization")
-	delete(hdr, "X-Api-Key")
-	delete(hdr, "Api-Key")
-	delete(hdr, "Proxy-Authorization")
-	hdr["Authorization"] = cred.authHeader
-	hdr["Ai-Gateway-Auth-Method"] = cred.methodHeader
+	src, cred, err := h.credential(r.Context())
+	if err != nil {
+		return h.noCredential(w, r, client, err)
+	}
+	setUpstreamAuth(r.Header, cred)
 
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("ai_gateway_auth.client", client)
-		repl.Set("ai_gateway_auth.credential_source", kind)
+		repl.Set("ai_gateway_auth.credential_source", h.sourceKinds[src])
 	}
-	return next.ServeHTTP(w, r)
+	refreshable, canRefresh := h.sources[src].(interface{ Invalidate(*Credential) })
+	if !canRefresh {
+		forwardedCounter.Inc()
+		return next.ServeHTTP(w, r)
+	}
+	return h.serveWithReplay(w, r, next, src, cred, refreshable)
 }
 
-// fetch waits (up to credential_wait) for a source to get a credential,
-// in priority order. The error lists every source and why it had none.
-func (h *Handler) fetch(ctx context.Context) (*Credential, any, error) {
+// credential returns the first usable credential in priority order,
+// waiting (up to credential_wait) only when no source has one cached.
+func (h *Handler) credential(ctx context.Context) (int, *Credential, error) {
+	now := time.Now()
+	for i, s := range h.sources {
+		if c := s.Current(now); c != nil {
+			return i, c, nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.CredentialWait))
 	defer cancel()
 	var reasons []string
 	for i, s := range h.sources {
 		c, err := s.Fetch(ctx)
 		if err == nil {
-			return c, h.sourceKinds[i], nil
+			return i, c, nil
 		}
 		reasons = append(reasons, s.Kind()+": "+err.Error())
 	}
-	return nil, nil, errors.New(strings.Join(reasons, "; "))
+	return -1, nil, errors.New(strings.Join(reasons, "; "))
 }
 
-func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request) error {
-	reason := "invalid client key"
-	if clientKeyFromRequest(r.Header) == "" {
-		reason = "missing client key"
+// setUpstreamAuth removes every credential the client sent and sets the
+// upstream one. The header slices are the credential's own, built once.
+func setUpstreamAuth(hdr http.Header, cred *Credential) {
+	delete(hdr, "Authorization")
+	delete(hdr, "X-Api-Key")
+	delete(hdr, "Api-Key")
+	delete(hdr, "Proxy-Authorization")
+	hdr["Authorization"] = cred.authHeader
+	hdr["Ai-Gateway-Auth-Method"] = cred.methodHeader
+}
+
+// serveWithReplay forwards the request; if the upstream answers 401
+// before anything reached the client, it drops the credential, gets a
+// fresh one and replays the request once (if its body could be kept).
+func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler,
+	src int, cred *Credential, source interface{ Invalidate(*Credential) }) error {
+	origBody := r.Body
+	a := getAttempt(w, r, h.RetryBodyLimit)
+	defer putAttempt(a)
+	err := next.ServeHTTP(&a.rw, r)
+	if !a.rw.held {
+		r.Body = origBody
+		forwardedCounter.Inc()
+		return err
 	}
+
+	source.Invalidate(cred)
+	body, ok := a.body.replayable()
+	if !ok {
+		h.logger.Warn("upstream refused the credential; request body too large to replay",
+			zap.String("source", h.sources[src].Kind()), zap.Int64("retry_body_limit", h.RetryBodyLimit))
+		forwardedCounter.Inc()
+		return a.rw.sendHeld()
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.CredentialWait))
+	fresh, ferr := h.sources[src].Fetch(ctx)
+	cancel()
+	if ferr != nil {
+		h.logger.Warn("upstream refused the credential and no fresh one could be had",
+			zap.String("source", h.sources[src].Kind()), zap.Error(ferr))
+		forwardedCounter.Inc()
+		return a.rw.sendHeld()
+	}
+	a.restoreHeader(w.Header())
+	if origBody == nil || origBody == http.NoBody {
+		r.Body = origBody
+	} else {
+		r.Body = body
+	}
+	setUpstreamAuth(r.Header, fresh)
+	replayedCounter.Inc()
+	if c := h.logger.Check(zapcore.InfoLevel, "replaying request with a fresh credential"); c != nil {
+		c.Write(zap.String("source", h.sources[src].Kind()), zap.Time("expires", fresh.expires))
+	}
+	err = next.ServeHTTP(w, r)
+	r.Body = origBody
+	return err
+}
+
+func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, reason string) error {
+	clientRejectedCounter.Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "client rejected"); c != nil {
 		c.Write(zap.String("reason", reason), zap.String("remote_ip", remoteIP(r)),
-			zap.String("method", r.Method), zap.String("uri", r.RequestURI))
+			zap.String("method", r.Method), zap.String("path", r.URL.Path))
 	}
-	msg := reason + ": this proxy accepts only the client keys it is configured with " +
-		"(client_key / client_keys_file); set your SDK's API key (Authorization: Bearer, x-api-key or api-key) to one of them"
+	msg := reason + ": this proxy accepts only the client keys it is configured with; " +
+		"set your SDK's API key (sent as Authorization: Bearer, x-api-key or api-key) to the key you were given"
+	if reason == rejectRevoked {
+		msg = reason + ": this client's access has been revoked"
+	}
 	return writeError(w, r, http.StatusUnauthorized, errAuthentication, "invalid_api_key", msg)
 }
 
+func (h *Handler) forbid(w http.ResponseWriter, r *http.Request, code, reason string) error {
+	forbiddenCounter.Inc()
+	if c := h.logger.Check(zapcore.InfoLevel, "request forbidden"); c != nil {
+		c.Write(zap.String("reason", reason), zap.String("remote_ip", remoteIP(r)),
+			zap.String("method", r.Method))
+	}
+	return writeError(w, r, http.StatusForbidden, errPermission, code, reason)
+}
+
 func (h *Handler) noCredential(w http.ResponseWriter, r *http.Request, client any, err error) error {
+	noCredentialCounter.Inc()
 	var retry time.Duration // the soonest any source may have one again
 	for _, s := range h.sources {
 		if ra, ok := s.(interface{ RetryAfter() time.Duration }); ok {
@@ -238,7 +454,7 @@ func (h *Handler) noCredential(w http.ResponseWriter, r *http.Request, client an
 }
 
 func remoteIP(r *http.Request) string {
-	if addr, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)["client_ip"].(string); ok {
+	if addr, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && addr != "" {
 		return addr
 	}
 	return r.RemoteAddr

@@ -47,7 +47,9 @@ func parseOIDCToken(token string, now time.Time) (*Credential, *oidcClaims, erro
 	if !now.Before(exp) {
 		return nil, nil, fmt.Errorf("token expired at %s", exp.UTC().Format(time.RFC3339))
 	}
-	return newCredential(token, methodOIDC, exp, now), &claims, nil
+	c := newCredential(token, methodOIDC, exp, now)
+	c.ownerID, c.projectID = claims.OwnerID, claims.ProjectID
+	return c, &claims, nil
 }
 
 // jwtErrorReason strips golang-jwt's wrapping down to the reason; it

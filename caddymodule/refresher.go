@@ -35,8 +35,6 @@ type refresher struct {
 	refreshBefore time.Duration
 	load          loadFunc
 	logger        *zap.Logger
-	// onRefresh, when set, is told about each refresh attempt (metrics).
-	onRefresh func(result string, took time.Duration)
 
 	current atomic.Pointer[Credential]
 	group   singleflight.Group
@@ -46,6 +44,9 @@ type refresher struct {
 	lastRefresh time.Time
 	failures    int
 	nextAttempt time.Time // no refresh before this while backing off
+	// rejected holds tokens the upstream refused (by digest, until their
+	// exp): they are never installed or used again.
+	rejected map[[32]byte]time.Time
 
 	// ctx ends when the refresher stops, cancelling a refresh in flight.
 	ctx       context.Context
@@ -135,7 +136,7 @@ func (r *refresher) Offer(c *Credential) bool {
 }
 
 func (r *refresher) installLocked(c *Credential, now time.Time) bool {
-	if !c.usable(now) {
+	if !c.usable(now) || r.rejectedLocked(c) {
 		return false
 	}
 	old := r.current.Load()
@@ -147,6 +148,46 @@ func (r *refresher) installLocked(c *Credential, now time.Time) bool {
 	}
 	r.current.Store(c)
 	return true
+}
+
+// Invalidate drops c after the upstream refused it: it is never used
+// again, and a refresh starts if c was the cached credential. Many
+// requests refused with the same token cause one refresh between them.
+func (r *refresher) Invalidate(c *Credential) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if r.rejected == nil {
+		r.rejected = map[[32]byte]time.Time{}
+	}
+	for d, exp := range r.rejected {
+		if !now.Before(exp) {
+			delete(r.rejected, d)
+		}
+	}
+	r.rejected[sha256Sum(c.value)] = c.expires
+	if r.current.Load() == c {
+		r.current.Store(nil)
+		// a refused token is news, not a failing source: retry at once
+		r.nextAttempt = time.Time{}
+		r.logger.Warn("upstream refused the credential; refreshing", zap.String("source", r.kind),
+			zap.Time("expires", c.expires))
+	}
+}
+
+// IsRejected reports whether the upstream refused c before.
+func (r *refresher) IsRejected(c *Credential) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rejectedLocked(c)
+}
+
+func (r *refresher) rejectedLocked(c *Credential) bool {
+	if len(r.rejected) == 0 {
+		return false
+	}
+	_, ok := r.rejected[sha256Sum(c.value)]
+	return ok
 }
 
 // refreshPoint is refreshBefore ahead of exp, but never earlier than half
@@ -271,9 +312,7 @@ func (r *refresher) refreshShared() (any, error) {
 }
 
 func (r *refresher) report(result string, took time.Duration) {
-	if r.onRefresh != nil {
-		r.onRefresh(result, took)
-	}
+	observeRefresh(r.kind, result, took)
 }
 
 // backoff is the wait after the n-th consecutive failure (n >= 1).

@@ -51,6 +51,9 @@ type VercelOIDCSource struct {
 	// Mint fresh tokens through the Vercel API.
 	Mint *MintConfig `json:"mint,omitempty"`
 
+	// Accept verified tokens POSTed to a path of this site.
+	Push *PushConfig `json:"push,omitempty"`
+
 	// How long before a token's exp a refresh starts (capped at half the
 	// token's lifetime). Default: 5m.
 	RefreshBefore caddy.Duration `json:"refresh_before,omitempty"`
@@ -111,7 +114,7 @@ func (s *VercelOIDCSource) Provision(ctx caddy.Context) error {
 	}
 	s.key = "vercel_oidc:" + string(keyJSON)
 	val, loaded, err := oidcStates.LoadOrNew(s.key, func() (caddy.Destructor, error) {
-		return newOIDCState(cfg, s.logger), nil
+		return newOIDCState(cfg, hashString(s.key)[:12], s.logger), nil
 	})
 	if err != nil {
 		return err
@@ -147,6 +150,9 @@ func (s *VercelOIDCSource) RetryAfter() time.Duration { return s.state.refresher
 // expires later than the cached one.
 func (s *VercelOIDCSource) Offer(c *Credential) bool { return s.state.refresher.Offer(c) }
 
+// Invalidate drops a credential the upstream refused and starts a refresh.
+func (s *VercelOIDCSource) Invalidate(c *Credential) { s.state.refresher.Invalidate(c) }
+
 // Kind implements Source.
 func (*VercelOIDCSource) Kind() string { return "vercel_oidc" }
 
@@ -176,6 +182,7 @@ func hashString(s string) string {
 // oidcState is the runtime of one vercel_oidc source: its inputs and the
 // refresher that caches the best of them.
 type oidcState struct {
+	id        string // short, stable hash of the config, for metrics and status
 	cfg       resolvedOIDCConfig
 	logger    *zap.Logger
 	refresher *refresher
@@ -189,8 +196,8 @@ type oidcState struct {
 	watcher  *fileWatcher
 }
 
-func newOIDCState(cfg resolvedOIDCConfig, logger *zap.Logger) *oidcState {
-	st := &oidcState{cfg: cfg, logger: logger}
+func newOIDCState(cfg resolvedOIDCConfig, id string, logger *zap.Logger) *oidcState {
+	st := &oidcState{cfg: cfg, id: id, logger: logger}
 	st.refresher = newRefresher("vercel_oidc", cfg.RefreshBefore, st.load, logger)
 	now := time.Now()
 	if cfg.Env != "" {
@@ -239,13 +246,13 @@ func (st *oidcState) load(ctx context.Context, current *Credential) (*Credential
 	now := time.Now()
 	var best *Credential
 	consider := func(c *Credential) {
-		if c.usable(now) && (best == nil || c.expires.After(best.expires)) {
+		if c.usable(now) && !st.refresher.IsRejected(c) && (best == nil || c.expires.After(best.expires)) {
 			best = c
 		}
 	}
 	var reasons []string
 	if st.cfg.Env != "" {
-		if st.envCred.usable(now) {
+		if st.envCred.usable(now) && !st.refresher.IsRejected(st.envCred) {
 			consider(st.envCred)
 		} else {
 			reasons = append(reasons, fmt.Sprintf("env %s: %s", st.cfg.Env, orExpired(st.envErr, st.envCred)))
@@ -255,7 +262,7 @@ func (st *oidcState) load(ctx context.Context, current *Credential) (*Credential
 		st.fileMu.Lock()
 		fc, ferr := st.fileCred, st.fileErr
 		st.fileMu.Unlock()
-		if fc.usable(now) {
+		if fc.usable(now) && !st.refresher.IsRejected(fc) {
 			consider(fc)
 		} else {
 			reasons = append(reasons, fmt.Sprintf("file %s: %s", st.cfg.File, orExpired(ferr, fc)))
@@ -285,6 +292,9 @@ func (st *oidcState) load(ctx context.Context, current *Credential) (*Credential
 func orExpired(err error, c *Credential) string {
 	if err != nil {
 		return err.Error()
+	}
+	if c.usable(time.Now()) {
+		return "token was refused by the upstream"
 	}
 	if c != nil {
 		return "token expired at " + c.expires.UTC().Format(time.RFC3339)

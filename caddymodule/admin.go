@@ -1,0 +1,114 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(StatusAPI{})
+}
+
+// StatusAPI serves GET /ai_gateway_auth/status on Caddy's admin endpoint:
+// for every ai_gateway_auth handler of the running config and each of its
+// sources, whether it has a usable credential now, its expiry, the last
+// refresh, the last error and the next refresh; never a credential. It
+// answers 200 when every handler has a usable credential, else 503, so a
+// load balancer or health check can use it.
+type StatusAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (StatusAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.ai_gateway_auth",
+		New: func() caddy.Module { return new(StatusAPI) },
+	}
+}
+
+// Routes implements caddy.AdminRouter.
+func (StatusAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/ai_gateway_auth/status", Handler: caddy.AdminHandlerFunc(serveStatus)}}
+}
+
+// statusEntry is a provisioned handler, listed in the status until its
+// config is unloaded.
+type statusEntry struct {
+	seq     uint64
+	handler *Handler
+}
+
+var (
+	statusMu      sync.Mutex
+	statusSeq     uint64
+	statusEntries []*statusEntry
+)
+
+func registerStatus(h *Handler) *statusEntry {
+	statusMu.Lock()
+	defer statusMu.Unlock()
+	statusSeq++
+	e := &statusEntry{seq: statusSeq, handler: h}
+	statusEntries = append(statusEntries, e)
+	return e
+}
+
+func unregisterStatus(e *statusEntry) {
+	if e == nil {
+		return
+	}
+	statusMu.Lock()
+	defer statusMu.Unlock()
+	statusEntries = slices.DeleteFunc(statusEntries, func(x *statusEntry) bool { return x == e })
+}
+
+type handlerStatus struct {
+	Handler uint64         `json:"handler"`
+	Usable  bool           `json:"usable"`
+	Sources []SourceStatus `json:"sources"`
+}
+
+type statusReport struct {
+	Healthy  bool            `json:"healthy"`
+	Time     time.Time       `json:"time"`
+	Handlers []handlerStatus `json:"handlers"`
+}
+
+func serveStatus(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Message: "use GET"}
+	}
+	now := time.Now()
+	report := statusReport{Healthy: true, Time: now.UTC(), Handlers: []handlerStatus{}}
+	statusMu.Lock()
+	entries := slices.Clone(statusEntries)
+	statusMu.Unlock()
+	// During a reload the old config's handlers are still listed until it
+	// is cleaned up; only the newest handler of each sequence matters to
+	// a health check, so report all but judge health on all as well:
+	// both must be able to serve during the switch.
+	for _, e := range entries {
+		hs := handlerStatus{Handler: e.seq, Sources: []SourceStatus{}}
+		for _, s := range e.handler.sources {
+			s.Current(now) // starts a source's refresher if no request has yet
+			st := s.Status(now)
+			hs.Usable = hs.Usable || st.Usable
+			hs.Sources = append(hs.Sources, st)
+		}
+		report.Healthy = report.Healthy && hs.Usable
+		report.Handlers = append(report.Handlers, hs)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if !report.Healthy {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	return json.NewEncoder(w).Encode(report)
+}
+
+// Interface guard
+var _ caddy.AdminRouter = StatusAPI{}

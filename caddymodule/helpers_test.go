@@ -1,0 +1,239 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Shared test fixtures and helpers.
+
+const (
+	testTeam    = "team_testteam"
+	testProject = "prj_testproject"
+)
+
+func TestMain(m *testing.M) {
+	// Watched files are polled; poll fast so that file tests do not wait
+	// a second per change. Set once, before any watcher starts.
+	fileWatchInterval = 10 * time.Millisecond
+	os.Exit(m.Run())
+}
+
+// testSigningKey signs every test JWT (RS256, as Vercel does).
+var testSigningKey = sync.OnceValue(func() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
+
+// signTestJWT signs claims with RS256 and a kid, like a Vercel token.
+func signTestJWT(t testing.TB, claims jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	tok.Header["kid"] = "test-kid"
+	s, err := tok.SignedString(testSigningKey())
+	if err != nil {
+		t.Fatalf("signing test JWT: %v", err)
+	}
+	return s
+}
+
+// oidcClaimsFor returns Vercel-like OIDC claims expiring at exp, issued
+// now, for testTeam/testProject.
+func oidcClaimsFor(exp time.Time) jwt.MapClaims {
+	now := time.Now()
+	return jwt.MapClaims{
+		"iss":         "https://oidc.vercel.com/acme",
+		"aud":         "https://vercel.com/acme",
+		"sub":         "owner:acme:project:demo:environment:development",
+		"owner_id":    testTeam,
+		"project_id":  testProject,
+		"environment": "development",
+		"iat":         now.Unix(),
+		"nbf":         now.Unix(),
+		"exp":         exp.Unix(),
+	}
+}
+
+// testOIDCToken is a signed Vercel-like OIDC token expiring at exp
+// (second precision, as in a JWT). edit, if given, changes the claims.
+func testOIDCToken(t testing.TB, exp time.Time, edit ...func(jwt.MapClaims)) string {
+	t.Helper()
+	c := oidcClaimsFor(exp)
+	for _, e := range edit {
+		e(c)
+	}
+	return signTestJWT(t, c)
+}
+
+// jwtExp is exp as a JWT carries it: whole seconds.
+func jwtExp(exp time.Time) time.Time { return time.Unix(exp.Unix(), 0) }
+
+// newTestContext is a caddy.Context as in a unit test; cancelling it (at
+// test cleanup) cleans up every module loaded through it.
+func newTestContext(t *testing.T) caddy.Context {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func staticSourceJSON(key string) json.RawMessage {
+	return caddyconfig.JSONModuleObject(StaticSource{Key: key}, "source", "static", nil)
+}
+
+func oidcSourceJSON(s VercelOIDCSource) json.RawMessage {
+	return caddyconfig.JSONModuleObject(s, "source", "vercel_oidc", nil)
+}
+
+// provisionHandler provisions and validates h as Caddy would, and cleans
+// it up at the end of the test.
+func provisionHandler(t *testing.T, h *Handler) *Handler {
+	t.Helper()
+	if err := tryProvisionHandler(t, h); err != nil {
+		t.Fatalf("provisioning handler: %v", err)
+	}
+	if err := h.Validate(); err != nil {
+		t.Fatalf("validating handler: %v", err)
+	}
+	return h
+}
+
+// tryProvisionHandler provisions h and registers its cleanup (Caddy
+// cleans up after a failed Provision too).
+func tryProvisionHandler(t *testing.T, h *Handler) error {
+	t.Helper()
+	ctx := newTestContext(t)
+	t.Cleanup(func() { _ = h.Cleanup() }) // runs before the context's cancel
+	return h.Provision(ctx)
+}
+
+// provisionOIDC provisions a vercel_oidc source and cleans it up at the
+// end of the test.
+func provisionOIDC(t *testing.T, s *VercelOIDCSource) *VercelOIDCSource {
+	t.Helper()
+	ctx := newTestContext(t)
+	t.Cleanup(func() { _ = s.Cleanup() })
+	if err := s.Provision(ctx); err != nil {
+		t.Fatalf("provisioning vercel_oidc: %v", err)
+	}
+	return s
+}
+
+// seenRequest is what the next handler (reverse_proxy in production)
+// received.
+type seenRequest struct {
+	method   string
+	path     string
+	rawQuery string
+	header   http.Header
+	body     []byte
+}
+
+// recordingNext is a next handler that records each request it gets and
+// answers 200.
+type recordingNext struct {
+	mu   sync.Mutex
+	seen []seenRequest
+}
+
+func (n *recordingNext) handler() caddyhttp.Handler {
+	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		body, err := readAllAndClose(r)
+		if err != nil {
+			return err
+		}
+		n.mu.Lock()
+		n.seen = append(n.seen, seenRequest{
+			method: r.Method, path: r.URL.Path, rawQuery: r.URL.RawQuery,
+			header: r.Header.Clone(), body: body,
+		})
+		n.mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("upstream ok"))
+		return nil
+	})
+}
+
+func (n *recordingNext) calls() []seenRequest {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]seenRequest(nil), n.seen...)
+}
+
+func readAllAndClose(r *http.Request) ([]byte, error) {
+	if r.Body == nil {
+		return nil, nil
+	}
+	defer r.Body.Close()
+	return io.ReadAll(r.Body)
+}
+
+// withReplacer adds a caddy.Replacer to r's context, as caddyhttp's
+// server does for every request.
+func withReplacer(r *http.Request) (*http.Request, *caddy.Replacer) {
+	repl := caddy.NewReplacer()
+	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
+	return r.WithContext(ctx), repl
+}
+
+// serve runs r through h with next, and returns the response.
+func serve(t *testing.T, h *Handler, r *http.Request, next caddyhttp.Handler) *httptest.ResponseRecorder {
+	t.Helper()
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, r, next); err != nil {
+		t.Fatalf("ServeHTTP returned error: %v", err)
+	}
+	return w
+}
+
+// eventually polls cond until it holds, failing the test after a
+// generous deadline (it never assumes a fast machine).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// writeFile writes content to dir/name and returns the path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// assertNotContains fails if s holds any of the secrets.
+func assertNotContains(t *testing.T, what, s string, secrets ...string) {
+	t.Helper()
+	for _, sec := range secrets {
+		if sec != "" && strings.Contains(s, sec) {
+			t.Errorf("%s contains a secret (%.12s…): %s", what, sec, s)
+		}
+	}
+}

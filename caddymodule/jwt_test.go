@@ -1,0 +1,152 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func TestParseOIDCTokenValid(t *testing.T) {
+	now := time.Now()
+	exp := now.Add(time.Hour)
+	tok := testOIDCToken(t, exp)
+
+	c, claims, err := parseOIDCToken(tok, now)
+	if err != nil {
+		t.Fatalf("parseOIDCToken: %v", err)
+	}
+	if c.value != tok {
+		t.Error("credential value is not the token")
+	}
+	if c.method != methodOIDC {
+		t.Errorf("method = %q, want %q", c.method, methodOIDC)
+	}
+	if !c.expires.Equal(jwtExp(exp)) {
+		t.Errorf("expires = %v, want %v", c.expires, jwtExp(exp))
+	}
+	if got := c.authHeader; len(got) != 1 || got[0] != "Bearer "+tok {
+		t.Error("auth header is not Bearer <token>")
+	}
+	if claims.OwnerID != testTeam || claims.ProjectID != testProject {
+		t.Errorf("claims owner_id=%q project_id=%q", claims.OwnerID, claims.ProjectID)
+	}
+	if !c.usable(exp.Add(-2 * time.Second)) {
+		t.Error("token not usable before exp")
+	}
+	if c.usable(jwtExp(exp)) {
+		t.Error("token usable at exp")
+	}
+}
+
+func TestParseOIDCTokenRejects(t *testing.T) {
+	now := time.Now()
+	expired := testOIDCToken(t, now.Add(-time.Minute))
+	atExp := testOIDCToken(t, now) // exp == now (truncated to the second): not usable
+	noExp := testOIDCToken(t, time.Time{}, func(c jwt.MapClaims) { delete(c, "exp") })
+	badExp := testOIDCToken(t, time.Time{}, func(c jwt.MapClaims) { c["exp"] = "tomorrow" })
+	parts := strings.Split(testOIDCToken(t, now.Add(time.Hour)), ".")
+	badPayload := parts[0] + ".!!!not-base64!!!." + parts[2]
+
+	for _, tc := range []struct {
+		name, token, want string
+	}{
+		{"expired", expired, "token expired at " + jwtExp(now.Add(-time.Minute)).UTC().Format(time.RFC3339)},
+		{"at exp", atExp, "token expired at"},
+		{"no exp", noExp, "token has no exp claim"},
+		{"exp not a number", badExp, "not a valid JWT"},
+		{"garbage", "this is not a token", "not a JWT"},
+		{"empty", "", "not a JWT"},
+		{"api key", "vck_1234567890abcdef", "not a JWT"},
+		{"two parts", parts[0] + "." + parts[1], "not a JWT"},
+		{"four parts", strings.Join(parts, ".") + ".x", "not a JWT"},
+		{"bad base64 payload", badPayload, "not a valid JWT: malformed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, err := parseOIDCToken(tc.token, now)
+			if err == nil {
+				t.Fatalf("accepted %s token (expires %v)", tc.name, c.expires)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+			if tc.token != "" {
+				assertNotContains(t, "error", err.Error(), tc.token, parts[1])
+			}
+		})
+	}
+}
+
+func TestCheckClaims(t *testing.T) {
+	claims := &oidcClaims{OwnerID: testTeam, ProjectID: testProject}
+	for _, tc := range []struct {
+		team, project string
+		want          string // "" means accepted
+	}{
+		{testTeam, testProject, ""},
+		{"", testProject, ""},
+		{"acme", "my-project", ""}, // slugs and names cannot be compared with id claims
+		{testTeam, "prj_other", `token is for project "prj_testproject", not "prj_other"`},
+		{"team_other", testProject, `token is for owner "team_testteam", not "team_other"`},
+	} {
+		err := checkClaims(claims, tc.team, tc.project)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("checkClaims(%q, %q) = %v, want nil", tc.team, tc.project, err)
+		case tc.want != "" && (err == nil || err.Error() != tc.want):
+			t.Errorf("checkClaims(%q, %q) = %v, want %q", tc.team, tc.project, err, tc.want)
+		}
+	}
+}
+
+func TestLooksLikeJWT(t *testing.T) {
+	for s, want := range map[string]bool{
+		"a.b.c":     true,
+		"a.b":       false,
+		"a.b.c.d":   false,
+		".b.c":      false,
+		"a..c":      false,
+		"a.b.":      false,
+		"sk-abc":    false,
+		"":          false,
+		"eyJ.eyJ.s": true,
+	} {
+		if got := looksLikeJWT(s); got != want {
+			t.Errorf("looksLikeJWT(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+// A credential's value must not leak through formatting or marshaling.
+func TestCredentialNeverPrintsValue(t *testing.T) {
+	secret := "vck_super_secret_value"
+	c := newCredential(secret, methodAPIKey, time.Time{}, time.Now())
+	exp := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	o := newCredential("eyJ.secret-oidc.sig", methodOIDC, exp, time.Now())
+	for _, s := range []string{
+		fmt.Sprint(c), fmt.Sprintf("%v %+v %#v %s", c, c, c, c),
+		fmt.Sprintf("%v %+v %#v", o, o, o),
+		fmt.Sprint([]*Credential{c, o}),
+		fmt.Sprintf("%v", struct{ C *Credential }{c}),
+		fmt.Sprintf("%+v", struct{ C *Credential }{o}),
+	} {
+		assertNotContains(t, "formatted credential", s, secret, "secret-oidc")
+	}
+	if got := c.String(); got != "api-key credential (no expiry)" {
+		t.Errorf("String() = %q", got)
+	}
+	if got := o.String(); got != "oidc credential expiring 2030-01-02T03:04:05Z" {
+		t.Errorf("String() = %q", got)
+	}
+	if got := (*Credential)(nil).String(); got != "<no credential>" {
+		t.Errorf("nil String() = %q", got)
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertNotContains(t, "JSON credential", string(b), secret)
+}

@@ -1,0 +1,112 @@
+package caddymodule
+
+import (
+	"errors"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics, built once and registered in each config's registry (every
+// config load has a fresh one). Labels are bounded: outcomes, source
+// kinds and results only; never a client key, a path or a token.
+const metricsNamespace = "caddy_ai_gateway_auth"
+
+// Request outcomes.
+const (
+	outcomeForwarded      = "forwarded"
+	outcomeClientRejected = "client_rejected"
+	outcomeForbidden      = "forbidden"
+	outcomeNoCredential   = "no_credential"
+	outcomeReplayed       = "replayed"
+)
+
+var (
+	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "requests_total",
+		Help:      "Requests handled by ai_gateway_auth, by outcome (forwarded, client_rejected, forbidden, no_credential, replayed).",
+	}, []string{"outcome"})
+
+	refreshesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "credential_refreshes_total",
+		Help:      "Credential refresh attempts, by source kind and result (success, failure).",
+	}, []string{"source", "result"})
+
+	refreshSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: metricsNamespace,
+		Name:      "credential_refresh_duration_seconds",
+		Help:      "How long credential refreshes take, by source kind.",
+		Buckets:   []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"source"})
+
+	pushesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "token_pushes_total",
+		Help:      "Accepted token pushes, by whether the token was used (used, older).",
+	}, []string{"result"})
+
+	expiryDesc = prometheus.NewDesc(metricsNamespace+"_credential_expiry_seconds",
+		"Seconds until the cached credential of each OIDC source expires (negative: expired or none).",
+		[]string{"source", "instance"}, nil)
+
+	// Children resolved once so the hot path does no label lookup.
+	forwardedCounter      = requestsTotal.WithLabelValues(outcomeForwarded)
+	clientRejectedCounter = requestsTotal.WithLabelValues(outcomeClientRejected)
+	forbiddenCounter      = requestsTotal.WithLabelValues(outcomeForbidden)
+	noCredentialCounter   = requestsTotal.WithLabelValues(outcomeNoCredential)
+	replayedCounter       = requestsTotal.WithLabelValues(outcomeReplayed)
+)
+
+// expiryCollector reports, at scrape time, each live OIDC source's time
+// to expiry.
+type expiryCollector struct{}
+
+func (expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
+
+func (expiryCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	oidcStates.Range(func(_, v any) bool {
+		st := v.(*oidcState)
+		secs := -1.0
+		if c := st.refresher.current.Load(); c != nil {
+			secs = c.expires.Sub(now).Seconds()
+		}
+		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, secs, "vercel_oidc", st.id)
+		return true
+	})
+}
+
+var collectors = []prometheus.Collector{requestsTotal, refreshesTotal, refreshSeconds, pushesTotal, expiryCollector{}}
+
+// registerMetrics adds the collectors to this config's registry.
+func registerMetrics(ctx caddy.Context) error {
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		return nil
+	}
+	for _, c := range collectors {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func observePush(used bool) {
+	if used {
+		pushesTotal.WithLabelValues("used").Inc()
+	} else {
+		pushesTotal.WithLabelValues("older").Inc()
+	}
+}
+
+func observeRefresh(kind, result string, took time.Duration) {
+	refreshesTotal.WithLabelValues(kind, result).Inc()
+	refreshSeconds.WithLabelValues(kind).Observe(took.Seconds())
+}

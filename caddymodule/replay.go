@@ -1,0 +1,183 @@
+package caddymodule
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// Refresh-and-replay: when the gateway answers 401 to a request that
+// carried a refreshable credential, the handler drops that credential,
+// gets a fresh one and sends the request once more, so the client sees
+// the second answer. This needs two things kept while the first attempt
+// runs: a copy of the request body (teed as it streams upstream, never
+// read ahead) and the first response, held back only if it is a 401.
+
+const (
+	defaultRetryBodyLimit = 1 << 20
+	// max401Body is how much of a held-back 401's body is kept to pass on
+	// when no replay is possible; the gateway's 401 bodies are tiny.
+	max401Body = 64 * 1024
+)
+
+// attempt is one request's replay state; pooled, so a proxied request
+// allocates nothing for it.
+type attempt struct {
+	rw   interceptWriter
+	body teeBody
+	// header is the response header map as it was before the first
+	// attempt (e.g. set by the header directive), restored before a
+	// replay so the upstream's 401 headers do not leak into the answer.
+	header http.Header
+}
+
+var attempts = sync.Pool{New: func() any { return &attempt{header: http.Header{}} }}
+
+func getAttempt(w http.ResponseWriter, r *http.Request, limit int64) *attempt {
+	a := attempts.Get().(*attempt)
+	a.rw = interceptWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	a.body.reset(r.Body, limit, r.ContentLength)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &a.body
+	}
+	for k, v := range w.Header() {
+		a.header[k] = v
+	}
+	return a
+}
+
+func putAttempt(a *attempt) {
+	a.rw = interceptWriter{}
+	a.body.reset(nil, 0, 0)
+	clear(a.header)
+	attempts.Put(a)
+}
+
+// restoreHeader puts the response header map back as it was before the
+// first attempt.
+func (a *attempt) restoreHeader(h http.Header) {
+	clear(h)
+	for k, v := range a.header {
+		h[k] = v
+	}
+}
+
+// interceptWriter passes everything through, except a 401 as the first
+// status: that one (its headers stay in the map, its body is kept up to
+// max401Body) is held back for the handler to decide on.
+type interceptWriter struct {
+	caddyhttp.ResponseWriterWrapper
+	wroteHeader bool
+	held        bool
+	heldBody    bytes.Buffer
+}
+
+func (w *interceptWriter) WriteHeader(status int) {
+	if w.wroteHeader {
+		return
+	}
+	if status >= 100 && status < 200 {
+		w.ResponseWriter.WriteHeader(status) // informational: not final
+		return
+	}
+	w.wroteHeader = true
+	if status == http.StatusUnauthorized {
+		w.held = true
+		return
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *interceptWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.held {
+		if room := max401Body - w.heldBody.Len(); room > 0 {
+			w.heldBody.Write(p[:min(len(p), room)])
+		}
+		return len(p), nil
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// ReadFrom keeps io.Copy from bypassing Write.
+func (w *interceptWriter) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{w}, r)
+}
+
+// Flush must not flush a held 401 to the client.
+func (w *interceptWriter) Flush() {
+	if w.held {
+		return
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// sendHeld writes the held-back 401 to the client unchanged.
+func (w *interceptWriter) sendHeld() error {
+	w.ResponseWriter.WriteHeader(http.StatusUnauthorized)
+	_, err := w.ResponseWriter.Write(w.heldBody.Bytes())
+	return err
+}
+
+// teeBody keeps a copy of what the upstream reads of the request body,
+// up to limit. Close does not close the real body (the server does), so
+// what the upstream did not read can still be read on replay.
+type teeBody struct {
+	src      io.ReadCloser
+	buf      bytes.Buffer
+	limit    int64
+	overflow bool
+	eof      bool
+}
+
+func (b *teeBody) reset(src io.ReadCloser, limit, contentLength int64) {
+	b.src, b.limit, b.eof = src, limit, false
+	b.buf.Reset()
+	// A body known to be larger than the limit is not kept at all.
+	b.overflow = limit <= 0 || contentLength > limit
+}
+
+func (b *teeBody) Read(p []byte) (int, error) {
+	n, err := b.src.Read(p)
+	if n > 0 && !b.overflow {
+		if int64(b.buf.Len()+n) > b.limit {
+			b.overflow = true
+			b.buf.Reset()
+		} else {
+			b.buf.Write(p[:n])
+		}
+	}
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *teeBody) Close() error { return nil }
+
+// replayable returns a body that reads like the original from the start,
+// or false when the body was, or turns out to be, larger than the limit.
+func (b *teeBody) replayable() (io.ReadCloser, bool) {
+	if b.src == nil {
+		return nil, true
+	}
+	if b.overflow {
+		return nil, false
+	}
+	if !b.eof {
+		// read what the upstream left, still within the limit
+		rest, err := io.ReadAll(io.LimitReader(b.src, b.limit-int64(b.buf.Len())+1))
+		if err != nil || int64(b.buf.Len()+len(rest)) > b.limit {
+			return nil, false
+		}
+		b.buf.Write(rest)
+	}
+	return io.NopCloser(bytes.NewReader(b.buf.Bytes())), true
+}

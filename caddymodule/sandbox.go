@@ -1,0 +1,186 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Vercel Sandbox forwardURL mode: a sandbox whose network policy forwards
+// ai-gateway.vercel.sh to this proxy sends each request with a
+// vercel-sandbox-oidc-token header (an RS256 JWT from oidc.vercel.com
+// whose aud is the forwardURL) and vercel-forwarded-* headers naming the
+// host it meant to reach.
+
+const (
+	headerSandboxToken    = "Vercel-Sandbox-Oidc-Token"
+	headerForwardedHost   = "Vercel-Forwarded-Host"
+	headerForwardedScheme = "Vercel-Forwarded-Scheme"
+	headerForwardedPort   = "Vercel-Forwarded-Port"
+	headerForwardedPath   = "Vercel-Forwarded-Path"
+	defaultGatewayHost    = "ai-gateway.vercel.sh"
+	// maxVerifiedSandboxTokens bounds the verification cache.
+	maxVerifiedSandboxTokens = 10000
+)
+
+// VercelSandbox accepts requests forwarded by a Vercel Sandbox firewall
+// forwardURL rule, identified by their verified sandbox OIDC token.
+type VercelSandbox struct {
+	// The forwardURL exactly as the sandbox network policy names it; the
+	// token's aud must equal it (a trailing slash is ignored). Required.
+	Audience string `json:"audience,omitempty"`
+	// Allowed team_id values. At least one is required.
+	Teams []string `json:"teams,omitempty"`
+	// Allowed project_id values. Empty: any project of an allowed team.
+	Projects []string `json:"projects,omitempty"`
+	// The accepted token issuer. Default: https on host oidc.vercel.com,
+	// any path (Vercel issues per-team issuers).
+	Issuer string `json:"issuer,omitempty"`
+	// Where the issuer's keys are. Default: <iss>/.well-known/jwks.
+	JWKSURL string `json:"jwks_url,omitempty"`
+	// Hosts a sandbox may have meant (vercel-forwarded-host); others are
+	// refused with 403, never followed: the upstream is the one in the
+	// config. Default: ai-gateway.vercel.sh.
+	ForwardedHosts []string `json:"forwarded_hosts,omitempty"`
+}
+
+// sandboxClaims are the claims of a sandbox OIDC token.
+type sandboxClaims struct {
+	TeamID      string `json:"team_id"`
+	ProjectID   string `json:"project_id"`
+	SandboxID   string `json:"sandbox_id"`
+	SandboxName string `json:"sandbox_name"`
+	jwt.RegisteredClaims
+}
+
+// sandboxVerifier verifies sandbox tokens and caches each verified token
+// until its exp, so a busy sandbox costs one RSA verification, not one
+// per request.
+type sandboxVerifier struct {
+	cfg      VercelSandbox
+	audience string
+	policy   issuerPolicy
+	jwks     *jwksCache
+	// verifications counts RSA verifications (tests and metrics).
+	verifications func()
+
+	mu       sync.Mutex
+	verified map[[sha256.Size]byte]verifiedSandbox
+}
+
+type verifiedSandbox struct {
+	client  any // the sandbox name (or id), boxed once for the replacer
+	expires time.Time
+}
+
+func newSandboxVerifier(cfg VercelSandbox, jwks *jwksCache) (*sandboxVerifier, error) {
+	if cfg.Audience == "" {
+		return nil, errors.New("vercel_sandbox needs `audience <forwardURL>`: the URL of the sandbox policy's forwardURL")
+	}
+	if len(cfg.Teams) == 0 {
+		return nil, errors.New("vercel_sandbox needs at least one `team team_…`: the teams whose sandboxes may use the proxy")
+	}
+	if len(cfg.ForwardedHosts) == 0 {
+		cfg.ForwardedHosts = []string{defaultGatewayHost}
+	}
+	return &sandboxVerifier{
+		cfg:      cfg,
+		audience: strings.TrimRight(cfg.Audience, "/"),
+		policy:   issuerPolicy{issuer: cfg.Issuer, jwksURL: cfg.JWKSURL},
+		jwks:     jwks,
+		verified: map[[sha256.Size]byte]verifiedSandbox{},
+	}, nil
+}
+
+// identify checks a forwarded request and returns the sandbox's name.
+// The error is the reason for a 403.
+func (v *sandboxVerifier) identify(r *http.Request) (any, error) {
+	if host := r.Header.Get(headerForwardedHost); host != "" {
+		h := strings.ToLower(host)
+		if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+			h = h[:i]
+		}
+		if !slices.Contains(v.cfg.ForwardedHosts, h) {
+			return nil, fmt.Errorf("forwarded host %q is not an allowed gateway host", host)
+		}
+	}
+	token := r.Header.Get(headerSandboxToken)
+	now := time.Now()
+	digest := sha256.Sum256([]byte(token))
+	v.mu.Lock()
+	hit, ok := v.verified[digest]
+	v.mu.Unlock()
+	if ok && now.Before(hit.expires) {
+		return hit.client, nil
+	}
+	claims, err := v.verify(r.Context(), token)
+	if err != nil {
+		return nil, err
+	}
+	name := claims.SandboxName
+	if name == "" {
+		name = claims.SandboxID
+	}
+	entry := verifiedSandbox{client: name, expires: claims.ExpiresAt.Add(jwtLeeway)}
+	v.mu.Lock()
+	if len(v.verified) >= maxVerifiedSandboxTokens {
+		for k, e := range v.verified {
+			if !now.Before(e.expires) || len(v.verified) >= maxVerifiedSandboxTokens {
+				delete(v.verified, k)
+			}
+		}
+	}
+	v.verified[digest] = entry
+	v.mu.Unlock()
+	return entry.client, nil
+}
+
+func (v *sandboxVerifier) verify(ctx context.Context, token string) (*sandboxClaims, error) {
+	if v.verifications != nil {
+		v.verifications()
+	}
+	var claims sandboxClaims
+	if err := v.jwks.verify(ctx, token, v.policy, "", &claims); err != nil {
+		return nil, fmt.Errorf("sandbox token: %v", err)
+	}
+	if !slices.ContainsFunc(claims.Audience, func(a string) bool { return strings.TrimRight(a, "/") == v.audience }) {
+		return nil, errors.New("sandbox token: audience is not this proxy's forwardURL")
+	}
+	if !slices.Contains(v.cfg.Teams, claims.TeamID) {
+		return nil, fmt.Errorf("sandbox token: team %q is not allowed", claims.TeamID)
+	}
+	if len(v.cfg.Projects) > 0 && !slices.Contains(v.cfg.Projects, claims.ProjectID) {
+		return nil, fmt.Errorf("sandbox token: project %q is not allowed", claims.ProjectID)
+	}
+	if claims.SandboxID == "" && claims.SandboxName == "" {
+		return nil, errors.New("sandbox token: no sandbox_id")
+	}
+	return &claims, nil
+}
+
+// stripSandboxHeaders removes the forwardURL headers before the request
+// goes upstream, after taking the original path from
+// vercel-forwarded-path when there is one.
+func stripSandboxHeaders(r *http.Request) {
+	h := r.Header
+	if p := h.Get(headerForwardedPath); p != "" && strings.HasPrefix(p, "/") {
+		p, q, hasQuery := strings.Cut(p, "?")
+		r.URL.Path, r.URL.RawPath = p, ""
+		if hasQuery && r.URL.RawQuery == "" {
+			r.URL.RawQuery = q
+		}
+	}
+	delete(h, headerSandboxToken)
+	delete(h, headerForwardedHost)
+	delete(h, headerForwardedScheme)
+	delete(h, headerForwardedPort)
+	delete(h, headerForwardedPath)
+}
