@@ -150,14 +150,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 func (h *Handler) provisionClientKeys() error {
 	repl := caddy.NewReplacer()
-	h.keys = &clientKeys{literal: clientKeySet{}}
+	h.keys = &clientKeys{}
 	for _, k := range h.ClientKeys {
 		key := strings.TrimSpace(repl.ReplaceAll(k, ""))
 		if key == "" {
 			h.logger.Warn("a client_key is empty and accepts nothing", zap.String("config", k))
 			continue
 		}
-		h.keys.literal[keyDigest(sha256Sum(key))] = placeholderClient
+		h.keys.literal = append(h.keys.literal, key)
 	}
 	for _, s := range h.ClientKeySecrets {
 		secret := repl.ReplaceAll(s, "")
@@ -298,7 +298,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	var client any
-	if h.sandbox != nil && r.Header.Get(headerSandboxToken) != "" {
+	if h.sandbox != nil && firstValue(r.Header, headerSandboxToken) != "" {
 		var err error
 		if client, err = h.sandbox.identify(r); err != nil {
 			return h.forbid(w, r, "sandbox_rejected", err.Error())
@@ -309,7 +309,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return h.rejectClient(w, r, reason)
 		}
 	}
-	stripSandboxHeaders(r)
+	if h.sandbox != nil {
+		useForwardedPath(r)
+	}
 	if !h.paths.allows(r.URL.EscapedPath()) {
 		return h.forbid(w, r, "path_not_allowed",
 			"path "+r.URL.EscapedPath()+" is not allowed through this proxy (allow_paths)")
@@ -355,13 +357,18 @@ func (h *Handler) credential(ctx context.Context) (int, *Credential, error) {
 	return -1, nil, errors.New(strings.Join(reasons, "; "))
 }
 
-// setUpstreamAuth removes every credential the client sent and sets the
-// upstream one. The header slices are the credential's own, built once.
+// setUpstreamAuth removes every credential the client sent (and the
+// Vercel Sandbox forwarding headers) and sets the upstream credential.
+// One pass over the header map is cheaper than a delete per name; the
+// header slices are the credential's own, built once.
 func setUpstreamAuth(hdr http.Header, cred *Credential) {
-	delete(hdr, "Authorization")
-	delete(hdr, "X-Api-Key")
-	delete(hdr, "Api-Key")
-	delete(hdr, "Proxy-Authorization")
+	for k := range hdr {
+		switch k {
+		case "X-Api-Key", "Api-Key", "Proxy-Authorization",
+			headerSandboxToken, headerForwardedHost, headerForwardedScheme, headerForwardedPort, headerForwardedPath:
+			delete(hdr, k)
+		}
+	}
 	hdr["Authorization"] = cred.authHeader
 	hdr["Ai-Gateway-Auth-Method"] = cred.methodHeader
 }

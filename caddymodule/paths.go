@@ -55,10 +55,9 @@ func (l *pathAllowList) allows(escapedPath string) bool {
 }
 
 func hasDotSegmentOrEncoding(p string) bool {
-	for seg := range strings.SplitSeq(p, "/") {
-		if seg == "." || seg == ".." {
-			return true
-		}
+	if strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") {
+		return true
 	}
 	if strings.IndexByte(p, '%') < 0 {
 		return false

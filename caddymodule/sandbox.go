@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -166,21 +167,20 @@ func (v *sandboxVerifier) verify(ctx context.Context, token string) (*sandboxCla
 	return &claims, nil
 }
 
-// stripSandboxHeaders removes the forwardURL headers before the request
-// goes upstream, after taking the original path from
-// vercel-forwarded-path when there is one.
-func stripSandboxHeaders(r *http.Request) {
-	h := r.Header
-	if p := h.Get(headerForwardedPath); p != "" && strings.HasPrefix(p, "/") {
-		p, q, hasQuery := strings.Cut(p, "?")
-		r.URL.Path, r.URL.RawPath = p, ""
-		if hasQuery && r.URL.RawQuery == "" {
-			r.URL.RawQuery = q
-		}
+// useForwardedPath takes the path the sandbox meant from
+// vercel-forwarded-path, when there is one (the headers themselves are
+// removed with the client's credentials in setUpstreamAuth).
+func useForwardedPath(r *http.Request) {
+	p := firstValue(r.Header, headerForwardedPath)
+	if p == "" || p[0] != '/' {
+		return
 	}
-	delete(h, headerSandboxToken)
-	delete(h, headerForwardedHost)
-	delete(h, headerForwardedScheme)
-	delete(h, headerForwardedPort)
-	delete(h, headerForwardedPath)
+	u, err := url.ParseRequestURI(p)
+	if err != nil {
+		return
+	}
+	r.URL.Path, r.URL.RawPath = u.Path, u.RawPath
+	if u.RawQuery != "" && r.URL.RawQuery == "" {
+		r.URL.RawQuery = u.RawQuery
+	}
 }

@@ -80,6 +80,6 @@ func (s *StaticSource) Status(time.Time) SourceStatus {
 }
 
 var (
-	_ Source           = (*StaticSource)(nil)
+	_ Source            = (*StaticSource)(nil)
 	_ caddy.Provisioner = (*StaticSource)(nil)
 )
