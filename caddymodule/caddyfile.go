@@ -41,10 +41,28 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	            api          <url>
 //	            timeout      <duration>
 //	        }
+//	        push <path> {
+//	            issuer   <url>
+//	            jwks_url <url>
+//	            team     <team_id>
+//	            project  <project_id>
+//	        }
 //	        refresh_before <duration>
 //	    }
-//	    client_key       <key...>
-//	    client_keys_file <path>
+//	    client_key               <key...>
+//	    client_keys_file         <path>
+//	    client_key_secret        <secret...>
+//	    client_keys_revoked_file <path>
+//	    vercel_sandbox {
+//	        audience       <forwardURL>
+//	        team           <team_id...>
+//	        project        <project_id...>
+//	        issuer         <url>
+//	        jwks_url       <url>
+//	        forwarded_host <host...>
+//	    }
+//	    allow_paths      <pattern...>
+//	    retry_body_limit <size>
 //	    credential_wait  <duration>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {

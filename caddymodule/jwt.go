@@ -18,8 +18,16 @@ type oidcClaims struct {
 	jwt.RegisteredClaims
 }
 
-// looksLikeJWT is a cheap check for three non-empty dot-separated parts.
+// looksLikeJWT is a cheap check for three non-empty dot-separated parts
+// of base64url characters. The character check matters: a dotenv file
+// whose only dots are the token's ("VERCEL_OIDC_TOKEN=eyJ….….…") must not
+// pass for a raw JWT.
 func looksLikeJWT(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
 	a, rest, ok := strings.Cut(s, ".")
 	if !ok || a == "" {
 		return false

@@ -49,7 +49,7 @@ func TestParseOIDCTokenRejects(t *testing.T) {
 	noExp := testOIDCToken(t, time.Time{}, func(c jwt.MapClaims) { delete(c, "exp") })
 	badExp := testOIDCToken(t, time.Time{}, func(c jwt.MapClaims) { c["exp"] = "tomorrow" })
 	parts := strings.Split(testOIDCToken(t, now.Add(time.Hour)), ".")
-	badPayload := parts[0] + ".!!!not-base64!!!." + parts[2]
+	badPayload := parts[0] + ".bm90LWpzb24." + parts[2] // base64url of "not-json"
 
 	for _, tc := range []struct {
 		name, token, want string
@@ -113,6 +113,13 @@ func TestLooksLikeJWT(t *testing.T) {
 		"sk-abc":    false,
 		"":          false,
 		"eyJ.eyJ.s": true,
+		"eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjF9.c2ln-_": true,
+		// a one-line dotenv file has the token's two dots only
+		"VERCEL_OIDC_TOKEN=eyJ.eyJ.s": false,
+		"export T=eyJ.eyJ.s":          false,
+		"eyJ.eyJ.s\nX=1":              false,
+		"a b.c.d":                     false,
+		"a.b.c=":                      false, // base64url in JWTs is unpadded
 	} {
 		if got := looksLikeJWT(s); got != want {
 			t.Errorf("looksLikeJWT(%q) = %v, want %v", s, got, want)

@@ -48,6 +48,12 @@ var (
 		Help:      "Accepted token pushes, by whether the token was used (used, older).",
 	}, []string{"result"})
 
+	sandboxVerificationsTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "sandbox_token_verifications_total",
+		Help:      "RSA verifications of Vercel Sandbox OIDC tokens (a verified token is cached until its exp).",
+	})
+
 	expiryDesc = prometheus.NewDesc(metricsNamespace+"_credential_expiry_seconds",
 		"Seconds until the cached credential of each OIDC source expires (negative: expired or none).",
 		[]string{"source", "instance"}, nil)
@@ -79,7 +85,7 @@ func (expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 }
 
-var collectors = []prometheus.Collector{requestsTotal, refreshesTotal, refreshSeconds, pushesTotal, expiryCollector{}}
+var collectors = []prometheus.Collector{requestsTotal, refreshesTotal, refreshSeconds, pushesTotal, sandboxVerificationsTotal, expiryCollector{}}
 
 // registerMetrics adds the collectors to this config's registry.
 func registerMetrics(ctx caddy.Context) error {

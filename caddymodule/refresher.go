@@ -269,6 +269,9 @@ func (r *refresher) untilNext(now time.Time) time.Duration {
 // singleflight group, so at most one runs per source at a time.
 func (r *refresher) refreshShared() (any, error) {
 	start := time.Now()
+	if old := r.current.Load(); old != nil && !old.usable(start) && !old.expires.IsZero() {
+		r.logger.Warn("credential expired", zap.String("source", r.kind), zap.Time("expired", old.expires))
+	}
 	c, err := r.load(r.ctx, r.current.Load())
 	now := time.Now()
 
