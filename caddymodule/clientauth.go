@@ -140,15 +140,15 @@ func parseClientKeysFile(content []byte) (clientKeySet, error) {
 }
 
 // clientKeyFromRequest returns the key the client sent, from the first of
-// Authorization: Bearer, x-api-key and api-key that is present. The map
+// Authorization: Bearer, x-api-key and api-key that has one (another
+// Authorization scheme, e.g. Basic, is not a client key and is skipped). The map
 // is read with canonical keys directly (as net/http stores them), which
 // skips Header.Get's canonicalization on the hot path.
 func clientKeyFromRequest(h http.Header) string {
-	if v := firstValue(h, "Authorization"); v != "" {
-		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-			return strings.TrimSpace(v[7:])
+	if v := firstValue(h, "Authorization"); len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+		if key := strings.TrimSpace(v[7:]); key != "" {
+			return key
 		}
-		return ""
 	}
 	if v := firstValue(h, "X-Api-Key"); v != "" {
 		return strings.TrimSpace(v)

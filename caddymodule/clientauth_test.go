@@ -30,6 +30,7 @@ func TestClientKeyFromRequest(t *testing.T) {
 		{"first of several values", map[string][]string{"X-Api-Key": {"sk-b", "sk-other"}}, "sk-b"},
 		// A non-Bearer Authorization carries no client key.
 		{"basic alone", map[string][]string{"Authorization": {"Basic dXNlcjpwYXNz"}}, ""},
+		{"basic then x-api-key", map[string][]string{"Authorization": {"Basic dXNlcjpwYXNz"}, "X-Api-Key": {"sk-x"}}, "sk-x"},
 		{"bearer without key", map[string][]string{"Authorization": {"Bearer"}}, ""},
 		{"bearer with only spaces", map[string][]string{"Authorization": {"Bearer    "}}, ""},
 		{"bearerish prefix", map[string][]string{"Authorization": {"Bearersk-a"}}, ""},
@@ -180,7 +181,12 @@ func TestClientKeysFileReload(t *testing.T) {
 	// a broken version, and then a deleted file, keep the previous keys
 	// (checked over many poll intervals: this cannot fail on a slow
 	// machine, it can only miss a regression there)
-	writeFile(t, dir, "keys", "bob sk-bob-new\nbroken line with three\n")
+	// (renamed into place: a watcher may catch an in-place rewrite half
+	// done, e.g. empty, which is a valid file with no keys)
+	writeFile(t, dir, "keys.tmp", "bob sk-bob-new\nbroken line with three\n")
+	if err := os.Rename(dir+"/keys.tmp", keysFile); err != nil {
+		t.Fatal(err)
+	}
 	stillAccepted(t, accepts, "sk-bob-new")
 	if err := os.Remove(keysFile); err != nil {
 		t.Fatal(err)

@@ -41,6 +41,8 @@ func neverNext(t *testing.T) caddyhttp.Handler {
 // a ~50 KB body) reaches the upstream unchanged.
 func TestHandlerRewritesCredentialHeaders(t *testing.T) {
 	h := staticHandler(t)
+	logs := observeLogs(h)
+	defer assertLogsClean(t, logs, testStaticKey, "sk-placeholder", "sk-invalid-but-winning-upstream")
 	body := make([]byte, 50*1024)
 	if _, err := rand.Read(body); err != nil {
 		t.Fatal(err)
@@ -130,6 +132,13 @@ func TestHandlerPlaceholderNamesFileClient(t *testing.T) {
 // the upstream is never contacted, even when a credential is available.
 func TestHandlerRejectsClient(t *testing.T) {
 	h := staticHandler(t)
+	logs := observeLogs(h)
+	defer func() {
+		if logs.FilterMessage("client rejected").Len() == 0 {
+			t.Error("rejections not logged")
+		}
+		assertLogsClean(t, logs, "sk-wrong-key-123", testStaticKey, "c2stcGxhY2Vob2xkZXI")
+	}()
 	for _, tc := range []struct {
 		name, path string
 		header     map[string]string
@@ -218,7 +227,10 @@ func TestHandlerNoCredential(t *testing.T) {
 			oidcSourceJSON(VercelOIDCSource{Env: "AIGW_TEST_EXPIRED_OIDC"}),
 		},
 		ClientKeys: []string{"sk-placeholder"},
+		// long, so that waiting for it could not pass for a slow machine
+		CredentialWait: caddyDuration(2 * time.Minute),
 	})
+	logs := observeLogs(h)
 
 	for _, anthropic := range []bool{false, true} {
 		path := "/v1/chat/completions"
@@ -233,9 +245,9 @@ func TestHandlerNoCredential(t *testing.T) {
 		if w.Code != http.StatusServiceUnavailable {
 			t.Fatalf("status %d, want 503: %s", w.Code, w.Body)
 		}
-		if took := time.Since(start); took > 5*time.Second {
-			// the sources know at once that they have nothing; credential_wait (10s) is not spent
-			t.Errorf("503 took %v", took)
+		if took := time.Since(start); took >= time.Minute {
+			// the sources know at once that they have nothing: credential_wait is not spent
+			t.Errorf("503 took %v: the request waited for credential_wait", took)
 		}
 		ra, err := strconv.Atoi(w.Header().Get("Retry-After"))
 		if err != nil || ra < 1 || ra > 60 {
@@ -253,6 +265,10 @@ func TestHandlerNoCredential(t *testing.T) {
 		}
 		assertNotContains(t, "503 body", w.Body.String(), expired, strings.Split(expired, ".")[1])
 	}
+	if logs.FilterMessage("no upstream credential").Len() == 0 {
+		t.Error("the 503 was not logged")
+	}
+	assertLogsClean(t, logs, expired, strings.Split(expired, ".")[1])
 }
 
 // Sources are tried in order: an empty static key is skipped for the

@@ -19,6 +19,9 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // Shared test fixtures and helpers.
@@ -83,6 +86,8 @@ func testOIDCToken(t testing.TB, exp time.Time, edit ...func(jwt.MapClaims)) str
 	}
 	return signTestJWT(t, c)
 }
+
+func caddyDuration(d time.Duration) caddy.Duration { return caddy.Duration(d) }
 
 // jwtExp is exp as a JWT carries it: whole seconds.
 func jwtExp(exp time.Time) time.Time { return time.Unix(exp.Unix(), 0) }
@@ -215,6 +220,35 @@ func eventually(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for: %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// observeLogs sends the handler's log lines, and those of its vercel_oidc
+// sources, to an in-memory observer. Call it before the first request
+// (which starts the sources' goroutines).
+func observeLogs(h *Handler) *observer.ObservedLogs {
+	core, logs := observer.New(zapcore.DebugLevel)
+	logger := zap.New(core)
+	h.logger = logger
+	for _, src := range h.sources {
+		if s, ok := src.(*VercelOIDCSource); ok {
+			s.logger, s.state.logger, s.state.refresher.logger = logger, logger, logger
+		}
+	}
+	return logs
+}
+
+// assertLogsClean fails if any log line (message or field) holds a secret.
+func assertLogsClean(t *testing.T, logs *observer.ObservedLogs, secrets ...string) {
+	t.Helper()
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	for _, e := range logs.All() {
+		buf, err := enc.EncodeEntry(e.Entry, e.Context)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertNotContains(t, "log line", buf.String(), secrets...)
+		buf.Free()
 	}
 }
 

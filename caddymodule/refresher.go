@@ -144,7 +144,11 @@ func (r *refresher) installLocked(c *Credential, now time.Time) bool {
 		return false
 	}
 	if !c.expires.IsZero() {
-		c.refreshAt = refreshPoint(c, r.refreshBefore)
+		// a copy: c may be held by an input and installed again later,
+		// while readers of an earlier install still look at it
+		cp := *c
+		cp.refreshAt = refreshPoint(c, r.refreshBefore)
+		c = &cp
 	}
 	r.current.Store(c)
 	return true

@@ -58,9 +58,10 @@ type VercelOIDCSource struct {
 	// token's lifetime). Default: 5m.
 	RefreshBefore caddy.Duration `json:"refresh_before,omitempty"`
 
-	state  *oidcState
-	key    string
-	logger *zap.Logger
+	state    *oidcState
+	key      string
+	released bool
+	logger   *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -131,6 +132,10 @@ func (s *VercelOIDCSource) Cleanup() error {
 	if s.state == nil {
 		return nil
 	}
+	if s.released {
+		return nil // a second Cleanup must not release another config's reference
+	}
+	s.released = true
 	_, err := oidcStates.Delete(s.key)
 	return err
 }

@@ -1,0 +1,424 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+// Golden Caddyfile -> JSON adapt tests: each testdata/adapt/*.caddytest
+// holds a Caddyfile, a line "----------", and the JSON it adapts to.
+// Rewrite the JSON halves after an intended change with
+//
+//	go test ./caddymodule -run TestCaddyfileAdaptGolden -update
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/adapt from the current output")
+
+const goldenSeparator = "\n----------\n"
+
+// adapt runs the Caddyfile adapter as `caddy adapt` does, with filename
+// for error messages.
+func adapt(t *testing.T, filename, body string) ([]byte, []caddyconfig.Warning, error) {
+	t.Helper()
+	a := caddyconfig.GetAdapter("caddyfile")
+	if a == nil {
+		t.Fatal("caddyfile adapter not registered")
+	}
+	return a.Adapt([]byte(body), map[string]any{"filename": filename})
+}
+
+// adaptOK adapts body and fails on errors and warnings (a golden
+// Caddyfile must be formatted as `caddy fmt` would).
+func adaptOK(t *testing.T, filename, body string) []byte {
+	t.Helper()
+	out, warnings, err := adapt(t, filename, body)
+	if err != nil {
+		t.Fatalf("adapting %s: %v", filename, err)
+	}
+	for _, w := range warnings {
+		t.Errorf("%s:%d: warning: %s: %s", filename, w.Line, w.Directive, w.Message)
+	}
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, out, "", "\t"); err != nil {
+		t.Fatal(err)
+	}
+	return pretty.Bytes()
+}
+
+func TestCaddyfileAdaptGolden(t *testing.T) {
+	files, err := filepath.Glob("testdata/adapt/*.caddytest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no golden files in testdata/adapt")
+	}
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".caddytest"), func(t *testing.T) {
+			raw, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			caddyfileText, wantJSON, ok := strings.Cut(string(raw), goldenSeparator)
+			if !ok {
+				t.Fatalf("%s: no %q line between the Caddyfile and the JSON", file, strings.TrimSpace(goldenSeparator))
+			}
+			got := adaptOK(t, file, caddyfileText+"\n")
+			if *update {
+				if err := os.WriteFile(file, []byte(caddyfileText+goldenSeparator+string(got)+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if strings.TrimSpace(wantJSON) != strings.TrimSpace(string(got)) {
+				t.Errorf("%s adapts to:\n%s\nwant:\n%s\n(run with -update if the change is intended)", file, got, wantJSON)
+			}
+		})
+	}
+}
+
+// handlerNames lists the handlers of a route list in order, descending
+// into subroutes (handle blocks).
+func handlerNames(routes []any) []string {
+	var names []string
+	for _, r := range routes {
+		route, _ := r.(map[string]any)
+		handle, _ := route["handle"].([]any)
+		for _, h := range handle {
+			hm, _ := h.(map[string]any)
+			name, _ := hm["handler"].(string)
+			if name == "subroute" {
+				sub, _ := hm["routes"].([]any)
+				names = append(names, handlerNames(sub)...)
+				continue
+			}
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+func serverRoutes(t *testing.T, adapted []byte) []any {
+	t.Helper()
+	var cfg struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Routes []any `json:"routes"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(adapted, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Apps.HTTP.Servers) != 1 {
+		t.Fatalf("%d servers, want 1", len(cfg.Apps.HTTP.Servers))
+	}
+	for _, s := range cfg.Apps.HTTP.Servers {
+		return s.Routes
+	}
+	return nil
+}
+
+// ai_gateway_auth runs before reverse_proxy whatever the order in the
+// site block, with no `order` line, in handle blocks too; otherwise the
+// credential swap could be bypassed.
+func TestDirectiveOrderedBeforeReverseProxy(t *testing.T) {
+	for name, body := range map[string]string{
+		"site block": `:4000 {
+	reverse_proxy https://ai-gateway.vercel.sh
+	ai_gateway_auth {
+		credential static {env.AI_GATEWAY_API_KEY}
+		client_key sk-placeholder
+	}
+}
+`,
+		"handle block": `:4000 {
+	handle /v1/* {
+		reverse_proxy https://ai-gateway.vercel.sh
+		ai_gateway_auth {
+			credential static {env.AI_GATEWAY_API_KEY}
+			client_key sk-placeholder
+		}
+	}
+	respond 404
+}
+`,
+		"with other handlers": `:4000 {
+	header X-Served-By proxy
+	reverse_proxy https://ai-gateway.vercel.sh
+	rewrite * /v1{uri}
+	ai_gateway_auth {
+		credential static {env.AI_GATEWAY_API_KEY}
+		client_key sk-placeholder
+	}
+}
+`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			names := handlerNames(serverRoutes(t, adaptOK(t, "Caddyfile", body)))
+			auth, proxy := -1, -1
+			for i, n := range names {
+				switch n {
+				case "ai_gateway_auth":
+					auth = i
+				case "reverse_proxy":
+					proxy = i
+				}
+			}
+			if auth < 0 || proxy < 0 || auth > proxy {
+				t.Errorf("handler order %v: ai_gateway_auth must come before reverse_proxy", names)
+			}
+		})
+	}
+}
+
+// Secrets written as {env.X} stay placeholders in the adapted JSON (and so
+// in the admin API's view of the config); they are resolved at provision.
+func TestAdaptKeepsEnvPlaceholders(t *testing.T) {
+	secrets := map[string]string{
+		"AI_GATEWAY_API_KEY": "vck_secret_api_key_value",
+		"VERCEL_TOKEN":       "vercel_secret_access_token",
+		"VERCEL_PROJECT_ID":  "prj_secretproject",
+		"VERCEL_TEAM_ID":     "team_secretteam",
+		"VERCEL_OIDC_TOKEN":  "eyJsecret.eyJsecret.sig",
+		"SANDBOX_KEY":        "sk-secret-sandbox-key",
+	}
+	for k, v := range secrets {
+		t.Setenv(k, v)
+	}
+	out := adaptOK(t, "Caddyfile", `:4000 {
+	ai_gateway_auth {
+		credential static {env.AI_GATEWAY_API_KEY}
+		credential vercel_oidc {
+			env VERCEL_OIDC_TOKEN
+			mint {
+				project {env.VERCEL_PROJECT_ID}
+				team {env.VERCEL_TEAM_ID}
+				access_token {env.VERCEL_TOKEN}
+			}
+		}
+		client_key {env.SANDBOX_KEY}
+	}
+	reverse_proxy https://ai-gateway.vercel.sh
+}
+`)
+	for k, v := range secrets {
+		if bytes.Contains(out, []byte(v)) {
+			t.Errorf("the value of %s is in the adapted JSON", k)
+		}
+	}
+	for _, p := range []string{"{env.AI_GATEWAY_API_KEY}", "{env.VERCEL_PROJECT_ID}", "{env.VERCEL_TEAM_ID}", "{env.VERCEL_TOKEN}", "{env.SANDBOX_KEY}"} {
+		if !bytes.Contains(out, []byte(p)) {
+			t.Errorf("placeholder %s missing from the adapted JSON", p)
+		}
+	}
+}
+
+// The repository's default Caddyfile adapts cleanly, with the credential
+// swap before the proxy.
+func TestDefaultCaddyfileAdapts(t *testing.T) {
+	body, err := os.ReadFile("../Caddyfile")
+	if err != nil {
+		t.Skip("no ../Caddyfile:", err)
+	}
+	names := handlerNames(serverRoutes(t, adaptOK(t, "Caddyfile", string(body))))
+	if len(names) < 2 || names[0] != "ai_gateway_auth" || names[len(names)-1] != "reverse_proxy" {
+		t.Errorf("handler order %v", names)
+	}
+}
+
+// Every Caddyfile error names the file and line and says what to do.
+func TestCaddyfileErrors(t *testing.T) {
+	const file = "Caddyfile.test"
+	site := func(block string) string {
+		// ai_gateway_auth is on line 2
+		return ":4000 {\n\tai_gateway_auth" + block + "\n\treverse_proxy https://ai-gateway.vercel.sh\n}\n"
+	}
+	okCreds := "\t\tcredential static {env.AI_GATEWAY_API_KEY}\n"
+	okClient := "\t\tclient_key sk-placeholder\n"
+	block := func(lines ...string) string { return " {\n" + strings.Join(lines, "") + "\t}" }
+	oidc := func(lines ...string) string {
+		return block(okClient, "\t\tcredential vercel_oidc {\n"+strings.Join(lines, "")+"\t\t}\n")
+	}
+	mint := func(lines ...string) string {
+		return oidc("\t\t\tmint {\n" + strings.Join(lines, "") + "\t\t\t}\n")
+	}
+	okMint := "\t\t\t\tproject prj_x\n\t\t\t\taccess_token {env.VERCEL_TOKEN}\n"
+
+	for _, tc := range []struct {
+		name  string
+		body  string
+		line  int
+		wants []string
+	}{
+		{"argument on the directive", site(" sk-placeholder" + block(okCreds, okClient)), 2,
+			[]string{"ai_gateway_auth takes no arguments on its line, only a block; got 'sk-placeholder'"}},
+		{"no credential", site(block(okClient)), 4,
+			[]string{"needs at least one upstream credential", "add `credential static {env.AI_GATEWAY_API_KEY}` or `credential vercel_oidc`"}},
+		{"no block at all", site(""), 2,
+			[]string{"needs at least one upstream credential"}},
+		{"no client auth", site(block(okCreds)), 4,
+			[]string{"no client authentication", "add `client_key sk-placeholder`", "client_keys_file <path>"}},
+		{"unknown option", site(block(okCreds, okClient, "\t\tclient_keyz sk\n")), 5,
+			[]string{"unrecognized ai_gateway_auth option 'client_keyz'", "expected credential, client_key"}},
+		{"client_key without keys", site(block(okCreds, "\t\tclient_key\n")), 4,
+			[]string{"client_key needs at least one key, e.g. `client_key sk-placeholder`"}},
+		{"client_keys_file without path", site(block(okCreds, "\t\tclient_keys_file\n")), 4,
+			[]string{"client_keys_file needs a value"}},
+		{"client_keys_file two paths", site(block(okCreds, "\t\tclient_keys_file /a /b\n")), 4,
+			[]string{"client_keys_file takes one value; got another argument '/b'"}},
+		{"client_keys_file twice", site(block(okCreds, "\t\tclient_keys_file /a\n", "\t\tclient_keys_file /b\n")), 5,
+			[]string{"client_keys_file is already set to /a; give it once"}},
+		{"credential_wait not a duration", site(block(okCreds, okClient, "\t\tcredential_wait soon\n")), 5,
+			[]string{"credential_wait: 'soon' is not a positive duration (e.g. 5m, 30s)"}},
+		{"credential_wait zero", site(block(okCreds, okClient, "\t\tcredential_wait 0s\n")), 5,
+			[]string{"credential_wait: '0s' is not a positive duration"}},
+		{"credential_wait negative", site(block(okCreds, okClient, "\t\tcredential_wait -1s\n")), 5,
+			[]string{"is not a positive duration"}},
+		{"credential without kind", site(block(okClient, "\t\tcredential\n")), 4,
+			[]string{"credential needs a kind: `credential static <key>` or `credential vercel_oidc { ... }`"}},
+		{"unknown credential kind", site(block(okClient, "\t\tcredential api_key sk\n")), 4,
+			[]string{"unknown credential kind 'api_key' (expected static or vercel_oidc)"}},
+		{"static without key", site(block(okClient, "\t\tcredential static\n")), 4,
+			[]string{"credential static needs a key, e.g. `credential static {env.AI_GATEWAY_API_KEY}`"}},
+		{"static two keys", site(block(okClient, "\t\tcredential static a b\n")), 4,
+			[]string{"credential static takes one key; got another argument 'b'"}},
+		{"static with a block", site(block(okClient, "\t\tcredential static k {\n\t\t\tfoo\n\t\t}\n")), 5,
+			[]string{"credential static takes no block"}},
+		{"vercel_oidc with arguments", site(block(okClient, "\t\tcredential vercel_oidc VERCEL_OIDC_TOKEN\n")), 4,
+			[]string{"credential vercel_oidc takes a block, not arguments; got 'VERCEL_OIDC_TOKEN'"}},
+		{"vercel_oidc unknown option", site(oidc("\t\t\tenvironment X\n")), 5,
+			[]string{"unrecognized vercel_oidc option 'environment'", "(expected env, file, mint"}},
+		{"env two variables", site(oidc("\t\t\tenv A B\n")), 5,
+			[]string{"wrong argument count or unexpected line ending after 'B'"}},
+		{"file without path", site(oidc("\t\t\tfile\n")), 5,
+			[]string{"file needs a value"}},
+		{"file two paths", site(oidc("\t\t\tfile /a /b\n")), 5,
+			[]string{"file takes one value; got another argument '/b'"}},
+		{"refresh_before bad", site(oidc("\t\t\trefresh_before 5 minutes\n")), 5,
+			[]string{"refresh_before takes one value; got another argument 'minutes'"}},
+		{"refresh_before not a duration", site(oidc("\t\t\trefresh_before early\n")), 5,
+			[]string{"refresh_before: 'early' is not a positive duration (e.g. 5m, 30s)"}},
+		{"mint with arguments", site(oidc("\t\t\tmint prj_x\n")), 5,
+			[]string{"mint takes a block, not arguments; got 'prj_x'"}},
+		{"mint twice", site(oidc("\t\t\tmint {\n"+okMint+"\t\t\t}\n", "\t\t\tmint {\n"+okMint+"\t\t\t}\n")), 9,
+			[]string{"mint is already configured; give it once"}},
+		{"mint without project", site(mint("\t\t\t\taccess_token {env.VERCEL_TOKEN}\n")), 7,
+			[]string{"mint needs `project <id>`, e.g. `project {env.VERCEL_PROJECT_ID}`"}},
+		{"mint without access_token", site(mint("\t\t\t\tproject prj_x\n")), 7,
+			[]string{"mint needs `access_token <token>`, e.g. `access_token {env.VERCEL_TOKEN}`", "an OIDC token cannot mint another"}},
+		{"mint unknown option", site(mint(okMint, "\t\t\t\tteam_id team_x\n")), 8,
+			[]string{"unrecognized mint option 'team_id' (expected project, team, access_token, api or timeout)"}},
+		{"mint project two values", site(mint("\t\t\t\tproject a b\n")), 6,
+			[]string{"project takes one value; got another argument 'b'"}},
+		{"mint api http", site(mint(okMint, "\t\t\t\tapi http://api.vercel.com\n")), 8,
+			[]string{`mint api "http://api.vercel.com": http is only allowed on loopback; use https`}},
+		{"mint api scheme", site(mint(okMint, "\t\t\t\tapi ftp://api.vercel.com\n")), 8,
+			[]string{"scheme must be https"}},
+		{"mint api with query", site(mint(okMint, "\t\t\t\tapi https://api.vercel.com?teamId=x\n")), 8,
+			[]string{"give the base URL only"}},
+		{"mint timeout", site(mint(okMint, "\t\t\t\ttimeout forever\n")), 8,
+			[]string{"timeout: 'forever' is not a positive duration"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := adapt(t, file, tc.body)
+			if err == nil {
+				t.Fatalf("accepted:\n%s", tc.body)
+			}
+			msg := err.Error()
+			for _, w := range tc.wants {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not contain %q", msg, w)
+				}
+			}
+			m := regexp.MustCompile(`, at ` + regexp.QuoteMeta(file) + `:(\d+)`).FindStringSubmatch(msg)
+			if m == nil {
+				t.Fatalf("error %q does not name %s and a line", msg, file)
+			}
+			if want := strconv.Itoa(tc.line); m[1] != want {
+				t.Errorf("error at line %s, want %d:\n%s\n%s", m[1], tc.line, numbered(tc.body), msg)
+			}
+		})
+	}
+}
+
+func numbered(s string) string {
+	var b strings.Builder
+	for i, l := range strings.Split(s, "\n") {
+		b.WriteString(strconv.Itoa(i+1) + "  " + l + "\n")
+	}
+	return b.String()
+}
+
+// Unit-level parse through a Dispenser: every option lands in its field.
+func TestUnmarshalCaddyfileFields(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`ai_gateway_auth {
+		credential static {env.AI_GATEWAY_API_KEY}
+		credential vercel_oidc {
+			env
+			file /run/vercel/oidc-token
+			mint {
+				project prj_x
+				team team_x
+				access_token {env.VERCEL_TOKEN}
+				api http://127.0.0.1:9999
+				timeout 3s
+			}
+			refresh_before 10m
+		}
+		credential vercel_oidc
+		client_key a b
+		client_key c
+		client_keys_file /etc/keys
+		credential_wait 2s
+	}`)
+	var h Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(h.ClientKeys, ","); got != "a,b,c" {
+		t.Errorf("client keys %q", got)
+	}
+	if h.ClientKeysFile != "/etc/keys" || h.CredentialWait != caddyDuration(2e9) {
+		t.Errorf("client_keys_file %q, credential_wait %v", h.ClientKeysFile, h.CredentialWait)
+	}
+	if len(h.CredentialsRaw) != 3 {
+		t.Fatalf("%d credentials, want 3", len(h.CredentialsRaw))
+	}
+	var static map[string]any
+	if err := json.Unmarshal(h.CredentialsRaw[0], &static); err != nil {
+		t.Fatal(err)
+	}
+	if static["source"] != "static" || static["key"] != "{env.AI_GATEWAY_API_KEY}" || len(static) != 2 {
+		t.Errorf("static: %s", h.CredentialsRaw[0])
+	}
+	var oidc struct {
+		Source string `json:"source"`
+		VercelOIDCSource
+	}
+	if err := json.Unmarshal(h.CredentialsRaw[1], &oidc); err != nil {
+		t.Fatal(err)
+	}
+	want := VercelOIDCSource{
+		Env: "VERCEL_OIDC_TOKEN", File: "/run/vercel/oidc-token", RefreshBefore: caddyDuration(600e9),
+		Mint: &MintConfig{Project: "prj_x", Team: "team_x", AccessToken: "{env.VERCEL_TOKEN}", API: "http://127.0.0.1:9999", Timeout: caddyDuration(3e9)},
+	}
+	if oidc.Source != "vercel_oidc" || oidc.Env != want.Env || oidc.File != want.File || oidc.RefreshBefore != want.RefreshBefore ||
+		oidc.Mint == nil || *oidc.Mint != *want.Mint {
+		t.Errorf("vercel_oidc: %s", h.CredentialsRaw[1])
+	}
+	if got := string(h.CredentialsRaw[2]); got != `{"source":"vercel_oidc"}` {
+		t.Errorf("bare vercel_oidc: %s", got)
+	}
+}
