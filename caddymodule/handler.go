@@ -421,7 +421,17 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 	return err
 }
 
+// scrubClientCredentials removes what a refused client sent as a
+// credential, so that Caddy's access log (which redacts Authorization
+// but not x-api-key) never records it.
+func scrubClientCredentials(hdr http.Header) {
+	delete(hdr, "X-Api-Key")
+	delete(hdr, "Api-Key")
+	delete(hdr, headerSandboxToken)
+}
+
 func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, reason string) error {
+	scrubClientCredentials(r.Header)
 	clientRejectedCounter.Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "client rejected"); c != nil {
 		c.Write(zap.String("reason", reason), zap.String("remote_ip", remoteIP(r)),
@@ -436,6 +446,7 @@ func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, reason st
 }
 
 func (h *Handler) forbid(w http.ResponseWriter, r *http.Request, code, reason string) error {
+	scrubClientCredentials(r.Header)
 	forbiddenCounter.Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "request forbidden"); c != nil {
 		c.Write(zap.String("reason", reason), zap.String("remote_ip", remoteIP(r)),
@@ -445,6 +456,7 @@ func (h *Handler) forbid(w http.ResponseWriter, r *http.Request, code, reason st
 }
 
 func (h *Handler) noCredential(w http.ResponseWriter, r *http.Request, client any, err error) error {
+	scrubClientCredentials(r.Header)
 	noCredentialCounter.Inc()
 	var retry time.Duration // the soonest any source may have one again
 	for _, s := range h.sources {

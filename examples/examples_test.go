@@ -1,0 +1,410 @@
+// Package examples holds configurations that users copy. Its test checks
+// that they still work with the code: every JSON file parses and points at
+// the proxy, and every Caddyfile adapts and validates (provisions without
+// starting) against this repository's module, offline.
+package examples
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/ai-gateway-auth/ai_gateway_auth/caddymodule"
+)
+
+// Dummy secrets: the examples read them from the environment. None of them
+// may appear in an adapted config.
+const (
+	dummyAPIKey      = "dummy-ai-gateway-api-key-5b1f"
+	dummyVercelToken = "dummy-vercel-access-token-93ac"
+)
+
+// exampleFiles lists every file under this directory except the test
+// itself, as slash paths relative to it.
+func exampleFiles(t *testing.T) []string {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		files = append(files, filepath.ToSlash(path))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+func TestReadmeIndexesEveryExample(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range exampleFiles(t) {
+		if f == "README.md" {
+			continue
+		}
+		if !bytes.Contains(readme, []byte(f)) {
+			t.Errorf("examples/README.md does not mention %s", f)
+		}
+	}
+}
+
+func TestJSONFilesParse(t *testing.T) {
+	n := 0
+	for _, f := range exampleFiles(t) {
+		if !strings.HasSuffix(f, ".json") {
+			continue
+		}
+		n++
+		var v any
+		if err := json.Unmarshal(readFile(t, f), &v); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no JSON example found")
+	}
+}
+
+func TestOpenClawConfig(t *testing.T) {
+	var cfg struct {
+		Models struct {
+			Providers map[string]struct {
+				BaseURL string `json:"baseUrl"`
+				APIKey  string `json:"apiKey"`
+				API     string `json:"api"`
+				Models  []struct {
+					ID string `json:"id"`
+				} `json:"models"`
+			} `json:"providers"`
+		} `json:"models"`
+		Agents struct {
+			Defaults struct {
+				Model struct {
+					Primary string `json:"primary"`
+				} `json:"model"`
+				Models map[string]struct {
+					Params struct {
+						Transport string `json:"transport"`
+					} `json:"params"`
+				} `json:"models"`
+			} `json:"defaults"`
+		} `json:"agents"`
+	}
+	decodeJSON(t, "openclaw/openclaw.json", &cfg)
+
+	p, ok := cfg.Models.Providers["openai"]
+	if !ok {
+		t.Fatal("models.providers.openai is missing")
+	}
+	if p.BaseURL != "http://127.0.0.1:4000/v1" || p.APIKey != "sk-placeholder" {
+		t.Errorf("openai provider: baseUrl %q, apiKey %q; want the proxy's http://127.0.0.1:4000/v1 and sk-placeholder", p.BaseURL, p.APIKey)
+	}
+	var refs []string
+	for _, m := range p.Models {
+		refs = append(refs, "openai/"+m.ID)
+	}
+	if !slices.Contains(refs, cfg.Agents.Defaults.Model.Primary) {
+		t.Errorf("primary model %q is not one of the provider's models %v", cfg.Agents.Defaults.Model.Primary, refs)
+	}
+	for _, ref := range refs {
+		m, ok := cfg.Agents.Defaults.Models[ref]
+		if !ok || m.Params.Transport != "sse" {
+			t.Errorf("agents.defaults.models[%q].params.transport should be \"sse\"", ref)
+		}
+	}
+}
+
+func TestPiModels(t *testing.T) {
+	var cfg struct {
+		Providers map[string]struct {
+			BaseURL string `json:"baseUrl"`
+			API     string `json:"api"`
+			APIKey  string `json:"apiKey"`
+			Models  []struct {
+				ID string `json:"id"`
+			} `json:"models"`
+		} `json:"providers"`
+	}
+	decodeJSON(t, "pi/models.json", &cfg)
+	if len(cfg.Providers) == 0 {
+		t.Fatal("no provider")
+	}
+	for name, p := range cfg.Providers {
+		want := map[string]string{
+			"openai-completions": "http://127.0.0.1:4000/v1", // the OpenAI SDK appends /chat/completions
+			"anthropic-messages": "http://127.0.0.1:4000",    // the Anthropic SDK appends /v1/messages
+		}[p.API]
+		if want == "" {
+			t.Errorf("provider %s: unexpected api %q", name, p.API)
+		} else if p.BaseURL != want {
+			t.Errorf("provider %s (%s): baseUrl %q, want %q", name, p.API, p.BaseURL, want)
+		}
+		if p.APIKey != "sk-placeholder" {
+			t.Errorf("provider %s: apiKey %q, want sk-placeholder", name, p.APIKey)
+		}
+		if len(p.Models) == 0 {
+			t.Errorf("provider %s has no models", name)
+		}
+		for _, m := range p.Models {
+			if !strings.Contains(m.ID, "/") {
+				t.Errorf("provider %s: model id %q is not an AI Gateway id (creator/model)", name, m.ID)
+			}
+		}
+	}
+}
+
+func TestClaudeCodeEnv(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	cmd := exec.Command(bash, "--noprofile", "--norc", "-euc",
+		`. ./claude-code/env.sh; printf '%s\n%s\n%s\n' "$ANTHROPIC_BASE_URL" "$ANTHROPIC_AUTH_TOKEN" "${ANTHROPIC_API_KEY-unset}"`)
+	cmd.Env = append(os.Environ(), "ANTHROPIC_API_KEY=sk-ant-real-key")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sourcing env.sh: %v\n%s", err, out)
+	}
+	if got, want := string(out), "http://127.0.0.1:4000\nsk-placeholder\nunset\n"; got != want {
+		t.Errorf("after sourcing env.sh: got\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestSystemdUnit(t *testing.T) {
+	const path = "systemd/ai-gateway-auth.service"
+	unit := string(readFile(t, path))
+	for _, line := range []string{
+		"ExecStart=/usr/local/bin/caddy run --config /etc/caddy/Caddyfile",
+		"EnvironmentFile=/etc/ai-gateway-auth/env",
+		"ProtectSystem=strict",
+		"NoNewPrivileges=yes",
+		"User=ai-gateway-auth",
+	} {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(line) + `$`).MatchString(unit) {
+			t.Errorf("%s lacks the line %q", path, line)
+		}
+	}
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Log("systemd-analyze not found; skipping `systemd-analyze verify`")
+		return
+	}
+	// verify insists that ExecStart's binary exists: point it at one that does.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyPath := filepath.Join(t.TempDir(), "ai-gateway-auth.service")
+	writeFile(t, copyPath, strings.ReplaceAll(unit, "/usr/local/bin/caddy", self))
+	out, err := exec.Command(analyze, "verify", copyPath).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify %s: %v\n%s", path, err, out)
+	}
+}
+
+// TestCaddyfilesValidate is `caddy adapt` + `caddy validate` on every
+// example Caddyfile and on the repository's root Caddyfile, in process and
+// offline, with dummy secrets in the environment and the files they name
+// replaced by temporary ones.
+func TestCaddyfilesValidate(t *testing.T) {
+	tmp := t.TempDir()
+	keysFile := filepath.Join(tmp, "keys")
+	writeFile(t, keysFile, "# name key\nsandbox-1 sk-test-0001\nsandbox-2 sk-test-0002\n")
+	tokenFile := filepath.Join(tmp, "oidc-token")
+	writeFile(t, tokenFile, "VERCEL_OIDC_TOKEN=\""+fakeJWT(t, time.Hour)+"\"\n")
+	paths := strings.NewReplacer(
+		"/etc/ai-gateway-auth/keys", keysFile,
+		"/run/vercel/oidc-token", tokenFile,
+	)
+
+	// Caddy's storage (certificates, autosave) goes to a temporary place.
+	t.Setenv("HOME", tmp)
+	t.Setenv("XDG_DATA_HOME", filepath.Join(tmp, "data"))
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(tmp, "config"))
+	t.Setenv("AI_GATEWAY_API_KEY", dummyAPIKey)
+	t.Setenv("VERCEL_OIDC_TOKEN", fakeJWT(t, 30*time.Minute))
+	t.Setenv("VERCEL_TOKEN", dummyVercelToken)
+	t.Setenv("VERCEL_PROJECT_ID", "prj_example")
+	t.Setenv("VERCEL_TEAM_ID", "team_example")
+
+	files, err := filepath.Glob("caddyfiles/*.Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 4 {
+		t.Fatalf("found %d example Caddyfiles, want at least 4: %v", len(files), files)
+	}
+	files = append(files, filepath.Join("..", "Caddyfile"))
+
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	if adapter == nil {
+		t.Fatal("the caddyfile adapter is not registered")
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			body := paths.Replace(string(readFile(t, file)))
+			cfgJSON, warnings, err := adapter.Adapt([]byte(body), map[string]any{"filename": file})
+			if err != nil {
+				t.Fatalf("adapt: %v", err)
+			}
+			for _, w := range warnings {
+				t.Errorf("adapt warning: %s", w.String())
+			}
+			if !bytes.Contains(cfgJSON, []byte(`"handler":"ai_gateway_auth"`)) {
+				t.Errorf("adapted config has no ai_gateway_auth handler")
+			}
+			for _, secret := range []string{dummyAPIKey, dummyVercelToken} {
+				if bytes.Contains(cfgJSON, []byte(secret)) {
+					t.Errorf("adapted config contains a secret from the environment; use {env.X}, not {$X}")
+				}
+			}
+			if err := authBeforeProxy(cfgJSON); err != nil {
+				t.Error(err)
+			}
+			var cfg *caddy.Config
+			if err := caddy.StrictUnmarshalJSON(cfgJSON, &cfg); err != nil {
+				t.Fatalf("decoding adapted config: %v", err)
+			}
+			if err := caddy.Validate(cfg); err != nil {
+				t.Fatalf("validate: %v", err)
+			}
+		})
+	}
+}
+
+// authBeforeProxy checks in the adapted JSON that on every server, each
+// reverse_proxy handler comes after an ai_gateway_auth handler on the way
+// to it (in the same route list, or in an enclosing one).
+func authBeforeProxy(cfgJSON []byte) error {
+	var cfg struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Routes []any `json:"routes"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+		return err
+	}
+	var walk func(routes []any, authSeen bool) error
+	walk = func(routes []any, authSeen bool) error {
+		for _, r := range routes {
+			route, _ := r.(map[string]any)
+			handlers, _ := route["handle"].([]any)
+			for _, h := range handlers {
+				handler, _ := h.(map[string]any)
+				switch handler["handler"] {
+				case "ai_gateway_auth":
+					authSeen = true
+				case "reverse_proxy":
+					if !authSeen {
+						return errors.New("a reverse_proxy handler runs before any ai_gateway_auth handler")
+					}
+				}
+				if sub, ok := handler["routes"].([]any); ok {
+					if err := walk(sub, authSeen); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	}
+	for name, srv := range cfg.Apps.HTTP.Servers {
+		if err := walk(srv.Routes, false); err != nil {
+			return fmt.Errorf("server %s: %v", name, err)
+		}
+	}
+	return nil
+}
+
+// fakeJWT is an unsigned token with Vercel OIDC claims that expires in ttl:
+// enough for the proxy to read its expiry.
+func fakeJWT(t *testing.T, ttl time.Duration) string {
+	t.Helper()
+	enc := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	now := time.Now()
+	return enc(map[string]any{"alg": "RS256", "typ": "JWT", "kid": "example"}) + "." +
+		enc(map[string]any{
+			"iss":        "https://oidc.vercel.com/example",
+			"aud":        "https://vercel.com/example",
+			"sub":        "owner:example:project:example:environment:development",
+			"owner_id":   "team_example",
+			"project_id": "prj_example",
+			"iat":        now.Unix(),
+			"nbf":        now.Unix(),
+			"exp":        now.Add(ttl).Unix(),
+		}) + "." + base64.RawURLEncoding.EncodeToString([]byte("not-a-signature"))
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// decodeJSON decodes a JSON example into v, which names only the fields
+// the test checks.
+func decodeJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	if err := json.Unmarshal(readFile(t, path), v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// TestAgentExamplesMatchRootCaddyfile: the agent settings above assume the
+// proxy of the root Caddyfile, on 127.0.0.1:4000 with the key
+// sk-placeholder.
+func TestAgentExamplesMatchRootCaddyfile(t *testing.T) {
+	root := string(readFile(t, filepath.Join("..", "Caddyfile")))
+	for _, re := range []string{
+		`(?m)^\S*:4000 \{$`,
+		`(?m)^\s*bind 127\.0\.0\.1$`,
+		`(?m)^\s*client_key( \S+)* sk-placeholder( \S+)*$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(root) {
+			t.Errorf("the root Caddyfile no longer matches %s; update the agent examples and this test", re)
+		}
+	}
+}
