@@ -165,8 +165,9 @@ func (h *Handler) provisionClientKeys() error {
 			h.logger.Warn("a client_key_secret is empty and accepts nothing", zap.String("config", s))
 			continue
 		}
-		if len(secret) < 16 {
-			return fmt.Errorf("client_key_secret %s is shorter than 16 bytes: use a random secret, e.g. `openssl rand -base64 32`", s)
+		if len(secret) < minClientKeySecretLen {
+			// the message names no value: the secret may be written literally
+			return fmt.Errorf("a client_key_secret is shorter than %d bytes: use a random secret, e.g. `openssl rand -base64 32`", minClientKeySecretLen)
 		}
 		h.keys.secrets = append(h.keys.secrets, []byte(secret))
 	}
@@ -245,14 +246,22 @@ func (h *Handler) addPush(src Source) error {
 	if _, dup := h.pushes[p.Path]; dup {
 		return fmt.Errorf("push path %s is used twice", p.Path)
 	}
-	t := &pushTarget{source: s, policy: issuerPolicy{issuer: p.Issuer, jwksURL: p.JWKSURL}, team: p.Team, project: p.Project}
+	repl := caddy.NewReplacer()
+	resolve := func(v string) string { return strings.TrimSpace(repl.ReplaceAll(v, "")) }
+	t := &pushTarget{
+		source:  s,
+		policy:  issuerPolicy{issuer: resolve(p.Issuer), jwksURL: resolve(p.JWKSURL)},
+		team:    resolve(p.Team),
+		project: resolve(p.Project),
+	}
 	if s.Mint != nil {
-		repl := caddy.NewReplacer()
-		if t.team == "" {
-			t.team = repl.ReplaceAll(s.Mint.Team, "")
+		// only ids can be compared with the token's owner_id/project_id;
+		// a slug or project name leaves the default to the current token
+		if team := strings.TrimSpace(repl.ReplaceAll(s.Mint.Team, "")); t.team == "" && strings.HasPrefix(team, "team_") {
+			t.team = team
 		}
-		if t.project == "" {
-			t.project = repl.ReplaceAll(s.Mint.Project, "")
+		if project := strings.TrimSpace(repl.ReplaceAll(s.Mint.Project, "")); t.project == "" && strings.HasPrefix(project, "prj_") {
+			t.project = project
 		}
 	}
 	h.pushes[p.Path] = t
@@ -303,14 +312,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if client, err = h.sandbox.identify(r); err != nil {
 			return h.forbid(w, r, "sandbox_rejected", err.Error())
 		}
+		useForwardedPath(r)
 	} else {
 		var reason string
 		if client, reason = h.keys.identify(clientKeyFromRequest(r.Header)); reason != "" {
 			return h.rejectClient(w, r, reason)
 		}
-	}
-	if h.sandbox != nil {
-		useForwardedPath(r)
 	}
 	if !h.paths.allows(r.URL.EscapedPath()) {
 		return h.forbid(w, r, "path_not_allowed",
@@ -421,17 +428,7 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 	return err
 }
 
-// scrubClientCredentials removes what a refused client sent as a
-// credential, so that Caddy's access log (which redacts Authorization
-// but not x-api-key) never records it.
-func scrubClientCredentials(hdr http.Header) {
-	delete(hdr, "X-Api-Key")
-	delete(hdr, "Api-Key")
-	delete(hdr, headerSandboxToken)
-}
-
 func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, reason string) error {
-	scrubClientCredentials(r.Header)
 	clientRejectedCounter.Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "client rejected"); c != nil {
 		c.Write(zap.String("reason", reason), zap.String("remote_ip", remoteIP(r)),
@@ -446,7 +443,6 @@ func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, reason st
 }
 
 func (h *Handler) forbid(w http.ResponseWriter, r *http.Request, code, reason string) error {
-	scrubClientCredentials(r.Header)
 	forbiddenCounter.Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "request forbidden"); c != nil {
 		c.Write(zap.String("reason", reason), zap.String("remote_ip", remoteIP(r)),
@@ -456,7 +452,6 @@ func (h *Handler) forbid(w http.ResponseWriter, r *http.Request, code, reason st
 }
 
 func (h *Handler) noCredential(w http.ResponseWriter, r *http.Request, client any, err error) error {
-	scrubClientCredentials(r.Header)
 	noCredentialCounter.Inc()
 	var retry time.Duration // the soonest any source may have one again
 	for _, s := range h.sources {

@@ -45,7 +45,7 @@ var (
 	pushesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
 		Name:      "token_pushes_total",
-		Help:      "Accepted token pushes, by whether the token was used (used, older).",
+		Help:      "Token pushes, by result: used, older (valid but not fresher than the cached token), refused.",
 	}, []string{"result"})
 
 	sandboxVerificationsTotal = prometheus.NewCounter(prometheus.CounterOpts{

@@ -255,6 +255,13 @@ func TestCaddyfileErrors(t *testing.T) {
 		return oidc("\t\t\tmint {\n" + strings.Join(lines, "") + "\t\t\t}\n")
 	}
 	okMint := "\t\t\t\tproject prj_x\n\t\t\t\taccess_token {env.VERCEL_TOKEN}\n"
+	sandbox := func(lines ...string) string { // vercel_sandbox on line 4
+		return block(okCreds, "\t\tvercel_sandbox {\n"+strings.Join(lines, "")+"\t\t}\n")
+	}
+	okSandbox := "\t\tvercel_sandbox {\n\t\t\taudience https://p.example/f\n\t\t\tteam team_x\n\t\t}\n"
+	pushBlock := func(lines ...string) string { // push on line 5
+		return oidc("\t\t\tpush /token {\n" + strings.Join(lines, "") + "\t\t\t}\n")
+	}
 
 	for _, tc := range []struct {
 		name  string
@@ -330,6 +337,83 @@ func TestCaddyfileErrors(t *testing.T) {
 			[]string{"give the base URL only"}},
 		{"mint timeout", site(mint(okMint, "\t\t\t\ttimeout forever\n")), 8,
 			[]string{"timeout: 'forever' is not a positive duration"}},
+
+		// identity: signed keys, revocation, vercel_sandbox, allow_paths
+		{"unknown option names the later options", site(block(okCreds, okClient, "\t\tclient_secret x\n")), 5,
+			[]string{"client_key_secret, client_keys_revoked_file, vercel_sandbox, allow_paths, retry_body_limit or credential_wait"}},
+		{"no client auth names every way", site(block(okCreds, "\t\tallow_paths /v1/*\n")), 5,
+			[]string{"no client authentication", "client_key_secret {env.CLIENT_KEY_SECRET}", "vercel_sandbox"}},
+		{"client_key_secret without secret", site(block(okCreds, "\t\tclient_key_secret\n")), 4,
+			[]string{"client_key_secret needs a secret, e.g. `client_key_secret {env.CLIENT_KEY_SECRET}`"}},
+		{"client_keys_revoked_file without path", site(block(okCreds, okClient, "\t\tclient_keys_revoked_file\n")), 5,
+			[]string{"client_keys_revoked_file needs a value"}},
+		{"client_keys_revoked_file two paths", site(block(okCreds, okClient, "\t\tclient_keys_revoked_file /a /b\n")), 5,
+			[]string{"client_keys_revoked_file takes one value; got another argument '/b'"}},
+		{"client_keys_revoked_file twice", site(block(okCreds, okClient, "\t\tclient_keys_revoked_file /a\n", "\t\tclient_keys_revoked_file /b\n")), 6,
+			[]string{"client_keys_revoked_file is already set to /a; give it once"}},
+		{"vercel_sandbox with arguments", site(block(okCreds, "\t\tvercel_sandbox https://p.example/f\n")), 4,
+			[]string{"vercel_sandbox takes a block, not arguments; got 'https://p.example/f'"}},
+		{"vercel_sandbox unknown option", site(sandbox("\t\t\taud https://p.example/f\n")), 5,
+			[]string{"unrecognized vercel_sandbox option 'aud' (expected audience, team, project, issuer, jwks_url or forwarded_host)"}},
+		{"vercel_sandbox without audience", site(sandbox("\t\t\tteam team_x\n")), 6,
+			[]string{"vercel_sandbox needs `audience <forwardURL>`"}},
+		{"vercel_sandbox without team", site(sandbox("\t\t\taudience https://p.example/f\n", "\t\t\tproject prj_x\n")), 7,
+			[]string{"vercel_sandbox needs at least one `team team_…`"}},
+		{"vercel_sandbox empty block", site(sandbox()), 5,
+			[]string{"vercel_sandbox needs `audience <forwardURL>`"}},
+		{"vercel_sandbox team without value", site(sandbox("\t\t\taudience https://p.example/f\n", "\t\t\tteam\n")), 6,
+			[]string{"team needs at least one value"}},
+		{"vercel_sandbox project without value", site(sandbox("\t\t\tproject\n")), 5,
+			[]string{"project needs at least one value"}},
+		{"vercel_sandbox forwarded_host without value", site(sandbox("\t\t\tforwarded_host\n")), 5,
+			[]string{"forwarded_host needs at least one value"}},
+		{"vercel_sandbox audience two values", site(sandbox("\t\t\taudience https://a https://b\n")), 5,
+			[]string{"audience takes one value; got another argument 'https://b'"}},
+		{"vercel_sandbox issuer without value", site(sandbox("\t\t\tissuer\n")), 5,
+			[]string{"issuer needs a value"}},
+		{"vercel_sandbox jwks_url two values", site(sandbox("\t\t\tjwks_url a b\n")), 5,
+			[]string{"jwks_url takes one value; got another argument 'b'"}},
+		{"vercel_sandbox twice", site(block(okCreds, okSandbox, okSandbox)), 8,
+			[]string{"vercel_sandbox is already configured; give it once"}},
+		{"allow_paths without pattern", site(block(okCreds, okClient, "\t\tallow_paths\n")), 5,
+			[]string{"allow_paths needs at least one path pattern, e.g. `allow_paths /v1/*`"}},
+		{"allow_paths relative", site(block(okCreds, okClient, "\t\tallow_paths /v1/* v1/*\n")), 5,
+			[]string{`allow_paths pattern "v1/*" must start with /`}},
+		{"allow_paths inner star", site(block(okCreds, okClient, "\t\tallow_paths /v1/*/completions\n")), 5,
+			[]string{`allow_paths pattern "/v1/*/completions": only a trailing * is supported`}},
+		// self-healing: retry_body_limit, push
+		{"retry_body_limit not a size", site(block(okCreds, okClient, "\t\tretry_body_limit big\n")), 5,
+			[]string{"retry_body_limit: 'big' is not a size up to 1GiB"}},
+		{"retry_body_limit too large", site(block(okCreds, okClient, "\t\tretry_body_limit 2GiB\n")), 5,
+			[]string{"retry_body_limit: '2GiB' is not a size up to 1GiB"}},
+		{"retry_body_limit negative", site(block(okCreds, okClient, "\t\tretry_body_limit -1KiB\n")), 5,
+			[]string{"retry_body_limit: '-1KiB' is not a size"}},
+		{"retry_body_limit zero", site(block(okCreds, okClient, "\t\tretry_body_limit 0\n")), 5,
+			[]string{"retry_body_limit must be positive (e.g. 1MiB)"}},
+		{"retry_body_limit without value", site(block(okCreds, okClient, "\t\tretry_body_limit\n")), 5,
+			[]string{"retry_body_limit needs a value"}},
+		{"retry_body_limit two values", site(block(okCreds, okClient, "\t\tretry_body_limit 1 MiB\n")), 5,
+			[]string{"retry_body_limit takes one value; got another argument 'MiB'"}},
+		{"push without path", site(oidc("\t\t\tpush\n")), 5,
+			[]string{"push needs the path that accepts tokens, e.g. `push /ai-gateway-auth/token`"}},
+		{"push relative path", site(oidc("\t\t\tpush ai-gateway-auth/token\n")), 5,
+			[]string{"push needs the path that accepts tokens"}},
+		{"push two paths", site(oidc("\t\t\tpush /a /b\n")), 5,
+			[]string{"push takes one path; got another argument '/b'"}},
+		{"push twice", site(oidc("\t\t\tpush /a\n", "\t\t\tpush /b\n")), 6,
+			[]string{"push is already configured; give it once"}},
+		{"push unknown option", site(pushBlock("\t\t\t\tsecret s3cr3t\n")), 6,
+			[]string{"unrecognized push option 'secret' (expected issuer, jwks_url, team or project)"}},
+		{"push issuer two values", site(pushBlock("\t\t\t\tissuer a b\n")), 6,
+			[]string{"issuer takes one value; got another argument 'b'"}},
+		{"push team without value", site(pushBlock("\t\t\t\tteam\n")), 6,
+			[]string{"team needs a value"}},
+		{"push project two values", site(pushBlock("\t\t\t\tproject a b\n")), 6,
+			[]string{"project takes one value; got another argument 'b'"}},
+		{"push jwks_url without value", site(pushBlock("\t\t\t\tjwks_url\n")), 6,
+			[]string{"jwks_url needs a value"}},
+		{"vercel_oidc unknown option names push", site(oidc("\t\t\tpushh /a\n")), 5,
+			[]string{"unrecognized vercel_oidc option 'pushh' (expected env, file, mint, push or refresh_before)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := adapt(t, file, tc.body)

@@ -23,11 +23,12 @@ type PushConfig struct {
 	Issuer string `json:"issuer,omitempty"`
 	// Where the issuer's keys are. Default: <iss>/.well-known/jwks.
 	JWKSURL string `json:"jwks_url,omitempty"`
-	// The required owner_id. Default: the mint block's team, else the
-	// owner_id of the token the source already has.
+	// The required owner_id. Default: the mint block's team if it is an
+	// id (team_…), else the owner_id of the token the source already has.
 	Team string `json:"team,omitempty"`
-	// The required project_id. Default: the mint block's project, else
-	// the project_id of the token the source already has.
+	// The required project_id. Default: the mint block's project if it
+	// is an id (prj_…), else the project_id of the token the source
+	// already has.
 	Project string `json:"project,omitempty"`
 }
 
@@ -99,6 +100,7 @@ func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *pushTarge
 
 func (h *Handler) pushRefused(w http.ResponseWriter, r *http.Request, status int, code, reason string) error {
 	h.logger.Warn("token push refused", pushRefusedFields(r, status, reason)...)
+	pushesTotal.WithLabelValues("refused").Inc()
 	return writeError(w, r, status, errInvalidRequest, code, "token push refused: "+reason)
 }
 

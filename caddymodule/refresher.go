@@ -92,7 +92,8 @@ func (r *refresher) Current(now time.Time) *Credential {
 // failure, in which case it answers at once with the last error.
 func (r *refresher) Fetch(ctx context.Context) (*Credential, error) {
 	r.startLoop.Do(r.start)
-	if c := r.current.Load(); c.usable(time.Now()) {
+	c := r.current.Load()
+	if c.usable(time.Now()) {
 		return c, nil
 	}
 	r.mu.Lock()
@@ -100,6 +101,10 @@ func (r *refresher) Fetch(ctx context.Context) (*Credential, error) {
 	lastErr := r.lastErr
 	r.mu.Unlock()
 	if wait > 0 && lastErr != nil {
+		if c != nil {
+			// lastErr predates the token's expiry: say why there is none now
+			lastErr = fmt.Errorf("token expired at %s; last refresh: %w", c.expires.UTC().Format(time.RFC3339), lastErr)
+		}
 		return nil, fmt.Errorf("%w (next attempt in %s)", lastErr, wait.Round(time.Second))
 	}
 	ch := r.group.DoChan("refresh", r.refreshShared)
@@ -132,7 +137,14 @@ func (r *refresher) RetryAfter() time.Duration {
 func (r *refresher) Offer(c *Credential) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.installLocked(c, time.Now())
+	now := time.Now()
+	if !r.installLocked(c, now) {
+		return false
+	}
+	// a fresh token ends any failure state: the status must not show an
+	// old error next to a usable token
+	r.failures, r.lastErr, r.nextAttempt, r.lastRefresh = 0, nil, time.Time{}, now
+	return true
 }
 
 func (r *refresher) installLocked(c *Credential, now time.Time) bool {
@@ -174,6 +186,7 @@ func (r *refresher) Invalidate(c *Credential) {
 		r.current.Store(nil)
 		// a refused token is news, not a failing source: retry at once
 		r.nextAttempt = time.Time{}
+		r.nudge() // refresh now, not when the next request finds nothing
 		r.logger.Warn("upstream refused the credential; refreshing", zap.String("source", r.kind),
 			zap.Time("expires", c.expires))
 	}

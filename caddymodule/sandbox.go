@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -81,15 +82,35 @@ type verifiedSandbox struct {
 }
 
 func newSandboxVerifier(cfg VercelSandbox, jwks *jwksCache) (*sandboxVerifier, error) {
-	if cfg.Audience == "" {
-		return nil, errors.New("vercel_sandbox needs `audience <forwardURL>`: the URL of the sandbox policy's forwardURL")
+	// placeholders ({env.X}) are resolved here, as everywhere in the config
+	repl := caddy.NewReplacer()
+	resolve := func(vs []string) []string {
+		var out []string
+		for _, v := range vs {
+			if v = strings.TrimSpace(repl.ReplaceAll(v, "")); v != "" {
+				out = append(out, v)
+			}
+		}
+		return out
 	}
-	if len(cfg.Teams) == 0 {
-		return nil, errors.New("vercel_sandbox needs at least one `team team_…`: the teams whose sandboxes may use the proxy")
+	cfg.Audience = strings.TrimSpace(repl.ReplaceAll(cfg.Audience, ""))
+	cfg.Issuer = strings.TrimSpace(repl.ReplaceAll(cfg.Issuer, ""))
+	cfg.JWKSURL = strings.TrimSpace(repl.ReplaceAll(cfg.JWKSURL, ""))
+	cfg.Teams, cfg.Projects = resolve(cfg.Teams), resolve(cfg.Projects)
+	cfg.ForwardedHosts = resolve(cfg.ForwardedHosts)
+	for i, host := range cfg.ForwardedHosts {
+		cfg.ForwardedHosts[i] = strings.ToLower(host)
 	}
 	if len(cfg.ForwardedHosts) == 0 {
 		cfg.ForwardedHosts = []string{defaultGatewayHost}
 	}
+	if cfg.Audience == "" {
+		return nil, errors.New("vercel_sandbox needs `audience <forwardURL>`: the URL of the sandbox policy's forwardURL (is its placeholder set?)")
+	}
+	if len(cfg.Teams) == 0 {
+		return nil, errors.New("vercel_sandbox needs at least one `team team_…`: the teams whose sandboxes may use the proxy (are their placeholders set?)")
+	}
+
 	return &sandboxVerifier{
 		cfg:      cfg,
 		audience: strings.TrimRight(cfg.Audience, "/"),

@@ -17,6 +17,8 @@ const (
 	signedKeyPrefix  = "sk-aigw-"
 	maxClientNameLen = 128
 	signatureLen     = 43 // base64url of 32 bytes, unpadded
+	// minClientKeySecretLen is the shortest client_key_secret accepted.
+	minClientKeySecretLen = 16
 )
 
 // signClientKey returns the signed key for name under secret.

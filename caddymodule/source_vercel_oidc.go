@@ -77,7 +77,7 @@ func (VercelOIDCSource) CaddyModule() caddy.ModuleInfo {
 // network call.
 func (s *VercelOIDCSource) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
-	if s.Env == "" && s.File == "" && s.Mint == nil {
+	if s.Env == "" && s.File == "" && s.Mint == nil && s.Push == nil {
 		s.Env = defaultOIDCEnv
 	}
 	if s.RefreshBefore < 0 {
@@ -286,6 +286,9 @@ func (st *oidcState) load(ctx context.Context, current *Credential) (*Credential
 		}
 	}
 	if best == nil {
+		if len(reasons) == 0 {
+			return nil, errors.New("no token yet (this source only accepts pushed tokens)")
+		}
 		return nil, errors.New(strings.Join(reasons, "; "))
 	}
 	if len(reasons) > 0 && now.After(refreshPoint(best, st.cfg.RefreshBefore)) && best == current {

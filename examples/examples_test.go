@@ -6,6 +6,8 @@ package examples
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -31,8 +33,9 @@ import (
 // Dummy secrets: the examples read them from the environment. None of them
 // may appear in an adapted config.
 const (
-	dummyAPIKey      = "dummy-ai-gateway-api-key-5b1f"
-	dummyVercelToken = "dummy-vercel-access-token-93ac"
+	dummyAPIKey          = "dummy-ai-gateway-api-key-5b1f"
+	dummyVercelToken     = "dummy-vercel-access-token-93ac"
+	dummyClientKeySecret = "dummy-client-key-secret-e07d2c" // at least 16 bytes, as the module requires
 )
 
 // exampleFiles lists every file under this directory except the test
@@ -235,8 +238,11 @@ func TestCaddyfilesValidate(t *testing.T) {
 	writeFile(t, keysFile, "# name key\nsandbox-1 sk-test-0001\nsandbox-2 sk-test-0002\n")
 	tokenFile := filepath.Join(tmp, "oidc-token")
 	writeFile(t, tokenFile, "VERCEL_OIDC_TOKEN=\""+fakeJWT(t, time.Hour)+"\"\n")
+	revokedFile := filepath.Join(tmp, "revoked")
+	writeFile(t, revokedFile, "# revoked client names\nsandbox-2\n")
 	paths := strings.NewReplacer(
 		"/etc/ai-gateway-auth/keys", keysFile,
+		"/etc/ai-gateway-auth/revoked", revokedFile,
 		"/run/vercel/oidc-token", tokenFile,
 	)
 
@@ -249,6 +255,7 @@ func TestCaddyfilesValidate(t *testing.T) {
 	t.Setenv("VERCEL_TOKEN", dummyVercelToken)
 	t.Setenv("VERCEL_PROJECT_ID", "prj_example")
 	t.Setenv("VERCEL_TEAM_ID", "team_example")
+	t.Setenv("CLIENT_KEY_SECRET", dummyClientKeySecret)
 
 	files, err := filepath.Glob("caddyfiles/*.Caddyfile")
 	if err != nil {
@@ -276,7 +283,7 @@ func TestCaddyfilesValidate(t *testing.T) {
 			if !bytes.Contains(cfgJSON, []byte(`"handler":"ai_gateway_auth"`)) {
 				t.Errorf("adapted config has no ai_gateway_auth handler")
 			}
-			for _, secret := range []string{dummyAPIKey, dummyVercelToken} {
+			for _, secret := range []string{dummyAPIKey, dummyVercelToken, dummyClientKeySecret} {
 				if bytes.Contains(cfgJSON, []byte(secret)) {
 					t.Errorf("adapted config contains a secret from the environment; use {env.X}, not {$X}")
 				}
@@ -405,6 +412,86 @@ func TestAgentExamplesMatchRootCaddyfile(t *testing.T) {
 	} {
 		if !regexp.MustCompile(re).MatchString(root) {
 			t.Errorf("the root Caddyfile no longer matches %s; update the agent examples and this test", re)
+		}
+	}
+}
+
+// TestDashboardExamples checks that the TypeScript examples, which cannot
+// be compiled here, agree with the Caddyfiles they go with and with the
+// module's formats.
+func TestDashboardExamples(t *testing.T) {
+	// Push: the cron entry runs the route, which POSTs {"token"} to the
+	// path that push.Caddyfile accepts.
+	var vercel struct {
+		Crons []struct {
+			Path     string `json:"path"`
+			Schedule string `json:"schedule"`
+		} `json:"crons"`
+	}
+	decodeJSON(t, "push/vercel.json", &vercel)
+	if len(vercel.Crons) != 1 {
+		t.Fatalf("push/vercel.json: want one cron entry, got %d", len(vercel.Crons))
+	}
+	route := "push/app" + vercel.Crons[0].Path + "/route.ts"
+	routeTS := string(readFile(t, route))
+	for _, want := range []string{
+		`import { getVercelOidcToken } from "@vercel/oidc";`,
+		`export async function GET(`, // Vercel Cron sends GET
+		`method: "POST"`,
+		`JSON.stringify({ token })`,
+		`"ai-gateway-auth-token-used"`,
+		"Bearer ${cronSecret}",
+	} {
+		if !strings.Contains(routeTS, want) {
+			t.Errorf("%s lacks %q", route, want)
+		}
+	}
+	m := regexp.MustCompile(`(?m)^\s*push (/\S*) \{$`).FindStringSubmatch(string(readFile(t, "caddyfiles/push.Caddyfile")))
+	if m == nil {
+		t.Fatal("caddyfiles/push.Caddyfile has no `push <path> {` line")
+	}
+	pushURL := "https://ai-proxy.example.com" + m[1]
+	for _, f := range []string{route, "push/README.md"} {
+		if !strings.Contains(string(readFile(t, f)), pushURL) {
+			t.Errorf("%s does not name the push URL %s of push.Caddyfile", f, pushURL)
+		}
+	}
+
+	// forwardURL: the sandbox's forward URL is the proxy's audience.
+	forwardTS := string(readFile(t, "sandbox/forwardurl-sandbox.ts"))
+	fm := regexp.MustCompile(`const FORWARD_URL = "([^"]+)";`).FindStringSubmatch(forwardTS)
+	am := regexp.MustCompile(`(?m)^\s*audience (\S+)$`).FindStringSubmatch(string(readFile(t, "caddyfiles/sandbox-forwardurl.Caddyfile")))
+	if fm == nil || am == nil {
+		t.Fatal("cannot find FORWARD_URL in sandbox/forwardurl-sandbox.ts or audience in sandbox-forwardurl.Caddyfile")
+	}
+	if strings.TrimRight(fm[1], "/") != strings.TrimRight(am[1], "/") {
+		t.Errorf("FORWARD_URL %s is not the vercel_sandbox audience %s", fm[1], am[1])
+	}
+	if !strings.Contains(forwardTS, `"ai-gateway.vercel.sh": [{ forwardURL: FORWARD_URL }]`) {
+		t.Error("sandbox/forwardurl-sandbox.ts does not forward ai-gateway.vercel.sh to FORWARD_URL")
+	}
+
+	// Signed keys: the documented test vector is the module's format,
+	// sk-aigw-<name>.<unpadded base64url HMAC-SHA256(name)>.
+	keyTS := string(readFile(t, "sandbox/client-key.ts"))
+	for _, want := range []string{`createHmac("sha256", secret).update(name).digest("base64url")`, "`sk-aigw-${name}.${sig}`"} {
+		if !strings.Contains(keyTS, want) {
+			t.Errorf("sandbox/client-key.ts lacks %q", want)
+		}
+	}
+	vm := regexp.MustCompile(`signClientKey\("([^"]+)", "([^"]+)"\)\s*//\s*=== "([^"]+)"`).FindStringSubmatch(keyTS)
+	if vm == nil {
+		t.Fatal("sandbox/client-key.ts has no test vector")
+	}
+	mac := hmac.New(sha256.New, []byte(vm[2]))
+	mac.Write([]byte(vm[1]))
+	if want := "sk-aigw-" + vm[1] + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)); vm[3] != want {
+		t.Errorf("sandbox/client-key.ts test vector is %s, want %s", vm[3], want)
+	}
+	signedTS := string(readFile(t, "sandbox/signed-key-sandbox.ts"))
+	for _, want := range []string{"OPENAI_BASE_URL: `${proxy}/v1`", "ANTHROPIC_BASE_URL: proxy", "OPENAI_API_KEY: key", "ANTHROPIC_AUTH_TOKEN: key"} {
+		if !strings.Contains(signedTS, want) {
+			t.Errorf("sandbox/signed-key-sandbox.ts lacks %q", want)
 		}
 	}
 }

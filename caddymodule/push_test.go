@@ -1,0 +1,352 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Token push: POST <path> with {"token":"<jwt>"} or the raw JWT, verified
+// against the issuer's JWKS, for the expected team and project.
+
+const testPushPath = "/ai-gateway-auth/token"
+
+var pushEnvSeq atomic.Int32
+
+// pushHandler provisions a handler whose vercel_oidc source accepts
+// pushes, verified with keys from jwks (the default issuer policy:
+// https://oidc.vercel.com/..., keys from jwks_url), and starts with
+// initial (if not empty) from an env variable.
+func pushHandler(t *testing.T, jwks *fakeJWKS, initial string, edit func(*VercelOIDCSource)) *Handler {
+	t.Helper()
+	env := fmt.Sprintf("AIGW_TEST_PUSH_OIDC_%d", pushEnvSeq.Add(1))
+	t.Setenv(env, initial)
+	src := VercelOIDCSource{
+		Env:  env,
+		Push: &PushConfig{Path: testPushPath, JWKSURL: jwks.jwksURL(), Team: testTeam, Project: testProject},
+	}
+	if edit != nil {
+		edit(&src)
+	}
+	return provisionHandler(t, &Handler{
+		CredentialsRaw: []json.RawMessage{oidcSourceJSON(src)},
+		ClientKeys:     []string{"sk-placeholder"},
+	})
+}
+
+func push(t *testing.T, h *Handler, method string, body io.Reader) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(method, testPushPath, body)
+	r, _ = withReplacer(r)
+	return serve(t, h, r, neverNext(t))
+}
+
+func pushJSON(t *testing.T, h *Handler, token string) *httptest.ResponseRecorder {
+	t.Helper()
+	b, _ := json.Marshal(map[string]string{"token": token})
+	return push(t, h, http.MethodPost, bytes.NewReader(b))
+}
+
+// upstreamToken sends a client request through h and returns the bearer
+// the upstream got ("" when there was none).
+func upstreamToken(t *testing.T, h *Handler) string {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader("{}"))
+	r.Header.Set("Authorization", "Bearer sk-placeholder")
+	r, _ = withReplacer(r)
+	var next recordingNext
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, r, next.handler()); err != nil {
+		t.Fatal(err)
+	}
+	if calls := next.calls(); len(calls) == 1 {
+		return strings.TrimPrefix(calls[0].header.Get("Authorization"), "Bearer ")
+	}
+	return ""
+}
+
+// A valid push is accepted (204) and used for the next requests, as JSON
+// or as the raw JWT, with no client key.
+func TestPushAccepted(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	h := pushHandler(t, jwks, "", nil)
+	logs := observeLogs(h)
+	if tok := upstreamToken(t, h); tok != "" {
+		t.Fatalf("a token before any push: %.20s…", tok)
+	}
+
+	t1 := testOIDCToken(t, time.Now().Add(time.Hour))
+	w := pushJSON(t, h, t1)
+	if w.Code != http.StatusNoContent || w.Body.Len() != 0 {
+		t.Fatalf("push: status %d: %s", w.Code, w.Body)
+	}
+	if w.Header().Get("Ai-Gateway-Auth-Token-Used") != "true" {
+		t.Errorf("Ai-Gateway-Auth-Token-Used %q", w.Header().Get("Ai-Gateway-Auth-Token-Used"))
+	}
+	if got := upstreamToken(t, h); got != t1 {
+		t.Errorf("upstream did not get the pushed token")
+	}
+
+	t2 := testOIDCToken(t, time.Now().Add(2*time.Hour))
+	if w := push(t, h, http.MethodPost, strings.NewReader("\n"+t2+"\n")); w.Code != http.StatusNoContent {
+		t.Fatalf("raw push: status %d: %s", w.Code, w.Body)
+	}
+	if got := upstreamToken(t, h); got != t2 {
+		t.Errorf("upstream did not get the later pushed token")
+	}
+	if n := jwks.fetches.Load(); n != 1 {
+		t.Errorf("JWKS fetched %d times for two pushes, want 1", n)
+	}
+	assertLogsClean(t, logs, t1, t2, strings.Split(t1, ".")[2])
+	if logs.FilterMessage("token pushed").Len() != 2 {
+		t.Error("pushes not logged")
+	}
+}
+
+// A valid token that expires no later than the current one is verified
+// (204) but not used.
+func TestPushOlderTokenNotUsed(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	current := testOIDCToken(t, time.Now().Add(2*time.Hour))
+	h := pushHandler(t, jwks, current, nil)
+	used := pushesTotal.WithLabelValues("used")
+	older := pushesTotal.WithLabelValues("older")
+	u0, o0 := counterValue(used), counterValue(older)
+	for _, exp := range []time.Duration{time.Hour, 2 * time.Hour} {
+		w := pushJSON(t, h, testOIDCToken(t, time.Now().Add(exp)))
+		if w.Code != http.StatusNoContent || w.Header().Get("Ai-Gateway-Auth-Token-Used") != "false" {
+			t.Errorf("older push: status %d, used %q", w.Code, w.Header().Get("Ai-Gateway-Auth-Token-Used"))
+		}
+	}
+	if got := upstreamToken(t, h); got != current {
+		t.Error("an older pushed token replaced the current one")
+	}
+	if counterValue(used) != u0 || counterValue(older)-o0 != 2 {
+		t.Errorf("token_pushes_total: used +%v, older +%v; want +0, +2", counterValue(used)-u0, counterValue(older)-o0)
+	}
+}
+
+// Every bad push is refused with its status and a JSON reason, and
+// nothing changes: the upstream still gets the token from before.
+func TestPushRefused(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	current := testOIDCToken(t, time.Now().Add(time.Hour))
+	h := pushHandler(t, jwks, current, nil)
+	logs := observeLogs(h)
+	later := time.Now().Add(3 * time.Hour)
+	claims := func(edit func(jwt.MapClaims)) jwt.MapClaims {
+		c := oidcClaimsFor(later)
+		edit(c)
+		return c
+	}
+	tok := func(edit func(jwt.MapClaims)) string { return signTestJWT(t, claims(edit)) }
+	json := func(v string) string { return `{"token":"` + v + `"}` }
+
+	type refusal struct {
+		body   io.Reader
+		status int
+		code   string
+		want   string
+	}
+	cases := map[string]refusal{
+		"signed by another key": {strings.NewReader(json(signJWT(jwt.SigningMethodRS256, otherSigningKey(), testKid, oidcClaimsFor(later)))),
+			401, "invalid_token", "signature is invalid"},
+		"unknown kid": {strings.NewReader(json(signJWT(jwt.SigningMethodRS256, otherSigningKey(), "kid-x", oidcClaimsFor(later)))),
+			401, "invalid_token", "no key"},
+		// an empty signature part is not even a JWT's shape
+		"alg none": {strings.NewReader(json(unsignedJWT(oidcClaimsFor(later)))), 400, "invalid_request", "no JWT"},
+		"alg none with a signature": {strings.NewReader(json(unsignedJWT(oidcClaimsFor(later)) + "c2ln")),
+			401, "invalid_token", "token push refused"},
+		"expired": {strings.NewReader(json(tok(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-5 * time.Minute).Unix() }))),
+			401, "invalid_token", "expired"},
+		"expired within the leeway": {strings.NewReader(json(tok(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-10 * time.Second).Unix() }))),
+			401, "invalid_token", "expired"},
+		"future nbf": {strings.NewReader(json(tok(func(c jwt.MapClaims) { c["nbf"] = time.Now().Add(10 * time.Minute).Unix() }))),
+			401, "invalid_token", "not valid yet"},
+		"untrusted issuer": {strings.NewReader(json(tok(func(c jwt.MapClaims) { c["iss"] = "https://evil.example/acme" }))),
+			401, "invalid_token", "issuer"},
+		"other project": {strings.NewReader(json(tok(func(c jwt.MapClaims) { c["project_id"] = "prj_other" }))),
+			422, "unexpected_token", `project "prj_other"`},
+		"other team": {strings.NewReader(json(tok(func(c jwt.MapClaims) { c["owner_id"] = "team_other" }))),
+			422, "unexpected_token", `owner "team_other"`},
+		"no project": {strings.NewReader(json(tok(func(c jwt.MapClaims) { delete(c, "project_id") }))),
+			422, "unexpected_token", "not"},
+		"garbage":          {strings.NewReader("hello, world"), 400, "invalid_request", "no JWT"},
+		"garbage JSON":     {strings.NewReader(`{"token":`), 400, "invalid_request", "not valid JSON"},
+		"JSON without JWT": {strings.NewReader(`{"token":"abc"}`), 400, "invalid_request", "no JWT"},
+		"JSON, other key":  {strings.NewReader(`{"jwt":"` + current + `"}`), 400, "invalid_request", "no JWT"},
+		"empty body":       {strings.NewReader(""), 400, "invalid_request", "empty body"},
+		"blank body":       {strings.NewReader(" \n "), 400, "invalid_request", "empty body"},
+		"10 MiB body":      {bytes.NewReader(bytes.Repeat([]byte("a"), 10<<20)), 413, "payload_too_large", "larger than"},
+		"10 MiB chunked":   {unknownLength{bytes.NewReader(bytes.Repeat([]byte("a"), 10<<20))}, 413, "payload_too_large", "larger than"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := push(t, h, http.MethodPost, tc.body)
+			if w.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", w.Code, tc.status, w.Body)
+			}
+			msg := assertErrorShape(t, w.Body.Bytes(), false, "invalid_request_error", tc.code)
+			if !strings.Contains(msg, tc.want) {
+				t.Errorf("reason %q does not contain %q", msg, tc.want)
+			}
+			if got := upstreamToken(t, h); got != current {
+				t.Error("a refused push changed the token sent upstream")
+			}
+		})
+	}
+	assertLogsClean(t, logs, current, strings.Split(current, ".")[2])
+}
+
+// Concurrent pushes leave the token that expires last.
+func TestPushConcurrentLatestWins(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	h := pushHandler(t, jwks, "", nil)
+	const n = 30
+	tokens := make([]string, n)
+	base := time.Now().Add(time.Hour)
+	for i := range tokens {
+		tokens[i] = testOIDCToken(t, base.Add(time.Duration(i)*time.Minute))
+	}
+	order := rand.Perm(n)
+	var wg sync.WaitGroup
+	for _, i := range order {
+		wg.Go(func() {
+			b, _ := json.Marshal(map[string]string{"token": tokens[i]})
+			r := httptest.NewRequest(http.MethodPost, testPushPath, bytes.NewReader(b))
+			w := httptest.NewRecorder()
+			if err := h.ServeHTTP(w, r, neverNext(t)); err != nil || w.Code != http.StatusNoContent {
+				t.Errorf("push %d: %v, status %d", i, err, w.Code)
+			}
+		})
+	}
+	wg.Wait()
+	if got := upstreamToken(t, h); got != tokens[n-1] {
+		t.Error("after concurrent pushes the token is not the one that expires last")
+	}
+}
+
+// Only POST: other methods get 405 with Allow: POST, and never reach the
+// upstream.
+func TestPushMethodNotAllowed(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	h := pushHandler(t, jwks, "", nil)
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodHead} {
+		w := push(t, h, m, nil)
+		if w.Code != http.StatusMethodNotAllowed || w.Header().Get("Allow") != http.MethodPost {
+			t.Errorf("%s: status %d, Allow %q", m, w.Code, w.Header().Get("Allow"))
+		}
+	}
+}
+
+// The expected team and project default to the mint block's, then to
+// those of the token the source has; with neither, pushes are refused.
+func TestPushExpectationDefaults(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	other := func(c jwt.MapClaims) { c["project_id"] = "prj_other"; c["owner_id"] = "team_other" }
+	later := time.Now().Add(2 * time.Hour)
+
+	// from mint (never called: the env token is fresh)
+	h := pushHandler(t, jwks, testOIDCToken(t, time.Now().Add(time.Hour)), func(s *VercelOIDCSource) {
+		s.Push.Team, s.Push.Project = "", ""
+		s.Mint = &MintConfig{Project: "prj_other", Team: "team_other", AccessToken: "x", API: "http://127.0.0.1:1"}
+	})
+	if w := pushJSON(t, h, testOIDCToken(t, later)); w.Code != http.StatusUnprocessableEntity {
+		t.Errorf("mint's project: push for another project: status %d", w.Code)
+	}
+	if w := pushJSON(t, h, testOIDCToken(t, later, other)); w.Code != http.StatusNoContent {
+		t.Errorf("mint's project: matching push: status %d: %s", w.Code, w.Body)
+	}
+
+	// a mint block naming its project and team by name/slug (allowed
+	// there) gives nothing to compare the token's ids with: the current
+	// token's ids are used
+	h = pushHandler(t, jwks, testOIDCToken(t, time.Now().Add(time.Hour)), func(s *VercelOIDCSource) {
+		s.Push.Team, s.Push.Project = "", ""
+		s.Mint = &MintConfig{Project: "my-app", Team: "acme", AccessToken: "x", API: "http://127.0.0.1:1"}
+	})
+	if w := pushJSON(t, h, testOIDCToken(t, later)); w.Code != http.StatusNoContent {
+		t.Errorf("mint by slug: matching push: status %d: %s", w.Code, w.Body)
+	}
+	if w := pushJSON(t, h, testOIDCToken(t, later.Add(time.Hour), other)); w.Code != http.StatusUnprocessableEntity {
+		t.Errorf("mint by slug: push for another project: status %d", w.Code)
+	}
+
+	// from the current token
+	h = pushHandler(t, jwks, testOIDCToken(t, time.Now().Add(time.Hour)), func(s *VercelOIDCSource) {
+		s.Push.Team, s.Push.Project = "", ""
+	})
+	if w := pushJSON(t, h, testOIDCToken(t, later, other)); w.Code != http.StatusUnprocessableEntity {
+		t.Errorf("current token's project: push for another: status %d", w.Code)
+	}
+	if w := pushJSON(t, h, testOIDCToken(t, later)); w.Code != http.StatusNoContent {
+		t.Errorf("current token's project: matching push: status %d: %s", w.Code, w.Body)
+	}
+
+	// nothing to compare with
+	h = pushHandler(t, jwks, "", func(s *VercelOIDCSource) { s.Push.Team, s.Push.Project = "", "" })
+	w := pushJSON(t, h, testOIDCToken(t, later))
+	if w.Code != http.StatusUnprocessableEntity || !strings.Contains(w.Body.String(), "set push { team") {
+		t.Errorf("no expectation: status %d: %s", w.Code, w.Body)
+	}
+	if got := upstreamToken(t, h); got != "" {
+		t.Error("an unchecked push was used")
+	}
+}
+
+// A configured issuer is the only one accepted, its keys at
+// <iss>/.well-known/jwks by default (a loopback issuer in this test).
+func TestPushConfiguredIssuer(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	h := pushHandler(t, jwks, "", func(s *VercelOIDCSource) { s.Push.Issuer, s.Push.JWKSURL = jwks.URL, "" })
+	own := func(c jwt.MapClaims) { c["iss"] = jwks.URL }
+	if w := pushJSON(t, h, testOIDCToken(t, time.Now().Add(time.Hour), own)); w.Code != http.StatusNoContent {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	// the default issuer is not accepted when another is configured
+	if w := pushJSON(t, h, testOIDCToken(t, time.Now().Add(2*time.Hour))); w.Code != http.StatusUnauthorized {
+		t.Errorf("token of another issuer: status %d", w.Code)
+	}
+}
+
+// The push path needs no client key and is not subject to allow_paths;
+// other paths still are.
+func TestPushPathRouting(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	h := pushHandler(t, jwks, "", nil)
+	r := httptest.NewRequest(http.MethodPost, testPushPath+"/x", strings.NewReader("{}"))
+	r, _ = withReplacer(r)
+	if w := serve(t, h, r, neverNext(t)); w.Code != http.StatusUnauthorized {
+		t.Errorf("a path under the push path: status %d, want the client check's 401", w.Code)
+	}
+}
+
+func TestPushConfigErrors(t *testing.T) {
+	for name, paths := range map[string][2]string{
+		"relative path": {"ai-gateway-auth/token", ""},
+		"same path":     {testPushPath, testPushPath},
+	} {
+		var raws []json.RawMessage
+		for i, p := range paths {
+			if p == "" {
+				continue
+			}
+			raws = append(raws, oidcSourceJSON(VercelOIDCSource{Env: fmt.Sprintf("AIGW_TEST_PUSH_CFG_%d", i), Push: &PushConfig{Path: p}}))
+		}
+		err := tryProvisionHandler(t, &Handler{CredentialsRaw: raws, ClientKeys: []string{"sk-placeholder"}})
+		if err == nil || !strings.Contains(err.Error(), "push path") {
+			t.Errorf("%s: Provision() = %v", name, err)
+		}
+	}
+}

@@ -1,0 +1,435 @@
+package caddymodule
+
+import (
+	"crypto/rsa"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Vercel Sandbox forwardURL mode: requests carry a vercel-sandbox-oidc-token
+// (RS256 JWT from the issuer's JWKS, aud = the forwardURL) and
+// vercel-forwarded-* headers.
+
+const testForwardURL = "https://proxy.example.com/forward"
+
+// sandboxClaims are the claims of a sandbox token issued by iss for
+// testTeam/testProject, valid for an hour.
+func sandboxTokenClaims(iss string) jwt.MapClaims {
+	now := time.Now()
+	return jwt.MapClaims{
+		"iss":          iss,
+		"aud":          testForwardURL,
+		"sub":          "owner:acme:project:demo:environment:production",
+		"team_id":      testTeam,
+		"project_id":   testProject,
+		"sandbox_id":   "sbx_0123456789",
+		"sandbox_name": "agent-7",
+		"iat":          now.Unix(),
+		"nbf":          now.Unix(),
+		"exp":          now.Add(time.Hour).Unix(),
+	}
+}
+
+// sandboxHandler is a handler that accepts sandboxes of testTeam whose
+// tokens are issued by jwks (keys at the default <iss>/.well-known/jwks),
+// with a static upstream key.
+func sandboxHandler(t *testing.T, jwks *fakeJWKS, edit ...func(*Handler)) *Handler {
+	t.Helper()
+	h := &Handler{
+		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
+		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{"team_other", testTeam}, Issuer: jwks.URL},
+	}
+	for _, e := range edit {
+		e(h)
+	}
+	return provisionHandler(t, h)
+}
+
+// sandboxRequest is a request as the sandbox firewall forwards it: to the
+// forwardURL's path, the original path in vercel-forwarded-path.
+func sandboxRequest(token string, headers map[string]string) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "/forward", strings.NewReader(`{"model":"openai/gpt-5"}`))
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Authorization", "Bearer sk-sandbox-inert") // what the agent was given
+	if token != "" {
+		r.Header.Set("Vercel-Sandbox-Oidc-Token", token)
+	}
+	r.Header.Set("Vercel-Forwarded-Host", "ai-gateway.vercel.sh")
+	r.Header.Set("Vercel-Forwarded-Scheme", "https")
+	r.Header.Set("Vercel-Forwarded-Port", "443")
+	r.Header.Set("Vercel-Forwarded-Path", "/v1/chat/completions")
+	for k, v := range headers {
+		if v == "" {
+			r.Header.Del(k)
+		} else {
+			r.Header.Set(k, v)
+		}
+	}
+	return r
+}
+
+// A valid sandbox token passes: the upstream gets the original path and
+// the injected credential, none of the sandbox's headers, and the
+// placeholder names the sandbox.
+func TestSandboxAccepted(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	h := sandboxHandler(t, jwks)
+	logs := observeLogs(h)
+
+	for _, tc := range []struct {
+		name       string
+		edit       func(jwt.MapClaims)
+		headers    map[string]string
+		wantClient string
+		wantPath   string
+		wantQuery  string
+	}{
+		{"named sandbox", nil, nil, "agent-7", "/v1/chat/completions", ""},
+		{"unnamed sandbox is its id", func(c jwt.MapClaims) { delete(c, "sandbox_name") }, nil, "sbx_0123456789", "/v1/chat/completions", ""},
+		{"aud with a trailing slash", func(c jwt.MapClaims) { c["aud"] = testForwardURL + "/" }, nil, "agent-7", "/v1/chat/completions", ""},
+		{"aud among several", func(c jwt.MapClaims) { c["aud"] = []string{"https://other.example", testForwardURL} }, nil, "agent-7", "/v1/chat/completions", ""},
+		{"the other allowed team", func(c jwt.MapClaims) { c["team_id"] = "team_other" }, nil, "agent-7", "/v1/chat/completions", ""},
+		{"expired within the leeway", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-20 * time.Second).Unix() }, nil, "agent-7", "/v1/chat/completions", ""},
+		{"nbf within the leeway", func(c jwt.MapClaims) { c["nbf"] = time.Now().Add(20 * time.Second).Unix() }, nil, "agent-7", "/v1/chat/completions", ""},
+		{"forwarded host with port and case", nil, map[string]string{"Vercel-Forwarded-Host": "AI-Gateway.vercel.sh:443"}, "agent-7", "/v1/chat/completions", ""},
+		{"no forwarded host", nil, map[string]string{"Vercel-Forwarded-Host": ""}, "agent-7", "/v1/chat/completions", ""},
+		{"forwarded path with query", nil, map[string]string{"Vercel-Forwarded-Path": "/v1/messages?beta=true"}, "agent-7", "/v1/messages", "beta=true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			claims := sandboxTokenClaims(jwks.URL)
+			if tc.edit != nil {
+				tc.edit(claims)
+			}
+			token := signTestJWT(t, claims)
+			r, repl := withReplacer(sandboxRequest(token, tc.headers))
+			var next recordingNext
+			w := serve(t, h, r, next.handler())
+			if w.Code != http.StatusOK {
+				t.Fatalf("status %d: %s", w.Code, w.Body)
+			}
+			calls := next.calls()
+			if len(calls) != 1 {
+				t.Fatalf("next called %d times", len(calls))
+			}
+			got := calls[0]
+			if got.path != tc.wantPath || got.rawQuery != tc.wantQuery {
+				t.Errorf("upstream path %q ?%q, want %q ?%q", got.path, got.rawQuery, tc.wantPath, tc.wantQuery)
+			}
+			if a := got.header.Values("Authorization"); len(a) != 1 || a[0] != "Bearer "+testStaticKey {
+				t.Errorf("upstream Authorization %q", a)
+			}
+			for k := range got.header {
+				if strings.HasPrefix(strings.ToLower(k), "vercel-") {
+					t.Errorf("header %s reached the upstream", k)
+				}
+			}
+			assertNotContains(t, "upstream headers", strings.Join(flatten(got.header), "\n"), token, "sk-sandbox-inert")
+			if v, _ := repl.Get("ai_gateway_auth.client"); v != tc.wantClient {
+				t.Errorf("{ai_gateway_auth.client} = %v, want %s", v, tc.wantClient)
+			}
+			if v, _ := repl.Get("ai_gateway_auth.credential_source"); v != "static" {
+				t.Errorf("{ai_gateway_auth.credential_source} = %v", v)
+			}
+			assertLogsClean(t, logs, token, testStaticKey)
+		})
+	}
+}
+
+func flatten(h http.Header) []string {
+	var out []string
+	for k, vs := range h {
+		for _, v := range vs {
+			out = append(out, k+": "+v)
+		}
+	}
+	return out
+}
+
+// Every bad sandbox request is refused with 403 (401 with no token at
+// all), and the upstream is never contacted.
+func TestSandboxRefused(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	h := sandboxHandler(t, jwks, func(h *Handler) {
+		h.VercelSandbox.Projects = []string{testProject, "prj_second"}
+	})
+	logs := observeLogs(h)
+	now := time.Now()
+	claims := func(edit func(jwt.MapClaims)) jwt.MapClaims {
+		c := sandboxTokenClaims(jwks.URL)
+		edit(c)
+		return c
+	}
+	type refusal struct {
+		token   string
+		headers map[string]string
+		status  int
+		want    string
+	}
+	cases := map[string]refusal{
+		"wrong key": {token: signJWT(jwt.SigningMethodRS256, otherSigningKey(), testKid, sandboxTokenClaims(jwks.URL)),
+			status: 403, want: "signature is invalid"},
+		"unknown kid": {token: signJWT(jwt.SigningMethodRS256, otherSigningKey(), "kid-nobody-knows", sandboxTokenClaims(jwks.URL)),
+			status: 403, want: "no key"},
+		"wrong aud": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["aud"] = "https://proxy.example.com/other" })),
+			status: 403, want: "audience"},
+		"aud prefix": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["aud"] = testForwardURL + "/x" })),
+			status: 403, want: "audience"},
+		"no aud": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { delete(c, "aud") })),
+			status: 403, want: "audience"},
+		"expired": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["exp"] = now.Add(-2 * time.Minute).Unix() })),
+			status: 403, want: "expired"},
+		"no exp": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { delete(c, "exp") })),
+			status: 403, want: "exp"},
+		"future nbf": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["nbf"] = now.Add(3 * time.Minute).Unix() })),
+			status: 403, want: "not valid yet"},
+		"other team": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["team_id"] = "team_intruder" })),
+			status: 403, want: `team "team_intruder" is not allowed`},
+		"no team": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { delete(c, "team_id") })),
+			status: 403, want: "is not allowed"},
+		"other project": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["project_id"] = "prj_intruder" })),
+			status: 403, want: `project "prj_intruder" is not allowed`},
+		"no sandbox id": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { delete(c, "sandbox_id"); delete(c, "sandbox_name") })),
+			status: 403, want: "no sandbox_id"},
+		"other issuer": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["iss"] = "https://oidc.vercel.com/acme" })),
+			status: 403, want: "issuer"},
+		"alg none": {token: unsignedJWT(sandboxTokenClaims(jwks.URL)), status: 403, want: "sandbox token"},
+		"garbage":  {token: "not.a.jwt", status: 403, want: "malformed"},
+		"forbidden forwarded host": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+			headers: map[string]string{"Vercel-Forwarded-Host": "evil.example.com"}, status: 403, want: "forwarded host"},
+		"forwarded host suffix": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+			headers: map[string]string{"Vercel-Forwarded-Host": "ai-gateway.vercel.sh.evil.example"}, status: 403, want: "forwarded host"},
+		"forwarded host prefix": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+			headers: map[string]string{"Vercel-Forwarded-Host": "evil-ai-gateway.vercel.sh"}, status: 403, want: "forwarded host"},
+		"forwarded path outside allow_paths": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+			headers: map[string]string{"Vercel-Forwarded-Path": "/v2/admin"}, status: 403, want: "allow_paths"},
+		"forwarded path with dot segments": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+			headers: map[string]string{"Vercel-Forwarded-Path": "/v1/../admin"}, status: 403, want: "allow_paths"},
+		"forwarded path with encoded dots": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+			headers: map[string]string{"Vercel-Forwarded-Path": "/v1/%2e%2e/admin"}, status: 403, want: "allow_paths"},
+		// the agent's inert key is not a client key of this proxy
+		"missing token":    {token: "", status: 401, want: "invalid client key"},
+		"no token, no key": {token: "", headers: map[string]string{"Authorization": ""}, status: 401, want: "missing client key"},
+	}
+	for name, tok := range hs256WithPublicKey(sandboxTokenClaims(jwks.URL)) {
+		cases["HS256 with the public key as secret ("+name+")"] = refusal{token: tok, status: 403, want: "sandbox token"}
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			r, _ := withReplacer(sandboxRequest(tc.token, tc.headers))
+			w := serve(t, h, r, neverNext(t))
+			if w.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", w.Code, tc.status, w.Body)
+			}
+			errType, code := "permission_error", "sandbox_rejected"
+			if tc.status == 401 {
+				errType, code = "authentication_error", "invalid_api_key"
+			} else if strings.Contains(name, "forwarded path") {
+				code = "path_not_allowed"
+			}
+			msg := assertErrorShape(t, w.Body.Bytes(), false, errType, code)
+			if !strings.Contains(msg, tc.want) {
+				t.Errorf("message %q does not contain %q", msg, tc.want)
+			}
+			if tc.token != "" && len(tc.token) > 20 {
+				assertNotContains(t, "error body", w.Body.String(), tc.token, strings.Split(tc.token, ".")[1])
+			}
+		})
+	}
+	for _, tc := range cases {
+		if tc.token != "" && len(tc.token) > 20 {
+			assertLogsClean(t, logs, tc.token, strings.Split(tc.token, ".")[1])
+		}
+	}
+	if n := jwks.fetches.Load(); n > 2 {
+		t.Errorf("JWKS fetched %d times (once, plus at most one for the unknown kid)", n)
+	}
+}
+
+// A handler with vercel_sandbox and client keys accepts both kinds of
+// client; a request that carries a sandbox token is judged by it alone.
+func TestSandboxWithClientKeys(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	h := sandboxHandler(t, jwks, func(h *Handler) { h.ClientKeys = []string{"sk-placeholder"} })
+
+	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader("{}"))
+	r.Header.Set("Authorization", "Bearer sk-placeholder")
+	r, repl := withReplacer(r)
+	var next recordingNext
+	if w := serve(t, h, r, next.handler()); w.Code != http.StatusOK {
+		t.Fatalf("client key: status %d: %s", w.Code, w.Body)
+	}
+	if v, _ := repl.Get("ai_gateway_auth.client"); v != "placeholder" {
+		t.Errorf("client %v", v)
+	}
+
+	bad := signJWT(jwt.SigningMethodRS256, otherSigningKey(), testKid, sandboxTokenClaims(jwks.URL))
+	r, _ = withReplacer(sandboxRequest(bad, map[string]string{"Authorization": "Bearer sk-placeholder"}))
+	if w := serve(t, h, r, neverNext(t)); w.Code != http.StatusForbidden {
+		t.Errorf("bad sandbox token with a good client key: status %d, want 403", w.Code)
+	}
+}
+
+// N requests with one token cost one RSA verification (and one JWKS
+// fetch); the cached verdict still checks the forwarded host per request.
+func TestSandboxVerificationCached(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	h := sandboxHandler(t, jwks)
+	token := signTestJWT(t, sandboxTokenClaims(jwks.URL))
+	before := counterValue(sandboxVerificationsTotal)
+
+	send := func(token string, headers map[string]string) int {
+		r, _ := withReplacer(sandboxRequest(token, headers))
+		w := httptest.NewRecorder()
+		var next recordingNext
+		if err := h.ServeHTTP(w, r, next.handler()); err != nil {
+			t.Error(err)
+		}
+		return w.Code
+	}
+	if code := send(token, nil); code != http.StatusOK {
+		t.Fatalf("status %d", code)
+	}
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(func() {
+			if code := send(token, nil); code != http.StatusOK {
+				t.Errorf("status %d", code)
+			}
+		})
+	}
+	wg.Wait()
+	if n := counterValue(sandboxVerificationsTotal) - before; n != 1 {
+		t.Errorf("%v verifications for 101 requests with one token, want 1", n)
+	}
+	if code := send(token, map[string]string{"Vercel-Forwarded-Host": "evil.example.com"}); code != http.StatusForbidden {
+		t.Errorf("cached token with a forbidden host: status %d, want 403", code)
+	}
+
+	// another sandbox's token costs one more verification
+	other := sandboxTokenClaims(jwks.URL)
+	other["sandbox_name"] = "agent-8"
+	token2 := signTestJWT(t, other)
+	for range 10 {
+		if code := send(token2, nil); code != http.StatusOK {
+			t.Fatalf("status %d", code)
+		}
+	}
+	if n := counterValue(sandboxVerificationsTotal) - before; n != 2 {
+		t.Errorf("%v verifications for two tokens, want 2", n)
+	}
+	// refused tokens are not cached as accepted: each is verified (and
+	// refused) again
+	bad := signJWT(jwt.SigningMethodRS256, otherSigningKey(), testKid, sandboxTokenClaims(jwks.URL))
+	for range 5 {
+		if code := send(bad, nil); code != http.StatusForbidden {
+			t.Fatalf("bad token: status %d", code)
+		}
+	}
+	if n := counterValue(sandboxVerificationsTotal) - before; n != 7 {
+		t.Errorf("%v verifications after 5 refused requests, want 7", n)
+	}
+	if n := jwks.fetches.Load(); n != 1 {
+		t.Errorf("JWKS fetched %d times, want 1", n)
+	}
+}
+
+// A cached verdict ends with the token (exp plus the leeway it was
+// verified with): after that the token is verified again, and refused.
+// On synctest's fake clock, with the JWKS served in process.
+func TestSandboxCacheEndsWithToken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const iss = "https://oidc.vercel.com/acme"
+		jwks := newJWKSCache()
+		inProcessJWKS(jwks, func() (int, []byte) {
+			return http.StatusOK, jwksJSON(map[string]*rsa.PublicKey{testKid: &testSigningKey().PublicKey})
+		})
+		v, err := newSandboxVerifier(VercelSandbox{Audience: testForwardURL, Teams: []string{testTeam}}, jwks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		claims := sandboxTokenClaims(iss)
+		claims["exp"] = time.Now().Add(10 * time.Second).Unix()
+		token := signTestJWT(t, claims)
+		identify := func() error {
+			r := sandboxRequest(token, nil)
+			_, err := v.identify(r)
+			return err
+		}
+		before := counterValue(sandboxVerificationsTotal)
+		if err := identify(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30 * time.Second) // past exp, within the leeway
+		if err := identify(); err != nil {
+			t.Fatalf("within the leeway: %v", err)
+		}
+		if n := counterValue(sandboxVerificationsTotal) - before; n != 1 {
+			t.Errorf("%v verifications, want 1", n)
+		}
+		time.Sleep(time.Minute)
+		if err := identify(); err == nil || !strings.Contains(err.Error(), "expired") {
+			t.Errorf("after exp+leeway: %v, want expired", err)
+		}
+		if n := counterValue(sandboxVerificationsTotal) - before; n != 2 {
+			t.Errorf("%v verifications, want 2 (the expired token verified again)", n)
+		}
+	})
+}
+
+// The verification cache is bounded.
+func TestSandboxCacheBounded(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	v, err := newSandboxVerifier(VercelSandbox{Audience: testForwardURL, Teams: []string{testTeam}, Issuer: jwks.URL}, newJWKSCache())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// fill the cache with entries (cheaper than verifying 10000 tokens)
+	v.mu.Lock()
+	for i := range maxVerifiedSandboxTokens {
+		v.verified[[32]byte{byte(i), byte(i >> 8), 1}] = verifiedSandbox{client: "x", expires: time.Now().Add(time.Hour)}
+	}
+	v.mu.Unlock()
+	if _, err := v.identify(sandboxRequest(signTestJWT(t, sandboxTokenClaims(jwks.URL)), nil)); err != nil {
+		t.Fatal(err)
+	}
+	v.mu.Lock()
+	n := len(v.verified)
+	v.mu.Unlock()
+	if n > maxVerifiedSandboxTokens {
+		t.Errorf("%d cached verdicts, bound is %d", n, maxVerifiedSandboxTokens)
+	}
+}
+
+func TestSandboxConfigErrors(t *testing.T) {
+	for name, cfg := range map[string]VercelSandbox{
+		"no audience": {Teams: []string{testTeam}},
+		"no team":     {Audience: testForwardURL},
+	} {
+		err := tryProvisionHandler(t, &Handler{
+			CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
+			VercelSandbox:  &cfg,
+		})
+		if err == nil || !strings.Contains(err.Error(), "vercel_sandbox needs") {
+			t.Errorf("%s: Provision() = %v", name, err)
+		}
+	}
+	// vercel_sandbox alone is enough client authentication
+	h := &Handler{
+		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
+		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{testTeam}},
+	}
+	if err := tryProvisionHandler(t, h); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Validate(); err != nil {
+		t.Errorf("Validate() = %v", err)
+	}
+}
