@@ -109,15 +109,22 @@ func (w *interceptWriter) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{w}, r)
 }
 
-// Flush must not flush a held 401 to the client.
-func (w *interceptWriter) Flush() {
+// FlushError flushes through to the client (SSE), except a held 401.
+// It goes through http.ResponseController because the writer Caddy hands
+// a handler is itself a wrapper that exposes Flush only via Unwrap.
+func (w *interceptWriter) FlushError() error {
 	if w.held {
-		return
+		return nil
 	}
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
 	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
+
+// Flush implements http.Flusher for callers that do not use
+// http.ResponseController.
+func (w *interceptWriter) Flush() { _ = w.FlushError() }
 
 // sendHeld writes the held-back 401 to the client unchanged.
 func (w *interceptWriter) sendHeld() error {

@@ -1,0 +1,309 @@
+// Command scale holds many concurrent SSE streams through the proxy,
+// rotates the proxy's OIDC token file while they are open, and reports
+// whether every stream completed and how much memory the proxy used.
+// bench/scale.sh builds and starts the proxy and the fake upstream and
+// runs it; see bench/README.md.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ai-gateway-auth/ai_gateway_auth/bench/internal/benchtoken"
+)
+
+type config struct {
+	url, key, statsURL, tokenFile string
+	streams, chunks, pid          int
+	rotateAfter, timeout          time.Duration
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.url, "url", "http://127.0.0.1:18180/v1/chat/completions", "the proxy's chat completions URL")
+	flag.StringVar(&c.key, "key", "sk-placeholder", "client key the proxy accepts")
+	flag.StringVar(&c.statsURL, "stats", "http://127.0.0.1:18179/stats", "the fake upstream's /stats URL")
+	flag.StringVar(&c.tokenFile, "token-file", "", "the proxy's `credential vercel_oidc { file … }`; rewritten with a new token (jti \"new\") after -rotate-after")
+	flag.IntVar(&c.streams, "streams", 2000, "concurrent SSE streams")
+	flag.IntVar(&c.chunks, "chunks", 30, "content chunks each stream must carry before [DONE] (the upstream's -sse-chunks)")
+	flag.IntVar(&c.pid, "pid", 0, "the proxy's process id, for its memory (/proc/<pid>/status)")
+	flag.DurationVar(&c.rotateAfter, "rotate-after", 15*time.Second, "when to rotate the token, from the first stream's start")
+	flag.DurationVar(&c.timeout, "timeout", 2*time.Minute, "limit for one stream")
+	flag.Parse()
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "FAILED:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	opened bool // the response headers came
+	chunks int
+	first  time.Duration // until the first chunk
+	dur    time.Duration
+	err    error
+}
+
+func run(c config) error {
+	client := &http.Client{Transport: &http.Transport{
+		Proxy:               nil, // loopback only, whatever the environment says
+		MaxIdleConnsPerHost: c.streams,
+		DisableCompression:  true,
+	}}
+	idle := memKB(c.pid, "VmRSS")
+	var peakRSS atomic.Int64
+	stopSampling := sampleRSS(c.pid, &peakRSS)
+
+	var open, maxOpen atomic.Int64
+	results := make([]result, c.streams)
+	allOpen := make(chan struct{})
+	var opened sync.WaitGroup
+	opened.Add(c.streams)
+	go func() { opened.Wait(); close(allOpen) }()
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range c.streams {
+		wg.Go(func() {
+			results[i] = stream(client, c, func() {
+				storeMax(&maxOpen, open.Add(1))
+				opened.Done()
+			})
+			if results[i].opened {
+				open.Add(-1)
+			} else {
+				opened.Done()
+			}
+		})
+	}
+	select {
+	case <-allOpen:
+		fmt.Printf("%d streams open after %.1fs\n", c.streams, time.Since(start).Seconds())
+	case <-time.After(c.rotateAfter):
+		fmt.Printf("only %d of %d streams open after %s\n", open.Load(), c.streams, c.rotateAfter)
+	}
+
+	var rotation string
+	if c.tokenFile != "" {
+		time.Sleep(time.Until(start.Add(c.rotateAfter)))
+		var err error
+		if rotation, err = rotate(client, c, open.Load()); err != nil {
+			return err
+		}
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	stopSampling()
+
+	var failed []string
+	var minDur, maxDur, maxFirst time.Duration
+	for i, r := range results {
+		if r.err == nil && r.chunks != c.chunks {
+			r.err = fmt.Errorf("%d chunks before [DONE], want %d", r.chunks, c.chunks)
+		}
+		// The upstream sends a chunk a second: a first chunk that comes
+		// only near the end means the proxy held the stream back.
+		if r.err == nil && r.chunks > 1 && r.first > r.dur/2 {
+			r.err = fmt.Errorf("not streamed: first chunk after %.1fs of %.1fs", r.first.Seconds(), r.dur.Seconds())
+		}
+		if r.err != nil {
+			failed = append(failed, fmt.Sprintf("stream %d: %v", i, r.err))
+			continue
+		}
+		if minDur == 0 || r.dur < minDur {
+			minDur = r.dur
+		}
+		maxDur = max(maxDur, r.dur)
+		maxFirst = max(maxFirst, r.first)
+	}
+	stats, err := upstreamStats(client, c.statsURL)
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf("streams completed with [DONE] and %d chunks: %d of %d (peak concurrently open: %d)\n",
+		c.chunks, c.streams-len(failed), c.streams, maxOpen.Load())
+	if len(failed) < c.streams {
+		fmt.Printf("completed streams lasted %.1f to %.1fs, first chunk after at most %.1fs; whole run %.1fs\n",
+			minDur.Seconds(), maxDur.Seconds(), maxFirst.Seconds(), elapsed.Seconds())
+	}
+	if rotation != "" {
+		fmt.Println(rotation)
+	}
+	fmt.Printf("upstream saw: old token %d, new token %d, without the injected credential %d\n",
+		stats.ByCredential["jwt:old"], stats.ByCredential["jwt:new"], stats.Mismatches)
+	if c.pid != 0 {
+		hwm, peak := memKB(c.pid, "VmHWM"), peakRSS.Load()
+		fmt.Printf("proxy RSS: idle %.1f MiB, peak sampled %.1f MiB, VmHWM %.1f MiB\n", mib(idle), mib(peak), mib(hwm))
+		fmt.Printf("proxy RSS per stream: %.1f KiB (VmHWM / streams), %.1f KiB ((peak - idle) / streams)\n",
+			float64(hwm)/float64(c.streams), float64(peak-idle)/float64(c.streams))
+	}
+
+	for i, f := range failed {
+		if i == 10 {
+			fmt.Printf("... and %d more\n", len(failed)-10)
+			break
+		}
+		fmt.Println(f)
+	}
+	switch {
+	case len(failed) > 0:
+		return fmt.Errorf("%d of %d streams did not complete", len(failed), c.streams)
+	case stats.Mismatches > 0:
+		return fmt.Errorf("%d requests reached the upstream without the injected credential", stats.Mismatches)
+	case stats.ByCredential["jwt:old"] < int64(c.streams):
+		return fmt.Errorf("the upstream saw the old token %d times, want at least %d", stats.ByCredential["jwt:old"], c.streams)
+	case c.tokenFile != "" && stats.ByCredential["jwt:new"] == 0:
+		return fmt.Errorf("the upstream never saw the rotated token")
+	}
+	fmt.Println("OK")
+	return nil
+}
+
+// stream runs one streamed completion and reads it to the end; onOpen is
+// called when the response headers are in.
+func stream(client *http.Client, c config, onOpen func()) (res result) {
+	start := time.Now()
+	defer func() { res.dur = time.Since(start) }()
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	body := `{"model":"openai/gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Count slowly."}]}`
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	defer resp.Body.Close()
+	res.opened = true
+	onOpen()
+	if resp.StatusCode != http.StatusOK {
+		res.err = fmt.Errorf("HTTP %d", resp.StatusCode)
+		return res
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if data == "[DONE]" {
+			return res
+		}
+		if res.chunks == 0 {
+			res.first = time.Since(start)
+		}
+		res.chunks++
+	}
+	if err := sc.Err(); err != nil {
+		res.err = fmt.Errorf("after %d chunks: %v", res.chunks, err)
+	} else {
+		res.err = fmt.Errorf("stream ended after %d chunks without [DONE]", res.chunks)
+	}
+	return res
+}
+
+// rotate replaces the token file (atomically, as a deploy would) with a
+// token that expires later, then sends a request every 100 ms until the
+// upstream sees the new token.
+func rotate(client *http.Client, c config, openNow int64) (string, error) {
+	tok, err := benchtoken.New("new", 2*time.Hour)
+	if err != nil {
+		return "", err
+	}
+	tmp := filepath.Join(filepath.Dir(c.tokenFile), ".token.tmp")
+	if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, c.tokenFile); err != nil {
+		return "", err
+	}
+	rotated := time.Now()
+	for time.Since(rotated) < 10*time.Second {
+		time.Sleep(100 * time.Millisecond)
+		req, _ := http.NewRequest(http.MethodPost, c.url, strings.NewReader(`{"model":"openai/gpt-4o-mini"}`))
+		req.Header.Set("Authorization", "Bearer "+c.key)
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+		}
+		if s, err := upstreamStats(client, c.statsURL); err == nil && s.ByCredential["jwt:new"] > 0 {
+			return fmt.Sprintf("token file rotated with %d streams open; new token in use after %.1fs",
+				openNow, time.Since(rotated).Seconds()), nil
+		}
+	}
+	return "", fmt.Errorf("the proxy did not pick up the rotated token within 10s")
+}
+
+type stats struct {
+	Mismatches   int64            `json:"mismatches"`
+	ByCredential map[string]int64 `json:"by_credential"`
+}
+
+func upstreamStats(client *http.Client, url string) (stats, error) {
+	var s stats
+	resp, err := client.Get(url)
+	if err != nil {
+		return s, fmt.Errorf("upstream stats: %v", err)
+	}
+	defer resp.Body.Close()
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// memKB reads a VmRSS/VmHWM line of /proc/<pid>/status, in KiB.
+func memKB(pid int, field string) int64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// sampleRSS keeps the highest VmRSS seen, every 250 ms, until stopped.
+func sampleRSS(pid int, peak *atomic.Int64) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v := memKB(pid, "VmRSS"); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+func mib(kb int64) float64 { return float64(kb) / 1024 }
+
+func storeMax(m *atomic.Int64, v int64) {
+	for old := m.Load(); v > old && !m.CompareAndSwap(old, v); old = m.Load() {
+	}
+}
