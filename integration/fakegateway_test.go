@@ -1,0 +1,428 @@
+package integration
+
+import (
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// fakeGateway behaves like Vercel AI Gateway where the proxy can tell:
+// it accepts `Authorization: Bearer <API key or OIDC token>`, verifies
+// OIDC tokens (RS256 against the issuer's JWKS, fetched over HTTP from the
+// fake Vercel, with the claims a Vercel token has), lets an `x-api-key`
+// win over the bearer token even when the key is invalid, answers a bad
+// credential with 401 {"error":{"message","type":"authentication_error"}},
+// and serves the OpenAI- and Anthropic-compatible endpoints, streaming
+// with SSE. It records every request it receives.
+type fakeGateway struct {
+	t      testing.TB
+	srv    *httptest.Server
+	vercel *fakeVercel // the issuer whose tokens it accepts; nil: API keys only
+	// leeway tolerated on exp/nbf/iat, like any JWT verifier's clock skew
+	// allowance; the proxy's own "never at or after exp" rule is checked by
+	// the tests from what the proxy answers.
+	leeway time.Duration
+
+	mu      sync.Mutex
+	apiKeys map[string]bool
+	reqs    []gatewayRequest
+	jwks    map[string]*rsa.PublicKey
+	acks    map[string]chan struct{}
+	stalls  []string
+}
+
+// gatewayRequest is what the gateway received and how it answered.
+type gatewayRequest struct {
+	At       time.Time
+	Method   string
+	Path     string
+	RawQuery string
+	Header   http.Header
+	Body     []byte
+	// AuthMethod is what the credential turned out to be ("api-key" or
+	// "oidc"), Credential its value; Reject why it was refused, if it was.
+	AuthMethod string
+	Credential string
+	Reject     string
+	Status     int
+}
+
+// ackHeader names the stream whose events wait for the test's
+// acknowledgement; see fakeGateway.Ack.
+const ackHeader = "X-Test-Stream-Ack"
+
+func newFakeGateway(t testing.TB, vercel *fakeVercel, apiKeys ...string) *fakeGateway {
+	g := &fakeGateway{
+		t:       t,
+		vercel:  vercel,
+		leeway:  time.Second,
+		apiKeys: map[string]bool{},
+		jwks:    map[string]*rsa.PublicKey{},
+		acks:    map[string]chan struct{}{},
+	}
+	for _, k := range apiKeys {
+		g.apiKeys[k] = true
+	}
+	g.srv = httptest.NewServer(http.HandlerFunc(g.serve))
+	t.Cleanup(g.srv.Close)
+	return g
+}
+
+// URL is the gateway's base URL, for reverse_proxy.
+func (g *fakeGateway) URL() string { return g.srv.URL }
+
+// Requests returns every request received so far.
+func (g *fakeGateway) Requests() []gatewayRequest {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]gatewayRequest(nil), g.reqs...)
+}
+
+// Stalls lists the streams that waited in vain for an acknowledgement.
+func (g *fakeGateway) Stalls() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.stalls...)
+}
+
+// Ack acknowledges that the client received one more event of the
+// stream named id.
+func (g *fakeGateway) Ack(id string) { g.ackChan(id) <- struct{}{} }
+
+func (g *fakeGateway) ackChan(id string) chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ch, ok := g.acks[id]
+	if !ok {
+		ch = make(chan struct{}, 1024)
+		g.acks[id] = ch
+	}
+	return ch
+}
+
+func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	rec := gatewayRequest{
+		At:       time.Now(),
+		Method:   r.Method,
+		Path:     r.URL.Path,
+		RawQuery: r.URL.RawQuery,
+		Header:   r.Header.Clone(),
+		Body:     body,
+	}
+	rec.AuthMethod, rec.Credential, err = g.authenticate(r)
+	if err != nil {
+		rec.Reject = err.Error()
+		rec.Status = http.StatusUnauthorized
+		g.record(rec)
+		writeJSON(w, http.StatusUnauthorized, map[string]any{
+			"error": map[string]string{"message": err.Error(), "type": "authentication_error"},
+		})
+		return
+	}
+	var req struct {
+		Model  string `json:"model"`
+		Stream bool   `json:"stream"`
+	}
+	if r.Method == http.MethodPost {
+		if err := json.Unmarshal(body, &req); err != nil || req.Model == "" {
+			rec.Status = http.StatusBadRequest
+			g.record(rec)
+			writeJSON(w, http.StatusBadRequest, map[string]any{
+				"error": map[string]string{"message": "invalid JSON body or no model", "type": "invalid_request_error"},
+			})
+			return
+		}
+	}
+	rec.Status = http.StatusOK
+	g.record(rec)
+
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/models":
+		writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []map[string]any{
+			{"id": "openai/gpt-5", "object": "model", "created": 1754524800, "owned_by": "openai"},
+			{"id": "anthropic/claude-sonnet-4", "object": "model", "created": 1747872000, "owned_by": "anthropic"},
+		}})
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/chat/completions":
+		if req.Stream {
+			g.stream(w, r, chatCompletionEvents(req.Model))
+		} else {
+			writeJSON(w, http.StatusOK, chatCompletion(req.Model))
+		}
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/messages":
+		if req.Stream {
+			g.stream(w, r, anthropicEvents(req.Model))
+		} else {
+			writeJSON(w, http.StatusOK, anthropicMessage(req.Model))
+		}
+	default:
+		writeJSON(w, http.StatusNotFound, map[string]any{
+			"error": map[string]string{"message": "not found: " + r.URL.Path, "type": "not_found_error"},
+		})
+	}
+}
+
+func (g *fakeGateway) record(rec gatewayRequest) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reqs = append(g.reqs, rec)
+}
+
+// authenticate applies AI Gateway's rules: x-api-key, when present, is the
+// API key and wins even when invalid; otherwise the bearer token is an
+// OIDC token if it is a JWT, an API key if not.
+func (g *fakeGateway) authenticate(r *http.Request) (method, cred string, err error) {
+	if vals, ok := r.Header["X-Api-Key"]; ok {
+		key := strings.Join(vals, ",")
+		if !g.knownAPIKey(key) {
+			return "api-key", key, errors.New("Invalid API key (from the x-api-key header)")
+		}
+		return "api-key", key, nil
+	}
+	auth := r.Header.Get("Authorization")
+	if !strings.HasPrefix(auth, "Bearer ") {
+		return "", "", errors.New("Missing authentication: send an API key or an OIDC token in Authorization: Bearer")
+	}
+	cred = strings.TrimPrefix(auth, "Bearer ")
+	if strings.Count(cred, ".") == 2 {
+		method = "oidc"
+		err = g.verifyOIDC(cred)
+	} else {
+		method = "api-key"
+		if !g.knownAPIKey(cred) {
+			err = errors.New("Invalid API key")
+		}
+	}
+	if err == nil {
+		if m := r.Header.Get("Ai-Gateway-Auth-Method"); m != "" && m != method {
+			err = fmt.Errorf("ai-gateway-auth-method is %q but the credential is an %s credential", m, method)
+		}
+	}
+	return method, cred, err
+}
+
+func (g *fakeGateway) knownAPIKey(k string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.apiKeys[k]
+}
+
+// vercelClaims are the claims of a Vercel OIDC token.
+type vercelClaims struct {
+	OwnerID     string `json:"owner_id"`
+	ProjectID   string `json:"project_id"`
+	Environment string `json:"environment"`
+	jwt.RegisteredClaims
+}
+
+func (g *fakeGateway) verifyOIDC(token string) error {
+	if g.vercel == nil {
+		return errors.New("OIDC token not accepted here")
+	}
+	var c vercelClaims
+	_, err := jwt.ParseWithClaims(token, &c, g.keyFor,
+		jwt.WithValidMethods([]string{"RS256"}),
+		jwt.WithLeeway(g.leeway),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+	)
+	if err != nil {
+		return fmt.Errorf("Invalid OIDC token: %v", err)
+	}
+	slug, ok := strings.CutPrefix(c.Issuer, "https://oidc.vercel.com/")
+	switch {
+	case !ok || slug == "":
+		return fmt.Errorf("Invalid OIDC token: issuer %q", c.Issuer)
+	case len(c.Audience) != 1 || c.Audience[0] != "https://vercel.com/"+slug:
+		return fmt.Errorf("Invalid OIDC token: audience %v", c.Audience)
+	case c.NotBefore == nil || c.IssuedAt == nil:
+		return errors.New("Invalid OIDC token: no nbf or iat")
+	case !strings.HasPrefix(c.OwnerID, "team_") || !strings.HasPrefix(c.ProjectID, "prj_") || c.Environment == "":
+		return errors.New("Invalid OIDC token: owner_id, project_id or environment missing")
+	case !strings.HasPrefix(c.Subject, "owner:"+slug+":project:") || !strings.HasSuffix(c.Subject, ":environment:"+c.Environment):
+		return fmt.Errorf("Invalid OIDC token: subject %q", c.Subject)
+	case c.OwnerID != g.vercel.TeamID || c.ProjectID != g.vercel.ProjectID:
+		return errors.New("OIDC token is for another team or project")
+	}
+	return nil
+}
+
+// keyFor finds the token's signing key in its issuer's JWKS, fetched
+// from <iss>/.well-known/jwks (served by the fake Vercel) and fetched
+// again when a kid is unknown.
+func (g *fakeGateway) keyFor(tok *jwt.Token) (any, error) {
+	kid, _ := tok.Header["kid"].(string)
+	if kid == "" {
+		return nil, errors.New("no kid")
+	}
+	iss, err := tok.Claims.GetIssuer()
+	if err != nil {
+		return nil, err
+	}
+	path, ok := strings.CutPrefix(iss, "https://oidc.vercel.com")
+	if !ok {
+		return nil, fmt.Errorf("issuer %q is not Vercel", iss)
+	}
+	g.mu.Lock()
+	k := g.jwks[kid]
+	g.mu.Unlock()
+	if k != nil {
+		return k, nil
+	}
+	resp, err := http.Get(g.vercel.URL() + path + "/.well-known/jwks")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var set struct {
+		Keys []struct{ Kty, Kid, Alg, N, E string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
+		return nil, fmt.Errorf("jwks: %v", err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, jk := range set.Keys {
+		n, err1 := base64.RawURLEncoding.DecodeString(jk.N)
+		e, err2 := base64.RawURLEncoding.DecodeString(jk.E)
+		if jk.Kty != "RSA" || err1 != nil || err2 != nil {
+			continue
+		}
+		g.jwks[jk.Kid] = &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+	}
+	if k := g.jwks[kid]; k != nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("kid %q not in the issuer's JWKS", kid)
+}
+
+// stream writes SSE events one at a time, flushing each. When the request
+// names a stream in ackHeader, it waits after each event until the client
+// acknowledges having received it: a proxy that buffers the response
+// would stall the stream, which is recorded.
+func (g *fakeGateway) stream(w http.ResponseWriter, r *http.Request, events []string) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	flusher := w.(http.Flusher)
+	flusher.Flush()
+	id := r.Header.Get(ackHeader)
+	for i, ev := range events {
+		io.WriteString(w, ev)
+		flusher.Flush()
+		if id == "" {
+			continue
+		}
+		select {
+		case <-g.ackChan(id):
+		case <-r.Context().Done():
+			return
+		case <-time.After(15 * time.Second):
+			g.mu.Lock()
+			g.stalls = append(g.stalls, fmt.Sprintf("stream %s: event %d of %d was not received by the client within 15s", id, i+1, len(events)))
+			g.mu.Unlock()
+			return // the client gets a truncated stream and fails too
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// streamWords is the text every streamed answer carries, one SSE event per
+// word.
+var streamWords = []string{"Hello", " from", " the", " fake", " gateway."}
+
+const answerText = "Hello from the fake gateway."
+
+func sse(event string, data any) string {
+	b, err := json.Marshal(data)
+	if err != nil {
+		panic(err)
+	}
+	if event == "" {
+		return "data: " + string(b) + "\n\n"
+	}
+	return "event: " + event + "\ndata: " + string(b) + "\n\n"
+}
+
+func chatCompletion(model string) map[string]any {
+	return map[string]any{
+		"id": "chatcmpl-fake", "object": "chat.completion", "created": fakeCreated, "model": model,
+		"choices": []map[string]any{{
+			"index": 0, "finish_reason": "stop",
+			"message": map[string]any{"role": "assistant", "content": answerText},
+		}},
+		"usage": map[string]int{"prompt_tokens": 10, "completion_tokens": 6, "total_tokens": 16},
+	}
+}
+
+func chatCompletionEvents(model string) []string {
+	chunk := func(delta map[string]any, finish any) string {
+		return sse("", map[string]any{
+			"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": fakeCreated, "model": model,
+			"choices": []map[string]any{{"index": 0, "delta": delta, "finish_reason": finish}},
+		})
+	}
+	events := []string{chunk(map[string]any{"role": "assistant", "content": ""}, nil)}
+	for _, w := range streamWords {
+		events = append(events, chunk(map[string]any{"content": w}, nil))
+	}
+	events = append(events, chunk(map[string]any{}, "stop"), "data: [DONE]\n\n")
+	return events
+}
+
+func anthropicMessage(model string) map[string]any {
+	return map[string]any{
+		"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+		"content":     []map[string]any{{"type": "text", "text": answerText}},
+		"stop_reason": "end_turn", "stop_sequence": nil,
+		"usage": map[string]int{"input_tokens": 10, "output_tokens": 6},
+	}
+}
+
+func anthropicEvents(model string) []string {
+	start := anthropicMessage(model)
+	start["content"] = []any{}
+	start["stop_reason"] = nil
+	events := []string{
+		sse("message_start", map[string]any{"type": "message_start", "message": start}),
+		sse("content_block_start", map[string]any{"type": "content_block_start", "index": 0,
+			"content_block": map[string]any{"type": "text", "text": ""}}),
+	}
+	for _, w := range streamWords {
+		events = append(events, sse("content_block_delta", map[string]any{"type": "content_block_delta", "index": 0,
+			"delta": map[string]any{"type": "text_delta", "text": w}}))
+	}
+	events = append(events,
+		sse("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}),
+		sse("message_delta", map[string]any{"type": "message_delta",
+			"delta": map[string]any{"stop_reason": "end_turn", "stop_sequence": nil},
+			"usage": map[string]int{"output_tokens": 6}}),
+		sse("message_stop", map[string]any{"type": "message_stop"}),
+	)
+	return events
+}
+
+// fakeCreated is the "created" time of every completion: fixed, so that
+// tests can compare events byte for byte.
+const fakeCreated = 1767225600
