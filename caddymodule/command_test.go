@@ -81,6 +81,7 @@ func TestClientKeyCommandErrors(t *testing.T) {
 	}{
 		{[]string{"client-key", "alice"}, "no secret: set CLIENT_KEY_SECRET or pass --secret"},
 		{[]string{"client-key", "--secret", "", "alice"}, "no secret"},
+		{[]string{"client-key", "--secret", "fifteen-bytes!!", "alice"}, "the secret is shorter than 16 bytes"},
 		{[]string{"client-key", "--secret", testClientSecret, "bad name"}, "name must be 1-128 characters"},
 		{[]string{"client-key", "--secret", testClientSecret, strings.Repeat("a", 129)}, "name must be 1-128 characters"},
 		{[]string{"client-key", "--secret", testClientSecret}, "accepts 1 arg(s), received 0"},

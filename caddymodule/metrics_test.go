@@ -173,7 +173,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 	allowed := map[string]*regexp.Regexp{
 		"outcome":  regexp.MustCompile(`^(forwarded|client_rejected|forbidden|no_credential|replayed)$`),
 		"source":   regexp.MustCompile(`^(static|vercel_oidc)$`),
-		"result":   regexp.MustCompile(`^(success|failure|used|older)$`),
+		"result":   regexp.MustCompile(`^(success|failure|used|older|refused)$`),
 		"instance": regexp.MustCompile(`^[0-9a-f]{12}$`),
 	}
 	families, err := ctx.GetMetricsRegistry().Gather()

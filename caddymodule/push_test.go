@@ -151,7 +151,7 @@ func TestPushRefused(t *testing.T) {
 		return c
 	}
 	tok := func(edit func(jwt.MapClaims)) string { return signTestJWT(t, claims(edit)) }
-	json := func(v string) string { return `{"token":"` + v + `"}` }
+	asJSON := func(v string) string { return `{"token":"` + v + `"}` }
 
 	type refusal struct {
 		body   io.Reader
@@ -160,27 +160,27 @@ func TestPushRefused(t *testing.T) {
 		want   string
 	}
 	cases := map[string]refusal{
-		"signed by another key": {strings.NewReader(json(signJWT(jwt.SigningMethodRS256, otherSigningKey(), testKid, oidcClaimsFor(later)))),
+		"signed by another key": {strings.NewReader(asJSON(signJWT(jwt.SigningMethodRS256, otherSigningKey(), testKid, oidcClaimsFor(later)))),
 			401, "invalid_token", "signature is invalid"},
-		"unknown kid": {strings.NewReader(json(signJWT(jwt.SigningMethodRS256, otherSigningKey(), "kid-x", oidcClaimsFor(later)))),
+		"unknown kid": {strings.NewReader(asJSON(signJWT(jwt.SigningMethodRS256, otherSigningKey(), "kid-x", oidcClaimsFor(later)))),
 			401, "invalid_token", "no key"},
 		// an empty signature part is not even a JWT's shape
-		"alg none": {strings.NewReader(json(unsignedJWT(oidcClaimsFor(later)))), 400, "invalid_request", "no JWT"},
-		"alg none with a signature": {strings.NewReader(json(unsignedJWT(oidcClaimsFor(later)) + "c2ln")),
+		"alg none": {strings.NewReader(asJSON(unsignedJWT(oidcClaimsFor(later)))), 400, "invalid_request", "no JWT"},
+		"alg none with a signature": {strings.NewReader(asJSON(unsignedJWT(oidcClaimsFor(later)) + "c2ln")),
 			401, "invalid_token", "token push refused"},
-		"expired": {strings.NewReader(json(tok(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-5 * time.Minute).Unix() }))),
+		"expired": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-5 * time.Minute).Unix() }))),
 			401, "invalid_token", "expired"},
-		"expired within the leeway": {strings.NewReader(json(tok(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-10 * time.Second).Unix() }))),
+		"expired within the leeway": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-10 * time.Second).Unix() }))),
 			401, "invalid_token", "expired"},
-		"future nbf": {strings.NewReader(json(tok(func(c jwt.MapClaims) { c["nbf"] = time.Now().Add(10 * time.Minute).Unix() }))),
+		"future nbf": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["nbf"] = time.Now().Add(10 * time.Minute).Unix() }))),
 			401, "invalid_token", "not valid yet"},
-		"untrusted issuer": {strings.NewReader(json(tok(func(c jwt.MapClaims) { c["iss"] = "https://evil.example/acme" }))),
+		"untrusted issuer": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["iss"] = "https://evil.example/acme" }))),
 			401, "invalid_token", "issuer"},
-		"other project": {strings.NewReader(json(tok(func(c jwt.MapClaims) { c["project_id"] = "prj_other" }))),
+		"other project": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["project_id"] = "prj_other" }))),
 			422, "unexpected_token", `project "prj_other"`},
-		"other team": {strings.NewReader(json(tok(func(c jwt.MapClaims) { c["owner_id"] = "team_other" }))),
+		"other team": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["owner_id"] = "team_other" }))),
 			422, "unexpected_token", `owner "team_other"`},
-		"no project": {strings.NewReader(json(tok(func(c jwt.MapClaims) { delete(c, "project_id") }))),
+		"no project": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { delete(c, "project_id") }))),
 			422, "unexpected_token", "not"},
 		"garbage":          {strings.NewReader("hello, world"), 400, "invalid_request", "no JWT"},
 		"garbage JSON":     {strings.NewReader(`{"token":`), 400, "invalid_request", "not valid JSON"},
@@ -191,6 +191,8 @@ func TestPushRefused(t *testing.T) {
 		"10 MiB body":      {bytes.NewReader(bytes.Repeat([]byte("a"), 10<<20)), 413, "payload_too_large", "larger than"},
 		"10 MiB chunked":   {unknownLength{bytes.NewReader(bytes.Repeat([]byte("a"), 10<<20))}, 413, "payload_too_large", "larger than"},
 	}
+	refusedCounter := pushesTotal.WithLabelValues("refused")
+	refused0 := counterValue(refusedCounter)
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			w := push(t, h, http.MethodPost, tc.body)
@@ -205,6 +207,9 @@ func TestPushRefused(t *testing.T) {
 				t.Error("a refused push changed the token sent upstream")
 			}
 		})
+	}
+	if d := counterValue(refusedCounter) - refused0; d != float64(len(cases)) {
+		t.Errorf("token_pushes_total{result=\"refused\"} grew by %v for %d refused pushes", d, len(cases))
 	}
 	assertLogsClean(t, logs, current, strings.Split(current, ".")[2])
 }
@@ -320,15 +325,36 @@ func TestPushConfiguredIssuer(t *testing.T) {
 	}
 }
 
-// The push path needs no client key and is not subject to allow_paths;
-// other paths still are.
+// Only the exact push path takes pushes (TestPushAccepted shows it needs
+// no client key and is outside allow_paths): a path under it, or the
+// push path with a client key on another handler, is an ordinary
+// request.
 func TestPushPathRouting(t *testing.T) {
 	jwks := newFakeJWKS(t)
-	h := pushHandler(t, jwks, "", nil)
-	r := httptest.NewRequest(http.MethodPost, testPushPath+"/x", strings.NewReader("{}"))
+	h := pushHandler(t, jwks, testOIDCToken(t, time.Now().Add(time.Hour)), nil)
+	tok := testOIDCToken(t, time.Now().Add(2*time.Hour))
+	r := httptest.NewRequest(http.MethodPost, testPushPath+"/x", strings.NewReader(tok))
 	r, _ = withReplacer(r)
 	if w := serve(t, h, r, neverNext(t)); w.Code != http.StatusUnauthorized {
 		t.Errorf("a path under the push path: status %d, want the client check's 401", w.Code)
+	}
+	// with a client key it is a request like any other: outside allow_paths
+	r = httptest.NewRequest(http.MethodPost, testPushPath+"/x", strings.NewReader(tok))
+	r.Header.Set("Authorization", "Bearer sk-placeholder")
+	r, _ = withReplacer(r)
+	if w := serve(t, h, r, neverNext(t)); w.Code != http.StatusForbidden {
+		t.Errorf("a path under the push path, with a client key: status %d, want 403", w.Code)
+	}
+	// a handler without push forwards the push path like any other path
+	other := staticHandler(t)
+	r = httptest.NewRequest(http.MethodPost, testPushPath, strings.NewReader(tok))
+	r.Header.Set("Authorization", "Bearer sk-placeholder")
+	r, _ = withReplacer(r)
+	if w := serve(t, other, r, neverNext(t)); w.Code != http.StatusForbidden {
+		t.Errorf("push path on a handler without push: status %d, want 403", w.Code)
+	}
+	if got := upstreamToken(t, h); got == tok {
+		t.Error("a token sent to the wrong path was used")
 	}
 }
 
@@ -348,5 +374,52 @@ func TestPushConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "push path") {
 			t.Errorf("%s: Provision() = %v", name, err)
 		}
+	}
+}
+
+// Placeholders in push are resolved at provision.
+func TestPushConfigPlaceholders(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	t.Setenv("AIGW_TEST_PUSH_TEAM", testTeam)
+	t.Setenv("AIGW_TEST_PUSH_PROJECT", testProject)
+	t.Setenv("AIGW_TEST_PUSH_JWKS", jwks.jwksURL())
+	h := pushHandler(t, jwks, "", func(s *VercelOIDCSource) {
+		s.Push.Team, s.Push.Project, s.Push.JWKSURL = "{env.AIGW_TEST_PUSH_TEAM}", "{env.AIGW_TEST_PUSH_PROJECT}", "{env.AIGW_TEST_PUSH_JWKS}"
+	})
+	tok := testOIDCToken(t, time.Now().Add(time.Hour))
+	if w := pushJSON(t, h, tok); w.Code != http.StatusNoContent {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	if w := pushJSON(t, h, testOIDCToken(t, time.Now().Add(2*time.Hour), func(c jwt.MapClaims) { c["project_id"] = "prj_other" })); w.Code != http.StatusUnprocessableEntity {
+		t.Errorf("other project: status %d", w.Code)
+	}
+}
+
+// A source with only push does not read VERCEL_OIDC_TOKEN: until the
+// first push, requests get a 503 that says so; then the pushed token is
+// used.
+func TestPushOnlySource(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	t.Setenv("VERCEL_OIDC_TOKEN", testOIDCToken(t, time.Now().Add(3*time.Hour)))
+	h := provisionHandler(t, &Handler{
+		CredentialsRaw: []json.RawMessage{oidcSourceJSON(VercelOIDCSource{
+			Push: &PushConfig{Path: testPushPath, JWKSURL: jwks.jwksURL(), Team: testTeam, Project: testProject},
+		})},
+		ClientKeys:     []string{"sk-placeholder"},
+		CredentialWait: caddyDuration(time.Minute),
+	})
+	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader("{}"))
+	r.Header.Set("Authorization", "Bearer sk-placeholder")
+	r, _ = withReplacer(r)
+	w := serve(t, h, r, neverNext(t))
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "only accepts pushed tokens") {
+		t.Fatalf("before a push: status %d: %s", w.Code, w.Body)
+	}
+	tok := testOIDCToken(t, time.Now().Add(time.Hour))
+	if w := pushJSON(t, h, tok); w.Code != http.StatusNoContent {
+		t.Fatalf("push: status %d: %s", w.Code, w.Body)
+	}
+	if got := upstreamToken(t, h); got != tok {
+		t.Error("the pushed token is not used")
 	}
 }

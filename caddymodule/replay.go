@@ -2,9 +2,11 @@ package caddymodule
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -40,7 +42,8 @@ func getAttempt(w http.ResponseWriter, r *http.Request, limit int64) *attempt {
 	a := attempts.Get().(*attempt)
 	a.rw = interceptWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 	a.body.reset(r.Body, limit, r.ContentLength)
-	if r.Body != nil && r.Body != http.NoBody {
+	a.body.wrapped = r.Body != nil && r.Body != http.NoBody
+	if a.body.wrapped {
 		r.Body = &a.body
 	}
 	for k, v := range w.Header() {
@@ -50,6 +53,9 @@ func getAttempt(w http.ResponseWriter, r *http.Request, limit int64) *attempt {
 }
 
 func putAttempt(a *attempt) {
+	if !a.body.reusable() {
+		return // a reader may still hold it: leave it to the GC
+	}
 	a.rw = interceptWriter{}
 	a.body.reset(nil, 0, 0)
 	clear(a.header)
@@ -136,22 +142,55 @@ func (w *interceptWriter) sendHeld() error {
 // teeBody keeps a copy of what the upstream reads of the request body,
 // up to limit. Close does not close the real body (the server does), so
 // what the upstream did not read can still be read on replay.
+//
+// The transport may go on reading the body in its own goroutine after
+// the attempt has returned (the http.RoundTripper contract allows it
+// until it calls Close): reads are serialized with replayable, refused
+// once the replay has taken the body, and a body is reused for another
+// request only after its reader closed it.
 type teeBody struct {
+	mu       sync.Mutex
 	src      io.ReadCloser
 	buf      bytes.Buffer
 	limit    int64
 	overflow bool
 	eof      bool
+	detached bool // the replay has the body: later reads fail
+	lent     bool // the replay's reader holds buf
+	wrapped  bool // installed as the request body
+	closed   atomic.Bool
 }
+
+var errBodyDetached = errors.New("request body read after its attempt ended")
 
 func (b *teeBody) reset(src io.ReadCloser, limit, contentLength int64) {
 	b.src, b.limit, b.eof = src, limit, false
+	b.detached, b.lent, b.wrapped = false, false, false
+	b.closed.Store(false)
 	b.buf.Reset()
 	// A body known to be larger than the limit is not kept at all.
 	b.overflow = limit <= 0 || contentLength > limit
 }
 
+// reusable reports whether no reader can touch b any more: it was never
+// handed out, or its reader closed it and is not in a read.
+func (b *teeBody) reusable() bool {
+	if !b.wrapped {
+		return true
+	}
+	if !b.closed.Load() || !b.mu.TryLock() {
+		return false
+	}
+	defer b.mu.Unlock()
+	return !b.lent
+}
+
 func (b *teeBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.detached {
+		return 0, errBodyDetached
+	}
 	n, err := b.src.Read(p)
 	if n > 0 && !b.overflow {
 		if int64(b.buf.Len()+n) > b.limit {
@@ -167,7 +206,10 @@ func (b *teeBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *teeBody) Close() error { return nil }
+func (b *teeBody) Close() error {
+	b.closed.Store(true)
+	return nil
+}
 
 // replayable returns a body that reads like the original from the start,
 // or false when the body was, or turns out to be, larger than the limit.
@@ -175,6 +217,9 @@ func (b *teeBody) replayable() (io.ReadCloser, bool) {
 	if b.src == nil {
 		return nil, true
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.detached = true
 	if b.overflow {
 		return nil, false
 	}
@@ -186,5 +231,6 @@ func (b *teeBody) replayable() (io.ReadCloser, bool) {
 		}
 		b.buf.Write(rest)
 	}
+	b.lent = true
 	return io.NopCloser(bytes.NewReader(b.buf.Bytes())), true
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -89,7 +90,8 @@ func (g *fakeGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("X-Gateway-401-Only", "yes")
 		w.WriteHeader(http.StatusUnauthorized)
 		// through io.Copy (ReadFrom) and a flush, as reverse_proxy may
-		_, _ = io.Copy(w, strings.NewReader(fmt.Sprintf(`{"error":{"message":"invalid token (attempt %d)","type":"authentication_error"}}`, n)))
+		// (the source hides WriteTo, so that io.Copy uses w's ReadFrom)
+		_, _ = io.Copy(w, struct{ io.Reader }{strings.NewReader(fmt.Sprintf(`{"error":{"message":"invalid token (attempt %d)","type":"authentication_error"}}`, n))})
 		_ = http.NewResponseController(w).Flush()
 		return nil
 	}
@@ -204,6 +206,13 @@ func TestReplayOn401(t *testing.T) {
 	}
 	if res.Header.Get("X-Served-By") != "proxy" {
 		t.Error("a header set before the handler was lost in the replay")
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if v, _ := repl.Get("ai_gateway_auth.credential_source"); v != "vercel_oidc" {
+		t.Errorf("{ai_gateway_auth.credential_source} = %v, want vercel_oidc", v)
+	}
+	if v, _ := repl.Get("ai_gateway_auth.client"); v != "placeholder" {
+		t.Errorf("{ai_gateway_auth.client} = %v, want placeholder", v)
 	}
 
 	calls := rig.gw.calls()
@@ -633,3 +642,80 @@ type statusLog struct {
 }
 
 func (s *statusLog) WriteHeader(code int) { s.codes = append(s.codes, code) }
+
+// The transport may still read a request body after the attempt that
+// used it has returned (the http.RoundTripper contract allows it until it
+// closes the body): such a late reader does not race with the replay,
+// the replay gets the whole body, and the late reader gets an error
+// rather than the bytes the replay needs (run with -race).
+func TestReplayLateBodyReader(t *testing.T) {
+	rig := newReplayRig(t, nil)
+	body := strings.Repeat("abcdefghij", 10000)
+	lateDone := make(chan error, 1)
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		if strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ") == rig.first {
+			b := r.Body
+			go func() { // like http.Transport's writeLoop
+				_, err := io.Copy(io.Discard, b)
+				b.Close()
+				lateDone <- err
+			}()
+			w.WriteHeader(http.StatusUnauthorized)
+			return nil
+		}
+		got, err := io.ReadAll(r.Body)
+		if err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusOK)
+		_, err = w.Write(got)
+		return err
+	})
+	for i := range 20 {
+		if i > 0 {
+			// a fresh refused token for each round
+			rig.gw.refuse(rig.mintedTokens()[i-1])
+			rig.first = rig.mintedTokens()[i-1]
+		}
+		w := httptest.NewRecorder()
+		if err := rig.h.ServeHTTP(w, rig.request("/v1/chat/completions", unknownLength{strings.NewReader(body)}), next); err != nil {
+			t.Fatal(err)
+		}
+		<-lateDone
+		if w.Code != http.StatusOK || w.Body.String() != body {
+			t.Fatalf("round %d: status %d, %d bytes, want 200 and the %d-byte body", i, w.Code, w.Body.Len(), len(body))
+		}
+	}
+}
+
+// A body whose reader closed it goes back to the pool; one still open
+// (a reader may come back) or lent to a replay does not.
+func TestTeeBodyReuse(t *testing.T) {
+	var b teeBody
+	b.reset(io.NopCloser(strings.NewReader("abc")), 10, -1)
+	if !b.reusable() {
+		t.Error("a body never handed out is not reusable")
+	}
+	b.wrapped = true
+	if b.reusable() {
+		t.Error("an open body handed out is reusable")
+	}
+	b.Close()
+	if !b.reusable() {
+		t.Error("a closed body is not reusable")
+	}
+	b.reset(io.NopCloser(strings.NewReader("abc")), 10, -1)
+	b.wrapped = true
+	if rc, ok := b.replayable(); !ok {
+		t.Fatal("not replayable")
+	} else if got, _ := io.ReadAll(rc); string(got) != "abc" {
+		t.Errorf("replay body %q", got)
+	}
+	if _, err := b.Read(make([]byte, 1)); err != errBodyDetached {
+		t.Errorf("read after the replay took the body: %v", err)
+	}
+	b.Close()
+	if b.reusable() {
+		t.Error("a body lent to a replay is reusable")
+	}
+}

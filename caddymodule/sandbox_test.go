@@ -20,8 +20,8 @@ import (
 
 const testForwardURL = "https://proxy.example.com/forward"
 
-// sandboxClaims are the claims of a sandbox token issued by iss for
-// testTeam/testProject, valid for an hour.
+// sandboxTokenClaims are the claims of a sandbox token issued by iss
+// for testTeam/testProject, valid for an hour.
 func sandboxTokenClaims(iss string) jwt.MapClaims {
 	now := time.Now()
 	return jwt.MapClaims{
@@ -431,5 +431,71 @@ func TestSandboxConfigErrors(t *testing.T) {
 	}
 	if err := h.Validate(); err != nil {
 		t.Errorf("Validate() = %v", err)
+	}
+}
+
+// Placeholders in vercel_sandbox are resolved at provision, and hosts are
+// compared case-insensitively.
+func TestSandboxConfigPlaceholders(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	t.Setenv("AIGW_TEST_SBX_AUD", testForwardURL)
+	t.Setenv("AIGW_TEST_SBX_TEAM", testTeam)
+	t.Setenv("AIGW_TEST_SBX_PROJECT", testProject)
+	t.Setenv("AIGW_TEST_SBX_ISS", jwks.URL)
+	t.Setenv("AIGW_TEST_SBX_EMPTY", "")
+	h := provisionHandler(t, &Handler{
+		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
+		VercelSandbox: &VercelSandbox{
+			Audience:       "{env.AIGW_TEST_SBX_AUD}",
+			Teams:          []string{"{env.AIGW_TEST_SBX_TEAM}", "{env.AIGW_TEST_SBX_EMPTY}"},
+			Projects:       []string{"{env.AIGW_TEST_SBX_PROJECT}"},
+			Issuer:         "{env.AIGW_TEST_SBX_ISS}",
+			ForwardedHosts: []string{"AI-Gateway.Vercel.sh"},
+		},
+	})
+	r, repl := withReplacer(sandboxRequest(signTestJWT(t, sandboxTokenClaims(jwks.URL)), nil))
+	var next recordingNext
+	if w := serve(t, h, r, next.handler()); w.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	if v, _ := repl.Get("ai_gateway_auth.client"); v != "agent-7" {
+		t.Errorf("client %v", v)
+	}
+	other := sandboxTokenClaims(jwks.URL)
+	other["project_id"] = "prj_other"
+	r, _ = withReplacer(sandboxRequest(signTestJWT(t, other), nil))
+	if w := serve(t, h, r, neverNext(t)); w.Code != http.StatusForbidden {
+		t.Errorf("other project: status %d", w.Code)
+	}
+
+	// a team placeholder that resolves to nothing leaves no team
+	err := tryProvisionHandler(t, &Handler{
+		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
+		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{"{env.AIGW_TEST_SBX_EMPTY}"}},
+	})
+	if err == nil || !strings.Contains(err.Error(), "team") {
+		t.Errorf("empty team placeholder: Provision() = %v", err)
+	}
+}
+
+// vercel-forwarded-path is the sandbox's: a request with a client key
+// keeps its own path, whatever that header says (and the header does not
+// reach the upstream).
+func TestForwardedPathOnlyForSandboxes(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	h := sandboxHandler(t, jwks, func(h *Handler) { h.ClientKeys = []string{"sk-placeholder"} })
+	for _, fp := range []string{"/v1/models", "/admin"} {
+		r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader("{}"))
+		r.Header.Set("Authorization", "Bearer sk-placeholder")
+		r.Header.Set("Vercel-Forwarded-Path", fp)
+		r, _ = withReplacer(r)
+		var next recordingNext
+		if w := serve(t, h, r, next.handler()); w.Code != http.StatusOK {
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+		got := next.calls()[0]
+		if got.path != "/v1/chat/completions" || got.header.Get("Vercel-Forwarded-Path") != "" {
+			t.Errorf("forwarded path %s: upstream path %q, header %q", fp, got.path, got.header.Get("Vercel-Forwarded-Path"))
+		}
 	}
 }
