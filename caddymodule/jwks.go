@@ -184,21 +184,30 @@ func (c *jwksCache) verify(ctx context.Context, token string, p issuerPolicy, au
 	if aud != "" {
 		opts = append(opts, jwt.WithAudience(aud))
 	}
+	var keyErr error // the keyfunc's own reason, whole (issuer, kid, JWKS URL)
 	_, err := jwt.NewParser(opts...).ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		iss, err := t.Claims.GetIssuer()
 		if err != nil {
 			return nil, err
 		}
 		jwksURL, err := p.check(iss)
-		if err != nil {
-			return nil, err
+		if err == nil {
+			kid, _ := t.Header["kid"].(string)
+			if kid == "" {
+				err = errors.New("token has no kid")
+			} else {
+				var key *rsa.PublicKey
+				if key, err = c.key(ctx, jwksURL, kid); err == nil {
+					return key, nil
+				}
+			}
 		}
-		kid, _ := t.Header["kid"].(string)
-		if kid == "" {
-			return nil, errors.New("token has no kid")
-		}
-		return c.key(ctx, jwksURL, kid)
+		keyErr = err
+		return nil, err
 	})
+	if keyErr != nil {
+		return keyErr
+	}
 	if err != nil {
 		return verifyError(err)
 	}

@@ -134,6 +134,9 @@ func (w *interceptWriter) Flush() { _ = w.FlushError() }
 
 // sendHeld writes the held-back 401 to the client unchanged.
 func (w *interceptWriter) sendHeld() error {
+	if w.heldBody.Len() >= max401Body {
+		w.Header().Del("Content-Length") // the body was cut
+	}
 	w.ResponseWriter.WriteHeader(http.StatusUnauthorized)
 	_, err := w.ResponseWriter.Write(w.heldBody.Bytes())
 	return err
