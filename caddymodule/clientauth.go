@@ -50,7 +50,8 @@ const (
 	rejectRevoked = "revoked client key"
 )
 
-// identify returns the client name for key, or why it is refused.
+// identify returns the client name for key, or why it is refused (with
+// the name when the key is valid but its client revoked, for the log).
 func (ck *clientKeys) identify(key string) (any, string) {
 	if key == "" {
 		return nil, rejectMissing
@@ -101,7 +102,7 @@ func constantTimeEqual(a, b string) bool {
 func (ck *clientKeys) unlessRevoked(name any) (any, string) {
 	if rv := ck.revoked.Load(); rv != nil && len(*rv) > 0 {
 		if _, revoked := (*rv)[name.(string)]; revoked {
-			return nil, rejectRevoked
+			return name, rejectRevoked
 		}
 	}
 	return name, ""

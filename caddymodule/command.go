@@ -35,7 +35,7 @@ CLIENT_KEY_SECRET. The name is 1-128 characters of A-Z, a-z, 0-9, _ and -.
 						return errors.New("no secret: set CLIENT_KEY_SECRET or pass --secret")
 					}
 					if len(secret) < minClientKeySecretLen {
-						return fmt.Errorf("the secret is shorter than %d bytes, which the proxy refuses: use a random one, e.g. `openssl rand -base64 32`", minClientKeySecretLen)
+						fmt.Fprintf(c.ErrOrStderr(), "warning: the secret is shorter than %d bytes; use a random one, e.g. `openssl rand -base64 32`\n", minClientKeySecretLen)
 					}
 					key, err := signClientKey(args[0], secret)
 					if err != nil {

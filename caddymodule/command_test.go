@@ -81,7 +81,6 @@ func TestClientKeyCommandErrors(t *testing.T) {
 	}{
 		{[]string{"client-key", "alice"}, "no secret: set CLIENT_KEY_SECRET or pass --secret"},
 		{[]string{"client-key", "--secret", "", "alice"}, "no secret"},
-		{[]string{"client-key", "--secret", "fifteen-bytes!!", "alice"}, "the secret is shorter than 16 bytes"},
 		{[]string{"client-key", "--secret", testClientSecret, "bad name"}, "name must be 1-128 characters"},
 		{[]string{"client-key", "--secret", testClientSecret, strings.Repeat("a", 129)}, "name must be 1-128 characters"},
 		{[]string{"client-key", "--secret", testClientSecret}, "accepts 1 arg(s), received 0"},
@@ -94,5 +93,20 @@ func TestClientKeyCommandErrors(t *testing.T) {
 		if strings.Contains(out, signedKeyPrefix) {
 			t.Errorf("%q: printed a key despite the error: %q", tc.args, out)
 		}
+	}
+}
+
+// A short secret still gives a working key, with a warning on stderr.
+func TestClientKeyCommandShortSecretWarns(t *testing.T) {
+	t.Setenv("CLIENT_KEY_SECRET", "")
+	out, errOut, err := runCommand(t, "client-key", "--secret", "fifteen-bytes!!", "alice")
+	if err != nil {
+		t.Fatalf("short secret refused: %v", err)
+	}
+	if name, ok := verifySignedKey(strings.TrimSpace(out), [][]byte{[]byte("fifteen-bytes!!")}); !ok || name != "alice" {
+		t.Fatalf("printed key %q does not verify", out)
+	}
+	if !strings.Contains(errOut, "shorter than 16 bytes") {
+		t.Fatalf("no warning on stderr: %q", errOut)
 	}
 }

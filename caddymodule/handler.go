@@ -167,7 +167,7 @@ func (h *Handler) provisionClientKeys() error {
 		}
 		if len(secret) < minClientKeySecretLen {
 			// the message names no value: the secret may be written literally
-			return fmt.Errorf("a client_key_secret is shorter than %d bytes: use a random secret, e.g. `openssl rand -base64 32`", minClientKeySecretLen)
+			h.logger.Warn(fmt.Sprintf("a client_key_secret is shorter than %d bytes, so signed keys are easier to forge; use a random secret, e.g. `openssl rand -base64 32`", minClientKeySecretLen))
 		}
 		h.keys.secrets = append(h.keys.secrets, []byte(secret))
 	}
@@ -316,7 +316,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	} else {
 		var reason string
 		if client, reason = h.keys.identify(clientKeyFromRequest(r.Header)); reason != "" {
-			return h.rejectClient(w, r, reason)
+			return h.rejectClient(w, r, client, reason)
 		}
 	}
 	if !h.paths.allows(r.URL.EscapedPath()) {
@@ -428,11 +428,17 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 	return err
 }
 
-func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, reason string) error {
+// rejectClient answers 401. client is the name of a revoked client (its
+// key is valid), nil otherwise: an unverified key names no one.
+func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, client any, reason string) error {
 	clientRejectedCounter.Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "client rejected"); c != nil {
-		c.Write(zap.String("reason", reason), zap.String("remote_ip", remoteIP(r)),
-			zap.String("method", r.Method), zap.String("path", r.URL.Path))
+		fields := []zap.Field{zap.String("reason", reason), zap.String("remote_ip", remoteIP(r)),
+			zap.String("method", r.Method), zap.String("path", r.URL.Path)}
+		if client != nil {
+			fields = append(fields, zap.Any("client", client))
+		}
+		c.Write(fields...)
 	}
 	msg := reason + ": this proxy accepts only the client keys it is configured with; " +
 		"set your SDK's API key (sent as Authorization: Bearer, x-api-key or api-key) to the key you were given"

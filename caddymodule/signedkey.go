@@ -17,7 +17,8 @@ const (
 	signedKeyPrefix  = "sk-aigw-"
 	maxClientNameLen = 128
 	signatureLen     = 43 // base64url of 32 bytes, unpadded
-	// minClientKeySecretLen is the shortest client_key_secret accepted.
+	// minClientKeySecretLen is the shortest client_key_secret accepted
+	// without a warning.
 	minClientKeySecretLen = 16
 )
 

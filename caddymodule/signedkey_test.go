@@ -254,8 +254,10 @@ func TestSignedKeyConfigErrors(t *testing.T) {
 		CredentialsRaw:   []json.RawMessage{staticSourceJSON(testStaticKey)},
 		ClientKeySecrets: []string{"{env.AIGW_TEST_SHORT_SECRET}"},
 	})
-	if err == nil || !strings.Contains(err.Error(), "shorter than 16 bytes") || strings.Contains(err.Error(), "too-short") {
-		t.Errorf("short secret: %v (must say why, and not quote the secret)", err)
+	if err != nil {
+		// short secrets are warned about, not refused: a weak secret must
+		// not stop a proxy from starting
+		t.Errorf("short secret refused: %v", err)
 	}
 	err = tryProvisionHandler(t, &Handler{
 		CredentialsRaw:   []json.RawMessage{staticSourceJSON(testStaticKey)},
