@@ -41,6 +41,9 @@ type fakeGateway struct {
 	jwks    map[string]*rsa.PublicKey
 	acks    map[string]chan struct{}
 	stalls  []string
+	// revoked credentials are refused with 401 although they verify;
+	// see Revoke.
+	revoked map[string]bool
 }
 
 // gatewayRequest is what the gateway received and how it answered.
@@ -214,7 +217,28 @@ func (g *fakeGateway) authenticate(r *http.Request) (method, cred string, err er
 			err = fmt.Errorf("ai-gateway-auth-method is %q but the credential is an %s credential", m, method)
 		}
 	}
+	if err == nil && g.isRevoked(cred) {
+		err = errors.New("The credential has been revoked")
+	}
 	return method, cred, err
+}
+
+// Revoke makes the gateway refuse cred (an API key or an OIDC token that
+// would otherwise verify) with 401 authentication_error from now on, as
+// AI Gateway does with a key or token revoked before its exp.
+func (g *fakeGateway) Revoke(cred string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.revoked == nil {
+		g.revoked = map[string]bool{}
+	}
+	g.revoked[cred] = true
+}
+
+func (g *fakeGateway) isRevoked(cred string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.revoked[cred]
 }
 
 func (g *fakeGateway) knownAPIKey(k string) bool {
