@@ -286,6 +286,11 @@ func (r *refresher) untilNext(now time.Time) time.Duration {
 // singleflight group, so at most one runs per source at a time.
 func (r *refresher) refreshShared() (any, error) {
 	start := time.Now()
+	if c := r.current.Load(); c.usable(start) && (c.refreshAt.IsZero() || start.Before(c.refreshAt)) {
+		// Nothing to do: a caller that found no usable token started this
+		// just after another refresh installed one.
+		return c, nil
+	}
 	if old := r.current.Load(); old != nil && !old.usable(start) && !old.expires.IsZero() {
 		r.logger.Warn("credential expired", zap.String("source", r.kind), zap.Time("expired", old.expires))
 	}

@@ -221,6 +221,28 @@ func TestRefresherSingleFlight(t *testing.T) {
 	})
 }
 
+// A refresh asked for by a caller that found no token, once another
+// refresh has just installed one, loads nothing and reports nothing.
+func TestRefresherLateCallerFindsFreshToken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeLoad{result: mints(time.Hour)}
+		r := testRefresher(f, 5*time.Minute)
+		defer r.Stop()
+		fresh := newCredential("just-refreshed", methodOIDC, time.Now().Add(time.Hour), time.Now())
+		if !r.Offer(fresh) {
+			t.Fatal("Offer refused a usable token")
+		}
+		// what Fetch does after it found no usable token
+		v, err, _ := r.group.Do("refresh", r.refreshShared)
+		if err != nil || valueOf(v.(*Credential)) != "just-refreshed" {
+			t.Fatalf("refresh = %v, %v; want the token in place", v, err)
+		}
+		if n := f.count(); n != 0 {
+			t.Errorf("%d loads, want none: the token in place is fresh", n)
+		}
+	})
+}
+
 // A failed refresh keeps the still-valid token; retries back off
 // exponentially (±20% jitter) up to a cap; at exp the token is gone and
 // Fetch answers with the last error at once; success resets the backoff.
