@@ -12,7 +12,8 @@ func tokenFromFileContent(content, variable string) (string, bool) {
 	if t := strings.TrimSpace(content); looksLikeJWT(t) {
 		return t, true
 	}
-	return dotenvValue(content, variable)
+	v, ok := dotenvValue(content, variable)
+	return strings.TrimSpace(v), ok // a token never has surrounding space, even quoted
 }
 
 // dotenvValue finds variable in dotenv content: KEY=VALUE lines, an
