@@ -450,6 +450,16 @@ func TestTokenFileFaults(t *testing.T) {
 						if time.Now().Before(minExp) {
 							t.Fatalf("503 %s before the token read last expired: %s", time.Until(minExp), res.Body)
 						}
+					case http.StatusUnauthorized:
+						// The proxy sent the token before its exp (checked in
+						// the 200 case), but on a loaded machine it reached
+						// the gateway after exp plus the fake's 1 s leeway.
+						// Only a token close to its exp may be refused so.
+						exp, _ := v.expOf(lastRequestOf(t, gw, i).Credential)
+						if d := sent.Sub(exp); d < -5*time.Second || d > 5*time.Second {
+							t.Fatalf("401 for a token %s from its exp: %s", d, res.Body)
+						}
+						t.Logf("the gateway saw the token after its exp (machine busy); not a proxy error")
 					default:
 						t.Fatalf("status %d: %s", res.Status, res.Body)
 					}
