@@ -77,8 +77,11 @@ type Handler struct {
 	// cached (e.g. the first mint after start). Default: 10s.
 	CredentialWait caddy.Duration `json:"credential_wait,omitempty"`
 
-	sources      []Source
-	sourceKinds  []any // each source's Kind, boxed once for the replacer
+	sources     []Source
+	sourceKinds []any // each source's Kind, boxed once for the replacer
+	// each source's Invalidate, for sources whose token can be refreshed
+	// after an upstream 401 (nil for the others), looked up once
+	invalidators []invalidator
 	keys         *clientKeys
 	sandbox      *sandboxVerifier
 	paths        *pathAllowList
@@ -124,6 +127,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.sources = append(h.sources, src)
 		h.sourceKinds = append(h.sourceKinds, src.Kind())
+		inv, _ := src.(invalidator)
+		h.invalidators = append(h.invalidators, inv)
 		if err := h.addPush(src); err != nil {
 			return err
 		}
@@ -334,12 +339,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Set("ai_gateway_auth.client", client)
 		repl.Set("ai_gateway_auth.credential_source", h.sourceKinds[src])
 	}
-	refreshable, canRefresh := h.sources[src].(interface{ Invalidate(*Credential) })
-	if !canRefresh {
+	if h.invalidators[src] == nil { // a static key: no replay
 		forwardedCounter.Inc()
 		return next.ServeHTTP(w, r)
 	}
-	return h.serveWithReplay(w, r, next, src, cred, refreshable)
+	return h.serveWithReplay(w, r, next, src, cred, h.invalidators[src])
 }
 
 // credential returns the first usable credential in priority order,
@@ -384,7 +388,7 @@ func setUpstreamAuth(hdr http.Header, cred *Credential) {
 // before anything reached the client, it drops the credential, gets a
 // fresh one and replays the request once (if its body could be kept).
 func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler,
-	src int, cred *Credential, source interface{ Invalidate(*Credential) }) error {
+	src int, cred *Credential, source invalidator) error {
 	origBody := r.Body
 	a := getAttempt(w, r, h.RetryBodyLimit)
 	defer putAttempt(a)
@@ -479,6 +483,10 @@ func remoteIP(r *http.Request) string {
 	}
 	return r.RemoteAddr
 }
+
+// invalidator is a source that can drop a credential the upstream refused
+// and get a fresh one.
+type invalidator interface{ Invalidate(*Credential) }
 
 // Interface guards
 var (

@@ -140,12 +140,6 @@ func (f *fakeJWKS) setKeys(keys map[string]*rsa.PublicKey) {
 	f.mu.Unlock()
 }
 
-func (f *fakeJWKS) setStatus(status int) {
-	f.mu.Lock()
-	f.status = status
-	f.mu.Unlock()
-}
-
 func (f *fakeJWKS) jwksURL() string { return f.URL + "/.well-known/jwks" }
 
 // roundTripFunc serves a client's requests in process: no sockets, so it

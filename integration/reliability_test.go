@@ -211,9 +211,9 @@ func TestMintFaults(t *testing.T) {
 	}{
 		// The mint call's own timeout ends the wait, long before
 		// credential_wait would.
-		{"slow, mint timeout", mintSlow, false, "timeout 1s", "credential_wait 30s", "no answer within 1s", 15 * time.Second},
+		{"slow, mint timeout", mintSlow, false, "timeout 1s", "credential_wait 30s", "no answer within 1s", 20 * time.Second},
 		// credential_wait ends the wait while the mint is still under way.
-		{"slow, credential_wait", mintSlow, true, "timeout 5m", "credential_wait 2s", "still refreshing", 3 * 2 * time.Second},
+		{"slow, credential_wait", mintSlow, true, "timeout 5m", "credential_wait 2s", "still refreshing", 20 * time.Second},
 		{"garbage", mintGarbage, false, "", "", "not the expected JSON", waitTimeout},
 		{"no exp", mintNoExp, false, "", "", "no exp", waitTimeout},
 		{"wrong project", mintWrongProject, false, "", "", "token is for project", waitTimeout},
