@@ -215,7 +215,7 @@ func TestStatusPushClearsFailure(t *testing.T) {
 	h := provisionHandler(t, &Handler{
 		CredentialsRaw: []json.RawMessage{oidcSourceJSON(VercelOIDCSource{
 			Mint: &MintConfig{Project: testProject, Team: testTeam, AccessToken: "vercel-access", API: mint.URL},
-			Push: &PushConfig{Path: testPushPath, JWKSURL: jwks.jwksURL()},
+			Push: &PushConfig{Path: testPushPath, Issuer: testIssuer, JWKSURL: jwks.jwksURL()},
 		})},
 		ClientKeys: []string{"sk-placeholder"},
 	})

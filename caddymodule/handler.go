@@ -251,25 +251,7 @@ func (h *Handler) addPush(src Source) error {
 	if _, dup := h.pushes[p.Path]; dup {
 		return fmt.Errorf("push path %s is used twice", p.Path)
 	}
-	repl := caddy.NewReplacer()
-	resolve := func(v string) string { return strings.TrimSpace(repl.ReplaceAll(v, "")) }
-	t := &pushTarget{
-		source:  s,
-		policy:  issuerPolicy{issuer: resolve(p.Issuer), jwksURL: resolve(p.JWKSURL)},
-		team:    resolve(p.Team),
-		project: resolve(p.Project),
-	}
-	if s.Mint != nil {
-		// only ids can be compared with the token's owner_id/project_id;
-		// a slug or project name leaves the default to the current token
-		if team := strings.TrimSpace(repl.ReplaceAll(s.Mint.Team, "")); t.team == "" && strings.HasPrefix(team, "team_") {
-			t.team = team
-		}
-		if project := strings.TrimSpace(repl.ReplaceAll(s.Mint.Project, "")); t.project == "" && strings.HasPrefix(project, "prj_") {
-			t.project = project
-		}
-	}
-	h.pushes[p.Path] = t
+	h.pushes[p.Path] = newPushTarget(s)
 	return nil
 }
 
@@ -315,7 +297,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.sandbox != nil && firstValue(r.Header, headerSandboxToken) != "" {
 		var err error
 		if client, err = h.sandbox.identify(r); err != nil {
-			return h.forbid(w, r, "sandbox_rejected", err.Error())
+			return h.forbid(w, r, "sandbox_rejected", publicText(err, "the sandbox token could not be verified"), err.Error())
 		}
 		useForwardedPath(r)
 	} else {
@@ -325,8 +307,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	if !h.paths.allows(r.URL.EscapedPath()) {
-		return h.forbid(w, r, "path_not_allowed",
-			"path "+r.URL.EscapedPath()+" is not allowed through this proxy (allow_paths)")
+		return h.forbid(w, r, "path_not_allowed", "this path is not allowed through this proxy (allow_paths)",
+			"path "+clipped(r.URL.EscapedPath())+" is not allowed through this proxy (allow_paths)")
 	}
 
 	src, cred, err := h.credential(r.Context())
@@ -452,13 +434,15 @@ func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, client an
 	return writeError(w, r, http.StatusUnauthorized, errAuthentication, "invalid_api_key", msg)
 }
 
-func (h *Handler) forbid(w http.ResponseWriter, r *http.Request, code, reason string) error {
+// forbid answers 403 with message, which says what is wrong in general
+// terms; reason, which may name configured values, goes to the log only.
+func (h *Handler) forbid(w http.ResponseWriter, r *http.Request, code, message, reason string) error {
 	forbiddenCounter.Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "request forbidden"); c != nil {
 		c.Write(zap.String("reason", reason), zap.String("remote_ip", remoteIP(r)),
 			zap.String("method", r.Method))
 	}
-	return writeError(w, r, http.StatusForbidden, errPermission, code, reason)
+	return writeError(w, r, http.StatusForbidden, errPermission, code, message)
 }
 
 func (h *Handler) noCredential(w http.ResponseWriter, r *http.Request, client any, err error) error {

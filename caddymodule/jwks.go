@@ -10,7 +10,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
-	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,28 +24,44 @@ import (
 
 const (
 	vercelOIDCHost = "oidc.vercel.com"
+	// vercelOIDCIssuer is Vercel's global issuer; team issuers are paths
+	// under it.
+	vercelOIDCIssuer = "https://" + vercelOIDCHost
 	// jwksRefetchFloor is the least time between two fetches of one JWKS,
 	// so that tokens with made-up kids cannot make the proxy hammer it.
 	jwksRefetchFloor = 30 * time.Second
 	jwksFetchTimeout = 10 * time.Second
 	jwtLeeway        = 60 * time.Second
+	// jwksMaxURLs bounds the cache: only configured issuers reach it, so
+	// the bound is a second line of defence, not a working limit.
+	jwksMaxURLs = 64
+	// jwksMaxConcurrentFetches bounds the fetches in progress across URLs.
+	jwksMaxConcurrentFetches = 4
+	// jwksMaxKeys bounds the keys kept from one JWKS document.
+	jwksMaxKeys = 64
 )
 
 // jwksCache holds the RSA keys of JWKS documents by URL. Keys are fetched
 // on first use and again when a token names an unknown kid, at most once
-// per jwksRefetchFloor per URL.
+// per jwksRefetchFloor per URL, one fetch per URL at a time and at most
+// jwksMaxConcurrentFetches in all. At most jwksMaxURLs documents are
+// kept (the least recently used goes first), and a failure is kept only
+// for the floor unless the URL gave keys before.
 type jwksCache struct {
 	client *http.Client
 	group  singleflight.Group
+	slots  chan struct{} // one per fetch in progress
 
 	mu   sync.Mutex
 	sets map[string]*jwksSet
 }
 
+// jwksSet is one fetch's outcome; immutable once stored, except used.
 type jwksSet struct {
 	keys    map[string]*rsa.PublicKey
 	fetched time.Time
 	err     error
+	used    time.Time // guarded by jwksCache.mu
 }
 
 func newJWKSCache() *jwksCache {
@@ -54,51 +70,94 @@ func newJWKSCache() *jwksCache {
 			Timeout:       jwksFetchTimeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		sets: map[string]*jwksSet{},
+		slots: make(chan struct{}, jwksMaxConcurrentFetches),
+		sets:  map[string]*jwksSet{},
 	}
 }
 
 // key returns the key kid of the JWKS at jwksURL, fetching the JWKS when
 // it is not known yet or does not have kid (subject to the floor).
 func (c *jwksCache) key(ctx context.Context, jwksURL, kid string) (*rsa.PublicKey, error) {
-	c.mu.Lock()
-	set := c.sets[jwksURL]
-	c.mu.Unlock()
-	if set != nil {
+	if set := c.lookup(jwksURL); set != nil {
 		if k, ok := set.keys[kid]; ok {
 			return k, nil
 		}
 		if time.Since(set.fetched) < jwksRefetchFloor {
-			if set.err != nil {
-				return nil, fmt.Errorf("fetching JWKS %s: %v", jwksURL, set.err)
-			}
-			return nil, fmt.Errorf("no key %q in JWKS %s", kid, jwksURL)
+			return nil, set.missing(jwksURL, kid)
 		}
 	}
 	v, _, _ := c.group.Do(jwksURL, func() (any, error) {
+		// a caller that waited for the previous flight finds its result
+		if s := c.lookup(jwksURL); s != nil && time.Since(s.fetched) < jwksRefetchFloor {
+			return s, nil
+		}
 		keys, err := c.fetch(ctx, jwksURL)
 		s := &jwksSet{keys: keys, fetched: time.Now(), err: err}
-		c.mu.Lock()
-		if old := c.sets[jwksURL]; err != nil && old != nil {
-			s.keys = old.keys // keep the keys we had through a failed fetch
-		}
-		c.sets[jwksURL] = s
-		c.mu.Unlock()
+		c.store(jwksURL, s)
 		return s, nil
 	})
-	set = v.(*jwksSet)
+	set := v.(*jwksSet)
 	if k, ok := set.keys[kid]; ok {
 		return k, nil
 	}
-	if set.err != nil {
-		return nil, fmt.Errorf("fetching JWKS %s: %v", jwksURL, set.err)
+	return nil, set.missing(jwksURL, kid)
+}
+
+// missing is why set has no key kid.
+func (s *jwksSet) missing(jwksURL, kid string) error {
+	if s.err != nil {
+		return fmt.Errorf("fetching JWKS %s: %v", jwksURL, s.err)
 	}
-	return nil, fmt.Errorf("no key %q in JWKS %s", kid, jwksURL)
+	return fmt.Errorf("no key %s in JWKS %s", logValue(kid), jwksURL)
+}
+
+func (c *jwksCache) lookup(jwksURL string) *jwksSet {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.sets[jwksURL]
+	if s != nil {
+		s.used = time.Now()
+	}
+	return s
+}
+
+// store keeps s as the JWKS at jwksURL (with the keys from before if the
+// fetch failed), drops failures older than the floor for URLs that never
+// gave keys, and evicts the least recently used documents beyond
+// jwksMaxURLs.
+func (c *jwksCache) store(jwksURL string, s *jwksSet) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.sets[jwksURL]; s.err != nil && old != nil {
+		s.keys = old.keys // keep the keys we had through a failed fetch
+	}
+	s.used = s.fetched
+	c.sets[jwksURL] = s
+	for u, e := range c.sets {
+		if e.keys == nil && s.fetched.Sub(e.fetched) >= jwksRefetchFloor {
+			delete(c.sets, u)
+		}
+	}
+	for len(c.sets) > jwksMaxURLs {
+		var oldest string
+		for u, e := range c.sets {
+			if u != jwksURL && (oldest == "" || e.used.Before(c.sets[oldest].used)) {
+				oldest = u
+			}
+		}
+		delete(c.sets, oldest)
+	}
 }
 
 func (c *jwksCache) fetch(ctx context.Context, jwksURL string) (map[string]*rsa.PublicKey, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), jwksFetchTimeout)
 	defer cancel()
+	select {
+	case c.slots <- struct{}{}:
+		defer func() { <-c.slots }()
+	case <-ctx.Done():
+		return nil, errors.New("too many JWKS fetches in progress")
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, jwksURL, nil)
 	if err != nil {
 		return nil, err
@@ -126,6 +185,9 @@ func (c *jwksCache) fetch(ctx context.Context, jwksURL string) (map[string]*rsa.
 	}
 	keys := map[string]*rsa.PublicKey{}
 	for _, k := range doc.Keys {
+		if len(keys) == jwksMaxKeys {
+			break
+		}
 		if k.Kty != "RSA" || (k.Use != "" && k.Use != "sig") {
 			continue
 		}
@@ -142,33 +204,109 @@ func (c *jwksCache) fetch(ctx context.Context, jwksURL string) (map[string]*rsa.
 	return keys, nil
 }
 
-// issuerPolicy decides which issuers are trusted and where their keys are.
+// issuerPolicy decides which issuers are trusted and where their keys
+// are. Every trusted issuer comes from the configuration (or from a token
+// the configuration supplied), never from a token being verified: a
+// client cannot make the proxy fetch from, or keep anything for, a URL it
+// chose.
 type issuerPolicy struct {
-	// issuer, when set, is the only accepted iss; otherwise https on host
-	// oidc.vercel.com, any path.
-	issuer string
+	// issuers are the accepted iss values, without a trailing slash.
+	issuers []string
+	// current, when set, names one more accepted issuer at the time of
+	// the check: the iss of the token a source already holds. Only an
+	// issuer on https://oidc.vercel.com is taken from it.
+	current func() string
 	// jwksURL, when set, overrides <iss>/.well-known/jwks.
 	jwksURL string
 }
 
+// newIssuerPolicy trusts issuer alone when it is set, else the
+// defaults, each without a trailing slash and once.
+func newIssuerPolicy(issuer, jwksURL string, defaults ...string) issuerPolicy {
+	p := issuerPolicy{jwksURL: jwksURL}
+	if issuer != "" {
+		defaults = []string{issuer}
+	}
+	for _, iss := range defaults {
+		if iss = strings.TrimRight(iss, "/"); iss != "" && !slices.Contains(p.issuers, iss) {
+			p.issuers = append(p.issuers, iss)
+		}
+	}
+	return p
+}
+
+// vercelIssuer is the issuer of Vercel tokens whose iss path is team (a
+// team id or slug); the global issuer for "".
+func vercelIssuer(team string) string {
+	if team == "" {
+		return vercelOIDCIssuer
+	}
+	return vercelOIDCIssuer + "/" + team
+}
+
+// isVercelIssuer reports whether iss is https://oidc.vercel.com or one
+// plain path segment under it.
+func isVercelIssuer(iss string) bool {
+	rest, ok := strings.CutPrefix(strings.TrimRight(iss, "/"), vercelOIDCIssuer)
+	if !ok || rest == "" {
+		return ok
+	}
+	if rest[0] != '/' || len(rest) == 1 || len(rest) > 129 {
+		return false
+	}
+	for _, ch := range rest[1:] {
+		if !('a' <= ch && ch <= 'z' || 'A' <= ch && ch <= 'Z' || '0' <= ch && ch <= '9' || ch == '-' || ch == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // check returns the JWKS URL for iss, or why iss is not trusted. It runs
-// before any fetch, so a token cannot make the proxy fetch from a host of
-// its choosing.
+// before any fetch.
 func (p issuerPolicy) check(iss string) (string, error) {
-	if p.issuer != "" {
-		if strings.TrimRight(iss, "/") != strings.TrimRight(p.issuer, "/") {
-			return "", fmt.Errorf("issuer %q is not the configured %q", iss, p.issuer)
-		}
-	} else {
-		u, err := url.Parse(iss)
-		if err != nil || u.Scheme != "https" || u.Host != vercelOIDCHost || u.User != nil || u.RawQuery != "" {
-			return "", fmt.Errorf("issuer %q is not https://%s", iss, vercelOIDCHost)
-		}
+	want := strings.TrimRight(iss, "/")
+	trusted := want != "" && slices.Contains(p.issuers, want)
+	if !trusted && want != "" && p.current != nil {
+		cur := strings.TrimRight(p.current(), "/")
+		trusted = cur == want && isVercelIssuer(cur)
+	}
+	if !trusted {
+		return "", fmt.Errorf("issuer %s is not a trusted issuer (%s)", logValue(iss), strings.Join(p.issuers, ", "))
 	}
 	if p.jwksURL != "" {
 		return p.jwksURL, nil
 	}
-	return strings.TrimRight(iss, "/") + "/.well-known/jwks", nil
+	return want + "/.well-known/jwks", nil
+}
+
+// tokenProblem is what a client may be told about a refused token: a
+// category, never a value.
+type tokenProblem int
+
+const (
+	// malformed, forged, untrusted issuer, unknown kid, keys unavailable
+	tokenUnverified tokenProblem = iota
+	tokenExpired
+	tokenNotYetValid // nbf or iat in the future
+	tokenWrongAudience
+)
+
+// tokenError is a token verify refused: the problem for the client's
+// message, the whole reason (client values cut short) for the log.
+type tokenError struct {
+	problem tokenProblem
+	reason  string
+}
+
+func (e *tokenError) Error() string { return e.reason }
+
+// tokenProblemOf is err's problem; tokenUnverified for any other error.
+func tokenProblemOf(err error) tokenProblem {
+	if te, ok := errors.AsType[*tokenError](err); ok {
+		return te.problem
+	}
+	return tokenUnverified
 }
 
 // verify checks token's RS256 signature against its issuer's JWKS, its
@@ -206,7 +344,7 @@ func (c *jwksCache) verify(ctx context.Context, token string, p issuerPolicy, au
 		return nil, err
 	})
 	if keyErr != nil {
-		return keyErr
+		return &tokenError{problem: tokenUnverified, reason: keyErr.Error()}
 	}
 	if err != nil {
 		return verifyError(err)
@@ -215,29 +353,33 @@ func (c *jwksCache) verify(ctx context.Context, token string, p issuerPolicy, au
 }
 
 // verifyError turns golang-jwt's error into a short reason without the
-// token.
+// token, and its problem.
 func verifyError(err error) error {
+	problem, reason := tokenUnverified, ""
 	switch {
 	case errors.Is(err, jwt.ErrTokenMalformed):
-		return errors.New("token is malformed")
+		reason = "token is malformed"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return errors.New("token signature is invalid")
+		reason = "token signature is invalid"
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return errors.New("token has expired")
+		problem, reason = tokenExpired, "token has expired"
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
-		return errors.New("token is not valid yet (nbf)")
+		problem, reason = tokenNotYetValid, "token is not valid yet (nbf)"
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return errors.New("token audience is not the configured one")
+		problem, reason = tokenWrongAudience, "token audience is not the configured one"
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return errors.New("token lacks a required claim (exp)")
+		reason = "token lacks a required claim (exp)"
 	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return errors.New("token is issued in the future")
+		problem, reason = tokenNotYetValid, "token is issued in the future"
+	default:
+		// method errors and the like carry their own reason; golang-jwt
+		// wraps them as "token is unverifiable: …". Cut short: the
+		// token's header and claims are the client's.
+		reason = err.Error()
+		if i := strings.LastIndex(reason, ": "); i >= 0 && errors.Is(err, jwt.ErrTokenUnverifiable) {
+			reason = reason[i+2:]
+		}
+		reason = clipped(reason)
 	}
-	// keyfunc errors (issuer, kid, JWKS) and method errors carry their
-	// own reason; golang-jwt wraps them as "token is unverifiable: …".
-	msg := err.Error()
-	if i := strings.LastIndex(msg, ": "); i >= 0 && errors.Is(err, jwt.ErrTokenUnverifiable) {
-		msg = msg[i+2:]
-	}
-	return errors.New(msg)
+	return &tokenError{problem: problem, reason: reason}
 }

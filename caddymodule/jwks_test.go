@@ -175,7 +175,7 @@ func jwtClaims(iss string, exp time.Time) jwt.MapClaims {
 func TestJWKSVerifyFetchesOnce(t *testing.T) {
 	jwks := newFakeJWKS(t)
 	c := newJWKSCache()
-	p := issuerPolicy{issuer: jwks.URL}
+	p := newIssuerPolicy(jwks.URL, "")
 	for i := range 20 {
 		tok := signTestJWT(t, jwtClaims(jwks.URL, time.Now().Add(time.Hour)))
 		var claims jwt.RegisteredClaims
@@ -196,7 +196,7 @@ func TestJWKSVerifyFetchesOnce(t *testing.T) {
 func TestJWKSVerifyRefuses(t *testing.T) {
 	jwks := newFakeJWKS(t)
 	c := newJWKSCache()
-	p := issuerPolicy{issuer: jwks.URL}
+	p := newIssuerPolicy(jwks.URL, "")
 	now := time.Now()
 	good := func() jwt.MapClaims { return jwtClaims(jwks.URL, now.Add(time.Hour)) }
 	with := func(k string, v any) jwt.MapClaims { c := good(); c[k] = v; return c }
@@ -216,7 +216,7 @@ func TestJWKSVerifyRefuses(t *testing.T) {
 		"no exp":              {signTestJWT(t, func() jwt.MapClaims { c := good(); delete(c, "exp"); return c }()), "exp"},
 		"nbf beyond leeway":   {signTestJWT(t, with("nbf", now.Add(5*time.Minute).Unix())), "not valid yet"},
 		"iat in the future":   {signTestJWT(t, with("iat", now.Add(5*time.Minute).Unix())), "issued in the future"},
-		"other issuer":        {signTestJWT(t, with("iss", "https://oidc.vercel.com/acme")), "is not the configured"},
+		"other issuer":        {signTestJWT(t, with("iss", "https://oidc.vercel.com/acme")), "not a trusted issuer"},
 		"garbage":             {"not-a-jwt", "malformed"},
 		"bad signature bytes": {signTestJWT(t, good()) + "AAAA", "signature is invalid"},
 	}
@@ -253,59 +253,99 @@ func TestJWKSVerifyRefuses(t *testing.T) {
 }
 
 // An issuer the policy does not trust is refused before any fetch: a
-// token cannot make the proxy fetch keys from a host of its choosing.
+// token cannot make the proxy fetch keys from a URL of its choosing, nor
+// from any path on oidc.vercel.com that the configuration does not name.
 func TestJWKSUntrustedIssuerNotFetched(t *testing.T) {
 	jwks := newFakeJWKS(t)
 	c := newJWKSCache()
+	// what a vercel_sandbox block with `team team_a` and keys at jwks
+	// trusts by default
+	p := newIssuerPolicy("", jwks.jwksURL(), vercelIssuer("team_a"))
 	for _, iss := range []string{
 		jwks.URL, // trusted only when configured
-		"http://oidc.vercel.com/acme",
-		"https://oidc.vercel.com.evil.example/acme",
+		"https://oidc.vercel.com",
+		"https://oidc.vercel.com/acme",
+		"https://oidc.vercel.com/team_b",
+		"https://oidc.vercel.com/team_a/x",
+		"https://oidc.vercel.com/team_a_",
+		"https://oidc.vercel.com/" + strings.Repeat("x", 6000),
+		"http://oidc.vercel.com/team_a",
+		"https://oidc.vercel.com.evil.example/team_a",
 		"https://evil.example/oidc.vercel.com",
-		"https://user@oidc.vercel.com/acme",
-		"https://oidc.vercel.com:8443/acme",
-		"https://oidc.vercel.com/acme?x=1",
+		"https://user@oidc.vercel.com/team_a",
+		"https://oidc.vercel.com:8443/team_a",
+		"https://oidc.vercel.com/team_a?x=1",
 		"",
 	} {
 		tok := signTestJWT(t, jwtClaims(iss, time.Now().Add(time.Hour)))
-		if err := c.verify(context.Background(), tok, issuerPolicy{}, "", &jwt.RegisteredClaims{}); err == nil {
-			t.Errorf("issuer %q accepted by the default policy", iss)
+		err := c.verify(context.Background(), tok, p, "", &jwt.RegisteredClaims{})
+		if err == nil {
+			t.Errorf("issuer %.80q accepted", iss)
+			continue
+		}
+		if len(err.Error()) > 400 {
+			t.Errorf("issuer %.80q: the reason is %d bytes long: the issuer is not cut short", iss, len(err.Error()))
 		}
 	}
 	if n := jwks.fetches.Load(); n != 0 {
 		t.Errorf("JWKS fetched %d times for untrusted issuers", n)
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.sets) != 0 {
+		t.Errorf("%d JWKS cache entries after untrusted issuers only", len(c.sets))
+	}
 }
 
 func TestIssuerPolicyCheck(t *testing.T) {
+	teams := newIssuerPolicy("", "", vercelIssuer("team_a"), vercelIssuer("team_b"))
+	global := newIssuerPolicy("", "", vercelIssuer(""))
+	current := "https://oidc.vercel.com/acme"
+	withCurrent := newIssuerPolicy("", "", vercelIssuer(""))
+	withCurrent.current = func() string { return current }
 	for _, tc := range []struct {
+		name    string
 		policy  issuerPolicy
 		iss     string
 		wantURL string // "": refused
 	}{
-		{issuerPolicy{}, "https://oidc.vercel.com", "https://oidc.vercel.com/.well-known/jwks"},
-		{issuerPolicy{}, "https://oidc.vercel.com/acme", "https://oidc.vercel.com/acme/.well-known/jwks"},
-		{issuerPolicy{}, "https://oidc.vercel.com/acme/", "https://oidc.vercel.com/acme/.well-known/jwks"},
-		{issuerPolicy{}, "http://oidc.vercel.com/acme", ""},
-		{issuerPolicy{}, "https://OIDC.vercel.com.evil/acme", ""},
-		{issuerPolicy{}, "https://oidc.vercel.com@evil.example/", ""},
-		{issuerPolicy{}, "oidc.vercel.com", ""},
-		{issuerPolicy{jwksURL: "http://127.0.0.1:1/keys"}, "https://oidc.vercel.com/acme", "http://127.0.0.1:1/keys"},
-		{issuerPolicy{jwksURL: "http://127.0.0.1:1/keys"}, "https://evil.example", ""},
-		{issuerPolicy{issuer: "https://oidc.vercel.com/acme"}, "https://oidc.vercel.com/acme/", "https://oidc.vercel.com/acme/.well-known/jwks"},
-		{issuerPolicy{issuer: "https://oidc.vercel.com/acme"}, "https://oidc.vercel.com/other", ""},
-		{issuerPolicy{issuer: "https://oidc.vercel.com/acme"}, "https://oidc.vercel.com", ""},
-		{issuerPolicy{issuer: "http://127.0.0.1:8080", jwksURL: "http://127.0.0.1:8080/k"}, "http://127.0.0.1:8080", "http://127.0.0.1:8080/k"},
+		{"team issuer", teams, "https://oidc.vercel.com/team_a", "https://oidc.vercel.com/team_a/.well-known/jwks"},
+		{"the other team", teams, "https://oidc.vercel.com/team_b/", "https://oidc.vercel.com/team_b/.well-known/jwks"},
+		{"an unconfigured team", teams, "https://oidc.vercel.com/team_c", ""},
+		{"the global issuer, not configured", teams, "https://oidc.vercel.com", ""},
+		{"a path under a team", teams, "https://oidc.vercel.com/team_a/x", ""},
+		{"http", teams, "http://oidc.vercel.com/team_a", ""},
+		{"another host", teams, "https://OIDC.vercel.com.evil/team_a", ""},
+		{"userinfo", teams, "https://oidc.vercel.com@evil.example/team_a", ""},
+		{"empty", teams, "", ""},
+		{"global", global, "https://oidc.vercel.com", "https://oidc.vercel.com/.well-known/jwks"},
+		{"global with slash", global, "https://oidc.vercel.com/", "https://oidc.vercel.com/.well-known/jwks"},
+		{"global only", global, "https://oidc.vercel.com/acme", ""},
+		{"current token's issuer", withCurrent, "https://oidc.vercel.com/acme", "https://oidc.vercel.com/acme/.well-known/jwks"},
+		{"not the current token's issuer", withCurrent, "https://oidc.vercel.com/other", ""},
+		{"jwks_url override", newIssuerPolicy("", "http://127.0.0.1:1/keys", vercelIssuer("team_a")), "https://oidc.vercel.com/team_a", "http://127.0.0.1:1/keys"},
+		{"jwks_url does not widen", newIssuerPolicy("", "http://127.0.0.1:1/keys", vercelIssuer("team_a")), "https://oidc.vercel.com/team_b", ""},
+		{"explicit issuer", newIssuerPolicy("https://oidc.vercel.com/acme", "", vercelIssuer("team_a")), "https://oidc.vercel.com/acme/", "https://oidc.vercel.com/acme/.well-known/jwks"},
+		{"explicit issuer is the only one", newIssuerPolicy("https://oidc.vercel.com/acme", "", vercelIssuer("team_a")), "https://oidc.vercel.com/team_a", ""},
+		{"explicit loopback issuer", newIssuerPolicy("http://127.0.0.1:8080", "http://127.0.0.1:8080/k"), "http://127.0.0.1:8080", "http://127.0.0.1:8080/k"},
+		{"no issuer at all", issuerPolicy{}, "https://oidc.vercel.com", ""},
 	} {
 		got, err := tc.policy.check(tc.iss)
 		if tc.wantURL == "" {
 			if err == nil {
-				t.Errorf("%+v.check(%q) = %q, want refused", tc.policy, tc.iss, got)
+				t.Errorf("%s: check(%q) = %q, want refused", tc.name, tc.iss, got)
 			}
 			continue
 		}
 		if err != nil || got != tc.wantURL {
-			t.Errorf("%+v.check(%q) = %q, %v; want %q", tc.policy, tc.iss, got, err, tc.wantURL)
+			t.Errorf("%s: check(%q) = %q, %v; want %q", tc.name, tc.iss, got, err, tc.wantURL)
+		}
+	}
+	// the current token's issuer is trusted only on oidc.vercel.com
+	for _, cur := range []string{"https://evil.example", "http://oidc.vercel.com/acme", "https://oidc.vercel.com/a/b", "https://oidc.vercel.com/a?b"} {
+		current = cur
+		if got, err := withCurrent.check(cur); err == nil {
+			t.Errorf("current token's issuer %q trusted (%q)", cur, got)
 		}
 	}
 }
@@ -325,7 +365,7 @@ func TestJWKSUnknownKidRefetchFloor(t *testing.T) {
 			return http.StatusOK, jwksJSON(keys)
 		})
 		const iss = "https://oidc.vercel.com/acme"
-		p := issuerPolicy{}
+		p := newIssuerPolicy("", "", iss)
 		verify := func(key *rsa.PrivateKey, kid string) error {
 			tok := signJWT(jwt.SigningMethodRS256, key, kid, jwtClaims(iss, time.Now().Add(time.Hour)))
 			return c.verify(context.Background(), tok, p, "", &jwt.RegisteredClaims{})
@@ -397,7 +437,7 @@ func TestJWKSFailedFetchKeepsKeys(t *testing.T) {
 		const iss = "https://oidc.vercel.com/acme"
 		verify := func(kid string) error {
 			tok := signJWT(jwt.SigningMethodRS256, testSigningKey(), kid, jwtClaims(iss, time.Now().Add(time.Hour)))
-			return c.verify(context.Background(), tok, issuerPolicy{}, "", &jwt.RegisteredClaims{})
+			return c.verify(context.Background(), tok, newIssuerPolicy("", "", iss), "", &jwt.RegisteredClaims{})
 		}
 		if err := verify(testKid); err != nil {
 			t.Fatal(err)
@@ -499,11 +539,186 @@ func TestJWKSNoRedirects(t *testing.T) {
 	defer redirect.Close()
 	c := newJWKSCache()
 	tok := signTestJWT(t, jwtClaims("https://oidc.vercel.com/acme", time.Now().Add(time.Hour)))
-	err := c.verify(context.Background(), tok, issuerPolicy{jwksURL: redirect.URL + "/jwks"}, "", &jwt.RegisteredClaims{})
+	err := c.verify(context.Background(), tok, newIssuerPolicy("", redirect.URL+"/jwks", "https://oidc.vercel.com/acme"), "", &jwt.RegisteredClaims{})
 	if err == nil {
 		t.Error("token verified with keys from a redirect target")
 	}
 	if n := jwks.fetches.Load(); n != 0 {
 		t.Errorf("redirect followed (%d fetches)", n)
 	}
+}
+
+// keyDoc is a JWKS document with the test key under testKid.
+func keyDoc() (int, []byte) {
+	return http.StatusOK, jwksJSON(map[string]*rsa.PublicKey{testKid: &testSigningKey().PublicKey})
+}
+
+func cachedURLs(c *jwksCache) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.sets)
+}
+
+// The cache holds at most jwksMaxURLs documents, evicting the least
+// recently used: a URL in use keeps its keys (no refetch), an evicted one
+// is fetched again when it is next needed.
+func TestJWKSCacheBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newJWKSCache()
+		fetches := inProcessJWKS(c, keyDoc)
+		url := func(i int) string { return fmt.Sprintf("https://oidc.vercel.com/team_%d/.well-known/jwks", i) }
+		get := func(i int) {
+			t.Helper()
+			if _, err := c.key(context.Background(), url(i), testKid); err != nil {
+				t.Fatalf("url %d: %v", i, err)
+			}
+		}
+		get(0)
+		for i := 1; i < 3*jwksMaxURLs; i++ {
+			time.Sleep(time.Millisecond) // distinct use times on the fake clock
+			get(i)
+			get(0) // in use all along
+			if n := cachedURLs(c); n > jwksMaxURLs {
+				t.Fatalf("%d documents cached, bound %d", n, jwksMaxURLs)
+			}
+		}
+		if n := fetches.Load(); n != 3*jwksMaxURLs {
+			t.Errorf("%d fetches, want %d: the URL in use was evicted and fetched again", n, 3*jwksMaxURLs)
+		}
+		before := fetches.Load()
+		get(1) // long evicted
+		if fetches.Load() != before+1 {
+			t.Error("an evicted URL was not fetched again")
+		}
+	})
+}
+
+// A failed fetch for a URL that never gave keys is kept only for the
+// floor (so that it is not retried sooner), then dropped: failures do not
+// pile up.
+func TestJWKSFailuresNotKept(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newJWKSCache()
+		var failing atomic.Bool
+		failing.Store(true)
+		fetches := inProcessJWKS(c, func() (int, []byte) {
+			if failing.Load() {
+				return http.StatusNotFound, []byte(`{}`)
+			}
+			return keyDoc()
+		})
+		const bad = "https://oidc.vercel.com/team_gone/.well-known/jwks"
+		for range 10 {
+			if _, err := c.key(context.Background(), bad, testKid); err == nil || !strings.Contains(err.Error(), "404") {
+				t.Fatalf("failing JWKS: %v", err)
+			}
+		}
+		if n := fetches.Load(); n != 1 {
+			t.Fatalf("%d fetches within the floor, want 1", n)
+		}
+		time.Sleep(jwksRefetchFloor)
+		failing.Store(false)
+		if _, err := c.key(context.Background(), "https://oidc.vercel.com/team_ok/.well-known/jwks", testKid); err != nil {
+			t.Fatal(err)
+		}
+		c.mu.Lock()
+		_, kept := c.sets[bad]
+		c.mu.Unlock()
+		if kept {
+			t.Error("a failure older than the floor, for a URL that never gave keys, is still cached")
+		}
+		if n := cachedURLs(c); n != 1 {
+			t.Errorf("%d documents cached, want 1", n)
+		}
+	})
+}
+
+// Fetches of different URLs run at most jwksMaxConcurrentFetches at a
+// time; fetches of one URL are one flight. On synctest's fake clock with
+// a transport that blocks until released.
+func TestJWKSFetchConcurrencyBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newJWKSCache()
+		release := make(chan struct{})
+		var inflight, most atomic.Int32
+		c.client.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			n := inflight.Add(1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			<-release
+			inflight.Add(-1)
+			_, body := keyDoc()
+			return &http.Response{StatusCode: http.StatusOK, Status: "200 OK",
+				Body: io.NopCloser(strings.NewReader(string(body))), Request: r}, nil
+		})
+		const urls = 4 * jwksMaxConcurrentFetches
+		var wg sync.WaitGroup
+		for i := range urls {
+			for range 3 { // three callers per URL: one flight
+				wg.Go(func() {
+					u := fmt.Sprintf("https://oidc.vercel.com/team_%d/.well-known/jwks", i)
+					if _, err := c.key(context.Background(), u, testKid); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+		}
+		synctest.Wait() // every caller is blocked: in a fetch, on a slot or on a flight
+		if n := inflight.Load(); n != jwksMaxConcurrentFetches {
+			t.Errorf("%d fetches in progress, want %d", n, jwksMaxConcurrentFetches)
+		}
+		close(release)
+		wg.Wait()
+		if m := most.Load(); m > jwksMaxConcurrentFetches {
+			t.Errorf("%d fetches were in progress at once, bound %d", m, jwksMaxConcurrentFetches)
+		}
+		if n := cachedURLs(c); n != urls {
+			t.Errorf("%d documents cached, want %d", n, urls)
+		}
+	})
+}
+
+// The refetch floor holds per URL: made-up kids for one configured JWKS
+// cost that URL one fetch per floor, and do not stop another URL's
+// first fetch.
+func TestJWKSRefetchFloorPerURL(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newJWKSCache()
+		fetches := inProcessJWKS(c, keyDoc)
+		const a, b = "https://oidc.vercel.com/team_a/.well-known/jwks", "https://oidc.vercel.com/team_b/.well-known/jwks"
+		for i := range 100 {
+			if _, err := c.key(context.Background(), a, fmt.Sprintf("made-up-%d", i)); err == nil {
+				t.Fatal("made-up kid accepted")
+			}
+		}
+		if n := fetches.Load(); n != 1 {
+			t.Fatalf("%d fetches for 100 made-up kids within the floor, want 1", n)
+		}
+		if _, err := c.key(context.Background(), b, testKid); err != nil {
+			t.Fatalf("another URL within the first one's floor: %v", err)
+		}
+		if n := fetches.Load(); n != 2 {
+			t.Fatalf("%d fetches, want 2", n)
+		}
+		time.Sleep(jwksRefetchFloor)
+		for i := range 100 {
+			c.key(context.Background(), a, fmt.Sprintf("made-up-again-%d", i))
+		}
+		if n := fetches.Load(); n != 3 {
+			t.Errorf("%d fetches, want 3: one more for the first URL after its floor", n)
+		}
+	})
+}
+
+// A refused kid is named in the reason cut short, whatever its length.
+func TestJWKSLongKidCut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newJWKSCache()
+		inProcessJWKS(c, keyDoc)
+		kid := strings.Repeat("k", 10000)
+		_, err := c.key(context.Background(), "https://oidc.vercel.com/team_a/.well-known/jwks", kid)
+		if err == nil || len(err.Error()) > 300 || !strings.Contains(err.Error(), "10000 bytes") {
+			t.Errorf("reason for a 10000-byte kid: %.400v", err)
+		}
+	})
 }

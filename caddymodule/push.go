@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // PushConfig makes the handler accept fresh OIDC tokens POSTed to Path by
@@ -18,8 +22,14 @@ import (
 type PushConfig struct {
 	// The path that accepts pushes, e.g. /ai-gateway-auth/token. Required.
 	Path string `json:"path,omitempty"`
-	// The accepted issuer. Default: https on host oidc.vercel.com, any
-	// path.
+	// The accepted issuer; when set, the only one. Default: the issuers
+	// the configuration implies, never a path a token picks:
+	// https://oidc.vercel.com (Vercel's global issuer),
+	// https://oidc.vercel.com/<team> for the push team and for the mint
+	// block's team (an id or a slug), and the issuer of the token the
+	// source already holds from its env, file or mint input. A project
+	// whose tokens carry another team issuer (e.g. the slug, on a
+	// push-only source) needs issuer set.
 	Issuer string `json:"issuer,omitempty"`
 	// Where the issuer's keys are. Default: <iss>/.well-known/jwks.
 	JWKSURL string `json:"jwks_url,omitempty"`
@@ -43,11 +53,82 @@ type pushTarget struct {
 	project string
 }
 
+// resolvedPush is a push block with its placeholders resolved and its
+// defaults applied: everything that decides which pushed token is
+// accepted. It is part of the source's state key, so that sources that
+// accept different tokens never share one.
+type resolvedPush struct {
+	Issuer  string   `json:"issuer,omitempty"`  // explicit: the only one
+	Issuers []string `json:"issuers,omitempty"` // the defaults otherwise
+	JWKSURL string   `json:"jwks_url,omitempty"`
+	Team    string   `json:"team,omitempty"`
+	Project string   `json:"project,omitempty"`
+}
+
+// resolvePush resolves p; mint, if not nil, supplies defaults.
+func resolvePush(p *PushConfig, mint *MintConfig) *resolvedPush {
+	if p == nil {
+		return nil
+	}
+	repl := caddy.NewReplacer()
+	resolve := func(v string) string { return strings.TrimSpace(repl.ReplaceAll(v, "")) }
+	rp := &resolvedPush{Issuer: resolve(p.Issuer), JWKSURL: resolve(p.JWKSURL), Team: resolve(p.Team), Project: resolve(p.Project)}
+	var mintTeam string
+	if mint != nil {
+		// only ids can be compared with the token's owner_id/project_id;
+		// a slug or project name leaves the default to the current token
+		mintTeam = resolve(mint.Team)
+		if rp.Team == "" && strings.HasPrefix(mintTeam, "team_") {
+			rp.Team = mintTeam
+		}
+		if project := resolve(mint.Project); rp.Project == "" && strings.HasPrefix(project, "prj_") {
+			rp.Project = project
+		}
+	}
+	if rp.Issuer == "" {
+		rp.Issuers = []string{vercelIssuer("")}
+		for _, team := range []string{rp.Team, mintTeam} {
+			if iss := vercelIssuer(team); team != "" && !slices.Contains(rp.Issuers, iss) {
+				rp.Issuers = append(rp.Issuers, iss)
+			}
+		}
+	}
+	return rp
+}
+
+// newPushTarget is the push target of source s.
+func newPushTarget(s *VercelOIDCSource) *pushTarget {
+	rp := resolvePush(s.Push, s.Mint)
+	policy := newIssuerPolicy(rp.Issuer, rp.JWKSURL, rp.Issuers...)
+	if rp.Issuer == "" {
+		policy.current = func() string { return currentIssuer(s) }
+	}
+	return &pushTarget{source: s, policy: policy, team: rp.Team, project: rp.Project}
+}
+
+// currentIssuer is the iss of the token s holds, "" if none. That token
+// came from the source's own inputs (env, file, mint) or from a push
+// already verified against a trusted issuer, so trusting its issuer
+// lets no client choose one.
+func currentIssuer(s *VercelOIDCSource) string {
+	cur := s.state.refresher.current.Load()
+	if cur == nil {
+		return ""
+	}
+	var claims jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(cur.value, &claims); err != nil {
+		return ""
+	}
+	return claims.Issuer
+}
+
 // servePush handles POST <push path>. It answers 204 when the token is
 // valid (it is used if it expires later than the cached one; the header
 // Ai-Gateway-Auth-Token-Used says whether it was), 400 for a body that
 // holds no token, 401 for a token that does not verify, 413 for a body
-// too large, 422 for a valid token for another team or project.
+// too large, 422 for a valid token for another team or project. A
+// refusal's body says what is wrong in general terms; the reason, with
+// the configured values, goes to the log.
 func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *pushTarget) error {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -56,18 +137,21 @@ func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *pushTarge
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPushBody))
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
-		return h.pushRefused(w, r, http.StatusRequestEntityTooLarge, "payload_too_large", "body is larger than 64 KiB")
+		return h.pushRefused(w, r, http.StatusRequestEntityTooLarge, "payload_too_large",
+			refuse("the body is larger than 64 KiB", "body is larger than 64 KiB"))
 	}
 	if err != nil {
-		return h.pushRefused(w, r, http.StatusBadRequest, "invalid_request", "reading body: "+err.Error())
+		return h.pushRefused(w, r, http.StatusBadRequest, "invalid_request",
+			refuse("the body could not be read", "reading body: "+err.Error()))
 	}
 	token, err := tokenFromPushBody(body)
 	if err != nil {
-		return h.pushRefused(w, r, http.StatusBadRequest, "invalid_request", err.Error())
+		return h.pushRefused(w, r, http.StatusBadRequest, "invalid_request", refuse(err.Error(), err.Error()))
 	}
 	var claims oidcClaims
 	if err := h.jwks.verify(r.Context(), token, t.policy, "", &claims); err != nil {
-		return h.pushRefused(w, r, http.StatusUnauthorized, "invalid_token", err.Error())
+		return h.pushRefused(w, r, http.StatusUnauthorized, "invalid_token",
+			refuse(pushTokenProblems[tokenProblemOf(err)], err.Error()))
 	}
 	team, project := t.team, t.project
 	if cur := t.source.state.refresher.current.Load(); cur != nil {
@@ -80,15 +164,19 @@ func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *pushTarge
 	}
 	if team == "" || project == "" {
 		return h.pushRefused(w, r, http.StatusUnprocessableEntity, "unexpected_token",
-			"no expected team and project to check the token against: set push { team … project … }")
+			refuse("this proxy cannot check which project a pushed token is for yet",
+				"no expected team and project to check the token against: set push { team … project … }"))
 	}
 	if claims.OwnerID != team || claims.ProjectID != project {
 		return h.pushRefused(w, r, http.StatusUnprocessableEntity, "unexpected_token",
-			fmt.Sprintf("token is for owner %q project %q, not %q %q", claims.OwnerID, claims.ProjectID, team, project))
+			refuse("the token is not for this proxy's team and project",
+				fmt.Sprintf("token is for owner %s project %s, not %q %q",
+					logValue(claims.OwnerID), logValue(claims.ProjectID), team, project)))
 	}
 	cred, _, err := parseOIDCToken(token, time.Now())
-	if err != nil {
-		return h.pushRefused(w, r, http.StatusUnauthorized, "invalid_token", err.Error())
+	if err != nil { // verified, so expired within the leeway
+		return h.pushRefused(w, r, http.StatusUnauthorized, "invalid_token",
+			refuse(pushTokenProblems[tokenExpired], err.Error()))
 	}
 	used := t.source.Offer(cred)
 	h.logger.Info("token pushed", pushFields(r, cred, used)...)
@@ -98,10 +186,21 @@ func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *pushTarge
 	return nil
 }
 
-func (h *Handler) pushRefused(w http.ResponseWriter, r *http.Request, status int, code, reason string) error {
-	h.logger.Warn("token push refused", pushRefusedFields(r, status, reason)...)
+// pushRefused logs why a push was refused and answers with err's public
+// text only.
+func (h *Handler) pushRefused(w http.ResponseWriter, r *http.Request, status int, code string, err error) error {
+	h.logger.Warn("token push refused", pushRefusedFields(r, status, err.Error())...)
 	pushesTotal.WithLabelValues("refused").Inc()
-	return writeError(w, r, status, errInvalidRequest, code, "token push refused: "+reason)
+	return writeError(w, r, status, errInvalidRequest, code,
+		"token push refused: "+publicText(err, "the token could not be verified"))
+}
+
+// What a pusher is told when its token does not verify.
+var pushTokenProblems = map[tokenProblem]string{
+	tokenUnverified:    "the token could not be verified",
+	tokenExpired:       "the token has expired",
+	tokenNotYetValid:   "the token is not valid yet",
+	tokenWrongAudience: "the token could not be verified",
 }
 
 // tokenFromPushBody accepts {"token":"<jwt>"} or the raw JWT.

@@ -24,17 +24,19 @@ const testPushPath = "/ai-gateway-auth/token"
 
 var pushEnvSeq atomic.Int32
 
+// testIssuer is the iss of the tokens testOIDCToken signs.
+const testIssuer = "https://oidc.vercel.com/acme"
+
 // pushHandler provisions a handler whose vercel_oidc source accepts
-// pushes, verified with keys from jwks (the default issuer policy:
-// https://oidc.vercel.com/..., keys from jwks_url), and starts with
-// initial (if not empty) from an env variable.
+// pushes issued by testIssuer, verified with keys from jwks (jwks_url),
+// and starts with initial (if not empty) from an env variable.
 func pushHandler(t *testing.T, jwks *fakeJWKS, initial string, edit func(*VercelOIDCSource)) *Handler {
 	t.Helper()
 	env := fmt.Sprintf("AIGW_TEST_PUSH_OIDC_%d", pushEnvSeq.Add(1))
 	t.Setenv(env, initial)
 	src := VercelOIDCSource{
 		Env:  env,
-		Push: &PushConfig{Path: testPushPath, JWKSURL: jwks.jwksURL(), Team: testTeam, Project: testProject},
+		Push: &PushConfig{Path: testPushPath, Issuer: testIssuer, JWKSURL: jwks.jwksURL(), Team: testTeam, Project: testProject},
 	}
 	if edit != nil {
 		edit(&src)
@@ -157,40 +159,51 @@ func TestPushRefused(t *testing.T) {
 		body   io.Reader
 		status int
 		code   string
-		want   string
+		public string // in the response's message
+		want   string // in the log line's reason
 	}
+	const (
+		unverified = "the token could not be verified"
+		otherOne   = "the token is not for this proxy's team and project"
+	)
 	cases := map[string]refusal{
 		"signed by another key": {strings.NewReader(asJSON(signJWT(jwt.SigningMethodRS256, otherSigningKey(), testKid, oidcClaimsFor(later)))),
-			401, "invalid_token", "signature is invalid"},
+			401, "invalid_token", unverified, "signature is invalid"},
 		"unknown kid": {strings.NewReader(asJSON(signJWT(jwt.SigningMethodRS256, otherSigningKey(), "kid-x", oidcClaimsFor(later)))),
-			401, "invalid_token", "no key"},
+			401, "invalid_token", unverified, `no key "kid-x" in JWKS ` + jwks.jwksURL()},
 		// an empty signature part is not even a JWT's shape
-		"alg none": {strings.NewReader(asJSON(unsignedJWT(oidcClaimsFor(later)))), 400, "invalid_request", "no JWT"},
+		"alg none": {strings.NewReader(asJSON(unsignedJWT(oidcClaimsFor(later)))), 400, "invalid_request", "no JWT", "no JWT"},
 		"alg none with a signature": {strings.NewReader(asJSON(unsignedJWT(oidcClaimsFor(later)) + "c2ln")),
-			401, "invalid_token", "token push refused"},
+			401, "invalid_token", unverified, "signature is invalid"},
 		"expired": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-5 * time.Minute).Unix() }))),
-			401, "invalid_token", "expired"},
+			401, "invalid_token", "the token has expired", "token has expired"},
 		"expired within the leeway": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-10 * time.Second).Unix() }))),
-			401, "invalid_token", "expired"},
+			401, "invalid_token", "the token has expired", "expired at"},
 		"future nbf": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["nbf"] = time.Now().Add(10 * time.Minute).Unix() }))),
-			401, "invalid_token", "not valid yet"},
+			401, "invalid_token", "the token is not valid yet", "not valid yet"},
 		"untrusted issuer": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["iss"] = "https://evil.example/acme" }))),
-			401, "invalid_token", "issuer"},
+			401, "invalid_token", unverified, `issuer "https://evil.example/acme" is not a trusted issuer (` + testIssuer + ")"},
 		"other project": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["project_id"] = "prj_other" }))),
-			422, "unexpected_token", `project "prj_other"`},
+			422, "unexpected_token", otherOne, `project "prj_other", not "` + testTeam + `" "` + testProject + `"`},
 		"other team": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["owner_id"] = "team_other" }))),
-			422, "unexpected_token", `owner "team_other"`},
+			422, "unexpected_token", otherOne, `owner "team_other"`},
+		"long claims": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["owner_id"] = strings.Repeat("o", 5000) }))),
+			422, "unexpected_token", otherOne, "(5000 bytes)"},
 		"no project": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { delete(c, "project_id") }))),
-			422, "unexpected_token", "not"},
-		"garbage":          {strings.NewReader("hello, world"), 400, "invalid_request", "no JWT"},
-		"garbage JSON":     {strings.NewReader(`{"token":`), 400, "invalid_request", "not valid JSON"},
-		"JSON without JWT": {strings.NewReader(`{"token":"abc"}`), 400, "invalid_request", "no JWT"},
-		"JSON, other key":  {strings.NewReader(`{"jwt":"` + current + `"}`), 400, "invalid_request", "no JWT"},
-		"empty body":       {strings.NewReader(""), 400, "invalid_request", "empty body"},
-		"blank body":       {strings.NewReader(" \n "), 400, "invalid_request", "empty body"},
-		"10 MiB body":      {bytes.NewReader(bytes.Repeat([]byte("a"), 10<<20)), 413, "payload_too_large", "larger than"},
-		"10 MiB chunked":   {unknownLength{bytes.NewReader(bytes.Repeat([]byte("a"), 10<<20))}, 413, "payload_too_large", "larger than"},
+			422, "unexpected_token", otherOne, `project "", not`},
+		"garbage":          {strings.NewReader("hello, world"), 400, "invalid_request", "no JWT", "no JWT"},
+		"garbage JSON":     {strings.NewReader(`{"token":`), 400, "invalid_request", "not valid JSON", "not valid JSON"},
+		"JSON without JWT": {strings.NewReader(`{"token":"abc"}`), 400, "invalid_request", "no JWT", "no JWT"},
+		"JSON, other key":  {strings.NewReader(`{"jwt":"` + current + `"}`), 400, "invalid_request", "no JWT", "no JWT"},
+		"empty body":       {strings.NewReader(""), 400, "invalid_request", "empty body", "empty body"},
+		"blank body":       {strings.NewReader(" \n "), 400, "invalid_request", "empty body", "empty body"},
+		"10 MiB body":      {bytes.NewReader(bytes.Repeat([]byte("a"), 10<<20)), 413, "payload_too_large", "larger than 64 KiB", "larger than"},
+		"10 MiB chunked":   {unknownLength{bytes.NewReader(bytes.Repeat([]byte("a"), 10<<20))}, 413, "payload_too_large", "larger than 64 KiB", "larger than"},
 	}
+	// what a pusher must never be told: the configuration, or what it
+	// sent, at length
+	configured := []string{testTeam, testProject, testIssuer, "acme", jwks.URL, strings.TrimPrefix(jwks.URL, "http://"),
+		"/.well-known/jwks", "prj_other", "team_other", "kid-x", "evil", "ooooooooo"}
 	refusedCounter := pushesTotal.WithLabelValues("refused")
 	refused0 := counterValue(refusedCounter)
 	for name, tc := range cases {
@@ -200,8 +213,16 @@ func TestPushRefused(t *testing.T) {
 				t.Fatalf("status %d, want %d: %s", w.Code, tc.status, w.Body)
 			}
 			msg := assertErrorShape(t, w.Body.Bytes(), false, "invalid_request_error", tc.code)
-			if !strings.Contains(msg, tc.want) {
-				t.Errorf("reason %q does not contain %q", msg, tc.want)
+			if !strings.HasPrefix(msg, "token push refused: ") || !strings.Contains(msg, tc.public) {
+				t.Errorf("message %q does not contain %q", msg, tc.public)
+			}
+			assertNotContains(t, "error body", w.Body.String(), configured...)
+			reason := lastLogReason(t, logs, "token push refused")
+			if !strings.Contains(reason, tc.want) {
+				t.Errorf("log reason %q does not contain %q", reason, tc.want)
+			}
+			if len(reason) > 400 {
+				t.Errorf("log reason is %d bytes: a client value is not cut short", len(reason))
 			}
 			if got := upstreamToken(t, h); got != current {
 				t.Error("a refused push changed the token sent upstream")
@@ -299,11 +320,16 @@ func TestPushExpectationDefaults(t *testing.T) {
 		t.Errorf("current token's project: matching push: status %d: %s", w.Code, w.Body)
 	}
 
-	// nothing to compare with
+	// nothing to compare with: the log says what to set, the client
+	// only that its token cannot be checked
 	h = pushHandler(t, jwks, "", func(s *VercelOIDCSource) { s.Push.Team, s.Push.Project = "", "" })
+	logs := observeLogs(h)
 	w := pushJSON(t, h, testOIDCToken(t, later))
-	if w.Code != http.StatusUnprocessableEntity || !strings.Contains(w.Body.String(), "set push { team") {
+	if w.Code != http.StatusUnprocessableEntity || strings.Contains(w.Body.String(), "set push") {
 		t.Errorf("no expectation: status %d: %s", w.Code, w.Body)
+	}
+	if reason := lastLogReason(t, logs, "token push refused"); !strings.Contains(reason, "set push { team") {
+		t.Errorf("no expectation: log reason %q", reason)
 	}
 	if got := upstreamToken(t, h); got != "" {
 		t.Error("an unchecked push was used")
@@ -396,14 +422,14 @@ func TestPushConfigPlaceholders(t *testing.T) {
 }
 
 // A source with only push does not read VERCEL_OIDC_TOKEN: until the
-// first push, requests get a 503 that says so; then the pushed token is
-// used.
+// first push, requests get a 503 (the log says why); then the pushed
+// token is used.
 func TestPushOnlySource(t *testing.T) {
 	jwks := newFakeJWKS(t)
 	t.Setenv("VERCEL_OIDC_TOKEN", testOIDCToken(t, time.Now().Add(3*time.Hour)))
 	h := provisionHandler(t, &Handler{
 		CredentialsRaw: []json.RawMessage{oidcSourceJSON(VercelOIDCSource{
-			Push: &PushConfig{Path: testPushPath, JWKSURL: jwks.jwksURL(), Team: testTeam, Project: testProject},
+			Push: &PushConfig{Path: testPushPath, Issuer: testIssuer, JWKSURL: jwks.jwksURL(), Team: testTeam, Project: testProject},
 		})},
 		ClientKeys:     []string{"sk-placeholder"},
 		CredentialWait: caddyDuration(time.Minute),
@@ -411,9 +437,13 @@ func TestPushOnlySource(t *testing.T) {
 	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader("{}"))
 	r.Header.Set("Authorization", "Bearer sk-placeholder")
 	r, _ = withReplacer(r)
+	logs := observeLogs(h)
 	w := serve(t, h, r, neverNext(t))
-	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "only accepts pushed tokens") {
+	if w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("before a push: status %d: %s", w.Code, w.Body)
+	}
+	if l := logs.FilterMessage("no upstream credential").All(); len(l) != 1 || !strings.Contains(fmt.Sprint(l[0].ContextMap()), "only accepts pushed tokens") {
+		t.Errorf("before a push: log %v, want the reason", l)
 	}
 	tok := testOIDCToken(t, time.Now().Add(time.Hour))
 	if w := pushJSON(t, h, tok); w.Code != http.StatusNoContent {
@@ -421,5 +451,118 @@ func TestPushOnlySource(t *testing.T) {
 	}
 	if got := upstreamToken(t, h); got != tok {
 		t.Error("the pushed token is not used")
+	}
+}
+
+// Without `issuer`, a push is accepted only from the issuers the
+// configuration implies: Vercel's global issuer, the team's path (the
+// push team id, the mint block's team id or slug) and the issuer of the
+// token the source holds from its own inputs; any other path on
+// oidc.vercel.com is refused without a fetch. An explicit issuer is the
+// only one accepted.
+func TestPushDefaultIssuers(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		initial  bool // an env token issued by testIssuer
+		edit     func(*VercelOIDCSource)
+		accepted []string
+		refused  []string
+	}{
+		{"push team only", false, nil,
+			[]string{"https://oidc.vercel.com", "https://oidc.vercel.com/" + testTeam},
+			[]string{testIssuer, "https://oidc.vercel.com/team_other", "https://oidc.vercel.com/" + testTeam + "/x", "https://oidc.vercel.com/" + strings.Repeat("x", 3000)}},
+		{"mint team slug", false, func(s *VercelOIDCSource) {
+			s.Mint = &MintConfig{Project: testProject, Team: "acme", AccessToken: "x", API: "http://127.0.0.1:1"}
+		}, []string{testIssuer, "https://oidc.vercel.com"}, []string{"https://oidc.vercel.com/other"}},
+		{"mint team id", false, func(s *VercelOIDCSource) {
+			s.Push.Team = ""
+			s.Mint = &MintConfig{Project: testProject, Team: testTeam, AccessToken: "x", API: "http://127.0.0.1:1"}
+		}, []string{"https://oidc.vercel.com/" + testTeam}, []string{testIssuer}},
+		{"the current token's issuer", true, nil,
+			[]string{testIssuer, "https://oidc.vercel.com"}, []string{"https://oidc.vercel.com/other"}},
+		{"explicit issuer", true, func(s *VercelOIDCSource) { s.Push.Issuer = "https://oidc.vercel.com/" + testTeam },
+			[]string{"https://oidc.vercel.com/" + testTeam}, []string{"https://oidc.vercel.com", testIssuer}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			jwks := newFakeJWKS(t)
+			initial := ""
+			if tc.initial {
+				initial = testOIDCToken(t, time.Now().Add(time.Hour))
+			}
+			h := pushHandler(t, jwks, initial, func(s *VercelOIDCSource) {
+				s.Push.Issuer = ""
+				if tc.edit != nil {
+					tc.edit(s)
+				}
+			})
+			exp := time.Now().Add(2 * time.Hour)
+			for _, iss := range tc.refused {
+				exp = exp.Add(time.Minute)
+				w := pushJSON(t, h, testOIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss }))
+				if w.Code != http.StatusUnauthorized {
+					t.Errorf("issuer %.60s: status %d, want 401", iss, w.Code)
+				}
+			}
+			if n := jwks.fetches.Load(); n != 0 {
+				t.Errorf("%d JWKS fetches for untrusted issuers", n)
+			}
+			for _, iss := range tc.accepted {
+				exp = exp.Add(time.Minute)
+				if w := pushJSON(t, h, testOIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss })); w.Code != http.StatusNoContent {
+					t.Errorf("issuer %s: status %d: %s", iss, w.Code, w.Body)
+				}
+			}
+		})
+	}
+}
+
+// Push-only sources for different projects (or different issuers) keep
+// separate tokens: a token pushed for one project is never sent upstream
+// by the other's handler. Sources with the same settings still share one
+// (a reload keeps the token).
+func TestPushStateIsolated(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	pushOnly := func(path, project, issuer string) *Handler {
+		return provisionHandler(t, &Handler{
+			CredentialsRaw: []json.RawMessage{oidcSourceJSON(VercelOIDCSource{
+				Push: &PushConfig{Path: path, Issuer: issuer, JWKSURL: jwks.jwksURL(), Team: testTeam, Project: project},
+			})},
+			ClientKeys:     []string{"sk-placeholder"},
+			CredentialWait: caddyDuration(time.Millisecond),
+		})
+	}
+	a := pushOnly(testPushPath, testProject, testIssuer)
+	b := pushOnly(testPushPath, "prj_other", testIssuer)
+	otherIssuer := pushOnly(testPushPath, testProject, "https://oidc.vercel.com/"+testTeam)
+	sameAsA := pushOnly("/another/path", testProject, testIssuer)
+
+	tokA := testOIDCToken(t, time.Now().Add(time.Hour))
+	if w := pushJSON(t, a, tokA); w.Code != http.StatusNoContent {
+		t.Fatalf("push to a: status %d: %s", w.Code, w.Body)
+	}
+	if got := upstreamToken(t, a); got != tokA {
+		t.Fatal("a does not send the token pushed to it")
+	}
+	if got := upstreamToken(t, b); got != "" {
+		t.Error("the handler for another project sends the token pushed for a")
+	}
+	if got := upstreamToken(t, otherIssuer); got != "" {
+		t.Error("the handler trusting another issuer sends the token pushed for a")
+	}
+	if got := upstreamToken(t, sameAsA); got != tokA {
+		t.Error("a handler with a's settings (but another push path) does not share a's token")
+	}
+	if w := pushJSON(t, b, tokA); w.Code != http.StatusUnprocessableEntity {
+		t.Errorf("a's token pushed to b: status %d, want 422", w.Code)
+	}
+	tokB := testOIDCToken(t, time.Now().Add(2*time.Hour), func(c jwt.MapClaims) { c["project_id"] = "prj_other" })
+	if w := pushJSON(t, b, tokB); w.Code != http.StatusNoContent {
+		t.Fatalf("push to b: status %d: %s", w.Code, w.Body)
+	}
+	if got := upstreamToken(t, b); got != tokB {
+		t.Error("b does not send the token pushed to it")
+	}
+	if got := upstreamToken(t, a); got != tokA {
+		t.Error("a's token changed after a push to b")
 	}
 }

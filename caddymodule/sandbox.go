@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -43,8 +42,10 @@ type VercelSandbox struct {
 	Teams []string `json:"teams,omitempty"`
 	// Allowed project_id values. Empty: any project of an allowed team.
 	Projects []string `json:"projects,omitempty"`
-	// The accepted token issuer. Default: https on host oidc.vercel.com,
-	// any path (Vercel issues per-team issuers).
+	// The accepted token issuer; when set, the only one. Default: what
+	// the teams imply, https://oidc.vercel.com/<team> for each team (live
+	// sandbox tokens carry the team id in iss), never a path a token
+	// picks: a token from any other issuer is refused before any fetch.
 	Issuer string `json:"issuer,omitempty"`
 	// Where the issuer's keys are. Default: <iss>/.well-known/jwks.
 	JWKSURL string `json:"jwks_url,omitempty"`
@@ -111,17 +112,22 @@ func newSandboxVerifier(cfg VercelSandbox, jwks *jwksCache) (*sandboxVerifier, e
 		return nil, errors.New("vercel_sandbox needs at least one `team team_…`: the teams whose sandboxes may use the proxy (are their placeholders set?)")
 	}
 
+	var issuers []string
+	for _, team := range cfg.Teams {
+		issuers = append(issuers, vercelIssuer(team))
+	}
 	return &sandboxVerifier{
 		cfg:      cfg,
 		audience: strings.TrimRight(cfg.Audience, "/"),
-		policy:   issuerPolicy{issuer: cfg.Issuer, jwksURL: cfg.JWKSURL},
+		policy:   newIssuerPolicy(cfg.Issuer, cfg.JWKSURL, issuers...),
 		jwks:     jwks,
 		verified: map[[sha256.Size]byte]verifiedSandbox{},
 	}, nil
 }
 
 // identify checks a forwarded request and returns the sandbox's name.
-// The error is the reason for a 403.
+// The error is the reason for a 403: its Error for the log, its
+// publicText for the client.
 func (v *sandboxVerifier) identify(r *http.Request) (any, error) {
 	if host := r.Header.Get(headerForwardedHost); host != "" {
 		h := strings.ToLower(host)
@@ -129,7 +135,8 @@ func (v *sandboxVerifier) identify(r *http.Request) (any, error) {
 			h = h[:i]
 		}
 		if !slices.Contains(v.cfg.ForwardedHosts, h) {
-			return nil, fmt.Errorf("forwarded host %q is not an allowed gateway host", host)
+			return nil, refuse("the request was forwarded for a host this proxy does not serve",
+				"forwarded host "+logValue(host)+" is not an allowed gateway host")
 		}
 	}
 	token := r.Header.Get(headerSandboxToken)
@@ -167,22 +174,33 @@ func (v *sandboxVerifier) verify(ctx context.Context, token string) (*sandboxCla
 	sandboxVerificationsTotal.Inc()
 	var claims sandboxClaims
 	if err := v.jwks.verify(ctx, token, v.policy, "", &claims); err != nil {
-		return nil, fmt.Errorf("sandbox token: %v", err)
+		return nil, refuse(sandboxTokenProblems[tokenProblemOf(err)], "sandbox token: "+err.Error())
 	}
 	if !slices.ContainsFunc(claims.Audience, func(a string) bool { return strings.TrimRight(a, "/") == v.audience }) {
-		return nil, errors.New("sandbox token: audience is not this proxy's forwardURL")
+		return nil, refuse(sandboxTokenProblems[tokenWrongAudience], "sandbox token: audience is not this proxy's forwardURL")
 	}
 	if !slices.Contains(v.cfg.Teams, claims.TeamID) {
-		return nil, fmt.Errorf("sandbox token: team %q is not allowed", claims.TeamID)
+		return nil, refuse(sandboxNotAllowed, "sandbox token: team "+logValue(claims.TeamID)+" is not allowed")
 	}
 	if len(v.cfg.Projects) > 0 && !slices.Contains(v.cfg.Projects, claims.ProjectID) {
-		return nil, fmt.Errorf("sandbox token: project %q is not allowed", claims.ProjectID)
+		return nil, refuse(sandboxNotAllowed, "sandbox token: project "+logValue(claims.ProjectID)+" is not allowed")
 	}
 	if claims.SandboxID == "" && claims.SandboxName == "" {
-		return nil, errors.New("sandbox token: no sandbox_id")
+		return nil, refuse("the sandbox token names no sandbox", "sandbox token: no sandbox_id")
 	}
 	return &claims, nil
 }
+
+// What a sandbox is told when its token is refused: categories, never a
+// configured value or what the token carried.
+var sandboxTokenProblems = map[tokenProblem]string{
+	tokenUnverified:    "the sandbox token could not be verified",
+	tokenExpired:       "the sandbox token has expired",
+	tokenNotYetValid:   "the sandbox token is not valid yet",
+	tokenWrongAudience: "the sandbox token is not for this proxy's forward URL",
+}
+
+const sandboxNotAllowed = "the sandbox's team or project may not use this proxy"
 
 // useForwardedPath takes the path the sandbox meant from
 // vercel-forwarded-path, when there is one (the headers themselves are

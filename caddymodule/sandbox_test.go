@@ -2,7 +2,9 @@ package caddymodule
 
 import (
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // Vercel Sandbox forwardURL mode: requests carry a vercel-sandbox-oidc-token
@@ -171,56 +174,74 @@ func TestSandboxRefused(t *testing.T) {
 		token   string
 		headers map[string]string
 		status  int
-		want    string
+		want    string // in the log line's reason
+		public  string // in the response's message
 	}
+	const (
+		unverified = "the sandbox token could not be verified"
+		notAllowed = "the sandbox's team or project may not use this proxy"
+		otherAud   = "the sandbox token is not for this proxy's forward URL"
+		otherHost  = "the request was forwarded for a host this proxy does not serve"
+		otherPath  = "this path is not allowed through this proxy"
+	)
 	cases := map[string]refusal{
 		"wrong key": {token: signJWT(jwt.SigningMethodRS256, otherSigningKey(), testKid, sandboxTokenClaims(jwks.URL)),
-			status: 403, want: "signature is invalid"},
+			status: 403, want: "signature is invalid", public: unverified},
 		"unknown kid": {token: signJWT(jwt.SigningMethodRS256, otherSigningKey(), "kid-nobody-knows", sandboxTokenClaims(jwks.URL)),
-			status: 403, want: "no key"},
+			status: 403, want: `no key "kid-nobody-knows"`, public: unverified},
 		"wrong aud": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["aud"] = "https://proxy.example.com/other" })),
-			status: 403, want: "audience"},
+			status: 403, want: "audience", public: otherAud},
 		"aud prefix": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["aud"] = testForwardURL + "/x" })),
-			status: 403, want: "audience"},
+			status: 403, want: "audience", public: otherAud},
 		"no aud": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { delete(c, "aud") })),
-			status: 403, want: "audience"},
+			status: 403, want: "audience", public: otherAud},
 		"expired": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["exp"] = now.Add(-2 * time.Minute).Unix() })),
-			status: 403, want: "expired"},
+			status: 403, want: "expired", public: "the sandbox token has expired"},
 		"no exp": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { delete(c, "exp") })),
-			status: 403, want: "exp"},
+			status: 403, want: "exp", public: unverified},
 		"future nbf": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["nbf"] = now.Add(3 * time.Minute).Unix() })),
-			status: 403, want: "not valid yet"},
+			status: 403, want: "not valid yet", public: "the sandbox token is not valid yet"},
 		"other team": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["team_id"] = "team_intruder" })),
-			status: 403, want: `team "team_intruder" is not allowed`},
+			status: 403, want: `team "team_intruder" is not allowed`, public: notAllowed},
 		"no team": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { delete(c, "team_id") })),
-			status: 403, want: "is not allowed"},
+			status: 403, want: "is not allowed", public: notAllowed},
 		"other project": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["project_id"] = "prj_intruder" })),
-			status: 403, want: `project "prj_intruder" is not allowed`},
+			status: 403, want: `project "prj_intruder" is not allowed`, public: notAllowed},
 		"no sandbox id": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { delete(c, "sandbox_id"); delete(c, "sandbox_name") })),
-			status: 403, want: "no sandbox_id"},
+			status: 403, want: "no sandbox_id", public: "the sandbox token names no sandbox"},
 		"other issuer": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["iss"] = "https://oidc.vercel.com/acme" })),
-			status: 403, want: "issuer"},
-		"alg none": {token: unsignedJWT(sandboxTokenClaims(jwks.URL)), status: 403, want: "sandbox token"},
-		"garbage":  {token: "not.a.jwt", status: 403, want: "malformed"},
+			status: 403, want: `issuer "https://oidc.vercel.com/acme" is not a trusted issuer`, public: unverified},
+		"long issuer": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["iss"] = "https://oidc.vercel.com/" + strings.Repeat("a", 6000) })),
+			status: 403, want: "(6024 bytes)", public: unverified},
+		"alg none": {token: unsignedJWT(sandboxTokenClaims(jwks.URL)), status: 403, want: "sandbox token", public: unverified},
+		"garbage":  {token: "not.a.jwt", status: 403, want: "malformed", public: unverified},
 		"forbidden forwarded host": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
-			headers: map[string]string{"Vercel-Forwarded-Host": "evil.example.com"}, status: 403, want: "forwarded host"},
+			headers: map[string]string{"Vercel-Forwarded-Host": "evil.example.com"}, status: 403, want: `forwarded host "evil.example.com"`, public: otherHost},
 		"forwarded host suffix": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
-			headers: map[string]string{"Vercel-Forwarded-Host": "ai-gateway.vercel.sh.evil.example"}, status: 403, want: "forwarded host"},
+			headers: map[string]string{"Vercel-Forwarded-Host": "ai-gateway.vercel.sh.evil.example"}, status: 403, want: "forwarded host", public: otherHost},
 		"forwarded host prefix": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
-			headers: map[string]string{"Vercel-Forwarded-Host": "evil-ai-gateway.vercel.sh"}, status: 403, want: "forwarded host"},
+			headers: map[string]string{"Vercel-Forwarded-Host": "evil-ai-gateway.vercel.sh"}, status: 403, want: "forwarded host", public: otherHost},
+		"long forwarded host": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+			headers: map[string]string{"Vercel-Forwarded-Host": strings.Repeat("h", 5000) + ".example"}, status: 403, want: "(5008 bytes)", public: otherHost},
 		"forwarded path outside allow_paths": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
-			headers: map[string]string{"Vercel-Forwarded-Path": "/v2/admin"}, status: 403, want: "allow_paths"},
+			headers: map[string]string{"Vercel-Forwarded-Path": "/v2/admin"}, status: 403, want: "path /v2/admin", public: otherPath},
 		"forwarded path with dot segments": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
-			headers: map[string]string{"Vercel-Forwarded-Path": "/v1/../admin"}, status: 403, want: "allow_paths"},
+			headers: map[string]string{"Vercel-Forwarded-Path": "/v1/../admin"}, status: 403, want: "allow_paths", public: otherPath},
 		"forwarded path with encoded dots": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
-			headers: map[string]string{"Vercel-Forwarded-Path": "/v1/%2e%2e/admin"}, status: 403, want: "allow_paths"},
+			headers: map[string]string{"Vercel-Forwarded-Path": "/v1/%2e%2e/admin"}, status: 403, want: "allow_paths", public: otherPath},
+		"long forwarded path": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+			headers: map[string]string{"Vercel-Forwarded-Path": "/v2/" + strings.Repeat("p", 5000)}, status: 403, want: "path /v2/ppp", public: otherPath},
 		// the agent's inert key is not a client key of this proxy
-		"missing token":    {token: "", status: 401, want: "invalid client key"},
-		"no token, no key": {token: "", headers: map[string]string{"Authorization": ""}, status: 401, want: "missing client key"},
+		"missing token":    {token: "", status: 401, public: "invalid client key"},
+		"no token, no key": {token: "", headers: map[string]string{"Authorization": ""}, status: 401, public: "missing client key"},
 	}
 	for name, tok := range hs256WithPublicKey(sandboxTokenClaims(jwks.URL)) {
-		cases["HS256 with the public key as secret ("+name+")"] = refusal{token: tok, status: 403, want: "sandbox token"}
+		cases["HS256 with the public key as secret ("+name+")"] = refusal{token: tok, status: 403, want: "signature is invalid", public: unverified}
 	}
+	// what the client must never be told: the configuration, or what it
+	// sent, at length
+	configured := []string{testTeam, "team_other", testProject, "prj_second", jwks.URL, strings.TrimPrefix(jwks.URL, "http://"),
+		testForwardURL, "/.well-known/jwks", "team_intruder", "prj_intruder", "kid-nobody-knows", "evil", "hhhhhhhhhh", "pppppppppp", "aaaaaaaaaa"}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			r, _ := withReplacer(sandboxRequest(tc.token, tc.headers))
@@ -235,8 +256,18 @@ func TestSandboxRefused(t *testing.T) {
 				code = "path_not_allowed"
 			}
 			msg := assertErrorShape(t, w.Body.Bytes(), false, errType, code)
-			if !strings.Contains(msg, tc.want) {
-				t.Errorf("message %q does not contain %q", msg, tc.want)
+			if !strings.Contains(msg, tc.public) {
+				t.Errorf("message %q does not contain %q", msg, tc.public)
+			}
+			if tc.status == 403 {
+				assertNotContains(t, "error body", w.Body.String(), configured...)
+				reason := lastLogReason(t, logs, "request forbidden")
+				if !strings.Contains(reason, tc.want) {
+					t.Errorf("log reason %q does not contain %q", reason, tc.want)
+				}
+				if len(reason) > 400 {
+					t.Errorf("log reason is %d bytes: a client value is not cut short", len(reason))
+				}
 			}
 			if tc.token != "" && len(tc.token) > 20 {
 				assertNotContains(t, "error body", w.Body.String(), tc.token, strings.Split(tc.token, ".")[1])
@@ -251,6 +282,17 @@ func TestSandboxRefused(t *testing.T) {
 	if n := jwks.fetches.Load(); n > 2 {
 		t.Errorf("JWKS fetched %d times (once, plus at most one for the unknown kid)", n)
 	}
+}
+
+// lastLogReason is the reason field of the last log entry named msg.
+func lastLogReason(t *testing.T, logs *observer.ObservedLogs, msg string) string {
+	t.Helper()
+	entries := logs.FilterMessage(msg).All()
+	if len(entries) == 0 {
+		t.Fatalf("no %q log line", msg)
+	}
+	reason, _ := entries[len(entries)-1].ContextMap()["reason"].(string)
+	return reason
 }
 
 // A handler with vercel_sandbox and client keys accepts both kinds of
@@ -346,7 +388,7 @@ func TestSandboxVerificationCached(t *testing.T) {
 // On synctest's fake clock, with the JWKS served in process.
 func TestSandboxCacheEndsWithToken(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		const iss = "https://oidc.vercel.com/acme"
+		const iss = "https://oidc.vercel.com/" + testTeam // what the team implies
 		jwks := newJWKSCache()
 		inProcessJWKS(jwks, func() (int, []byte) {
 			return http.StatusOK, jwksJSON(map[string]*rsa.PublicKey{testKid: &testSigningKey().PublicKey})
@@ -496,6 +538,81 @@ func TestForwardedPathOnlyForSandboxes(t *testing.T) {
 		got := next.calls()[0]
 		if got.path != "/v1/chat/completions" || got.header.Get("Vercel-Forwarded-Path") != "" {
 			t.Errorf("forwarded path %s: upstream path %q, header %q", fp, got.path, got.header.Get("Vercel-Forwarded-Path"))
+		}
+	}
+}
+
+// By default the only trusted issuers are those the configured teams
+// imply, https://oidc.vercel.com/<team id>: tokens naming any other
+// issuer path, however many and however long, are refused without a
+// fetch and leave nothing in the JWKS cache; made-up kids at a trusted
+// issuer cost at most one fetch per floor.
+func TestSandboxDefaultIssuers(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	h := provisionHandler(t, &Handler{
+		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
+		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{"team_other", testTeam}, JWKSURL: jwks.jwksURL()},
+	})
+	send := func(token string) *httptest.ResponseRecorder {
+		t.Helper()
+		r, _ := withReplacer(sandboxRequest(token, nil))
+		w := httptest.NewRecorder()
+		var next recordingNext
+		if err := h.ServeHTTP(w, r, next.handler()); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	for _, team := range []string{testTeam, "team_other"} {
+		c := sandboxTokenClaims(vercelIssuer(team))
+		c["team_id"] = team
+		if w := send(signTestJWT(t, c)); w.Code != http.StatusOK {
+			t.Fatalf("issuer of team %s: status %d: %s", team, w.Code, w.Body)
+		}
+	}
+	if n := jwks.fetches.Load(); n != 1 {
+		t.Fatalf("%d JWKS fetches, want 1", n)
+	}
+	for _, iss := range []string{"https://oidc.vercel.com", "https://oidc.vercel.com/acme", "https://oidc.vercel.com/" + testTeam + "/x"} {
+		if w := send(signTestJWT(t, sandboxTokenClaims(iss))); w.Code != http.StatusForbidden {
+			t.Errorf("issuer %s: status %d, want 403", iss, w.Code)
+		}
+	}
+	// an attacker's stream: a fresh long issuer path per request, then
+	// made-up kids at a trusted issuer (the signature is never checked)
+	header := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256","typ":"JWT","kid":"k"}`))
+	for i := range 1000 {
+		c := sandboxTokenClaims("https://oidc.vercel.com/" + strings.Repeat(fmt.Sprintf("p%d-", i), 500))
+		body, _ := json.Marshal(c)
+		tok := header + "." + base64.RawURLEncoding.EncodeToString(body) + ".c2ln"
+		if w := send(tok); w.Code != http.StatusForbidden {
+			t.Fatalf("issuer path %d: status %d", i, w.Code)
+		}
+	}
+	for i := range 50 {
+		tok := signJWT(jwt.SigningMethodRS256, testSigningKey(), fmt.Sprintf("made-up-%d", i), sandboxTokenClaims(vercelIssuer(testTeam)))
+		if w := send(tok); w.Code != http.StatusForbidden {
+			t.Fatalf("made-up kid %d: status %d", i, w.Code)
+		}
+	}
+	if n := jwks.fetches.Load(); n > 2 {
+		t.Errorf("%d JWKS fetches for hostile tokens, want at most 2 (one per floor)", n)
+	}
+	if n := cachedURLs(h.jwks); n != 1 {
+		t.Errorf("%d JWKS documents cached, want 1 (the configured jwks_url)", n)
+	}
+
+	// an explicit issuer is the only one trusted, the teams' included
+	h2 := provisionHandler(t, &Handler{
+		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
+		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{testTeam}, Issuer: "https://oidc.vercel.com/acme", JWKSURL: jwks.jwksURL()},
+	})
+	for iss, want := range map[string]int{"https://oidc.vercel.com/acme": 200, vercelIssuer(testTeam): 403} {
+		r, _ := withReplacer(sandboxRequest(signTestJWT(t, sandboxTokenClaims(iss)), nil))
+		w := httptest.NewRecorder()
+		var next recordingNext
+		if err := h2.ServeHTTP(w, r, next.handler()); err != nil || w.Code != want {
+			t.Errorf("explicit issuer, token from %s: status %d, want %d", iss, w.Code, want)
 		}
 	}
 }

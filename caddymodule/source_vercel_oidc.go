@@ -109,6 +109,7 @@ func (s *VercelOIDCSource) Provision(ctx caddy.Context) error {
 	if cfg.Env != "" {
 		cfg.EnvValueHash = hashString(os.Getenv(cfg.Env))
 	}
+	cfg.Push = resolvePush(s.Push, s.Mint)
 	keyJSON, err := json.Marshal(cfg)
 	if err != nil {
 		return err
@@ -175,6 +176,10 @@ type resolvedOIDCConfig struct {
 	MintAccessTokenHash string        `json:"mint_token,omitempty"`
 	MintTimeout         time.Duration `json:"mint_timeout,omitempty"`
 	RefreshBefore       time.Duration `json:"refresh_before"`
+	// Push is what decides which pushed tokens are accepted (issuers,
+	// JWKS, team, project): sources that accept different tokens must
+	// not share one.
+	Push *resolvedPush `json:"push,omitempty"`
 
 	mint *minter
 }
