@@ -47,7 +47,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	            team     <team_id>
 //	            project  <project_id>
 //	        }
-//	        refresh_before <duration>
+//	        refresh_before          <duration>
+//	        expiry_margin           <duration>
+//	        forced_refresh_interval <duration>
 //	    }
 //	    client_key               <key...>
 //	    client_keys_file         <path>
@@ -64,6 +66,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    allow_paths      <pattern...>
 //	    retry_body_limit <size>
 //	    credential_wait  <duration>
+//	    reporting {
+//	        user <value>
+//	        tags <tag...>
+//	    }
+//	    limits {
+//	        requests_per_minute <n>
+//	        tokens_per_day      <n>
+//	    }
+//	    usage_metrics
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -138,9 +149,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := durationArg(d, &h.CredentialWait); err != nil {
 				return err
 			}
+		case "reporting", "limits", "usage_metrics": // spend_caddyfile.go
+			if err := h.unmarshalSpend(d); err != nil {
+				return err
+			}
 		default:
 			return d.Errf("unrecognized ai_gateway_auth option '%s' (expected credential, client_key, client_keys_file, "+
-				"client_key_secret, client_keys_revoked_file, vercel_sandbox, allow_paths, retry_body_limit or credential_wait)", d.Val())
+				"client_key_secret, client_keys_revoked_file, vercel_sandbox, allow_paths, retry_body_limit, credential_wait, "+
+				"reporting, limits or usage_metrics)", d.Val())
 		}
 	}
 	if len(h.CredentialsRaw) == 0 {
@@ -211,6 +227,14 @@ func (s *VercelOIDCSource) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := durationArg(d, &s.RefreshBefore); err != nil {
 				return err
 			}
+		case "expiry_margin":
+			if err := durationArg(d, &s.ExpiryMargin); err != nil {
+				return err
+			}
+		case "forced_refresh_interval":
+			if err := durationArg(d, &s.ForcedRefreshInterval); err != nil {
+				return err
+			}
 		case "push":
 			if s.Push != nil {
 				return d.Errf("push is already configured; give it once")
@@ -220,7 +244,7 @@ func (s *VercelOIDCSource) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		default:
-			return d.Errf("unrecognized vercel_oidc option '%s' (expected env, file, mint, push or refresh_before)", d.Val())
+			return d.Errf("unrecognized vercel_oidc option '%s' (expected env, file, mint, push, refresh_before, expiry_margin or forced_refresh_interval)", d.Val())
 		}
 	}
 	return nil

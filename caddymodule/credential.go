@@ -17,7 +17,11 @@ const (
 type Credential struct {
 	value   string
 	expires time.Time // zero: never expires
-	method  string    // methodAPIKey or methodOIDC
+	// usableUntil is expires less a safety margin: a token is not sent in
+	// its last seconds, so clock skew and the time a request spends in
+	// flight do not turn into upstream 401s.
+	usableUntil time.Time
+	method      string // methodAPIKey or methodOIDC
 	// refreshAt is when a refresh should start; zero for credentials that
 	// are never refreshed.
 	refreshAt time.Time
@@ -34,7 +38,7 @@ type Credential struct {
 }
 
 func newCredential(value, method string, expires, obtained time.Time) *Credential {
-	return &Credential{
+	c := &Credential{
 		value:        value,
 		method:       method,
 		expires:      expires,
@@ -42,12 +46,32 @@ func newCredential(value, method string, expires, obtained time.Time) *Credentia
 		authHeader:   []string{"Bearer " + value},
 		methodHeader: []string{method},
 	}
+	c.setExpiryMargin(defaultExpiryMargin(expires.Sub(obtained)))
+	return c
+}
+
+// maxDefaultExpiryMargin bounds the default margin before exp within which
+// a token is no longer sent.
+const maxDefaultExpiryMargin = 5 * time.Second
+
+// defaultExpiryMargin is the smaller of 5s and a tenth of the token's
+// lifetime, so that short-lived test tokens (8–10s) stay usable.
+func defaultExpiryMargin(lifetime time.Duration) time.Duration {
+	return max(0, min(maxDefaultExpiryMargin, lifetime/10))
+}
+
+// setExpiryMargin makes the credential unusable margin before its exp.
+func (c *Credential) setExpiryMargin(margin time.Duration) {
+	if !c.expires.IsZero() {
+		c.usableUntil = c.expires.Add(-margin)
+	}
 }
 
 // usable reports whether the credential may be sent at now: a token is
-// never forwarded at or after its exp.
+// never forwarded in the last moments before its exp (see usableUntil),
+// let alone at or after it.
 func (c *Credential) usable(now time.Time) bool {
-	return c != nil && (c.expires.IsZero() || now.Before(c.expires))
+	return c != nil && (c.expires.IsZero() || now.Before(c.usableUntil))
 }
 
 // String keeps the value out of any accidental %v.

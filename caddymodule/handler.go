@@ -34,6 +34,8 @@ const defaultCredentialWait = 10 * time.Second
 //
 //	{ai_gateway_auth.client}             the client: "placeholder" for a literal client_key, the key's name (client_keys_file, signed key), or the sandbox name/id
 //	{ai_gateway_auth.credential_source}  the source whose credential was sent: "static" or "vercel_oidc"
+//	{ai_gateway_auth.usage.input_tokens}  input tokens the response reported (metering on; set when the response ends)
+//	{ai_gateway_auth.usage.output_tokens} output tokens the response reported (likewise)
 type Handler struct {
 	// Upstream credential sources, in priority order: per request, the
 	// first one with a usable credential wins. A source with nothing
@@ -77,11 +79,22 @@ type Handler struct {
 	// cached (e.g. the first mint after start). Default: 10s.
 	CredentialWait caddy.Duration `json:"credential_wait,omitempty"`
 
+	// Stamp AI Gateway's spend reports with the client (ai-reporting-user
+	// and ai-reporting-tags). Default: off.
+	Reporting *Reporting `json:"reporting,omitempty"`
+
+	// Per-client limits. Default: none.
+	Limits *Limits `json:"limits,omitempty"`
+
+	// Meter usage per client without reporting or limits (either of them
+	// turns metering on too). Default: false.
+	UsageMetrics bool `json:"usage_metrics,omitempty"`
+
 	sources     []Source
 	sourceKinds []any // each source's Kind, boxed once for the replacer
-	// each source's Invalidate, for sources whose token can be refreshed
+	// each source as a refusable, for sources whose token can be replaced
 	// after an upstream 401 (nil for the others), looked up once
-	invalidators []invalidator
+	refusables   []refusable
 	keys         *clientKeys
 	sandbox      *sandboxVerifier
 	paths        *pathAllowList
@@ -90,6 +103,7 @@ type Handler struct {
 	watchers     []*fileWatcher
 	logger       *zap.Logger
 	statusHandle *statusEntry
+	spend        *spend // nil unless reporting, limits or usage_metrics
 }
 
 // CaddyModule returns the Caddy module information.
@@ -127,8 +141,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.sources = append(h.sources, src)
 		h.sourceKinds = append(h.sourceKinds, src.Kind())
-		inv, _ := src.(invalidator)
-		h.invalidators = append(h.invalidators, inv)
+		rs, _ := src.(refusable)
+		h.refusables = append(h.refusables, rs)
 		if err := h.addPush(src); err != nil {
 			return err
 		}
@@ -147,6 +161,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		paths = defaultAllowPaths
 	}
 	if h.paths, err = newPathAllowList(paths); err != nil {
+		return err
+	}
+	if err := h.provisionSpend(); err != nil {
 		return err
 	}
 	h.statusHandle = registerStatus(h)
@@ -280,6 +297,7 @@ func (h *Handler) Cleanup() error {
 		w.stop()
 	}
 	unregisterStatus(h.statusHandle)
+	h.cleanupSpend()
 	return nil
 }
 
@@ -311,6 +329,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			"path "+clipped(r.URL.EscapedPath())+" is not allowed through this proxy (allow_paths)")
 	}
 
+	if credentialInTrailers(r) {
+		return h.badRequest(w, r, client, "credential_in_trailer",
+			"credentials must be sent as request headers, not as trailers")
+	}
+	// after the client check: its key may be in a header it named
+	dropConnectionOptions(r.Header)
+
 	src, cred, err := h.credential(r.Context())
 	if err != nil {
 		return h.noCredential(w, r, client, err)
@@ -321,11 +346,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Set("ai_gateway_auth.client", client)
 		repl.Set("ai_gateway_auth.credential_source", h.sourceKinds[src])
 	}
-	if h.invalidators[src] == nil { // a static key: no replay
+	if h.spend != nil { // limits, reporting headers, metering (spend.go)
+		mw, err := h.spend.begin(w, r, client)
+		if mw == nil {
+			return err
+		}
+		defer mw.end()
+		w = mw
+	}
+	if h.refusables[src] == nil { // a static key: no replay
 		forwardedCounter.Inc()
 		return next.ServeHTTP(w, r)
 	}
-	return h.serveWithReplay(w, r, next, src, cred, h.invalidators[src])
+	return h.serveWithReplay(w, r, next, src, cred, h.refusables[src])
 }
 
 // credential returns the first usable credential in priority order,
@@ -360,6 +393,10 @@ func setUpstreamAuth(hdr http.Header, cred *Credential) {
 		case "X-Api-Key", "Api-Key", "Proxy-Authorization",
 			headerSandboxToken, headerForwardedHost, headerForwardedScheme, headerForwardedPort, headerForwardedPath:
 			delete(hdr, k)
+		default:
+			if controlledHeaderAlias(k) { // X_Api_Key and the like
+				delete(hdr, k)
+			}
 		}
 	}
 	hdr["Authorization"] = cred.authHeader
@@ -370,10 +407,10 @@ func setUpstreamAuth(hdr http.Header, cred *Credential) {
 // before anything reached the client, it drops the credential, gets a
 // fresh one and replays the request once (if its body could be kept).
 func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler,
-	src int, cred *Credential, source invalidator) error {
+	src int, cred *Credential, source refusable) error {
 	origBody := r.Body
-	a := getAttempt(w, r, h.RetryBodyLimit)
-	defer putAttempt(a)
+	a := newAttempt(w, r, h.RetryBodyLimit)
+	defer a.end()
 	err := next.ServeHTTP(&a.rw, r)
 	if !a.rw.held {
 		r.Body = origBody
@@ -381,20 +418,19 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 		return err
 	}
 
-	source.Invalidate(cred)
+	// The source decides whether the 401 costs the credential: only a
+	// different token replaces it (see refresher.Refused).
+	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.CredentialWait))
+	fresh := source.Refused(ctx, cred)
+	cancel()
+	if fresh == nil {
+		forwardedCounter.Inc()
+		return a.rw.sendHeld()
+	}
 	body, ok := a.body.replayable()
 	if !ok {
 		h.logger.Warn("upstream refused the credential; request body too large to replay",
 			zap.String("source", h.sources[src].Kind()), zap.Int64("retry_body_limit", h.RetryBodyLimit))
-		forwardedCounter.Inc()
-		return a.rw.sendHeld()
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.CredentialWait))
-	fresh, ferr := h.sources[src].Fetch(ctx)
-	cancel()
-	if ferr != nil {
-		h.logger.Warn("upstream refused the credential and no fresh one could be had",
-			zap.String("source", h.sources[src].Kind()), zap.Error(ferr))
 		forwardedCounter.Inc()
 		return a.rw.sendHeld()
 	}
@@ -455,10 +491,22 @@ func (h *Handler) noCredential(w http.ResponseWriter, r *http.Request, client an
 			}
 		}
 	}
+	// the reasons name env variables, files and API addresses: they go to
+	// the log (and the admin status route), never to a client
 	h.logger.Error("no upstream credential", zap.Any("client", client), zap.Error(err))
 	w.Header().Set("Retry-After", retryAfterSeconds(retry))
 	return writeError(w, r, http.StatusServiceUnavailable, errUnavailable, "no_upstream_credential",
-		"ai_gateway_auth has no usable upstream credential; tried "+err.Error())
+		"the proxy has no usable upstream credential right now; retry after the time in the Retry-After header")
+}
+
+// badRequest answers 400 for a request the module refuses to forward.
+func (h *Handler) badRequest(w http.ResponseWriter, r *http.Request, client any, code, message string) error {
+	badRequestCounter.Inc()
+	if c := h.logger.Check(zapcore.InfoLevel, "request refused"); c != nil {
+		c.Write(zap.String("code", code), zap.Any("client", client), zap.String("remote_ip", remoteIP(r)),
+			zap.String("method", r.Method))
+	}
+	return writeError(w, r, http.StatusBadRequest, errInvalidRequest, code, message)
 }
 
 func remoteIP(r *http.Request) string {
@@ -468,9 +516,12 @@ func remoteIP(r *http.Request) string {
 	return r.RemoteAddr
 }
 
-// invalidator is a source that can drop a credential the upstream refused
-// and get a fresh one.
-type invalidator interface{ Invalidate(*Credential) }
+// refusable is a source whose credential can be replaced after the
+// upstream refused it: Refused returns the credential to replay with, or
+// nil when the request's 401 must go to the client as it is.
+type refusable interface {
+	Refused(ctx context.Context, c *Credential) *Credential
+}
 
 // Interface guards
 var (

@@ -232,7 +232,8 @@ func observeLogs(h *Handler) *observer.ObservedLogs {
 	h.logger = logger
 	for _, src := range h.sources {
 		if s, ok := src.(*VercelOIDCSource); ok {
-			s.logger, s.state.logger, s.state.refresher.logger = logger, logger, logger
+			s.logger = logger
+			s.state.setLogger(logger)
 		}
 	}
 	return logs

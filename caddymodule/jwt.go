@@ -56,6 +56,11 @@ func parseOIDCToken(token string, now time.Time) (*Credential, *oidcClaims, erro
 		return nil, nil, fmt.Errorf("token expired at %s", exp.UTC().Format(time.RFC3339))
 	}
 	c := newCredential(token, methodOIDC, exp, now)
+	if claims.IssuedAt != nil && claims.IssuedAt.Before(exp) {
+		// the margin is a tenth of the token's whole life, not of what is
+		// left of it when the proxy first sees it
+		c.setExpiryMargin(defaultExpiryMargin(exp.Sub(claims.IssuedAt.Time)))
+	}
 	c.ownerID, c.projectID = claims.OwnerID, claims.ProjectID
 	return c, &claims, nil
 }

@@ -34,8 +34,12 @@ func TestParseOIDCTokenValid(t *testing.T) {
 	if claims.OwnerID != testTeam || claims.ProjectID != testProject {
 		t.Errorf("claims owner_id=%q project_id=%q", claims.OwnerID, claims.ProjectID)
 	}
-	if !c.usable(exp.Add(-2 * time.Second)) {
+	// the margin before exp is a tenth of the lifetime, at most 5s
+	if !c.usable(jwtExp(exp).Add(-5*time.Second - time.Millisecond)) {
 		t.Error("token not usable before exp")
+	}
+	if c.usable(jwtExp(exp).Add(-time.Second)) {
+		t.Error("token usable in its last second")
 	}
 	if c.usable(jwtExp(exp)) {
 		t.Error("token usable at exp")

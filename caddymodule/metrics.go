@@ -20,13 +20,14 @@ const (
 	outcomeForbidden      = "forbidden"
 	outcomeNoCredential   = "no_credential"
 	outcomeReplayed       = "replayed"
+	outcomeBadRequest     = "bad_request"
 )
 
 var (
 	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
 		Name:      "requests_total",
-		Help:      "Requests handled by ai_gateway_auth, by outcome (forwarded, client_rejected, forbidden, no_credential, replayed).",
+		Help:      "Requests handled by ai_gateway_auth, by outcome (forwarded, client_rejected, forbidden, bad_request, no_credential, replayed).",
 	}, []string{"outcome"})
 
 	refreshesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -41,6 +42,12 @@ var (
 		Help:      "How long credential refreshes take, by source kind.",
 		Buckets:   []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"source"})
+
+	forcedRefreshesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "credential_forced_refreshes_total",
+		Help:      "Refreshes forced by upstream 401s, by source kind and result: replaced (a different token replaced the refused one), kept (none could be had: the refused token stays in use), throttled (a forced refresh ran less than the interval ago).",
+	}, []string{"source", "result"})
 
 	pushesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
@@ -64,6 +71,7 @@ var (
 	forbiddenCounter      = requestsTotal.WithLabelValues(outcomeForbidden)
 	noCredentialCounter   = requestsTotal.WithLabelValues(outcomeNoCredential)
 	replayedCounter       = requestsTotal.WithLabelValues(outcomeReplayed)
+	badRequestCounter     = requestsTotal.WithLabelValues(outcomeBadRequest)
 )
 
 // expiryCollector reports, at scrape time, each live OIDC source's time
@@ -85,7 +93,7 @@ func (expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 }
 
-var collectors = []prometheus.Collector{requestsTotal, refreshesTotal, refreshSeconds, pushesTotal, sandboxVerificationsTotal, expiryCollector{}}
+var collectors = []prometheus.Collector{requestsTotal, refreshesTotal, refreshSeconds, forcedRefreshesTotal, pushesTotal, sandboxVerificationsTotal, expiryCollector{}}
 
 // registerMetrics adds the collectors to this config's registry.
 func registerMetrics(ctx caddy.Context) error {
@@ -110,6 +118,17 @@ func observePush(used bool) {
 	} else {
 		pushesTotal.WithLabelValues("older").Inc()
 	}
+}
+
+// Results of a forced refresh.
+const (
+	forcedReplaced  = "replaced"
+	forcedKept      = "kept"
+	forcedThrottled = "throttled"
+)
+
+func observeForcedRefresh(kind, result string) {
+	forcedRefreshesTotal.WithLabelValues(kind, result).Inc()
 }
 
 func observeRefresh(kind, result string, took time.Duration) {

@@ -171,7 +171,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 	observePush(false)
 
 	allowed := map[string]*regexp.Regexp{
-		"outcome":  regexp.MustCompile(`^(forwarded|client_rejected|forbidden|no_credential|replayed)$`),
+		"outcome":  regexp.MustCompile(`^(forwarded|client_rejected|forbidden|bad_request|no_credential|replayed)$`),
 		"source":   regexp.MustCompile(`^(static|vercel_oidc)$`),
 		"result":   regexp.MustCompile(`^(success|failure|used|older|refused)$`),
 		"instance": regexp.MustCompile(`^[0-9a-f]{12}$`),

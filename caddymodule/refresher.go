@@ -20,9 +20,17 @@ const (
 	maxBackoff = 30 * time.Second
 )
 
+// defaultForcedRefreshInterval is the least time between two refreshes
+// forced by upstream 401s: however many requests are refused, and
+// whatever made the gateway refuse them, a source mints at most once per
+// interval on their word.
+const defaultForcedRefreshInterval = 10 * time.Second
+
 // loadFunc produces the best credential a source can get right now, given
-// the one it holds (which may be nil). It may do I/O.
-type loadFunc func(ctx context.Context, current *Credential) (*Credential, error)
+// the one it holds (which may be nil). With force, the upstream refused
+// current: the result must be a different token (minted even when
+// current is not due), or an error. It may do I/O.
+type loadFunc func(ctx context.Context, current *Credential, force bool) (*Credential, error)
 
 // refresher caches one source's credential and keeps it fresh. Readers
 // take the credential from an atomic pointer; a background loop refreshes
@@ -33,20 +41,30 @@ type loadFunc func(ctx context.Context, current *Credential) (*Credential, error
 type refresher struct {
 	kind          string
 	refreshBefore time.Duration
-	load          loadFunc
-	logger        *zap.Logger
+	// expiryMargin, when set, replaces the default margin before exp in
+	// which a token is not sent.
+	expiryMargin time.Duration
+	// forcedInterval is the least time between two forced refreshes.
+	forcedInterval time.Duration
+	load           loadFunc
+	// logger is the newest config's: a reload that keeps the state swaps it.
+	logger atomic.Pointer[zap.Logger]
 
 	current atomic.Pointer[Credential]
 	group   singleflight.Group
+	// loadMu runs one load at a time, scheduled or forced by a 401.
+	loadMu sync.Mutex
 
 	mu          sync.Mutex
 	lastErr     error
 	lastRefresh time.Time
 	failures    int
 	nextAttempt time.Time // no refresh before this while backing off
-	// rejected holds tokens the upstream refused (by digest, until their
-	// exp): they are never installed or used again.
-	rejected map[[32]byte]time.Time
+	// rejected holds tokens the upstream refused and that a different
+	// token replaced (by digest, until their exp): they are never
+	// installed or used again.
+	rejected   map[[32]byte]time.Time
+	lastForced time.Time // the last refresh forced by an upstream 401
 
 	// ctx ends when the refresher stops, cancelling a refresh in flight.
 	ctx       context.Context
@@ -59,17 +77,24 @@ type refresher struct {
 
 func newRefresher(kind string, refreshBefore time.Duration, load loadFunc, logger *zap.Logger) *refresher {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &refresher{
-		kind:          kind,
-		refreshBefore: refreshBefore,
-		load:          load,
-		logger:        logger,
-		ctx:           ctx,
-		cancel:        cancel,
-		kick:          make(chan struct{}, 1),
-		done:          make(chan struct{}),
+	r := &refresher{
+		kind:           kind,
+		refreshBefore:  refreshBefore,
+		forcedInterval: defaultForcedRefreshInterval,
+		load:           load,
+		ctx:            ctx,
+		cancel:         cancel,
+		kick:           make(chan struct{}, 1),
+		done:           make(chan struct{}),
 	}
+	r.setLogger(logger)
+	return r
 }
+
+// setLogger makes the refresher log through the newest config's logger.
+func (r *refresher) setLogger(l *zap.Logger) { r.logger.Store(l) }
+
+func (r *refresher) log() *zap.Logger { return r.logger.Load() }
 
 // Current returns the cached credential if it is usable at now. It starts
 // the background loop on first use (not at provision, so that `caddy
@@ -148,31 +173,114 @@ func (r *refresher) Offer(c *Credential) bool {
 }
 
 func (r *refresher) installLocked(c *Credential, now time.Time) bool {
-	if !c.usable(now) || r.rejectedLocked(c) {
+	if c == nil || r.rejectedLocked(c) {
+		return false
+	}
+	if c = r.prepare(c); !c.usable(now) {
 		return false
 	}
 	old := r.current.Load()
 	if old.usable(now) && !c.expires.After(old.expires) {
 		return false
 	}
-	if !c.expires.IsZero() {
-		// a copy: c may be held by an input and installed again later,
-		// while readers of an earlier install still look at it
-		cp := *c
-		cp.refreshAt = refreshPoint(c, r.refreshBefore)
-		c = &cp
-	}
 	r.current.Store(c)
 	return true
 }
 
-// Invalidate drops c after the upstream refused it: it is never used
-// again, and a refresh starts if c was the cached credential. Many
-// requests refused with the same token cause one refresh between them.
-func (r *refresher) Invalidate(c *Credential) {
+// prepare returns the copy of c that is installed: c may be held by an
+// input and installed again later, while readers of an earlier install
+// still look at it. The copy carries the refresh point and the margin.
+func (r *refresher) prepare(c *Credential) *Credential {
+	if c.expires.IsZero() {
+		return c
+	}
+	cp := *c
+	cp.refreshAt = refreshPoint(c, r.refreshBefore)
+	if r.expiryMargin > 0 {
+		cp.setExpiryMargin(r.expiryMargin)
+	}
+	return &cp
+}
+
+// Refused is told that the upstream answered 401 to a request sent with
+// c, and returns the credential a replay should use, or nil for none.
+//
+// A 401 is only a request's word, and a client may be able to provoke
+// one (a header stripped on the way, a skewed clock), so it never takes
+// the credential away from the other clients on its own: c is dropped
+// only once a different, usable token has replaced it. Getting one is a
+// forced refresh (a mint even when c is not due, or a newer token from
+// the env or the file), at most once per forcedInterval whatever the
+// number of refused requests; concurrent callers share it.
+func (r *refresher) Refused(ctx context.Context, c *Credential) *Credential {
+	if cur := r.current.Load(); r.replaced(cur, c, time.Now()) {
+		return cur // another request already replaced it
+	}
+	ch := r.group.DoChan("refused", func() (any, error) { return r.forceRefresh(c), nil })
+	select {
+	case res := <-ch:
+		fresh, _ := res.Val.(*Credential)
+		return fresh
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// replaced reports whether cur is a usable credential other than c.
+func (r *refresher) replaced(cur, c *Credential, now time.Time) bool {
+	return cur.usable(now) && cur.value != c.value
+}
+
+// forceRefresh runs one forced refresh for c (see Refused); only ever
+// called through the singleflight group.
+func (r *refresher) forceRefresh(c *Credential) *Credential {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	start := time.Now()
+	if cur := r.current.Load(); r.replaced(cur, c, start) {
+		return cur // a refresh that ran meanwhile replaced it
+	}
+	r.mu.Lock()
+	if since := start.Sub(r.lastForced); !r.lastForced.IsZero() && since < r.forcedInterval {
+		r.mu.Unlock()
+		observeForcedRefresh(r.kind, forcedThrottled)
+		if ce := r.log().Check(zap.WarnLevel, "upstream refused the credential; not refreshing again so soon, keeping it"); ce != nil {
+			ce.Write(zap.String("source", r.kind), zap.Duration("since_last_forced_refresh", since),
+				zap.Duration("interval", r.forcedInterval))
+		}
+		return nil
+	}
+	r.lastForced = start
+	r.mu.Unlock()
+
+	fresh, err := r.load(r.ctx, c, true)
+	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := time.Now()
+	if err == nil && (!fresh.usable(now) || fresh.value == c.value || r.rejectedLocked(fresh)) {
+		err = errors.New("no different token")
+	}
+	if err != nil {
+		observeForcedRefresh(r.kind, forcedKept)
+		r.log().Warn("upstream refused the credential; no different token could be had, so it is kept for the other requests",
+			zap.String("source", r.kind), zap.Time("expires", c.expires), zap.Error(err))
+		return nil
+	}
+	r.rejectLocked(c, now)
+	fresh = r.prepare(fresh)
+	r.current.Store(fresh)
+	r.failures, r.lastErr, r.nextAttempt, r.lastRefresh = 0, nil, time.Time{}, now
+	observeForcedRefresh(r.kind, forcedReplaced)
+	r.report("success", now.Sub(start))
+	r.log().Warn("upstream refused the credential; replaced it with a fresh one",
+		zap.String("source", r.kind), zap.Time("refused_expires", c.expires), zap.Time("expires", fresh.expires))
+	r.nudge() // reschedule the loop for the new token's refresh point
+	return fresh
+}
+
+// rejectLocked records that the upstream refused c (and that a different
+// token replaced it), until c's exp.
+func (r *refresher) rejectLocked(c *Credential, now time.Time) {
 	if r.rejected == nil {
 		r.rejected = map[[32]byte]time.Time{}
 	}
@@ -182,14 +290,6 @@ func (r *refresher) Invalidate(c *Credential) {
 		}
 	}
 	r.rejected[sha256Sum(c.value)] = c.expires
-	if r.current.Load() == c {
-		r.current.Store(nil)
-		// a refused token is news, not a failing source: retry at once
-		r.nextAttempt = time.Time{}
-		r.nudge() // refresh now, not when the next request finds nothing
-		r.logger.Warn("upstream refused the credential; refreshing", zap.String("source", r.kind),
-			zap.Time("expires", c.expires))
-	}
 }
 
 // IsRejected reports whether the upstream refused c before.
@@ -292,9 +392,11 @@ func (r *refresher) refreshShared() (any, error) {
 		return c, nil
 	}
 	if old := r.current.Load(); old != nil && !old.usable(start) && !old.expires.IsZero() {
-		r.logger.Warn("credential expired", zap.String("source", r.kind), zap.Time("expired", old.expires))
+		r.log().Warn("credential expired", zap.String("source", r.kind), zap.Time("expired", old.expires))
 	}
-	c, err := r.load(r.ctx, r.current.Load())
+	r.loadMu.Lock()
+	c, err := r.load(r.ctx, r.current.Load(), false)
+	r.loadMu.Unlock()
 	now := time.Now()
 
 	r.mu.Lock()
@@ -314,7 +416,7 @@ func (r *refresher) refreshShared() (any, error) {
 		r.lastErr = err
 		r.nextAttempt = now.Add(backoff(r.failures))
 		r.report("failure", now.Sub(start))
-		r.logger.Warn("credential refresh failed",
+		r.log().Warn("credential refresh failed",
 			zap.String("source", r.kind),
 			zap.Error(err),
 			zap.Bool("still_usable", best.usable(now)),
@@ -329,7 +431,7 @@ func (r *refresher) refreshShared() (any, error) {
 	r.nextAttempt = time.Time{}
 	r.lastRefresh = now
 	r.report("success", now.Sub(start))
-	r.logger.Info("credential refreshed",
+	r.log().Info("credential refreshed",
 		zap.String("source", r.kind),
 		zap.Time("expires", best.expires),
 		zap.Time("next_refresh", best.refreshAt))

@@ -31,7 +31,7 @@ type fakeLoad struct {
 	maxInFlight int
 }
 
-func (f *fakeLoad) load(ctx context.Context, _ *Credential) (*Credential, error) {
+func (f *fakeLoad) load(ctx context.Context, _ *Credential, _ bool) (*Credential, error) {
 	f.mu.Lock()
 	n := len(f.calls)
 	f.calls = append(f.calls, time.Now())
@@ -256,8 +256,9 @@ func TestRefresherBackoff(t *testing.T) {
 		r.Offer(tok)
 		r.Current(start) // start the loop
 
-		// failures from 55m on; the token is served until its exp
-		time.Sleep(time.Hour - time.Nanosecond)
+		// failures from 55m on; the token is served until its exp, less
+		// the 5s expiry margin
+		time.Sleep(time.Hour - maxDefaultExpiryMargin - time.Nanosecond)
 		synctest.Wait()
 		if c := r.Current(time.Now()); valueOf(c) != tok.value {
 			t.Fatalf("Current = %v while the token is valid and refreshes fail", valueOf(c))
@@ -270,7 +271,7 @@ func TestRefresherBackoff(t *testing.T) {
 			t.Errorf("status while failing: %+v", st)
 		}
 
-		// at exp: nothing, and Fetch says why at once
+		// within the expiry margin: nothing, and Fetch says why at once
 		time.Sleep(time.Nanosecond)
 		if c := r.Current(time.Now()); c != nil {
 			t.Fatalf("Current returned %v at exp", valueOf(c))
@@ -370,8 +371,12 @@ func TestRefresherNeverReturnsExpired(t *testing.T) {
 		if !r.Offer(tok) {
 			t.Fatal("Offer refused a usable token")
 		}
-		if valueOf(r.Current(exp.Add(-time.Nanosecond))) != tok.value {
-			t.Error("token not served just before exp")
+		margin := maxDefaultExpiryMargin // a tenth of 10m is more
+		if valueOf(r.Current(exp.Add(-margin - time.Nanosecond))) != tok.value {
+			t.Error("token not served just before the expiry margin")
+		}
+		if c := r.Current(exp.Add(-margin)); c != nil {
+			t.Error("token served within the expiry margin")
 		}
 		if c := r.Current(exp); c != nil {
 			t.Error("token served at exp")

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -58,6 +59,18 @@ type VercelOIDCSource struct {
 	// token's lifetime). Default: 5m.
 	RefreshBefore caddy.Duration `json:"refresh_before,omitempty"`
 
+	// A token is not sent in this last stretch before its exp, so that
+	// clock skew and time in flight do not turn into upstream 401s.
+	// Default: the smaller of 5s and a tenth of the token's lifetime.
+	ExpiryMargin caddy.Duration `json:"expiry_margin,omitempty"`
+
+	// After the gateway refuses the token (401), a different one is
+	// fetched (minted, or re-read from the env or file) at most once per
+	// this interval, however many requests were refused; until then the
+	// refused token is kept, since a single request's 401 does not prove
+	// the token bad. Default: 10s.
+	ForcedRefreshInterval caddy.Duration `json:"forced_refresh_interval,omitempty"`
+
 	state    *oidcState
 	key      string
 	released bool
@@ -80,15 +93,20 @@ func (s *VercelOIDCSource) Provision(ctx caddy.Context) error {
 	if s.Env == "" && s.File == "" && s.Mint == nil && s.Push == nil {
 		s.Env = defaultOIDCEnv
 	}
-	if s.RefreshBefore < 0 {
-		return fmt.Errorf("refresh_before must not be negative")
+	if s.RefreshBefore < 0 || s.ExpiryMargin < 0 || s.ForcedRefreshInterval < 0 {
+		return fmt.Errorf("refresh_before, expiry_margin and forced_refresh_interval must not be negative")
 	}
 	cfg := resolvedOIDCConfig{
-		Env:           s.Env,
-		RefreshBefore: time.Duration(s.RefreshBefore),
+		Env:                   s.Env,
+		RefreshBefore:         time.Duration(s.RefreshBefore),
+		ExpiryMargin:          time.Duration(s.ExpiryMargin),
+		ForcedRefreshInterval: time.Duration(s.ForcedRefreshInterval),
 	}
 	if cfg.RefreshBefore == 0 {
 		cfg.RefreshBefore = defaultRefreshBefore
+	}
+	if cfg.ForcedRefreshInterval == 0 {
+		cfg.ForcedRefreshInterval = defaultForcedRefreshInterval
 	}
 	if s.File != "" {
 		path, err := filepath.Abs(caddy.NewReplacer().ReplaceAll(s.File, ""))
@@ -123,6 +141,7 @@ func (s *VercelOIDCSource) Provision(ctx caddy.Context) error {
 	}
 	s.state = val.(*oidcState)
 	if loaded {
+		s.state.setLogger(s.logger)
 		s.logger.Debug("reusing the credential cache of the previous config")
 	}
 	return nil
@@ -156,8 +175,11 @@ func (s *VercelOIDCSource) RetryAfter() time.Duration { return s.state.refresher
 // expires later than the cached one.
 func (s *VercelOIDCSource) Offer(c *Credential) bool { return s.state.refresher.Offer(c) }
 
-// Invalidate drops a credential the upstream refused and starts a refresh.
-func (s *VercelOIDCSource) Invalidate(c *Credential) { s.state.refresher.Invalidate(c) }
+// Refused is told the upstream answered 401 to a request sent with c; it
+// returns the credential to replay with, or nil (see refresher.Refused).
+func (s *VercelOIDCSource) Refused(ctx context.Context, c *Credential) *Credential {
+	return s.state.refresher.Refused(ctx, c)
+}
 
 // Kind implements Source.
 func (*VercelOIDCSource) Kind() string { return "vercel_oidc" }
@@ -176,6 +198,10 @@ type resolvedOIDCConfig struct {
 	MintAccessTokenHash string        `json:"mint_token,omitempty"`
 	MintTimeout         time.Duration `json:"mint_timeout,omitempty"`
 	RefreshBefore       time.Duration `json:"refresh_before"`
+	ExpiryMargin        time.Duration `json:"expiry_margin,omitempty"`
+	// ForcedRefreshInterval is part of the identity only because the
+	// refresher that enforces it is shared.
+	ForcedRefreshInterval time.Duration `json:"forced_refresh_interval"`
 	// Push is what decides which pushed tokens are accepted (issuers,
 	// JWKS, team, project): sources that accept different tokens must
 	// not share one.
@@ -194,7 +220,7 @@ func hashString(s string) string {
 type oidcState struct {
 	id        string // short, stable hash of the config, for metrics and status
 	cfg       resolvedOIDCConfig
-	logger    *zap.Logger
+	logger    atomic.Pointer[zap.Logger] // the newest config's; see setLogger
 	refresher *refresher
 
 	envCred *Credential
@@ -207,8 +233,11 @@ type oidcState struct {
 }
 
 func newOIDCState(cfg resolvedOIDCConfig, id string, logger *zap.Logger) *oidcState {
-	st := &oidcState{cfg: cfg, id: id, logger: logger}
+	st := &oidcState{cfg: cfg, id: id}
+	st.logger.Store(logger)
 	st.refresher = newRefresher("vercel_oidc", cfg.RefreshBefore, st.load, logger)
+	st.refresher.expiryMargin = cfg.ExpiryMargin
+	st.refresher.forcedInterval = cfg.ForcedRefreshInterval
 	now := time.Now()
 	if cfg.Env != "" {
 		if v := strings.TrimSpace(os.Getenv(cfg.Env)); v == "" {
@@ -221,6 +250,13 @@ func newOIDCState(cfg resolvedOIDCConfig, id string, logger *zap.Logger) *oidcSt
 		st.watcher = watchFile(cfg.File, st.fileChanged)
 	}
 	return st
+}
+
+// setLogger makes the state log through the newest config's logger: the
+// state outlives the config that created it.
+func (st *oidcState) setLogger(l *zap.Logger) {
+	st.logger.Store(l)
+	st.refresher.setLogger(l)
 }
 
 // fileChanged takes the token file's new content: a fresher token is
@@ -242,20 +278,27 @@ func (st *oidcState) fileChanged(content []byte, err error) {
 	st.fileCred, st.fileErr = cred, err
 	st.fileMu.Unlock()
 	if err != nil {
-		st.logger.Warn("token file has no usable token", zap.String("file", st.cfg.File), zap.Error(err))
+		st.logger.Load().Warn("token file has no usable token", zap.String("file", st.cfg.File), zap.Error(err))
 		return
 	}
 	installed := st.refresher.Offer(cred)
-	st.logger.Info("token file re-read", zap.String("file", st.cfg.File),
+	st.logger.Load().Info("token file re-read", zap.String("file", st.cfg.File),
 		zap.Time("expires", cred.expires), zap.Bool("used", installed))
 }
 
 // load is the source's refresh: the best of env, file and the current
 // token, and a freshly minted one when that best is due for refresh.
-func (st *oidcState) load(ctx context.Context, current *Credential) (*Credential, error) {
+//
+// With force, the upstream refused current: only a different token will
+// do, and it is minted even though current is not due, unless the env or
+// the file already has one.
+func (st *oidcState) load(ctx context.Context, current *Credential, force bool) (*Credential, error) {
 	now := time.Now()
 	var best *Credential
 	consider := func(c *Credential) {
+		if force && current != nil && c != nil && c.value == current.value {
+			return
+		}
 		if c.usable(now) && !st.refresher.IsRejected(c) && (best == nil || c.expires.After(best.expires)) {
 			best = c
 		}
@@ -278,8 +321,10 @@ func (st *oidcState) load(ctx context.Context, current *Credential) (*Credential
 			reasons = append(reasons, fmt.Sprintf("file %s: %s", st.cfg.File, orExpired(ferr, fc)))
 		}
 	}
-	consider(current)
-	if best != nil && now.Before(refreshPoint(best, st.cfg.RefreshBefore)) {
+	if !force {
+		consider(current)
+	}
+	if best != nil && (force || now.Before(refreshPoint(best, st.cfg.RefreshBefore))) {
 		return best, nil
 	}
 	if st.cfg.mint != nil {
@@ -291,6 +336,9 @@ func (st *oidcState) load(ctx context.Context, current *Credential) (*Credential
 		}
 	}
 	if best == nil {
+		if force && len(reasons) == 0 {
+			return nil, errors.New("no input has a different token")
+		}
 		if len(reasons) == 0 {
 			return nil, errors.New("no token yet (this source only accepts pushed tokens)")
 		}

@@ -204,7 +204,7 @@ func TestOIDCFileChanges(t *testing.T) {
 // token (what a 503 and the status report), ignoring the cached token; ""
 // when an input has one.
 func loadErrorOrEmpty(s *VercelOIDCSource) string {
-	if _, err := s.state.load(context.Background(), nil); err != nil {
+	if _, err := s.state.load(context.Background(), nil, false); err != nil {
 		return err.Error()
 	}
 	return ""

@@ -54,6 +54,8 @@ type gatewayRequest struct {
 	RawQuery string
 	Header   http.Header
 	Body     []byte
+	// Trailer holds the request trailers that arrived after the body.
+	Trailer http.Header
 	// AuthMethod is what the credential turned out to be ("api-key" or
 	// "oidc"), Credential its value; Reject why it was refused, if it was.
 	AuthMethod string
@@ -128,6 +130,7 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		RawQuery: r.URL.RawQuery,
 		Header:   r.Header.Clone(),
 		Body:     body,
+		Trailer:  r.Trailer.Clone(),
 	}
 	rec.AuthMethod, rec.Credential, err = g.authenticate(r)
 	if err != nil {

@@ -188,7 +188,7 @@ func TestMintOutage(t *testing.T) {
 			if o.received.Before(lastExp) {
 				t.Errorf("503 %s before the token's exp, while the proxy still had a valid token: %s", lastExp.Sub(o.received), o.res.Body)
 			}
-			checkUnavailable(t, o.res, "mint")
+			checkUnavailable(t, p, o.res, "mint")
 		default:
 			t.Errorf("status %d during the outage, want 200 before exp and 503 after: %s", o.res.Status, o.res.Body)
 		}
@@ -248,17 +248,31 @@ func TestMintOutage(t *testing.T) {
 }
 
 // checkUnavailable checks a 503 from the proxy: Retry-After in whole
-// seconds, and an OpenAI-shaped error naming the vercel_oidc source and
-// the reason (wantReason).
-func checkUnavailable(t testing.TB, res response, wantReason string) {
+// seconds, and an OpenAI-shaped error with the stable code
+// no_upstream_credential and a generic message that names nothing of the
+// configuration (not wantReason: env names, paths and causes go to the
+// log); the log has a "no upstream credential" line naming the
+// vercel_oidc source and wantReason.
+func checkUnavailable(t testing.TB, p *caddyProc, res response, wantReason string) {
 	t.Helper()
 	if ra, err := strconv.Atoi(res.Header.Get("Retry-After")); err != nil || ra < 1 {
 		t.Errorf("503 with Retry-After %q, want a number of seconds >= 1", res.Header.Get("Retry-After"))
 	}
 	e := decodeJSON[openAIError](t, res.Body)
-	if e.Error.Type == "" || !strings.Contains(e.Error.Message, "vercel_oidc") || !strings.Contains(e.Error.Message, wantReason) {
-		t.Errorf("503 body %s, want an OpenAI-shaped error naming vercel_oidc and %q", res.Body, wantReason)
+	if e.Error.Type == "" || e.Error.Code == nil || *e.Error.Code != "no_upstream_credential" || e.Error.Message == "" {
+		t.Errorf("503 body %s, want an OpenAI-shaped error with code no_upstream_credential", res.Body)
 	}
+	if strings.Contains(string(res.Body), "vercel_oidc") || (wantReason != "" && strings.Contains(string(res.Body), wantReason)) {
+		t.Errorf("503 body %s names the source or the reason %q: that is for the log, not for clients", res.Body, wantReason)
+	}
+	eventually(t, waitTimeout, "a log line saying why there is no credential", func() string {
+		for _, line := range strings.Split(p.Logs(), "\n") {
+			if strings.Contains(line, "no upstream credential") && strings.Contains(line, "vercel_oidc") && strings.Contains(line, wantReason) {
+				return ""
+			}
+		}
+		return "no \"no upstream credential\" log line naming vercel_oidc and " + strconv.Quote(wantReason)
+	})
 }
 
 // TestTokenFile: a token file (raw JWT, or a dotenv file as `vercel env
@@ -314,7 +328,7 @@ func TestTokenFile(t *testing.T) {
 	if res.Status != http.StatusServiceUnavailable {
 		t.Fatalf("status %d with no token in the file, want 503: %s", res.Status, res.Body)
 	}
-	checkUnavailable(t, res, tokenFile)
+	checkUnavailable(t, p, res, tokenFile)
 
 	// A raw JWT, rewritten in place.
 	tokA := v.Token(6 * time.Second)
@@ -347,7 +361,7 @@ func TestTokenFile(t *testing.T) {
 		}
 		return ""
 	})
-	checkUnavailable(t, res, "expired")
+	checkUnavailable(t, p, res, "expired")
 
 	// Rewritten in place with a fresh token: back without a reload.
 	tokC := v.Token(time.Hour)
@@ -454,7 +468,7 @@ func TestCredentialWait(t *testing.T) {
 		if res.Status != http.StatusServiceUnavailable {
 			t.Fatalf("status %d while the first mint is held, want 503: %s", res.Status, res.Body)
 		}
-		checkUnavailable(t, res, "")
+		checkUnavailable(t, p, res, "")
 		select {
 		case <-heldShort:
 		case <-time.After(waitTimeout):

@@ -233,7 +233,7 @@ func TestTokenPushOnly(t *testing.T) {
 	if res.Status != http.StatusServiceUnavailable {
 		t.Fatalf("before the first push: status %d, want 503: %s", res.Status, res.Body)
 	}
-	checkUnavailable(t, res, "")
+	checkUnavailable(t, p, res, "")
 	if n := len(gw.Requests()); n != 0 {
 		t.Fatalf("the gateway got %d requests before the first push", n)
 	}

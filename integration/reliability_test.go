@@ -245,7 +245,7 @@ func TestMintFaults(t *testing.T) {
 					mu.Lock()
 					unavailable++
 					mu.Unlock()
-					checkUnavailable(t, res, c.cause)
+					checkUnavailable(t, p, res, c.cause)
 					if took > c.within {
 						t.Errorf("the 503 took %s, want it well within %s", took.Round(time.Millisecond), c.within)
 					}
@@ -506,8 +506,8 @@ func TestTokenFileFaults(t *testing.T) {
 					}
 					return ""
 				})
-				checkUnavailable(t, res, path)
-				checkUnavailable(t, res, c.cause)
+				checkUnavailable(t, p, res, path)
+				checkUnavailable(t, p, res, c.cause)
 
 				// A good file again.
 				if c.restore != nil {
