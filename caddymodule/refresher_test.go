@@ -372,7 +372,7 @@ func TestRefresherNeverReturnsExpired(t *testing.T) {
 			t.Fatal("Offer refused a usable token")
 		}
 		margin := maxDefaultExpiryMargin // a tenth of 10m is more
-		if valueOf(r.Current(exp.Add(-margin - time.Nanosecond))) != tok.value {
+		if valueOf(r.Current(exp.Add(-margin-time.Nanosecond))) != tok.value {
 			t.Error("token not served just before the expiry margin")
 		}
 		if c := r.Current(exp.Add(-margin)); c != nil {
