@@ -76,6 +76,9 @@ type statusReport struct {
 	Healthy  bool            `json:"healthy"`
 	Time     time.Time       `json:"time"`
 	Handlers []handlerStatus `json:"handlers"`
+	// The clients with the most tokens today (UTC), when usage is
+	// metered (see limits.go).
+	TopClientsToday []ClientUsage `json:"top_clients_today,omitempty"`
 }
 
 func serveStatus(w http.ResponseWriter, r *http.Request) error {
@@ -83,7 +86,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Message: "use GET"}
 	}
 	now := time.Now()
-	report := statusReport{Healthy: true, Time: now.UTC(), Handlers: []handlerStatus{}}
+	report := statusReport{Healthy: true, Time: now.UTC(), Handlers: []handlerStatus{}, TopClientsToday: topClientsToday(now)}
 	statusMu.Lock()
 	entries := slices.Clone(statusEntries)
 	statusMu.Unlock()

@@ -1,0 +1,247 @@
+package caddymodule
+
+import (
+	"cmp"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// Per-client counts: requests in a rolling minute, and tokens, cost and
+// requests per UTC day. They live in one ledger per process, kept in a
+// usage pool so that a config reload keeps them, and are per proxy
+// instance: a fleet of proxies counts per instance.
+
+// Limits caps what each client (by {ai_gateway_auth.client}) may use.
+// A client over a limit gets 429 with Retry-After, in its SDK's error
+// shape, before anything is sent upstream; a request already under way
+// is never cut, so a client can go over tokens_per_day by what its last
+// requests used.
+type Limits struct {
+	// At most this many requests of a client in any 60 seconds (rolling,
+	// counted per second: no burst at a minute boundary). Default: 0, no
+	// limit.
+	RequestsPerMinute int `json:"requests_per_minute,omitempty"`
+
+	// Once a client's input plus output tokens of the current UTC day
+	// reach this, its requests are refused until midnight UTC. Default:
+	// 0, no limit.
+	TokensPerDay int64 `json:"tokens_per_day,omitempty"`
+}
+
+// Limit names, for metrics and error codes.
+const (
+	limitRequestsPerMinute = "requests_per_minute"
+	limitTokensPerDay      = "tokens_per_day"
+)
+
+// maxLedgerClients bounds the ledger. Past it, idle clients are dropped
+// first, then the least recently seen (whose counts start again).
+var maxLedgerClients = 100_000
+
+// windowSlots counts a rolling minute in seconds: the current second
+// and the 60 before it, so that whatever fell within the last 60 s is
+// always counted (refusing up to a second early, never admitting more).
+const windowSlots = 61
+
+type minuteWindow struct {
+	counts [windowSlots]uint32
+	head   int64 // the second of the newest slot
+	sum    uint32
+}
+
+func (w *minuteWindow) advance(sec int64) {
+	if sec <= w.head {
+		return
+	}
+	if sec-w.head >= windowSlots {
+		w.counts, w.sum = [windowSlots]uint32{}, 0
+	} else {
+		for s := w.head + 1; s <= sec; s++ {
+			i := s % windowSlots
+			w.sum -= w.counts[i]
+			w.counts[i] = 0
+		}
+	}
+	w.head = sec
+}
+
+// retryAfter is how long until the window holds fewer than limit.
+func (w *minuteWindow) retryAfter(now time.Time, limit uint32) time.Duration {
+	var gone uint32
+	for s := w.head - windowSlots + 1; s <= w.head; s++ {
+		gone += w.counts[s%windowSlots]
+		if w.sum-gone < limit {
+			return time.Unix(s+windowSlots, 0).Sub(now)
+		}
+	}
+	return time.Minute
+}
+
+// clientLedger is one client's counts.
+type clientLedger struct {
+	day           int64 // UTC day (days since the epoch) of the counts below
+	input, output int64
+	cost          float64
+	requests      int64
+	lastSeen      int64 // unix seconds
+	window        *minuteWindow
+}
+
+type ledger struct {
+	mu      sync.Mutex
+	clients map[string]*clientLedger
+}
+
+func newLedger() *ledger { return &ledger{clients: map[string]*clientLedger{}} }
+
+// Destruct implements caddy.Destructor.
+func (*ledger) Destruct() error { return nil }
+
+var spendPool = caddy.NewUsagePool()
+
+const ledgerKey = "ledger"
+
+func acquireLedger() *ledger {
+	v, _, _ := spendPool.LoadOrNew(ledgerKey, func() (caddy.Destructor, error) { return newLedger(), nil })
+	return v.(*ledger)
+}
+
+func releaseLedger() { _, _ = spendPool.Delete(ledgerKey) }
+
+func utcDay(now time.Time) int64 { return now.Unix() / 86400 }
+
+// entry returns name's counts, created if needed, with the day rolled
+// over. l.mu must be held.
+func (l *ledger) entry(name string, now time.Time) *clientLedger {
+	e := l.clients[name]
+	if e == nil {
+		if len(l.clients) >= maxLedgerClients {
+			l.evict(now)
+		}
+		e = &clientLedger{}
+		l.clients[name] = e
+	}
+	if day := utcDay(now); e.day != day {
+		e.day, e.input, e.output, e.cost, e.requests = day, 0, 0, 0, 0
+	}
+	e.lastSeen = now.Unix()
+	return e
+}
+
+// evict makes room: every client idle for a minute with nothing counted
+// today goes; if that is not an eighth of the ledger, the least recently
+// seen go too. l.mu must be held.
+func (l *ledger) evict(now time.Time) {
+	day, idle := utcDay(now), now.Unix()-windowSlots
+	for name, e := range l.clients {
+		if e.lastSeen < idle && (e.day != day || e.input+e.output == 0) {
+			delete(l.clients, name)
+		}
+	}
+	target := maxLedgerClients - maxLedgerClients/8
+	if len(l.clients) <= target {
+		return
+	}
+	type seen struct {
+		name string
+		at   int64
+	}
+	all := make([]seen, 0, len(l.clients))
+	for name, e := range l.clients {
+		all = append(all, seen{name, e.lastSeen})
+	}
+	slices.SortFunc(all, func(a, b seen) int { return cmp.Compare(a.at, b.at) })
+	for _, s := range all[:len(all)-target] {
+		delete(l.clients, s.name)
+	}
+}
+
+// admit counts a request of name against the limits, or says which
+// limit refuses it and for how long.
+func (l *ledger) admit(name string, lim Limits, now time.Time) (refused string, retry time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.entry(name, now)
+	if lim.TokensPerDay > 0 && e.input+e.output >= lim.TokensPerDay {
+		return limitTokensPerDay, time.Unix((e.day+1)*86400, 0).Sub(now)
+	}
+	if lim.RequestsPerMinute > 0 {
+		if e.window == nil {
+			e.window = &minuteWindow{head: now.Unix()}
+		}
+		w := e.window
+		w.advance(now.Unix())
+		if w.sum >= uint32(lim.RequestsPerMinute) {
+			return limitRequestsPerMinute, w.retryAfter(now, uint32(lim.RequestsPerMinute))
+		}
+		w.counts[now.Unix()%windowSlots]++
+		w.sum++
+	}
+	return "", 0
+}
+
+// record adds a finished request and what it used to name's day.
+func (l *ledger) record(name string, u usage, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.entry(name, now)
+	e.requests++
+	e.input += u.input
+	e.output += u.output
+	e.cost += u.cost
+}
+
+// ClientUsage is one client's use today (UTC), as the status route shows it.
+type ClientUsage struct {
+	Client       string  `json:"client"`
+	Requests     int64   `json:"requests"`
+	InputTokens  int64   `json:"input_tokens"`
+	OutputTokens int64   `json:"output_tokens"`
+	Cost         float64 `json:"cost,omitempty"`
+}
+
+// top returns the n clients with the most tokens today.
+func (l *ledger) top(now time.Time, n int) []ClientUsage {
+	if n <= 0 {
+		return nil
+	}
+	day := utcDay(now)
+	l.mu.Lock()
+	out := make([]ClientUsage, 0, min(n+1, len(l.clients)))
+	less := func(a, b ClientUsage) int {
+		if c := cmp.Compare(b.InputTokens+b.OutputTokens, a.InputTokens+a.OutputTokens); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Client, b.Client)
+	}
+	for name, e := range l.clients {
+		if e.day != day || e.requests == 0 {
+			continue
+		}
+		c := ClientUsage{Client: name, Requests: e.requests, InputTokens: e.input, OutputTokens: e.output, Cost: e.cost}
+		if len(out) == n && less(c, out[n-1]) >= 0 {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(out, c, less)
+		out = slices.Insert(out, i, c)
+		if len(out) > n {
+			out = out[:n]
+		}
+	}
+	l.mu.Unlock()
+	return out
+}
+
+// topClientsToday is the status route's view of the ledger, if metering
+// is on anywhere.
+func topClientsToday(now time.Time) []ClientUsage {
+	var out []ClientUsage
+	spendPool.Range(func(_, v any) bool {
+		out = v.(*ledger).top(now, 10)
+		return false
+	})
+	return out
+}

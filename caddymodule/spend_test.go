@@ -1,0 +1,388 @@
+package caddymodule
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+const spendTestSecret = "spend-test-secret-0123456789abcdef"
+
+// spendHandler is a handler accepting signed keys under spendTestSecret,
+// with the given spend options.
+func spendHandler(t *testing.T, edit func(*Handler)) *Handler {
+	t.Helper()
+	h := &Handler{
+		CredentialsRaw:   []json.RawMessage{staticSourceJSON(testStaticKey)},
+		ClientKeySecrets: []string{spendTestSecret},
+	}
+	edit(h)
+	return provisionHandler(t, h)
+}
+
+// clientRequest is a POST from the client name (a signed key).
+func clientRequest(t testing.TB, name, path string) *http.Request {
+	t.Helper()
+	key, err := signClientKey(name, spendTestSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(`{"model":"openai/gpt-5"}`))
+	r.Header.Set("Authorization", "Bearer "+key)
+	r, _ = withReplacer(r)
+	return r
+}
+
+// answering is a next handler that answers like the gateway: the body
+// with the content type, after recording the request headers.
+func answering(contentType, body string, seen *http.Header) caddyhttp.Handler {
+	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		if seen != nil {
+			*seen = r.Header.Clone()
+		}
+		w.Header().Set("Content-Type", contentType)
+		w.WriteHeader(http.StatusOK)
+		for _, line := range strings.SplitAfter(body, "\n") { // as it streams
+			_, _ = w.Write([]byte(line))
+			http.NewResponseController(w).Flush()
+		}
+		return nil
+	})
+}
+
+// A client cannot attribute its spend to someone else: every spelling of
+// the reporting headers it sends is gone, ours are set, and placeholders
+// in tags are resolved per request.
+func TestReportingHeadersReplaced(t *testing.T) {
+	t.Setenv("SPEND_TEST_ENV", "staging")
+	h := spendHandler(t, func(h *Handler) {
+		h.Reporting = &Reporting{Tags: []string{"sandboxes", "{env.SPEND_TEST_ENV}", "{test.team}", "{env.SPEND_TEST_UNSET}"}}
+	})
+	r := clientRequest(t, "sandbox-7", "/v1/chat/completions")
+	r.Header["Ai-Reporting-User"] = []string{"victim", "victim2"}
+	r.Header["ai-reporting-user"] = []string{"victim"} // not canonical: set past net/http
+	r.Header["AI-REPORTING-TAGS"] = []string{"a,b"}
+	r.Header["Ai_reporting_tags"] = []string{"c"}
+	replacerOf(r).Set("test.team", strings.Repeat("t", 100)) // too long for a tag
+	var seen http.Header
+	w := serve(t, h, r, answering("application/json", "{}", &seen))
+	if w.Code != http.StatusOK {
+		t.Fatalf("status %d", w.Code)
+	}
+	var reporting []string
+	for k, v := range seen {
+		if isReportingHeader(k) {
+			reporting = append(reporting, k+": "+strings.Join(v, "|"))
+		}
+	}
+	wantTags := "sandboxes,staging," + reportingValue(strings.Repeat("t", 100), maxReportingTag)
+	if len(reporting) != 2 || seen.Get(headerReportingUser) != "sandbox-7" || len(seen[headerReportingUser]) != 1 ||
+		seen.Get(headerReportingTags) != wantTags || len(seen[headerReportingTags]) != 1 {
+		t.Errorf("upstream got reporting headers %q; want user sandbox-7 and tags %q", reporting, wantTags)
+	}
+	if len(wantTags) > 3*maxReportingTag || strings.Count(wantTags, ",") != 2 {
+		t.Errorf("tags %q", wantTags)
+	}
+}
+
+// A value AI Gateway would refuse becomes a stable short form within the
+// limit; a valid one is kept as it is.
+func TestReportingValue(t *testing.T) {
+	long := strings.Repeat("sandbox-", 40) // 320 characters
+	for _, tc := range []struct {
+		in  string
+		max int
+	}{{long, maxReportingUser}, {"tag,with,commas", maxReportingTag}, {"naïve\n", maxReportingUser}, {strings.Repeat("é", 40), maxReportingTag}} {
+		got := reportingValue(tc.in, tc.max)
+		if checkReportingValue(got, tc.max) != nil || got == "" {
+			t.Errorf("reportingValue(%q) = %q, which the gateway refuses", tc.in, got)
+		}
+		if again := reportingValue(tc.in, tc.max); again != got {
+			t.Errorf("not stable: %q then %q", got, again)
+		}
+		if other := reportingValue(tc.in+"x", tc.max); other == got {
+			t.Errorf("two values share the short form %q", got)
+		}
+	}
+	if got := reportingValue("sandbox-1", maxReportingUser); got != "sandbox-1" {
+		t.Errorf("a valid value was changed to %q", got)
+	}
+}
+
+// Static values the gateway would refuse are configuration errors.
+func TestReportingConfigErrors(t *testing.T) {
+	for name, rp := range map[string]Reporting{
+		"long user":    {User: strings.Repeat("u", 257)},
+		"eleven tags":  {Tags: strings.Fields("a b c d e f g h i j k")},
+		"long tag":     {Tags: []string{strings.Repeat("t", 65)}},
+		"comma in tag": {Tags: []string{"a,b"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := tryProvisionHandler(t, &Handler{
+				CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
+				ClientKeys:     []string{"sk-placeholder"},
+				Reporting:      &rp,
+			})
+			if err == nil || !strings.Contains(err.Error(), "reporting") {
+				t.Errorf("got %v, want a reporting error", err)
+			}
+		})
+	}
+}
+
+// metricsText scrapes this package's collectors as Prometheus would.
+func metricsText(t *testing.T) string {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	for _, c := range collectors {
+		reg.MustRegister(c)
+	}
+	w := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return w.Body.String()
+}
+
+// metricValue is the value of the series named exactly series (name and
+// labels as exposed), 0 if absent.
+func metricValue(t *testing.T, text, series string) float64 {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(text))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// Usage read from streamed and whole answers of every API lands in the
+// client's counters and in the placeholders for the access log.
+func TestMeteringPerClient(t *testing.T) {
+	h := spendHandler(t, func(h *Handler) { h.UsageMetrics = true })
+	client := fmt.Sprintf("meter-%d", time.Now().UnixNano())
+	var wantIn, wantOut, wantCost float64
+	for _, tc := range usageCases {
+		r := clientRequest(t, client, "/v1/chat/completions")
+		w := serve(t, h, r, answering(tc.contentType, tc.body, nil))
+		if w.Body.String() != tc.body {
+			t.Fatalf("%s: the client got a changed body", tc.name)
+		}
+		repl := replacerOf(r)
+		in, inOK := repl.Get("ai_gateway_auth.usage.input_tokens")
+		out, outOK := repl.Get("ai_gateway_auth.usage.output_tokens")
+		if tc.found != inOK || tc.found != outOK || tc.found && (in != tc.want.input || out != tc.want.output) {
+			t.Errorf("%s: placeholders %v/%v (%v, %v), want %d/%d", tc.name, in, out, inOK, outOK, tc.want.input, tc.want.output)
+		}
+		wantIn += float64(tc.want.input)
+		wantOut += float64(tc.want.output)
+		wantCost += tc.want.cost
+	}
+	text := metricsText(t)
+	for series, want := range map[string]float64{
+		`caddy_ai_gateway_auth_client_tokens_total{client="` + client + `",direction="input"}`:  wantIn,
+		`caddy_ai_gateway_auth_client_tokens_total{client="` + client + `",direction="output"}`: wantOut,
+		`caddy_ai_gateway_auth_client_requests_total{client="` + client + `"}`:                  float64(len(usageCases)),
+		`caddy_ai_gateway_auth_client_cost_total{client="` + client + `"}`:                      wantCost,
+	} {
+		if got := metricValue(t, text, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	top := topClientsToday(time.Now())
+	found := false
+	for _, c := range top {
+		if c.Client == client {
+			found = c.InputTokens == int64(wantIn) && c.OutputTokens == int64(wantOut) && c.Requests == int64(len(usageCases))
+		}
+	}
+	if !found {
+		t.Errorf("status top clients %+v lack %s with %v/%v tokens", top, client, wantIn, wantOut)
+	}
+}
+
+// requests_per_minute trips at the right request, in each SDK's shape,
+// with Retry-After and without reaching the upstream; tokens_per_day
+// trips once the day's tokens reach the limit.
+func TestLimitsRefuse(t *testing.T) {
+	h := spendHandler(t, func(h *Handler) { h.Limits = &Limits{RequestsPerMinute: 3, TokensPerDay: 1000} })
+	stamp := time.Now().UnixNano()
+	chat := `{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5}}`
+	for _, path := range []string{"/v1/chat/completions", "/v1/messages"} {
+		client := fmt.Sprintf("rpm-%d-%d", stamp, len(path))
+		for i := 1; i <= 3; i++ {
+			if w := serve(t, h, clientRequest(t, client, path), answering("application/json", chat, nil)); w.Code != http.StatusOK {
+				t.Fatalf("%s: request %d got %d", path, i, w.Code)
+			}
+		}
+		w := serve(t, h, clientRequest(t, client, path), neverNext(t))
+		if w.Code != http.StatusTooManyRequests {
+			t.Fatalf("%s: request 4 got %d, want 429", path, w.Code)
+		}
+		if ra, err := strconv.Atoi(w.Header().Get("Retry-After")); err != nil || ra < 1 || ra > 61 {
+			t.Errorf("Retry-After %q", w.Header().Get("Retry-After"))
+		}
+		msg := assertErrorShape(t, w.Body.Bytes(), path == "/v1/messages", errRateLimit, "requests_per_minute_exceeded")
+		if strings.Contains(msg, "3") {
+			t.Errorf("the message shows the configured limit: %q", msg)
+		}
+	}
+
+	client := fmt.Sprintf("tpd-%d", stamp)
+	big := `{"choices":[],"usage":{"prompt_tokens":600,"completion_tokens":300}}`
+	h2 := spendHandler(t, func(h *Handler) { h.Limits = &Limits{TokensPerDay: 1000} })
+	for i, want := range []int{200, 200, 429} { // 900 tokens, then 1800: over
+		w := serve(t, h2, clientRequest(t, client, "/v1/chat/completions"), answering("application/json", big, nil))
+		if w.Code != want {
+			t.Fatalf("request %d: got %d, want %d", i+1, w.Code, want)
+		}
+		if want == 429 {
+			assertErrorShape(t, w.Body.Bytes(), false, errRateLimit, "tokens_per_day_exceeded")
+			if ra, _ := strconv.Atoi(w.Header().Get("Retry-After")); ra < 1 || ra > 86400 {
+				t.Errorf("Retry-After %q", w.Header().Get("Retry-After"))
+			}
+		}
+	}
+}
+
+// The rolling minute and the UTC day, on a fake clock: at most N
+// requests in any 60 s, none more at a minute boundary, one more as soon
+// as the oldest leaves the window; tokens start again at midnight UTC.
+func TestLimitsWindows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &spend{ledger: newLedger(), limits: Limits{RequestsPerMinute: 3, TokensPerDay: 100}, limited: true, logger: zap.NewNop()}
+		admit := func() (int, string) {
+			w := httptest.NewRecorder()
+			r := clientRequest(t, "clock", "/v1/chat/completions")
+			mw, err := s.begin(w, r, any("clock"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mw == nil {
+				return w.Code, w.Header().Get("Retry-After")
+			}
+			mw.end()
+			return http.StatusOK, ""
+		}
+		// the fake clock starts at midnight UTC, 2000-01-01; move to 00:00:50
+		time.Sleep(50 * time.Second)
+		for i := 0; i < 3; i++ {
+			if code, _ := admit(); code != 200 {
+				t.Fatalf("request %d refused", i+1)
+			}
+		}
+		time.Sleep(15 * time.Second) // 00:01:05: a new minute, but not 60 s later
+		if code, ra := admit(); code != 429 || ra != "46" {
+			t.Fatalf("after the minute boundary: %d (Retry-After %s), want 429 (46)", code, ra)
+		}
+		time.Sleep(46 * time.Second) // 00:01:51: the three left the window
+		for i := 0; i < 3; i++ {
+			if code, _ := admit(); code != 200 {
+				t.Fatalf("after the window: request %d refused", i+1)
+			}
+		}
+
+		s.ledger.record("clock", usage{input: 60, output: 40}, time.Now())
+		time.Sleep(2 * time.Minute)
+		if code, ra := admit(); code != 429 || ra != strconv.Itoa(86400-50-15-46-120) {
+			t.Fatalf("over tokens_per_day: %d (Retry-After %s)", code, ra)
+		}
+		time.Sleep(24 * time.Hour) // the next UTC day
+		if code, _ := admit(); code != 200 {
+			t.Fatal("tokens_per_day did not start again at midnight")
+		}
+	})
+}
+
+// 10,000 distinct clients: the client label takes at most
+// maxClientLabels values (the rest count as "other", nothing lost), and
+// the ledger stays within its bound.
+func TestClientCardinalityCap(t *testing.T) {
+	defer func(n int) { maxLedgerClients = n }(maxLedgerClients)
+	maxLedgerClients = 2000
+	h := spendHandler(t, func(h *Handler) { h.Limits = &Limits{RequestsPerMinute: 1000} })
+	next := answering("application/json", `{"usage":{"prompt_tokens":1,"completion_tokens":2}}`, nil)
+	before := metricsText(t)
+	otherIn := `caddy_ai_gateway_auth_client_tokens_total{client="other",direction="input"}`
+	stamp := time.Now().UnixNano()
+	const clients = 10_000
+	for i := range clients {
+		if w := serve(t, h, clientRequest(t, fmt.Sprintf("card-%d-%d", stamp, i), "/v1/chat/completions"), next); w.Code != 200 {
+			t.Fatalf("client %d: %d", i, w.Code)
+		}
+	}
+	text := metricsText(t)
+	labels := map[string]bool{}
+	for line := range strings.SplitSeq(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, `caddy_ai_gateway_auth_client_requests_total{client="`); ok {
+			labels[rest[:strings.IndexByte(rest, '"')]] = true
+		}
+	}
+	if len(labels) > maxClientLabels+1 {
+		t.Errorf("%d client label values, want at most %d", len(labels), maxClientLabels+1)
+	}
+	// every client's tokens are counted: its own series or "other"
+	var own float64
+	for line := range strings.SplitSeq(text, "\n") {
+		if strings.HasPrefix(line, `caddy_ai_gateway_auth_client_tokens_total{client="card-`+strconv.FormatInt(stamp, 10)) &&
+			strings.Contains(line, `direction="input"`) {
+			f, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			own += f
+		}
+	}
+	if got := own + metricValue(t, text, otherIn) - metricValue(t, before, otherIn); got != clients {
+		t.Errorf("input tokens counted: %v, want %d", got, clients)
+	}
+	h.spend.ledger.mu.Lock()
+	n := len(h.spend.ledger.clients)
+	h.spend.ledger.mu.Unlock()
+	if n > maxLedgerClients {
+		t.Errorf("the ledger holds %d clients, over its bound of %d", n, maxLedgerClients)
+	}
+}
+
+// A writer flushed before any header still streams (and meters nothing
+// from an answer without a content type).
+func TestMeterWriterPassesThrough(t *testing.T) {
+	h := spendHandler(t, func(h *Handler) { h.UsageMetrics = true })
+	client := fmt.Sprintf("pass-%d", time.Now().UnixNano())
+	var calls atomic.Int32
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		calls.Add(1)
+		if err := http.NewResponseController(w).Flush(); err != nil {
+			return err
+		}
+		_, err := w.Write([]byte(`{"usage":{"prompt_tokens":1,"completion_tokens":1}}`))
+		return err
+	})
+	w := serve(t, h, clientRequest(t, client, "/v1/chat/completions"), next)
+	if !w.Flushed || calls.Load() != 1 {
+		t.Errorf("flushed %v, calls %d", w.Flushed, calls.Load())
+	}
+	// no Content-Type: not scanned
+	if got := metricValue(t, metricsText(t), `caddy_ai_gateway_auth_client_tokens_total{client="`+client+`",direction="input"}`); got != 0 {
+		t.Errorf("tokens counted from an untyped answer: %v", got)
+	}
+}
+
+func replacerOf(r *http.Request) *caddy.Replacer {
+	return r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+}

@@ -1,0 +1,372 @@
+package caddymodule
+
+import (
+	"bytes"
+	"mime"
+	"net/http"
+	"strconv"
+)
+
+// Token usage, read from a response as it streams to the client. Nothing
+// is buffered whole: an SSE stream is scanned line by line (a line split
+// across writes is carried over, at most its last maxUsageCarry bytes),
+// and of a JSON body only the last maxUsageCarry bytes are kept, because
+// OpenAI and Anthropic put `usage` at the end of the object (after
+// `choices`, `content` or `output`). A usage object that does not fit in
+// that tail is not counted.
+//
+// What is read, by API:
+//   - OpenAI chat completions: `usage` {prompt_tokens, completion_tokens,
+//     and on AI Gateway cost}, in the body or in the final chunk of a
+//     stream (stream_options.include_usage).
+//   - Responses: `response.usage` {input_tokens, output_tokens} of the
+//     body or of the response.completed event.
+//   - Anthropic messages: `usage` {input_tokens, output_tokens,
+//     cache_creation_input_tokens, cache_read_input_tokens} of the
+//     message, or of message_start and then message_delta, whose counts
+//     are cumulative: every usage object seen overwrites the fields it
+//     has, it is never added.
+//
+// A compressed response (any Content-Encoding but identity) is not
+// scanned, nor is anything but a 2xx JSON or SSE answer.
+
+const maxUsageCarry = 64 << 10
+
+type scanMode uint8
+
+const (
+	scanNone scanMode = iota
+	scanJSON
+	scanSSE
+)
+
+// Fields of a usage object, as bits of usageScanner.seen.
+const (
+	fieldPrompt = 1 << iota
+	fieldCompletion
+	fieldInput
+	fieldOutput
+	fieldCacheCreation
+	fieldCacheRead
+	fieldCost
+)
+
+// usageScanner finds token usage in a response body written to it in
+// pieces of any size. The zero value scans nothing until start.
+type usageScanner struct {
+	mode scanMode
+	// SSE: the unfinished line (its tail); JSON: the body's tail.
+	carry []byte
+
+	seen                              uint8
+	prompt, completion, input, output int64
+	cacheCreation, cacheRead          int64
+	cost                              float64
+}
+
+// usage is what a response reported.
+type usage struct {
+	input, output int64
+	cost          float64
+	hasCost       bool
+}
+
+// start picks how to scan from the response's status and headers.
+func (s *usageScanner) start(status int, h http.Header) {
+	s.mode = scanNone
+	if status < 200 || status > 299 {
+		return
+	}
+	if ce := h.Get("Content-Encoding"); ce != "" && ce != "identity" {
+		return
+	}
+	ct := h.Get("Content-Type")
+	if ct == "" {
+		return
+	}
+	media, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return
+	}
+	switch {
+	case media == "text/event-stream":
+		s.mode = scanSSE
+	case media == "application/json" || len(media) > 5 && media[len(media)-5:] == "+json":
+		s.mode = scanJSON
+	}
+}
+
+// write scans the next piece of the body.
+func (s *usageScanner) write(p []byte) {
+	switch s.mode {
+	case scanJSON:
+		s.keepTail(p)
+	case scanSSE:
+		s.writeSSE(p)
+	}
+}
+
+func (s *usageScanner) writeSSE(p []byte) {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			s.keepTail(p)
+			return
+		}
+		line := p[:i]
+		if len(s.carry) > 0 {
+			s.keepTail(line)
+			line = s.carry
+		}
+		s.scanLine(line)
+		s.carry = s.carry[:0]
+		p = p[i+1:]
+	}
+}
+
+// keepTail appends p to carry, keeping only the last maxUsageCarry bytes.
+func (s *usageScanner) keepTail(p []byte) {
+	if len(p) >= maxUsageCarry {
+		s.carry = append(s.carry[:0], p[len(p)-maxUsageCarry:]...)
+		return
+	}
+	if drop := len(s.carry) + len(p) - maxUsageCarry; drop > 0 {
+		n := copy(s.carry, s.carry[drop:])
+		s.carry = s.carry[:n]
+	}
+	s.carry = append(s.carry, p...)
+}
+
+// scanLine looks for a usage object in one SSE line (or a JSON body).
+// Only `data:` lines carry JSON; event names and comments never contain
+// the usage key, so the line's kind need not be known (a cut line has
+// lost its prefix anyway).
+func (s *usageScanner) scanLine(line []byte) {
+	if bytes.Contains(line, usageKey) {
+		s.findUsage(line)
+	}
+}
+
+var usageKey = []byte(`"usage"`)
+
+// findUsage applies the last usage object in b that holds token counts.
+// The bytes "usage" between unescaped quotes cannot occur inside a JSON
+// string (its quotes would be escaped), so every match is a key; the
+// last one with token counts is the response's own (a tool schema may
+// have a "usage" property earlier on). That also holds for a tail
+// that lost the beginning of its line or body.
+func (s *usageScanner) findUsage(b []byte) {
+	end := len(b)
+	for {
+		i := bytes.LastIndex(b[:end], usageKey)
+		if i < 0 {
+			return
+		}
+		end = i
+		j := skipSpace(b, i+len(usageKey))
+		if j >= len(b) || b[j] != ':' {
+			continue
+		}
+		j = skipSpace(b, j+1)
+		if j < len(b) && b[j] == '{' && s.applyUsageObject(b[j:]) {
+			return
+		}
+	}
+}
+
+// applyUsageObject reads the members of the JSON object at the start of
+// b and overwrites the counts it names. It reports whether the object
+// was well formed and had a token count; a malformed one changes nothing.
+func (s *usageScanner) applyUsageObject(b []byte) bool {
+	var seen uint8
+	var vals [7]int64
+	var cost float64
+	i := skipSpace(b, 1)
+	if i < len(b) && b[i] == '}' {
+		return false
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return false
+		}
+		kEnd, ok := skipString(b, i)
+		if !ok {
+			return false
+		}
+		key := b[i+1 : kEnd-1]
+		i = skipSpace(b, kEnd)
+		if i >= len(b) || b[i] != ':' {
+			return false
+		}
+		i = skipSpace(b, i+1)
+		vEnd, ok := skipValue(b, i)
+		if !ok {
+			return false
+		}
+		if bit, idx := usageField(key); bit != 0 {
+			val := b[i:vEnd]
+			if bit == fieldCost {
+				if f, ok := parseCost(val); ok {
+					cost, seen = f, seen|bit
+				}
+			} else if n, ok := parseCount(val); ok {
+				vals[idx], seen = n, seen|bit
+			}
+		}
+		i = skipSpace(b, vEnd)
+		if i >= len(b) {
+			return false
+		}
+		if b[i] == '}' {
+			break
+		}
+		if b[i] != ',' {
+			return false
+		}
+		i = skipSpace(b, i+1)
+	}
+	if seen&^fieldCost == 0 {
+		return false
+	}
+	for idx, dst := range []*int64{&s.prompt, &s.completion, &s.input, &s.output, &s.cacheCreation, &s.cacheRead} {
+		if seen&(1<<idx) != 0 {
+			*dst = vals[idx]
+		}
+	}
+	if seen&fieldCost != 0 {
+		s.cost = cost
+	}
+	s.seen |= seen
+	return true
+}
+
+func usageField(key []byte) (uint8, int) {
+	switch string(key) {
+	case "prompt_tokens":
+		return fieldPrompt, 0
+	case "completion_tokens":
+		return fieldCompletion, 1
+	case "input_tokens":
+		return fieldInput, 2
+	case "output_tokens":
+		return fieldOutput, 3
+	case "cache_creation_input_tokens":
+		return fieldCacheCreation, 4
+	case "cache_read_input_tokens":
+		return fieldCacheRead, 5
+	case "cost":
+		return fieldCost, 6
+	}
+	return 0, 0
+}
+
+// finish ends the body and returns what it reported, if anything.
+func (s *usageScanner) finish() (usage, bool) {
+	if len(s.carry) > 0 { // a JSON body, or a last SSE line without its newline
+		s.scanLine(s.carry)
+	}
+	s.carry, s.mode = nil, scanNone
+	if s.seen&^fieldCost == 0 {
+		return usage{}, false
+	}
+	var u usage
+	if s.seen&fieldPrompt != 0 { // OpenAI chat: prompt_tokens counts cached input too
+		u.input = s.prompt
+	} else { // Anthropic counts cache reads and writes apart from input_tokens
+		u.input = s.input + s.cacheCreation + s.cacheRead
+	}
+	if s.seen&fieldCompletion != 0 {
+		u.output = s.completion
+	} else {
+		u.output = s.output
+	}
+	u.cost, u.hasCost = s.cost, s.seen&fieldCost != 0
+	return u, true
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the JSON string starting at b[i].
+func skipString(b []byte, i int) (int, bool) {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1, true
+		}
+	}
+	return 0, false
+}
+
+// skipValue returns the index after the JSON value starting at b[i]
+// (nesting without recursion, so no input can exhaust the stack).
+func skipValue(b []byte, i int) (int, bool) {
+	if i >= len(b) {
+		return 0, false
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				end, ok := skipString(b, i)
+				if !ok {
+					return 0, false
+				}
+				i = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1, true
+				}
+			}
+		}
+		return 0, false
+	}
+	j := i
+	for j < len(b) && (b[j] == '-' || b[j] == '+' || b[j] == '.' || b[j] >= '0' && b[j] <= '9' ||
+		b[j] >= 'a' && b[j] <= 'z' || b[j] == 'E') {
+		j++
+	}
+	return j, j > i && j < len(b)
+}
+
+// parseCount reads a token count: a non-negative integer.
+func parseCount(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// parseCost reads the gateway's cost: a number, or a number in a string.
+func parseCost(b []byte) (float64, bool) {
+	if len(b) >= 2 && b[0] == '"' && b[len(b)-1] == '"' {
+		b = b[1 : len(b)-1]
+	}
+	if len(b) == 0 || len(b) > 32 {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil || f < 0 || f != f || f > 1e9 {
+		return 0, false
+	}
+	return f, true
+}
