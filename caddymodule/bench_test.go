@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,12 +18,13 @@ import (
 )
 
 // The hot path: ServeHTTP up to the next handler, for an accepted client
-// key and a cached credential. Run with:
+// key and a cached credential, with a tiny body and with an agent-sized
+// one (a mid-length conversation: 256 KiB). Run with:
 //
 //	go test ./caddymodule -run '^$' -bench ServeHTTP -benchmem
 func BenchmarkServeHTTPStatic(b *testing.B) {
 	b.Setenv("BENCH_AIGW_KEY", "sk-bench-static-key")
-	benchServeHTTP(b, caddyconfig.JSONModuleObject(StaticSource{Key: "{env.BENCH_AIGW_KEY}"}, "source", "static", nil))
+	benchServeHTTPSizes(b, caddyconfig.JSONModuleObject(StaticSource{Key: "{env.BENCH_AIGW_KEY}"}, "source", "static", nil))
 }
 
 func BenchmarkServeHTTPOIDC(b *testing.B) {
@@ -33,10 +35,18 @@ func BenchmarkServeHTTPOIDC(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Setenv("BENCH_OIDC_TOKEN", tok)
-	benchServeHTTP(b, caddyconfig.JSONModuleObject(VercelOIDCSource{Env: "BENCH_OIDC_TOKEN"}, "source", "vercel_oidc", nil))
+	benchServeHTTPSizes(b, caddyconfig.JSONModuleObject(VercelOIDCSource{Env: "BENCH_OIDC_TOKEN"}, "source", "vercel_oidc", nil))
 }
 
-func benchServeHTTP(b *testing.B, source []byte) {
+func benchServeHTTPSizes(b *testing.B, source []byte) {
+	small := []byte(`{"model":"openai/gpt-5","messages":[{"role":"user","content":"hi"}]}`)
+	agent := []byte(`{"model":"anthropic/claude-sonnet-4.5","stream":true,"messages":[{"role":"user","content":"` +
+		strings.Repeat("x", 256<<10-100) + `"}]}`)
+	b.Run("body=70B", func(b *testing.B) { benchServeHTTP(b, source, small) })
+	b.Run("body=256KiB", func(b *testing.B) { benchServeHTTP(b, source, agent) })
+}
+
+func benchServeHTTP(b *testing.B, source []byte, body []byte) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	h := &Handler{CredentialsRaw: []json.RawMessage{source}, ClientKeys: []string{"sk-placeholder"}}
@@ -44,11 +54,11 @@ func benchServeHTTP(b *testing.B, source []byte) {
 		b.Fatal(err)
 	}
 	defer h.Cleanup()
-	// like reverse_proxy's transport: read the body and close it
-	body := []byte(`{"model":"openai/gpt-5","messages":[{"role":"user","content":"hi"}]}`)
+	// like reverse_proxy's transport: read the body through its 4 KiB
+	// write buffer, and close it
 	var src bytes.Reader
 	reqBody := io.NopCloser(&src)
-	buf := make([]byte, 512)
+	buf := make([]byte, 4096)
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		for {
 			if _, err := r.Body.Read(buf); err != nil {
@@ -58,6 +68,7 @@ func benchServeHTTP(b *testing.B, source []byte) {
 		return r.Body.Close()
 	})
 	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", http.NoBody)
+	req.ContentLength = int64(len(body)) // as every agent's SDK sends it
 	repl := caddy.NewReplacer()
 	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
 	w := httptest.NewRecorder()

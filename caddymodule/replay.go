@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"sync"
-	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -17,6 +17,11 @@ import (
 // the second answer. This needs two things kept while the first attempt
 // runs: a copy of the request body (teed as it streams upstream, never
 // read ahead) and the first response, held back only if it is a 401.
+//
+// The copy is a memory budget: agents send 100 KiB to 1 MiB with every
+// request and keep the answer streaming for tens of seconds. It exists
+// only while a replay is still possible, from the first byte the
+// upstream reads until its status is known; any status but 401 drops it.
 
 const (
 	defaultRetryBodyLimit = 1 << 20
@@ -25,57 +30,83 @@ const (
 	max401Body = 64 * 1024
 )
 
-// attempt is one request's replay state; pooled, so a proxied request
-// allocates nothing for it.
+// attempt is one request's replay state, one allocation per request.
+// Nothing is pooled: a body the transport may still read from its own
+// goroutine after the attempt (the RoundTripper contract allows it until
+// Close, and HTTP/2 may read once more after Close) belongs to its
+// request only, so a late read can never reach another request's data.
 type attempt struct {
-	rw   interceptWriter
-	body teeBody
-	// header is the response header map as it was before the first
-	// attempt (e.g. set by the header directive), restored before a
-	// replay so the upstream's 401 headers do not leak into the answer.
-	header http.Header
+	rw     interceptWriter
+	body   teeBody
+	header headerSnapshot
 }
 
-var attempts = sync.Pool{New: func() any { return &attempt{header: http.Header{}} }}
-
-func getAttempt(w http.ResponseWriter, r *http.Request, limit int64) *attempt {
-	a := attempts.Get().(*attempt)
-	a.rw = interceptWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
-	a.body.reset(r.Body, limit, r.ContentLength)
-	a.body.wrapped = r.Body != nil && r.Body != http.NoBody
-	if a.body.wrapped {
+func newAttempt(w http.ResponseWriter, r *http.Request, limit int64) *attempt {
+	a := &attempt{}
+	a.rw.ResponseWriter = w
+	a.rw.tee = &a.body
+	a.body.src, a.body.limit = r.Body, limit
+	// A body known to be larger than the limit is not kept at all.
+	a.body.dropped = limit <= 0 || r.ContentLength > limit
+	if r.ContentLength > 0 {
+		a.body.size = r.ContentLength
+	}
+	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &a.body
 	}
-	for k, v := range w.Header() {
-		a.header[k] = v
-	}
+	a.header.save(w.Header())
 	return a
 }
 
-func putAttempt(a *attempt) {
-	if !a.body.reusable() {
-		return // a reader may still hold it: leave it to the GC
-	}
-	a.rw = interceptWriter{}
-	a.body.reset(nil, 0, 0)
-	clear(a.header)
-	attempts.Put(a)
-}
+// end drops whatever is left of the copy: the attempt (and its replay,
+// if any) is over.
+func (a *attempt) end() { a.body.release() }
 
 // restoreHeader puts the response header map back as it was before the
 // first attempt.
-func (a *attempt) restoreHeader(h http.Header) {
+func (a *attempt) restoreHeader(h http.Header) { a.header.restore(h) }
+
+// headerSnapshot is the response header map as it was before the first
+// attempt (e.g. set by the header directive), put back before a replay
+// so that the upstream's 401 headers do not leak into the answer. Caddy
+// sets one or two headers before the handlers run: up to 8 are kept
+// inline, so that a request allocates no map for them.
+type headerSnapshot struct {
+	n    int
+	keys [8]string
+	vals [8][]string
+	more http.Header // all of them, when there are more than 8
+}
+
+func (s *headerSnapshot) save(h http.Header) {
+	if len(h) > len(s.keys) {
+		s.more = maps.Clone(h)
+		return
+	}
+	for k, v := range h {
+		s.keys[s.n], s.vals[s.n] = k, v
+		s.n++
+	}
+}
+
+func (s *headerSnapshot) restore(h http.Header) {
 	clear(h)
-	for k, v := range a.header {
-		h[k] = v
+	if s.more != nil {
+		maps.Copy(h, s.more)
+		return
+	}
+	for i := range s.n {
+		h[s.keys[i]] = s.vals[i]
 	}
 }
 
 // interceptWriter passes everything through, except a 401 as the first
 // status: that one (its headers stay in the map, its body is kept up to
-// max401Body) is held back for the handler to decide on.
+// max401Body) is held back for the handler to decide on. Any other final
+// status means no replay: the copy of the body is dropped at once.
 type interceptWriter struct {
 	caddyhttp.ResponseWriterWrapper
+	tee         *teeBody // nil: nothing to drop
 	wroteHeader bool
 	held        bool
 	heldBody    bytes.Buffer
@@ -93,6 +124,9 @@ func (w *interceptWriter) WriteHeader(status int) {
 	if status == http.StatusUnauthorized {
 		w.held = true
 		return
+	}
+	if w.tee != nil {
+		w.tee.release()
 	}
 	w.ResponseWriter.WriteHeader(status)
 }
@@ -143,65 +177,39 @@ func (w *interceptWriter) sendHeld() error {
 }
 
 // teeBody keeps a copy of what the upstream reads of the request body,
-// up to limit. Close does not close the real body (the server does), so
-// what the upstream did not read can still be read on replay.
-//
-// The transport may go on reading the body in its own goroutine after
-// the attempt has returned (the http.RoundTripper contract allows it
-// until it calls Close): reads are serialized with replayable, refused
-// once the replay has taken the body, and a body is reused for another
-// request only after its reader closed it.
+// up to limit, until release. Close does not close the real body (the
+// server does), so what the upstream did not read can still be read on
+// replay. Reads may come from the transport's own goroutine, even after
+// the attempt returned or after Close; they are serialized with the
+// replay's, and refused once the replay has taken the body.
 type teeBody struct {
-	mu       sync.Mutex
-	src      io.ReadCloser
-	buf      bytes.Buffer
-	limit    int64
-	overflow bool
+	src   io.ReadCloser
+	limit int64
+	size  int64 // Content-Length, when known
+
+	// readMu serializes reads of src (the transport's and the replay's).
+	readMu   sync.Mutex
 	eof      bool
 	detached bool // the replay has the body: later reads fail
-	lent     bool // the replay's reader holds buf
-	wrapped  bool // installed as the request body
-	closed   atomic.Bool
+
+	// mu guards the copy. It is never held across a read of src, so a
+	// status never waits on a client that is slow to send its body.
+	mu      sync.Mutex
+	copy    chunks
+	dropped bool // over the limit, or no replay possible: nothing is kept
 }
 
 var errBodyDetached = errors.New("request body read after its attempt ended")
 
-func (b *teeBody) reset(src io.ReadCloser, limit, contentLength int64) {
-	b.src, b.limit, b.eof = src, limit, false
-	b.detached, b.lent, b.wrapped = false, false, false
-	b.closed.Store(false)
-	b.buf.Reset()
-	// A body known to be larger than the limit is not kept at all.
-	b.overflow = limit <= 0 || contentLength > limit
-}
-
-// reusable reports whether no reader can touch b any more: it was never
-// handed out, or its reader closed it and is not in a read.
-func (b *teeBody) reusable() bool {
-	if !b.wrapped {
-		return true
-	}
-	if !b.closed.Load() || !b.mu.TryLock() {
-		return false
-	}
-	defer b.mu.Unlock()
-	return !b.lent
-}
-
 func (b *teeBody) Read(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	b.readMu.Lock()
+	defer b.readMu.Unlock()
 	if b.detached {
 		return 0, errBodyDetached
 	}
 	n, err := b.src.Read(p)
-	if n > 0 && !b.overflow {
-		if int64(b.buf.Len()+n) > b.limit {
-			b.overflow = true
-			b.buf.Reset()
-		} else {
-			b.buf.Write(p[:n])
-		}
+	if n > 0 {
+		b.keep(p[:n])
 	}
 	if err == io.EOF {
 		b.eof = true
@@ -209,31 +217,125 @@ func (b *teeBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *teeBody) Close() error {
-	b.closed.Store(true)
-	return nil
+func (b *teeBody) keep(p []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dropped {
+		return
+	}
+	if b.copy.n+int64(len(p)) > b.limit {
+		b.dropped = true
+		b.copy.free()
+		return
+	}
+	if b.copy.list == nil && b.size > 0 {
+		b.copy.list = make([]*chunk, 0, (b.size+chunkSize-1)/chunkSize)
+	}
+	b.copy.write(p)
+}
+
+// Close leaves the real body to the server; reads after it still work
+// (the transport may make one), and touch only this request's body.
+func (b *teeBody) Close() error { return nil }
+
+// release drops the copy and stops copying: no replay can happen.
+func (b *teeBody) release() {
+	b.mu.Lock()
+	b.dropped = true
+	b.copy.free()
+	b.mu.Unlock()
 }
 
 // replayable returns a body that reads like the original from the start,
 // or false when the body was, or turns out to be, larger than the limit.
+// The replay takes the copy: the teeBody keeps nothing after this.
 func (b *teeBody) replayable() (io.ReadCloser, bool) {
 	if b.src == nil {
 		return nil, true
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	b.readMu.Lock()
+	defer b.readMu.Unlock()
 	b.detached = true
-	if b.overflow {
+	b.mu.Lock()
+	c, ok := b.copy, !b.dropped
+	b.copy, b.dropped = chunks{}, true
+	b.mu.Unlock()
+	if !ok {
 		return nil, false
 	}
 	if !b.eof {
 		// read what the upstream left, still within the limit
-		rest, err := io.ReadAll(io.LimitReader(b.src, b.limit-int64(b.buf.Len())+1))
-		if err != nil || int64(b.buf.Len()+len(rest)) > b.limit {
+		rest, err := io.ReadAll(io.LimitReader(b.src, b.limit-c.n+1))
+		if err != nil || c.n+int64(len(rest)) > b.limit {
+			c.free()
 			return nil, false
 		}
-		b.buf.Write(rest)
+		c.write(rest)
 	}
-	b.lent = true
-	return io.NopCloser(bytes.NewReader(b.buf.Bytes())), true
+	// Its chunks go to the GC, not back to the pool: the transport may
+	// still read the replay's body after the request is over.
+	return &replayBody{c: c}, true
 }
+
+// chunkSize is the unit of the copy. The chunks are pooled: a copy lives
+// a few milliseconds (the time to upload a body), and reusing its memory
+// at once, instead of leaving each agent-sized copy as garbage until the
+// next GC, is what keeps memory per stream and CPU per request near plain
+// Caddy's (BenchmarkServeHTTPOIDC/body=256KiB, bench/scale.sh). Small
+// chunks: a pool never holds a large buffer, and a copy is never larger
+// than its body by more than one chunk.
+const chunkSize = 16 << 10
+
+type chunk [chunkSize]byte
+
+var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
+
+// chunks is a copy held in chunks. Whoever holds it owns its chunks:
+// the teeBody under its mu, then (after replayable) the replay's body.
+type chunks struct {
+	list []*chunk
+	n    int64
+}
+
+func (c *chunks) write(p []byte) {
+	for len(p) > 0 {
+		off := int(c.n % chunkSize)
+		if off == 0 {
+			c.list = append(c.list, chunkPool.Get().(*chunk))
+		}
+		m := copy(c.list[len(c.list)-1][off:], p)
+		p = p[m:]
+		c.n += int64(m)
+	}
+}
+
+// free puts the chunks back in the pool; c must not be used afterwards
+// by anyone else (only the teeBody calls it, under its mu).
+func (c *chunks) free() {
+	for _, ch := range c.list {
+		chunkPool.Put(ch)
+	}
+	*c = chunks{}
+}
+
+// replayBody reads the copy for the replay and lets go of it at the end:
+// the replayed answer may stream for minutes. Close does nothing, so a
+// Close from the transport's other goroutine races with nothing.
+type replayBody struct {
+	c   chunks
+	off int64
+}
+
+func (r *replayBody) Read(p []byte) (int, error) {
+	if r.off >= r.c.n {
+		r.c = chunks{}
+		return 0, io.EOF
+	}
+	ch := r.c.list[r.off/chunkSize]
+	end := min(chunkSize, r.c.n-r.off/chunkSize*chunkSize)
+	n := copy(p, ch[r.off%chunkSize:end])
+	r.off += int64(n)
+	return n, nil
+}
+
+func (r *replayBody) Close() error { return nil }
