@@ -4,6 +4,7 @@
 #
 #   bench/run.sh                                # 10 rounds x 3 s per target and variant, ~7 min
 #   DURATION=2 ROUNDS=3 WARMUP=1 bench/run.sh   # a quick look
+#   BODY=0 bench/run.sh                         # tiny requests instead of agent-sized ones
 #
 # Prints a Markdown table per variant (plain JSON answers, SSE streams)
 # with the median over the rounds, then the ratios of the module to plain
@@ -17,6 +18,7 @@ CONNECTIONS=${CONNECTIONS:-64}       # wrk connections, non-streamed variant
 SSE_CONNECTIONS=${SSE_CONNECTIONS:-16}   # wrk connections, SSE variant
 SSE_CHUNKS=${SSE_CHUNKS:-5}          # chunks per streamed answer (then [DONE])
 SSE_DELAY=${SSE_DELAY:-0s}           # pause before each chunk (Go duration)
+BODY=${BODY:-256KiB}                 # request body: bytes, or with KiB / MiB; 0: a ~100-byte request
 PIN=${PIN:-1}                        # 1: pin proxies to PROXY_CPUS, wrk and upstream to LOAD_CPUS
 PROXY_CPUS=${PROXY_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
@@ -27,6 +29,11 @@ VARIANTS=${VARIANTS:-"json sse"}
 # CADDY=/path/to/caddy uses that binary instead of building ./cmd/caddy.
 
 cd "$(dirname "$0")/.."
+case $BODY in
+*MiB) BODY_BYTES=$((${BODY%MiB} << 20)) ;;
+*KiB) BODY_BYTES=$((${BODY%KiB} << 10)) ;;
+*) BODY_BYTES=$BODY ;;
+esac
 RESULTS_DIR=${RESULTS_DIR:-bench/results/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$RESULTS_DIR"
 RESULTS_DIR=$(cd "$RESULTS_DIR" && pwd)
@@ -166,8 +173,10 @@ http {
 	}
 	server {
 		listen 127.0.0.1:${PORT[nginx]};
+		client_max_body_size 64m;
 		location / {
 			proxy_pass http://gateway;
+			proxy_request_buffering off; # stream the body upstream as it comes, like Caddy
 			proxy_http_version 1.1;
 			proxy_set_header Connection "";
 			proxy_set_header Authorization "Bearer $UPSTREAM_KEY";
@@ -224,7 +233,7 @@ wrk_run() { # wrk_run TARGET VARIANT SECONDS: the RESULT line of bench/wrk.lua, 
 	if [ "$variant" = sse ]; then conns=$SSE_CONNECTIONS mode=stream; fi
 	before=$(cpu_ticks "${SPID[$t]}")
 	line=$(pin "$LOAD_CPUS" wrk -t"$WRK_THREADS" -c"$conns" -d"${secs}s" -s bench/wrk.lua "$(url "$t")" \
-		-- "${AUTH[$t]}" "$mode" | grep '^RESULT')
+		-- "${AUTH[$t]}" "$mode" "$BODY_BYTES" | grep '^RESULT')
 	awk -v l="$line" -v ticks="$(($(cpu_ticks "${SPID[$t]}") - before))" -v hz="$CLK_TCK" 'BEGIN {
 		match(l, /requests=[0-9]+/); n = substr(l, RSTART + 9, RLENGTH - 9)
 		printf "%s cpu_us=%.1f\n", l, (n > 0 ? ticks * 1e6 / hz / n : 0) }'
@@ -298,9 +307,9 @@ verdict() { awk -v r="$1" -v op="$2" -v lim="$3" 'BEGIN { ok = (op == ">=") ? r 
 	for variant in $VARIANTS; do
 		echo
 		if [ "$variant" = json ]; then
-			echo "### POST /v1/chat/completions, ~600-byte JSON answer, $CONNECTIONS connections"
+			echo "### POST /v1/chat/completions ($BODY_BYTES-byte request), ~600-byte JSON answer, $CONNECTIONS connections"
 		else
-			echo "### POST /v1/chat/completions with \"stream\":true, SSE ($SSE_CHUNKS chunks + [DONE], ${SSE_DELAY} apart), $SSE_CONNECTIONS connections"
+			echo "### POST /v1/chat/completions ($BODY_BYTES-byte request) with \"stream\":true, SSE ($SSE_CHUNKS chunks + [DONE], ${SSE_DELAY} apart), $SSE_CONNECTIONS connections"
 		fi
 		echo
 		echo "| target | req/s | p50 | p99 | server CPU/req |"

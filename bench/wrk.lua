@@ -1,8 +1,8 @@
--- wrk script for bench/run.sh: POSTs a small chat completion request and
--- prints one parsable line at the end.
---   wrk ... -s bench/wrk.lua URL -- "<Authorization value>" json|stream
+-- wrk script for bench/run.sh: POSTs a chat completion request of about
+-- BODY bytes (default: a short one) and prints one parsable line at the end.
+--   wrk ... -s bench/wrk.lua URL -- "<Authorization value>" json|stream [BODY]
 function init(args)
-  local auth, mode = args[1], args[2] or "json"
+  local auth, mode, size = args[1], args[2] or "json", tonumber(args[3] or "0")
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = auth
@@ -11,8 +11,12 @@ function init(args)
     stream = "true"
     wrk.headers["Accept"] = "text/event-stream"
   end
-  wrk.body = '{"model":"openai/gpt-4o-mini","stream":' .. stream ..
-    ',"messages":[{"role":"user","content":"Say something short."}]}'
+  -- an agent's request: its whole conversation so far, then the question
+  local head = '{"model":"openai/gpt-4o-mini","stream":' .. stream .. ',"messages":['
+  local turn = '{"role":"user","content":"Here is what we have so far, line by line."},'
+  local last = '{"role":"user","content":"Say something short."}]}'
+  local n = math.max(0, math.floor((size - #head - #last) / #turn))
+  wrk.body = head .. string.rep(turn, n) .. last
 end
 
 function done(summary, latency, requests)

@@ -24,9 +24,9 @@ import (
 )
 
 type config struct {
-	url, key, statsURL, tokenFile string
-	streams, chunks, pid          int
-	rotateAfter, timeout          time.Duration
+	url, key, statsURL, tokenFile, expect string
+	streams, chunks, pid, bodySize        int
+	rotateAfter, timeout, ramp            time.Duration
 }
 
 func main() {
@@ -38,8 +38,11 @@ func main() {
 	flag.IntVar(&c.streams, "streams", 2000, "concurrent SSE streams")
 	flag.IntVar(&c.chunks, "chunks", 30, "content chunks each stream must carry before [DONE] (the upstream's -sse-chunks)")
 	flag.IntVar(&c.pid, "pid", 0, "the proxy's process id, for its memory (/proc/<pid>/status)")
+	flag.IntVar(&c.bodySize, "body", 256<<10, "request body size in bytes (an agent's conversation: 100 KiB to over 1 MiB)")
+	flag.StringVar(&c.expect, "expect", "jwt:old", "the credential every stream must reach the upstream with, as its /stats names it (key, jwt:<jti>)")
 	flag.DurationVar(&c.rotateAfter, "rotate-after", 15*time.Second, "when to rotate the token, from the first stream's start")
 	flag.DurationVar(&c.timeout, "timeout", 2*time.Minute, "limit for one stream")
+	flag.DurationVar(&c.ramp, "ramp", 0, "open the streams evenly over this long (0: all at once, so that every body is uploaded at the same time)")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "FAILED:", err)
@@ -61,6 +64,11 @@ func run(c config) error {
 		MaxIdleConnsPerHost: c.streams,
 		DisableCompression:  true,
 	}}
+	base, err := upstreamStats(client, c.statsURL) // the upstream may have served other runs
+	if err != nil {
+		return err
+	}
+	body := requestBody(c.bodySize)
 	idle := memKB(c.pid, "VmRSS")
 	var peakRSS atomic.Int64
 	stopSampling := sampleRSS(c.pid, &peakRSS)
@@ -76,7 +84,8 @@ func run(c config) error {
 	var wg sync.WaitGroup
 	for i := range c.streams {
 		wg.Go(func() {
-			results[i] = stream(client, c, func() {
+			time.Sleep(time.Until(start.Add(c.ramp * time.Duration(i) / time.Duration(c.streams))))
+			results[i] = stream(client, c, body, func() {
 				storeMax(&maxOpen, open.Add(1))
 				opened.Done()
 			})
@@ -131,6 +140,10 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
+	stats.Mismatches -= base.Mismatches
+	for k, v := range base.ByCredential {
+		stats.ByCredential[k] -= v
+	}
 
 	fmt.Printf("streams completed with [DONE] and %d chunks: %d of %d (peak concurrently open: %d)\n",
 		c.chunks, c.streams-len(failed), c.streams, maxOpen.Load())
@@ -141,13 +154,20 @@ func run(c config) error {
 	if rotation != "" {
 		fmt.Println(rotation)
 	}
-	fmt.Printf("upstream saw: old token %d, new token %d, without the injected credential %d\n",
-		stats.ByCredential["jwt:old"], stats.ByCredential["jwt:new"], stats.Mismatches)
+	if c.tokenFile != "" {
+		fmt.Printf("upstream saw: old token %d, new token %d, without the injected credential %d\n",
+			stats.ByCredential["jwt:old"], stats.ByCredential["jwt:new"], stats.Mismatches)
+	} else {
+		fmt.Printf("upstream saw: %s %d, without the injected credential %d\n", c.expect, stats.ByCredential[c.expect], stats.Mismatches)
+	}
 	if c.pid != 0 {
 		hwm, peak := memKB(c.pid, "VmHWM"), peakRSS.Load()
+		perStream := float64(peak-idle) / float64(c.streams)
 		fmt.Printf("proxy RSS: idle %.1f MiB, peak sampled %.1f MiB, VmHWM %.1f MiB\n", mib(idle), mib(peak), mib(hwm))
 		fmt.Printf("proxy RSS per stream: %.1f KiB (VmHWM / streams), %.1f KiB ((peak - idle) / streams)\n",
-			float64(hwm)/float64(c.streams), float64(peak-idle)/float64(c.streams))
+			float64(hwm)/float64(c.streams), perStream)
+		// for scale.sh, which compares runs
+		fmt.Printf("RESULT idle_kib=%d peak_kib=%d hwm_kib=%d per_stream_kib=%.1f\n", idle, peak, hwm, perStream)
 	}
 
 	for i, f := range failed {
@@ -162,8 +182,8 @@ func run(c config) error {
 		return fmt.Errorf("%d of %d streams did not complete", len(failed), c.streams)
 	case stats.Mismatches > 0:
 		return fmt.Errorf("%d requests reached the upstream without the injected credential", stats.Mismatches)
-	case stats.ByCredential["jwt:old"] < int64(c.streams):
-		return fmt.Errorf("the upstream saw the old token %d times, want at least %d", stats.ByCredential["jwt:old"], c.streams)
+	case stats.ByCredential[c.expect] < int64(c.streams):
+		return fmt.Errorf("the upstream saw %s %d times, want at least %d", c.expect, stats.ByCredential[c.expect], c.streams)
 	case c.tokenFile != "" && stats.ByCredential["jwt:new"] == 0:
 		return fmt.Errorf("the upstream never saw the rotated token")
 	}
@@ -171,14 +191,23 @@ func run(c config) error {
 	return nil
 }
 
+// requestBody is a streamed chat completion request of about size bytes:
+// a conversation, as agents send their whole history every time.
+func requestBody(size int) string {
+	const head = `{"model":"openai/gpt-4o-mini","stream":true,"messages":[`
+	const turn = `{"role":"user","content":"Count slowly; here is what we have so far, line by line."},`
+	const last = `{"role":"user","content":"Count slowly."}]}`
+	n := max(0, (size-len(head)-len(last))/len(turn))
+	return head + strings.Repeat(turn, n) + last
+}
+
 // stream runs one streamed completion and reads it to the end; onOpen is
 // called when the response headers are in.
-func stream(client *http.Client, c config, onOpen func()) (res result) {
+func stream(client *http.Client, c config, body string, onOpen func()) (res result) {
 	start := time.Now()
 	defer func() { res.dur = time.Since(start) }()
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	body := `{"model":"openai/gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Count slowly."}]}`
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.url, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+c.key)
 	req.Header.Set("Content-Type", "application/json")

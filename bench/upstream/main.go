@@ -1,9 +1,9 @@
 // Command upstream is the fake AI Gateway the benchmarks proxy to: a tiny
 // HTTP server on loopback that answers POST /v1/chat/completions with a
-// ~600-byte OpenAI chat.completion, or, when the body has "stream":true
-// (or the query has stream=1), with SSE chunks and `data: [DONE]`; the
-// query parameters chunks=N and delay=<duration> override the flags for
-// one request.
+// ~600-byte OpenAI chat.completion, or, when the body's first 4 KiB have
+// "stream":true (or the query has stream=1), with SSE chunks and
+// `data: [DONE]`; the query parameters chunks=N and delay=<duration>
+// override the flags for one request.
 //
 // With -key and/or -jwt it checks the Authorization header of every
 // request and counts the ones that carry neither the expected key nor a
@@ -69,7 +69,11 @@ func main() {
 func (s *server) complete(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
 	s.check(r.Header.Get("Authorization"))
-	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	// Read the whole body, as AI Gateway does, but keep only its head:
+	// the benchmarks send agent-sized bodies (up to MiBs) with "stream"
+	// near the start, and this process is not what they measure.
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 4096))
+	io.Copy(io.Discard, r.Body)
 	if r.URL.Query().Get("stream") == "1" || bytes.Contains(body, []byte(`"stream":true`)) ||
 		bytes.Contains(body, []byte(`"stream": true`)) {
 		s.stream(w, r)
