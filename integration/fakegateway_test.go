@@ -44,6 +44,8 @@ type fakeGateway struct {
 	// revoked credentials are refused with 401 although they verify;
 	// see Revoke.
 	revoked map[string]bool
+	// varyUsage: see VaryUsage.
+	varyUsage bool
 }
 
 // gatewayRequest is what the gateway received and how it answered.
@@ -62,6 +64,9 @@ type gatewayRequest struct {
 	Credential string
 	Reject     string
 	Status     int
+	// Usage is the token usage (and cost) the gateway reported in its
+	// answer, zero when it reported none.
+	Usage fakeUsage
 }
 
 // ackHeader names the stream whose events wait for the test's
@@ -143,8 +148,11 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req struct {
-		Model  string `json:"model"`
-		Stream bool   `json:"stream"`
+		Model         string `json:"model"`
+		Stream        bool   `json:"stream"`
+		StreamOptions struct {
+			IncludeUsage bool `json:"include_usage"`
+		} `json:"stream_options"`
 	}
 	if r.Method == http.MethodPost {
 		if err := json.Unmarshal(body, &req); err != nil || req.Model == "" {
@@ -157,6 +165,13 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rec.Status = http.StatusOK
+	u := g.usageFor(body)
+	if r.Method == http.MethodPost && (r.URL.Path != "/v1/chat/completions" || !req.Stream || req.StreamOptions.IncludeUsage) {
+		rec.Usage = u // what the answer below reports
+		if r.URL.Path != "/v1/chat/completions" {
+			rec.Usage.Cost = 0 // only chat completions carry a cost here
+		}
+	}
 	g.record(rec)
 
 	switch {
@@ -167,15 +182,29 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		}})
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/chat/completions":
 		if req.Stream {
-			g.stream(w, r, chatCompletionEvents(req.Model))
+			events := chatCompletionEvents(req.Model)
+			if req.StreamOptions.IncludeUsage { // a last chunk with usage, before [DONE]
+				events = append(events[:len(events)-1:len(events)-1], chatUsageChunk(req.Model, u), events[len(events)-1])
+			}
+			g.stream(w, r, events)
 		} else {
-			writeJSON(w, http.StatusOK, chatCompletion(req.Model))
+			c := chatCompletion(req.Model)
+			c["usage"] = u.openAI()
+			writeJSON(w, http.StatusOK, c)
 		}
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/messages":
 		if req.Stream {
-			g.stream(w, r, anthropicEvents(req.Model))
+			g.stream(w, r, anthropicEventsWithUsage(req.Model, u))
 		} else {
-			writeJSON(w, http.StatusOK, anthropicMessage(req.Model))
+			m := anthropicMessage(req.Model)
+			m["usage"] = u.anthropic()
+			writeJSON(w, http.StatusOK, m)
+		}
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/responses":
+		if req.Stream {
+			g.stream(w, r, responseEvents(req.Model, u))
+		} else {
+			writeJSON(w, http.StatusOK, responsesAnswer(req.Model, u))
 		}
 	default:
 		writeJSON(w, http.StatusNotFound, map[string]any{
@@ -427,8 +456,11 @@ func anthropicMessage(model string) map[string]any {
 	}
 }
 
-func anthropicEvents(model string) []string {
+func anthropicEvents(model string) []string { return anthropicEventsWithUsage(model, defaultUsage) }
+
+func anthropicEventsWithUsage(model string, u fakeUsage) []string {
 	start := anthropicMessage(model)
+	start["usage"] = map[string]int{"input_tokens": u.Input, "output_tokens": 1}
 	start["content"] = []any{}
 	start["stop_reason"] = nil
 	events := []string{
@@ -444,7 +476,7 @@ func anthropicEvents(model string) []string {
 		sse("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}),
 		sse("message_delta", map[string]any{"type": "message_delta",
 			"delta": map[string]any{"stop_reason": "end_turn", "stop_sequence": nil},
-			"usage": map[string]int{"output_tokens": 6}}),
+			"usage": map[string]int{"output_tokens": u.Output}}),
 		sse("message_stop", map[string]any{"type": "message_stop"}),
 	)
 	return events
@@ -453,3 +485,86 @@ func anthropicEvents(model string) []string {
 // fakeCreated is the "created" time of every completion: fixed, so that
 // tests can compare events byte for byte.
 const fakeCreated = 1767225600
+
+// fakeUsage is the token usage an answer reports, and AI Gateway's cost
+// (0: none reported).
+type fakeUsage struct {
+	Input, Output int
+	Cost          float64
+}
+
+// defaultUsage is what every answer reports unless VaryUsage is on.
+var defaultUsage = fakeUsage{Input: 10, Output: 6}
+
+// VaryUsage makes each answer report a usage that depends on the request
+// body, and a cost, as AI Gateway does: a meter that counted requests
+// instead of reading the answers would get the sums wrong.
+func (g *fakeGateway) VaryUsage() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.varyUsage = true
+}
+
+func (g *fakeGateway) usageFor(body []byte) fakeUsage {
+	g.mu.Lock()
+	vary := g.varyUsage
+	g.mu.Unlock()
+	if !vary {
+		return defaultUsage
+	}
+	in, out := 5+len(body)%97, 2+len(body)%13
+	// a multiple of 1/1024: sums are exact in float64 whatever the order
+	return fakeUsage{Input: in, Output: out, Cost: float64(in+out) / 1024}
+}
+
+func (u fakeUsage) openAI() map[string]any {
+	m := map[string]any{"prompt_tokens": u.Input, "completion_tokens": u.Output, "total_tokens": u.Input + u.Output}
+	if u.Cost != 0 {
+		m["cost"] = u.Cost
+	}
+	return m
+}
+
+func (u fakeUsage) anthropic() map[string]any {
+	return map[string]any{"input_tokens": u.Input, "output_tokens": u.Output}
+}
+
+// chatUsageChunk is the last chunk of a stream asked for with
+// stream_options.include_usage: no choices, the usage.
+func chatUsageChunk(model string, u fakeUsage) string {
+	return sse("", map[string]any{
+		"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": fakeCreated, "model": model,
+		"choices": []any{}, "usage": u.openAI(),
+	})
+}
+
+// responsesAnswer is a Responses API answer; usage comes after output, as in
+// OpenAI's.
+func responsesAnswer(model string, u fakeUsage) map[string]any {
+	return map[string]any{
+		"id": "resp_fake", "object": "response", "created_at": fakeCreated, "status": "completed", "model": model,
+		"output": []map[string]any{{
+			"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
+			"content": []map[string]any{{"type": "output_text", "text": answerText, "annotations": []any{}}},
+		}},
+		"usage": map[string]any{
+			"input_tokens": u.Input, "output_tokens": u.Output, "total_tokens": u.Input + u.Output,
+			"input_tokens_details": map[string]int{"cached_tokens": 0}, "output_tokens_details": map[string]int{"reasoning_tokens": 0},
+		},
+	}
+}
+
+func responseEvents(model string, u fakeUsage) []string {
+	started := responsesAnswer(model, u)
+	started["status"], started["output"], started["usage"] = "in_progress", []any{}, nil
+	events := []string{sse("response.created", map[string]any{"type": "response.created", "sequence_number": 0, "response": started})}
+	for i, w := range streamWords {
+		events = append(events, sse("response.output_text.delta", map[string]any{
+			"type": "response.output_text.delta", "sequence_number": i + 1, "item_id": "msg_fake",
+			"output_index": 0, "content_index": 0, "delta": w,
+		}))
+	}
+	return append(events, sse("response.completed", map[string]any{
+		"type": "response.completed", "sequence_number": len(streamWords) + 1, "response": responsesAnswer(model, u),
+	}))
+}
