@@ -196,6 +196,21 @@ func (v *fakeVercel) signLocked(now time.Time, ttl time.Duration) string {
 	return s
 }
 
+// usableUntil is when the proxy stops sending token: its exp less the
+// expiry margin, by default the smaller of 5s and a tenth of its
+// lifetime (iat to exp, in the JWT's whole seconds).
+func (v *fakeVercel) usableUntil(token string) time.Time {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, it := range v.issued {
+		if it.Token == token {
+			iat := time.Unix(it.Signed.Unix(), 0)
+			return it.Exp.Add(-min(5*time.Second, it.Exp.Sub(iat)/10))
+		}
+	}
+	return time.Time{}
+}
+
 func (v *fakeVercel) mint(w http.ResponseWriter, r *http.Request) {
 	v.mu.Lock()
 	hold, held := v.hold, v.held

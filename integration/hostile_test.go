@@ -200,8 +200,10 @@ func TestHostileTrailers(t *testing.T) {
 				"Host: " + strings.TrimPrefix(p.URL, "http://"),
 				"Authorization: Bearer sk-placeholder",
 				"Content-Type: application/json",
-				"Anthropic-Version: 2023-06-01",
 				"Transfer-Encoding: chunked",
+			}
+			if c.path == "/v1/messages" {
+				lines = append(lines, "Anthropic-Version: 2023-06-01")
 			}
 			if c.declare != "" {
 				lines = append(lines, "Trailer: "+c.declare)

@@ -490,7 +490,7 @@ func TestTokenFileFaults(t *testing.T) {
 				})
 				// The token read last is still good: kept.
 				if sent := time.Now(); sent.Before(expA.Add(-3 * time.Second)) {
-					res := checked(expA)
+					res := checked(v.usableUntil(tokA))
 					if res.Status != http.StatusOK || lastRequestOf(t, gw, i).Credential != tokA {
 						t.Fatalf("with the file broken and its last token valid for another %s: status %d, want 200 with that token: %s",
 							time.Until(expA).Round(time.Millisecond), res.Status, res.Body)
@@ -501,7 +501,7 @@ func TestTokenFileFaults(t *testing.T) {
 				// After its exp: 503 naming the file and the cause.
 				var res response
 				eventually(t, waitTimeout, "503 once the last token has expired", func() string {
-					if res = checked(expA); res.Status != http.StatusServiceUnavailable {
+					if res = checked(v.usableUntil(tokA)); res.Status != http.StatusServiceUnavailable {
 						return fmt.Sprintf("status %d", res.Status)
 					}
 					return ""

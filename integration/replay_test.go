@@ -34,12 +34,18 @@ func replaySite(v *fakeVercel, gw, handlerExtra string) string {
 				access_token {env.VERCEL_TOKEN}
 				api          %s
 			}
+			forced_refresh_interval %s
 		}
 		client_key sk-placeholder
 		%s
 	}
-	reverse_proxy %s`, v.URL(), handlerExtra, gw)
+	reverse_proxy %s`, v.URL(), replayForcedInterval, handlerExtra, gw)
 }
+
+// replayForcedInterval is the replay sites' forced_refresh_interval:
+// short, so that a test can revoke one token after another, waiting this
+// long between revocations (a lower bound, whatever the machine's speed).
+const replayForcedInterval = 200 * time.Millisecond
 
 // sdkCall is one request made with a real SDK; it returns an error unless
 // the whole answer arrived.
@@ -190,6 +196,9 @@ func TestReplayAfterRevocation(t *testing.T) {
 		if last.Status != http.StatusOK || last.AuthMethod != "oidc" {
 			t.Fatalf("the gateway's last request was answered %d (%s), want a 200 with an OIDC token", last.Status, last.Reject)
 		}
+		// one forced refresh per interval: the previous revocation's
+		// must be at least that long ago
+		time.Sleep(replayForcedInterval)
 		gw.Revoke(last.Credential)
 		return last.Credential, len(reqs)
 	}
