@@ -146,7 +146,7 @@ func TestMintOutage(t *testing.T) {
 		t.Fatalf("first request: status %d: %s", res.Status, res.Body)
 	}
 	v.SetFailing(http.StatusInternalServerError)
-	var lastExp time.Time // of the last token the proxy could have
+	var lastExp time.Time    // of the last token the proxy could have
 	var lastUsable time.Time // lastExp less the expiry margin
 	for _, it := range v.Issued() {
 		if it.Exp.After(lastExp) {
