@@ -27,11 +27,16 @@ func TestReplayHTTP2ReadsAfterClose(t *testing.T) {
 	var mu sync.Mutex
 	refused := map[string]bool{rig.first: true}
 	var h2 bool
+	refusals := 0
 	upstream := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		mu.Lock()
 		h2 = h2 || r.ProtoMajor == 2
-		refuse := refused[token]
+		// only the replay rounds' requests are refused, never the others
+		refuse := refused[token] && r.URL.Query().Get("refuse") == "1"
+		if refuse {
+			refusals++
+		}
 		mu.Unlock()
 		switch {
 		case refuse:
@@ -94,7 +99,7 @@ func TestReplayHTTP2ReadsAfterClose(t *testing.T) {
 	for i := range 6 { // replays: the first attempt's body is cut short by a 401
 		body := bodyFor(1000+i, 256<<10)
 		w := httptest.NewRecorder()
-		if err := rig.h.ServeHTTP(w, rig.request("/v1/chat/completions", strings.NewReader(body)), next); err != nil {
+		if err := rig.h.ServeHTTP(w, rig.request("/v1/chat/completions?refuse=1", strings.NewReader(body)), next); err != nil {
 			t.Fatal(err)
 		}
 		if w.Code != http.StatusOK || !bytes.Equal(w.Body.Bytes(), []byte(body)) {
@@ -107,7 +112,12 @@ func TestReplayHTTP2ReadsAfterClose(t *testing.T) {
 		mu.Unlock()
 	}
 	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
 	if !h2 {
 		t.Fatal("the upstream was not reached over HTTP/2")
+	}
+	if refusals != 6 {
+		t.Errorf("the upstream refused %d requests, want 6 (one per replay round)", refusals)
 	}
 }
