@@ -50,6 +50,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        refresh_before          <duration>
 //	        expiry_margin           <duration>
 //	        forced_refresh_interval <duration>
+//	        share
 //	    }
 //	    client_key               <key...>
 //	    client_keys_file         <path>
@@ -235,6 +236,11 @@ func (s *VercelOIDCSource) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := durationArg(d, &s.ForcedRefreshInterval); err != nil {
 				return err
 			}
+		case "share":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			s.Share = true
 		case "push":
 			if s.Push != nil {
 				return d.Errf("push is already configured; give it once")
@@ -244,7 +250,7 @@ func (s *VercelOIDCSource) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		default:
-			return d.Errf("unrecognized vercel_oidc option '%s' (expected env, file, mint, push, refresh_before, expiry_margin or forced_refresh_interval)", d.Val())
+			return d.Errf("unrecognized vercel_oidc option '%s' (expected env, file, mint, push, refresh_before, expiry_margin, forced_refresh_interval or share)", d.Val())
 		}
 	}
 	return nil

@@ -118,6 +118,8 @@ type SourceStatus struct {
 	LastRefresh *time.Time `json:"last_refresh,omitempty"`
 	NextRefresh *time.Time `json:"next_refresh,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
+	// Shared is the fleet sharing of a vercel_oidc source with share on.
+	Shared *SharedStatus `json:"shared,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {

@@ -413,7 +413,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"push jwks_url without value", site(pushBlock("\t\t\t\tjwks_url\n")), 6,
 			[]string{"jwks_url needs a value"}},
 		{"vercel_oidc unknown option names push", site(oidc("\t\t\tpushh /a\n")), 5,
-			[]string{"unrecognized vercel_oidc option 'pushh' (expected env, file, mint, push, refresh_before, expiry_margin or forced_refresh_interval)"}},
+			[]string{"unrecognized vercel_oidc option 'pushh' (expected env, file, mint, push, refresh_before, expiry_margin, forced_refresh_interval or share)"}},
+		{"share takes no argument", site(oidc("\t\t\tshare yes\n")), 5,
+			[]string{"wrong argument count"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := adapt(t, file, tc.body)

@@ -47,6 +47,9 @@ type refresher struct {
 	// forcedInterval is the least time between two forced refreshes.
 	forcedInterval time.Duration
 	load           loadFunc
+	// onStart, if set, runs once when the loop starts (first use): the
+	// fleet poll of a shared source starts with it.
+	onStart func()
 	// logger is the newest config's: a reload that keeps the state swaps it.
 	logger atomic.Pointer[zap.Logger]
 
@@ -180,7 +183,9 @@ func (r *refresher) installLocked(c *Credential, now time.Time) bool {
 		return false
 	}
 	old := r.current.Load()
-	if old.usable(now) && !c.expires.After(old.expires) {
+	// a refused token (its digest learned from the fleet's storage) gives
+	// way to any usable one
+	if old.usable(now) && !r.rejectedLocked(old) && !c.expires.After(old.expires) {
 		return false
 	}
 	r.current.Store(c)
@@ -325,7 +330,12 @@ func (r *refresher) nudge() {
 	}
 }
 
-func (r *refresher) start() { go r.loop() }
+func (r *refresher) start() {
+	go r.loop()
+	if r.onStart != nil {
+		r.onStart()
+	}
+}
 
 // Stop ends the background loop and waits for it. It is safe to call
 // more than once, and when the loop never started.

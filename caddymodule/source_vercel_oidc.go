@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 )
 
@@ -70,6 +71,16 @@ type VercelOIDCSource struct {
 	// refused token is kept, since a single request's 401 does not prove
 	// the token bad. Default: 10s.
 	ForcedRefreshInterval caddy.Duration `json:"forced_refresh_interval,omitempty"`
+
+	// Keep the token in Caddy's configured storage (the global `storage`
+	// option), so that every instance sharing that storage uses it: one
+	// refresh per rotation for the whole fleet, under the storage's lock;
+	// a pushed token, and the verdict that the gateway refused one, reach
+	// every instance within a few seconds. The stored value is a live
+	// credential: the storage must be as private as the TLS keys Caddy
+	// keeps in it. Instances share when their mint (api, project, team)
+	// and push settings are the same. Default: off.
+	Share bool `json:"share,omitempty"`
 
 	state    *oidcState
 	key      string
@@ -128,6 +139,11 @@ func (s *VercelOIDCSource) Provision(ctx caddy.Context) error {
 		cfg.EnvValueHash = hashString(os.Getenv(cfg.Env))
 	}
 	cfg.Push = resolvePush(s.Push, s.Mint)
+	if s.Share {
+		if err := cfg.resolveShare(ctx, s.Mint); err != nil {
+			return err
+		}
+	}
 	keyJSON, err := json.Marshal(cfg)
 	if err != nil {
 		return err
@@ -142,6 +158,7 @@ func (s *VercelOIDCSource) Provision(ctx caddy.Context) error {
 	s.state = val.(*oidcState)
 	if loaded {
 		s.state.setLogger(s.logger)
+		s.state.share.setStorage(cfg.storage) // the newest config's
 		s.logger.Debug("reusing the credential cache of the previous config")
 	}
 	return nil
@@ -172,8 +189,9 @@ func (s *VercelOIDCSource) Fetch(ctx context.Context) (*Credential, error) {
 func (s *VercelOIDCSource) RetryAfter() time.Duration { return s.state.refresher.RetryAfter() }
 
 // Offer installs a token learned outside a refresh (a push) if it
-// expires later than the cached one.
-func (s *VercelOIDCSource) Offer(c *Credential) bool { return s.state.refresher.Offer(c) }
+// expires later than the cached one; with share, it is stored for the
+// fleet too.
+func (s *VercelOIDCSource) Offer(c *Credential) bool { return s.state.offer(c) }
 
 // Refused is told the upstream answered 401 to a request sent with c; it
 // returns the credential to replay with, or nil (see refresher.Refused).
@@ -185,7 +203,11 @@ func (s *VercelOIDCSource) Refused(ctx context.Context, c *Credential) *Credenti
 func (*VercelOIDCSource) Kind() string { return "vercel_oidc" }
 
 // Status implements Source.
-func (s *VercelOIDCSource) Status(now time.Time) SourceStatus { return s.state.refresher.status(now) }
+func (s *VercelOIDCSource) Status(now time.Time) SourceStatus {
+	st := s.state.refresher.status(now)
+	st.Shared = s.state.share.status()
+	return st
+}
 
 // resolvedOIDCConfig identifies a source's runtime state: two sources
 // with the same resolved config share one cache. Secrets appear only as
@@ -206,8 +228,15 @@ type resolvedOIDCConfig struct {
 	// JWKS, team, project): sources that accept different tokens must
 	// not share one.
 	Push *resolvedPush `json:"push,omitempty"`
+	// Share is the storage id of a shared source (see shareIdentity).
+	Share string `json:"share,omitempty"`
 
 	mint *minter
+	// With share: the config's storage and this instance's id.
+	storage   certmagic.Storage
+	instance  string
+	claimTeam string // the team and project a stored token must be for
+	claimProj string
 }
 
 func hashString(s string) string {
@@ -222,6 +251,7 @@ type oidcState struct {
 	cfg       resolvedOIDCConfig
 	logger    atomic.Pointer[zap.Logger] // the newest config's; see setLogger
 	refresher *refresher
+	share     *sharer // nil unless share is on
 
 	envCred *Credential
 	envErr  error
@@ -238,6 +268,11 @@ func newOIDCState(cfg resolvedOIDCConfig, id string, logger *zap.Logger) *oidcSt
 	st.refresher = newRefresher("vercel_oidc", cfg.RefreshBefore, st.load, logger)
 	st.refresher.expiryMargin = cfg.ExpiryMargin
 	st.refresher.forcedInterval = cfg.ForcedRefreshInterval
+	if cfg.Share != "" {
+		st.share = newSharer(cfg, st.logger.Load)
+		st.refresher.load = st.sharedLoad
+		st.refresher.onStart = st.startSharePoll
+	}
 	now := time.Now()
 	if cfg.Env != "" {
 		if v := strings.TrimSpace(os.Getenv(cfg.Env)); v == "" {
@@ -281,7 +316,7 @@ func (st *oidcState) fileChanged(content []byte, err error) {
 		st.logger.Load().Warn("token file has no usable token", zap.String("file", st.cfg.File), zap.Error(err))
 		return
 	}
-	installed := st.refresher.Offer(cred)
+	installed := st.offer(cred)
 	st.logger.Load().Info("token file re-read", zap.String("file", st.cfg.File),
 		zap.Time("expires", cred.expires), zap.Bool("used", installed))
 }
@@ -367,6 +402,7 @@ func orExpired(err error, c *Credential) string {
 // it when the last config using this state is unloaded.
 func (st *oidcState) Destruct() error {
 	st.refresher.Stop()
+	st.share.stop()
 	st.watcher.stop()
 	return nil
 }

@@ -1,0 +1,594 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// A vercel_oidc source with `share` keeps its token in Caddy's configured
+// storage, the engine Caddy fleets already share certificates through:
+// one value per source identity, written under the storage's own lock.
+// Every instance reads it before refreshing (one mint per rotation for
+// the whole fleet) and polls it (pushes and refusals reach every
+// instance). Storage is never on the hot path: a storage fault only
+// makes the instance refresh alone, as it would without share.
+
+const (
+	shareRecordVersion = 1
+	// sharePollInterval is how often the stored value is read (±20%).
+	sharePollInterval = 2 * time.Second
+	// shareIOTimeout bounds one Load or Store.
+	shareIOTimeout = 10 * time.Second
+	// shareNoTokenLockWait bounds the wait for the lock when the instance
+	// has no usable token: long enough for a live holder's mint and for a
+	// dead holder's file lock to go stale (certmagic: 10s).
+	shareNoTokenLockWait = 15 * time.Second
+	// shareLockReserve is kept, out of the current token's usable time,
+	// for a refresh alone after the lock could not be had.
+	shareLockReserve = 3 * time.Second
+	// shareMaxLockWait caps the wait for the lock while a token is usable.
+	shareMaxLockWait = 2 * time.Minute
+	// shareMaxRefused bounds the refusals a stored value carries.
+	shareMaxRefused = 16
+)
+
+// sharedRecord is the stored value. It holds the token itself (a live
+// credential: see the README on how private the storage must be) and, of
+// the tokens the gateway refused, only digests.
+type sharedRecord struct {
+	Version   int             `json:"version"`
+	Source    string          `json:"source"` // the storage id: a value for another source is foreign
+	Token     string          `json:"token,omitempty"`
+	Expires   time.Time       `json:"expires"`
+	Obtained  time.Time       `json:"obtained"` // when the writer got it: the refresh point follows from it
+	WrittenBy string          `json:"written_by"`
+	WrittenAt time.Time       `json:"written_at"`
+	Refused   []sharedRefusal `json:"refused,omitempty"`
+}
+
+// sharedRefusal is a token the gateway refused and that a different one
+// replaced, by SHA-256 digest, until its exp.
+type sharedRefusal struct {
+	SHA256  string    `json:"sha256"`
+	Expires time.Time `json:"expires"`
+}
+
+// SharedStatus is the fleet sharing of a source, on the status route.
+type SharedStatus struct {
+	Enabled bool `json:"enabled"`
+	// Instance is this Caddy instance's id.
+	Instance string `json:"instance"`
+	// Key is where the token is kept in the storage.
+	Key string `json:"key"`
+	// LastRead is when this instance last read the stored value.
+	LastRead *time.Time `json:"last_read,omitempty"`
+	// LastWrite is when the stored token was last written, and WrittenBy
+	// by which instance, as last read or written here.
+	LastWrite *time.Time `json:"last_write,omitempty"`
+	WrittenBy string     `json:"written_by,omitempty"`
+	// LastError is the last storage fault, until an operation succeeds.
+	LastError string `json:"last_error,omitempty"`
+}
+
+var storageErrorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Namespace: metricsNamespace,
+	Name:      "storage_errors_total",
+	Help:      "Failed operations on Caddy's storage by shared vercel_oidc sources, by op (load, store, lock, unlock); each instance refreshes alone meanwhile.",
+}, []string{"op"})
+
+func init() { collectors = append(collectors, storageErrorsTotal) }
+
+// shareIdentity is what sources on different instances must agree on to
+// share one token: where it is minted (api, project, team) and which
+// pushed tokens are accepted; for a source with neither, its env
+// variable and file. Secrets and timings are not part of it: instances
+// may have their own access tokens.
+func shareIdentity(cfg *resolvedOIDCConfig) string {
+	id := struct {
+		Mint string        `json:"mint,omitempty"`
+		Push *resolvedPush `json:"push,omitempty"`
+		Env  string        `json:"env,omitempty"`
+		File string        `json:"file,omitempty"`
+	}{Mint: cfg.MintEndpoint, Push: cfg.Push}
+	if id.Mint == "" && id.Push == nil {
+		id.Env, id.File = cfg.Env, cfg.File
+	}
+	b, _ := json.Marshal(id)
+	return hashString("ai_gateway_auth/vercel_oidc:" + string(b))[:32]
+}
+
+// resolveShare turns share on in cfg: it keeps the config's storage (no
+// I/O here) and this instance's id.
+func (cfg *resolvedOIDCConfig) resolveShare(ctx caddy.Context, mint *MintConfig) error {
+	storage := configStorage(ctx)
+	if storage == nil {
+		return errors.New("share: caddy has no storage configured")
+	}
+	cfg.Share = shareIdentity(cfg)
+	cfg.storage = storage
+	if id, err := caddy.InstanceID(); err == nil {
+		cfg.instance = id.String()
+	} else {
+		cfg.instance = "unknown-" + hashString(fmt.Sprint(time.Now().UnixNano()))[:8]
+	}
+	// a stored token must be for the team and project this source expects
+	if cfg.Push != nil {
+		cfg.claimTeam, cfg.claimProj = cfg.Push.Team, cfg.Push.Project
+	}
+	if cfg.mint != nil {
+		if cfg.claimTeam == "" {
+			cfg.claimTeam = cfg.mint.team
+		}
+		if cfg.claimProj == "" {
+			cfg.claimProj = cfg.mint.project
+		}
+	}
+	return nil
+}
+
+// configStorage is ctx's storage, or nil for a context made without a
+// config (unit tests), whose Storage method panics.
+func configStorage(ctx caddy.Context) (s certmagic.Storage) {
+	defer func() {
+		if recover() != nil {
+			s = nil
+		}
+	}()
+	return ctx.Storage()
+}
+
+type storageRef struct{ certmagic.Storage }
+
+// sharer reads and writes one source's stored value and reports on it.
+type sharer struct {
+	id, key, lock string
+	instance      string
+	team, project string
+	storage       atomic.Pointer[storageRef] // the newest config's
+	log           func() *zap.Logger
+	pollEvery     time.Duration
+
+	mu        sync.Mutex
+	lastRead  time.Time
+	lastWrite time.Time
+	writtenBy string
+	failing   map[string]error // op → its last error, while it fails
+	lastErr   error
+	lastBad   [32]byte // digest of the last ignored value, logged once
+
+	ctx       context.Context // ends at stop: the poll and publishes end with it
+	cancel    context.CancelFunc
+	stopped   bool // under mu: no publish starts after stop
+	pollOnce  sync.Once
+	stopOnce  sync.Once
+	pollDone  chan struct{}
+	publishes sync.WaitGroup
+}
+
+func newSharer(cfg resolvedOIDCConfig, logger func() *zap.Logger) *sharer {
+	ctx, cancel := context.WithCancel(context.Background())
+	sh := &sharer{
+		id:        cfg.Share,
+		key:       "ai_gateway_auth/vercel_oidc/" + cfg.Share + "/token.json",
+		lock:      "ai_gateway_auth_vercel_oidc_" + cfg.Share,
+		instance:  cfg.instance,
+		team:      cfg.claimTeam,
+		project:   cfg.claimProj,
+		log:       logger,
+		pollEvery: sharePollInterval,
+		failing:   map[string]error{},
+		ctx:       ctx,
+		cancel:    cancel,
+		pollDone:  make(chan struct{}),
+	}
+	sh.setStorage(cfg.storage)
+	return sh
+}
+
+// setStorage makes the sharer use the newest config's storage.
+func (sh *sharer) setStorage(s certmagic.Storage) {
+	if sh != nil && s != nil {
+		sh.storage.Store(&storageRef{s})
+	}
+}
+
+func (sh *sharer) store() certmagic.Storage { return sh.storage.Load().Storage }
+
+// read loads the stored value. It returns nil, nil, nil when there is
+// none or it is not this source's (logged); the credential is nil when
+// the stored token has expired. An error is a storage fault.
+func (sh *sharer) read(ctx context.Context) (*sharedRecord, *Credential, error) {
+	ctx, cancel := context.WithTimeout(ctx, shareIOTimeout)
+	defer cancel()
+	raw, err := sh.store().Load(ctx, sh.key)
+	if errors.Is(err, fs.ErrNotExist) {
+		err = nil
+	}
+	sh.noteOp("load", err)
+	if err != nil || raw == nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	rec, cred, err := sh.decode(raw, now)
+	if err != nil {
+		sh.ignore(raw, err)
+		return nil, nil, nil
+	}
+	sh.mu.Lock()
+	sh.lastRead, sh.lastWrite, sh.writtenBy = now, rec.WrittenAt, rec.WrittenBy
+	sh.mu.Unlock()
+	return rec, cred, nil
+}
+
+// decode checks that raw is this source's value; errors never quote it.
+func (sh *sharer) decode(raw []byte, now time.Time) (*sharedRecord, *Credential, error) {
+	var rec sharedRecord
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return nil, nil, fmt.Errorf("not JSON: %v", err)
+	}
+	if rec.Version != shareRecordVersion || rec.Source != sh.id {
+		return nil, nil, fmt.Errorf("foreign value (version %d, source %s)", rec.Version, logValue(rec.Source))
+	}
+	if rec.Token == "" {
+		return &rec, nil, nil
+	}
+	cred, claims, err := parseOIDCToken(rec.Token, now)
+	if err != nil && !rec.Expires.IsZero() && !now.Before(rec.Expires) {
+		return &rec, nil, nil // expired: its refusals still count
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("stored token: %v", err)
+	}
+	if err := checkClaims(claims, sh.team, sh.project); err != nil {
+		return nil, nil, fmt.Errorf("stored token: %v", err)
+	}
+	if !rec.Obtained.IsZero() && rec.Obtained.Before(now) {
+		cred.obtained = rec.Obtained // the same refresh point on every instance
+	}
+	return &rec, cred, nil
+}
+
+// ignore logs a value that is not this source's, once per distinct value.
+func (sh *sharer) ignore(raw []byte, why error) {
+	d := sha256.Sum256(raw)
+	sh.mu.Lock()
+	seen := d == sh.lastBad
+	sh.lastBad = d
+	sh.mu.Unlock()
+	if !seen {
+		sh.log().Warn("ignoring the value in the shared storage: it is not this source's token",
+			zap.String("key", sh.key), zap.String("reason", why.Error()))
+	}
+}
+
+// write stores c as the fleet's token, carrying prev's unexpired
+// refusals and, if refused is not nil, that token's digest.
+func (sh *sharer) write(ctx context.Context, c *Credential, prev *sharedRecord, refused *Credential) error {
+	now := time.Now()
+	rec := sharedRecord{
+		Version: shareRecordVersion, Source: sh.id,
+		Token: c.value, Expires: c.expires, Obtained: c.obtained,
+		WrittenBy: sh.instance, WrittenAt: now,
+	}
+	if refused != nil {
+		rec.Refused = append(rec.Refused, sharedRefusal{SHA256: digestHex(refused.value), Expires: refused.expires})
+	}
+	if prev != nil {
+		for _, r := range prev.Refused {
+			if now.Before(r.Expires) && len(rec.Refused) < shareMaxRefused {
+				rec.Refused = append(rec.Refused, r)
+			}
+		}
+	}
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, shareIOTimeout)
+	defer cancel()
+	err = sh.store().Store(ctx, sh.key, raw)
+	sh.noteOp("store", err)
+	if err == nil {
+		sh.mu.Lock()
+		sh.lastWrite, sh.writtenBy = now, sh.instance
+		sh.mu.Unlock()
+	}
+	return err
+}
+
+func digestHex(v string) string {
+	d := sha256Sum(v)
+	return hex.EncodeToString(d[:])
+}
+
+// refusals are rec's refused digests.
+func (rec *sharedRecord) refusals() map[[32]byte]time.Time {
+	if rec == nil || len(rec.Refused) == 0 {
+		return nil
+	}
+	m := make(map[[32]byte]time.Time, len(rec.Refused))
+	for _, r := range rec.Refused {
+		var d [32]byte
+		if b, err := hex.DecodeString(r.SHA256); err == nil && len(b) == len(d) {
+			copy(d[:], b)
+			m[d] = r.Expires
+		}
+	}
+	return m
+}
+
+// lockFor takes the storage lock for at most wait (and until ctx ends).
+func (sh *sharer) lockFor(ctx context.Context, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	err := sh.store().Lock(ctx, sh.lock)
+	if err != nil && ctx.Err() == nil {
+		sh.noteOp("lock", err) // a fault, not a wait that ran out
+	}
+	return err
+}
+
+func (sh *sharer) unlock() {
+	// not the refresh's context: the lock is released even when it ended
+	ctx, cancel := context.WithTimeout(context.Background(), shareIOTimeout)
+	defer cancel()
+	sh.noteOp("unlock", sh.store().Unlock(ctx, sh.lock))
+}
+
+// noteOp counts a storage fault and logs when an operation starts or
+// stops failing: a broken storage costs one log line, not one per poll.
+func (sh *sharer) noteOp(op string, err error) {
+	sh.mu.Lock()
+	_, was := sh.failing[op]
+	if err != nil {
+		sh.failing[op] = err
+		sh.lastErr = err
+	} else {
+		delete(sh.failing, op)
+		if len(sh.failing) == 0 {
+			sh.lastErr = nil
+		}
+	}
+	sh.mu.Unlock()
+	switch {
+	case err != nil:
+		storageErrorsTotal.WithLabelValues(op).Inc()
+		if !was {
+			sh.log().Warn("shared storage failed; this instance refreshes its token alone until it works again",
+				zap.String("op", op), zap.String("key", sh.key), zap.Error(err))
+		}
+	case was:
+		sh.log().Info("shared storage works again", zap.String("op", op), zap.String("key", sh.key))
+	}
+}
+
+func (sh *sharer) status() *SharedStatus {
+	if sh == nil {
+		return nil
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	st := &SharedStatus{Enabled: true, Instance: sh.instance, Key: sh.key,
+		LastRead: timePtr(sh.lastRead), LastWrite: timePtr(sh.lastWrite), WrittenBy: sh.writtenBy}
+	if sh.lastErr != nil {
+		st.LastError = sh.lastErr.Error()
+	}
+	return st
+}
+
+// stop ends the poll and waits for it and for publishes in flight.
+func (sh *sharer) stop() {
+	if sh == nil {
+		return
+	}
+	sh.stopOnce.Do(func() {
+		sh.mu.Lock()
+		sh.stopped = true
+		sh.mu.Unlock()
+		sh.cancel()
+		sh.pollOnce.Do(func() { close(sh.pollDone) }) // never started
+		<-sh.pollDone
+		sh.publishes.Wait()
+	})
+}
+
+// lockWait is how long a refresh waits for the storage lock: while the
+// current token is usable, until shortly before it stops being usable
+// (a lock held by a dead instance expires well before that with
+// certmagic's file storage), then the instance refreshes alone.
+func lockWait(current *Credential, now time.Time) time.Duration {
+	if !current.usable(now) {
+		return shareNoTokenLockWait
+	}
+	if current.expires.IsZero() {
+		return shareMaxLockWait
+	}
+	return min(max(current.usableUntil.Sub(now)-shareLockReserve, time.Second), shareMaxLockWait)
+}
+
+// sharedLoad is the refresh of a shared source: the stored token if
+// another instance already refreshed, else under the storage lock the
+// stored token again, or the source's own load (mint, file, env) whose
+// result is stored. Any storage fault falls back to the own load.
+func (st *oidcState) sharedLoad(ctx context.Context, current *Credential, force bool) (*Credential, error) {
+	sh := st.share
+	rec, stored, err := sh.read(ctx)
+	if err != nil {
+		return st.load(ctx, current, force)
+	}
+	if c := st.adoptable(rec, stored, current, force); c != nil {
+		return c, nil
+	}
+	wait := lockWait(current, time.Now())
+	if err := sh.lockFor(ctx, wait); err != nil {
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		if errors.Is(err, context.DeadlineExceeded) { // a fault was logged by noteOp
+			sh.log().Warn("the shared storage lock was held too long; refreshing alone",
+				zap.String("key", sh.key), zap.Duration("waited", wait))
+		}
+		c, lerr := st.load(ctx, current, force)
+		st.publishLoaded(ctx, c, current, force, rec, stored) // the others may be waiting for it
+		return c, lerr
+	}
+	defer sh.unlock()
+	sh.log().Info("took the shared storage lock to refresh the token for the fleet", zap.String("key", sh.key))
+	if rec2, stored2, err := sh.read(ctx); err == nil {
+		if c := st.adoptable(rec2, stored2, current, force); c != nil {
+			return c, nil // another instance refreshed while this one waited
+		}
+		rec, stored = rec2, stored2
+	}
+	c, lerr := st.load(ctx, current, force)
+	st.publishLoaded(ctx, c, current, force, rec, stored)
+	return c, lerr
+}
+
+// adoptable is the stored token if this instance should use it instead of
+// refreshing: usable, not refused, not due, and a change from current
+// (for a forced refresh, any other token; else one that expires later).
+// The stored refusals are taken in first.
+func (st *oidcState) adoptable(rec *sharedRecord, stored, current *Credential, force bool) *Credential {
+	r := st.refresher
+	r.adoptShared(nil, rec.refusals())
+	now := time.Now()
+	if !stored.usable(now) || r.IsRejected(stored) || !now.Before(refreshPoint(stored, st.cfg.RefreshBefore)) {
+		return nil
+	}
+	if current != nil && stored.value == current.value {
+		return nil
+	}
+	if !force && current.usable(now) && !r.IsRejected(current) && !stored.expires.After(current.expires) {
+		return nil
+	}
+	return stored
+}
+
+// publishLoaded stores what the own load produced, when it is a usable
+// token that the storage does not hold yet and that should replace it.
+func (st *oidcState) publishLoaded(ctx context.Context, c, current *Credential, force bool, rec *sharedRecord, stored *Credential) {
+	now := time.Now()
+	if !c.usable(now) || (stored != nil && c.value == stored.value) {
+		return
+	}
+	if stored.usable(now) && !st.refresher.IsRejected(stored) && !force && !c.expires.After(stored.expires) {
+		return
+	}
+	var refused *Credential
+	if force && current != nil && c.value != current.value {
+		refused = current
+	}
+	st.share.write(ctx, c, rec, refused)
+}
+
+// offer installs a token learned outside a refresh (a push, the file)
+// and, with share, stores it for the fleet in the background.
+func (st *oidcState) offer(c *Credential) bool {
+	installed := st.refresher.Offer(c)
+	if sh := st.share; installed && sh != nil {
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		if !sh.stopped {
+			sh.publishes.Add(1)
+			go func() {
+				defer sh.publishes.Done()
+				st.publish(c)
+			}()
+		}
+	}
+	return installed
+}
+
+// publish stores c under the lock unless the storage holds a token that
+// expires later.
+func (st *oidcState) publish(c *Credential) {
+	sh := st.share
+	if err := sh.lockFor(sh.ctx, shareNoTokenLockWait); err != nil {
+		return
+	}
+	defer sh.unlock()
+	rec, stored, err := sh.read(sh.ctx)
+	if err != nil {
+		return
+	}
+	st.publishLoaded(sh.ctx, c, nil, false, rec, stored)
+}
+
+// startSharePoll starts the poll of the stored value; the refresher calls
+// it on first use, so that `caddy validate` touches no storage.
+func (st *oidcState) startSharePoll() {
+	sh := st.share
+	sh.pollOnce.Do(func() { go st.poll() })
+}
+
+// poll adopts, every couple of seconds, a fresher stored token (pushed to
+// or refreshed by another instance) and the refusals of other instances.
+func (st *oidcState) poll() {
+	sh := st.share
+	defer close(sh.pollDone)
+	for {
+		wait := time.Duration(float64(sh.pollEvery) * (0.8 + 0.4*rand.Float64()))
+		select {
+		case <-sh.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		st.pollOnce()
+	}
+}
+
+// pollOnce reads the stored value once and adopts what it brings.
+func (st *oidcState) pollOnce() {
+	rec, stored, err := st.share.read(st.share.ctx)
+	if err != nil || rec == nil {
+		return
+	}
+	if st.refresher.adoptShared(stored, rec.refusals()) {
+		st.share.log().Info("using the token stored by another instance",
+			zap.String("written_by", rec.WrittenBy), zap.Time("expires", stored.expires))
+	}
+}
+
+// adoptShared takes in refusals recorded by other instances and installs
+// c if it is usable and expires later than the current token, or the
+// current token is one of those refused. It reports whether c was
+// installed.
+func (r *refresher) adoptShared(c *Credential, refused map[[32]byte]time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	for d, exp := range r.rejected {
+		if !now.Before(exp) {
+			delete(r.rejected, d)
+		}
+	}
+	for d, exp := range refused {
+		if now.Before(exp) {
+			if r.rejected == nil {
+				r.rejected = map[[32]byte]time.Time{}
+			}
+			r.rejected[d] = exp
+		}
+	}
+	if c == nil || !r.installLocked(c, now) {
+		return false
+	}
+	r.failures, r.lastErr, r.nextAttempt, r.lastRefresh = 0, nil, time.Time{}, now
+	r.nudge() // reschedule the loop for the new token's refresh point
+	return true
+}
