@@ -173,7 +173,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 	allowed := map[string]*regexp.Regexp{
 		"outcome":  regexp.MustCompile(`^(forwarded|client_rejected|forbidden|bad_request|no_credential|replayed)$`),
 		"source":   regexp.MustCompile(`^(static|vercel_oidc)$`),
-		"result":   regexp.MustCompile(`^(success|failure|used|older|refused)$`),
+		"result":   regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled)$`),
 		"instance": regexp.MustCompile(`^[0-9a-f]{12}$`),
 	}
 	families, err := ctx.GetMetricsRegistry().Gather()
