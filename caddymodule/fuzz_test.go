@@ -1,12 +1,16 @@
 package caddymodule
 
 import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // Fuzz tests: run each for a few seconds with
@@ -140,6 +144,81 @@ func FuzzCaddyfile(f *testing.F) {
 		}
 		if len(h.CredentialsRaw) == 0 || !h.hasClientAuth() {
 			t.Fatalf("accepted a config without credential or client auth: %q", input)
+		}
+	})
+}
+
+// FuzzVerifyHostileToken: a keyless token with any issuer and kid (and
+// any raw token) never panics, never verifies, makes no fetch unless its
+// issuer is one the configuration names, leaves at most that one JWKS in
+// the cache, and is refused with a reason of bounded length.
+func FuzzVerifyHostileToken(f *testing.F) {
+	f.Add("https://oidc.vercel.com/team_a", "test-kid", "a.b.c")
+	f.Add("https://oidc.vercel.com/team_a/", "made-up", "eyJhbGciOiJub25lIn0.e30.")
+	f.Add("https://oidc.vercel.com/"+strings.Repeat("x", 6000), strings.Repeat("k", 3000), "")
+	f.Add("https://oidc.vercel.com/team_a?x=1", "", "...")
+	f.Add("https://oidc.vercel.com/team_a#f", "kid\x00\"\\", "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOjF9.c2ln")
+	f.Add("https://user@oidc.vercel.com/team_a", "k", "")
+	f.Add("https://oidc.vercel.com/%74eam_a", "k", "")
+	f.Fuzz(func(t *testing.T, iss, kid, raw string) {
+		const trusted = "https://oidc.vercel.com/team_a"
+		c := newJWKSCache()
+		fetches := inProcessJWKS(c, keyDoc)
+		p := newIssuerPolicy("", "", trusted)
+		header, _ := json.Marshal(map[string]any{"alg": "RS256", "typ": "JWT", "kid": kid})
+		claims, _ := json.Marshal(map[string]any{"iss": iss, "exp": time.Now().Add(time.Hour).Unix()})
+		tok := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(claims) + ".c2lnbmF0dXJl"
+		for i, token := range []string{tok, raw} {
+			err := c.verify(context.Background(), token, p, "", &jwt.RegisteredClaims{})
+			if err == nil {
+				t.Fatalf("a keyless token verified: %q", token)
+			}
+			if len(err.Error()) > 600 {
+				t.Fatalf("a %d-byte reason: client values are not cut short", len(err.Error()))
+			}
+			if i == 0 && strings.TrimRight(iss, "/") != trusted && fetches.Load() > 0 {
+				t.Fatalf("issuer %.80q made the cache fetch", iss)
+			}
+		}
+		if n := cachedURLs(c); n > 1 {
+			t.Fatalf("%d JWKS documents cached; the configuration names one", n)
+		}
+	})
+}
+
+// FuzzUsageScanner: any response body, split anywhere, with SSE events
+// cut across writes or malformed, never panics, gives the same usage
+// however it is split, and never reports a negative count.
+func FuzzUsageScanner(f *testing.F) {
+	for _, tc := range usageCases {
+		f.Add(tc.contentType == "text/event-stream", tc.body, uint16(len(tc.body)/3), uint16(len(tc.body)/2))
+	}
+	f.Add(true, "data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n", uint16(9), uint16(30))
+	f.Add(true, "data: {\"usage\":{\"input_tokens\":1,\"output_tokens\"", uint16(3), uint16(20))
+	f.Add(true, "data: {\"usage\":{\"a\":{\"b\":[\"}\\\"\",{}]},\"output_tokens\":3}}\r\n\r\n", uint16(5), uint16(40))
+	f.Add(false, "{\"usage\":{\"cost\":\"1e400\",\"output_tokens\":999999999999999}}", uint16(1), uint16(2))
+	f.Add(false, "{\"usage\":{\"input_tokens\":1,\"usage\":{\"output_tokens\":2}}}", uint16(0), uint16(0))
+	f.Fuzz(func(t *testing.T, sse bool, body string, a, b uint16) {
+		ct := "application/json"
+		if sse {
+			ct = "text/event-stream"
+		}
+		whole, wholeFound := scanAll(t, ct, body, http.StatusOK, 0, nil)
+		i, j := min(int(a), len(body)), min(int(b), len(body))
+		if i > j {
+			i, j = j, i
+		}
+		var s usageScanner
+		s.start(http.StatusOK, http.Header{"Content-Type": {ct}})
+		s.write([]byte(body[:i]))
+		s.write([]byte(body[i:j]))
+		s.write([]byte(body[j:]))
+		split, splitFound := s.finish()
+		if split != whole || splitFound != wholeFound {
+			t.Fatalf("split at %d and %d: %+v (%v); whole: %+v (%v)", i, j, split, splitFound, whole, wholeFound)
+		}
+		if whole.input < 0 || whole.output < 0 || whole.cost < 0 {
+			t.Fatalf("negative usage %+v", whole)
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -143,7 +144,8 @@ func TestVercelSandbox(t *testing.T) {
 		sandboxSite(v, gw.URL(), ""))                          // sandboxes only
 	both, sandboxOnly := p.URLs[0], p.URLs[1]
 	tc := newTestClient(t)
-	var tokens []secret // every sandbox token sent, for the leak checks
+	var tokens []secret      // every sandbox token sent, for the leak checks
+	var wantReasons []string // reasons the log must give for the refusals
 	token := func(claims jwt.MapClaims) string {
 		s := signSandboxToken(t, v, claims)
 		tokens = append(tokens, secret{"sandbox token " + strconv.Itoa(len(tokens)+1), s})
@@ -258,7 +260,7 @@ func TestVercelSandbox(t *testing.T) {
 			name   string
 			token  string
 			header map[string]string // extra headers
-			reason string            // in the 403's message
+			reason string            // in the log line's reason, never in the 403's message
 		}{
 			{"signed by another key", signWith(t, jwt.SigningMethodRS256, kid, testRSAKey(1), sandboxClaims(v, "agent-red")), nil, "signature is invalid"},
 			{"unknown kid", signWith(t, jwt.SigningMethodRS256, "kid-unknown", testRSAKey(1), sandboxClaims(v, "agent-red")), nil, "no key"},
@@ -275,12 +277,13 @@ func TestVercelSandbox(t *testing.T) {
 			{"no exp", signSandboxToken(t, v, claims(func(c jwt.MapClaims) { delete(c, "exp") })), nil, "exp"},
 			{"another team", signSandboxToken(t, v, claims(func(c jwt.MapClaims) { c["team_id"] = "team_" + randomString(24) })), nil, "team"},
 			{"another project", signSandboxToken(t, v, claims(func(c jwt.MapClaims) { c["project_id"] = "prj_" + randomString(28) })), nil, "project"},
-			{"another issuer", signSandboxToken(t, v, claims(func(c jwt.MapClaims) { c["iss"] = "https://oidc.vercel.com/someone-else" })), nil, "issuer"},
+			{"another issuer", signSandboxToken(t, v, claims(func(c jwt.MapClaims) { c["iss"] = "https://oidc.vercel.com/someone-else" })), nil, `issuer "https://oidc.vercel.com/someone-else" is not a trusted issuer`},
 			{"no sandbox", signSandboxToken(t, v, claims(func(c jwt.MapClaims) { delete(c, "sandbox_id"); delete(c, "sandbox_name") })), nil, "sandbox_id"},
 			{"alg none", noneTok(), nil, "signature is invalid"},
 			{"HS256 with the public key as secret", signWith(t, jwt.SigningMethodHS256, kid, pubPEM, sandboxClaims(v, "agent-red")), nil, "signature is invalid"},
 			{"not a JWT", "not-a-jwt", nil, "malformed"},
 			{"forbidden forwarded host", valid, map[string]string{"Vercel-Forwarded-Host": "evil.example.com"}, `forwarded host "evil.example.com"`},
+			{"a long forwarded host", valid, map[string]string{"Vercel-Forwarded-Host": strings.Repeat("evil", 2000) + ".example.com"}, "(8012 bytes)"},
 			{"forbidden forwarded host with a port", valid, map[string]string{"Vercel-Forwarded-Host": "evil.example.com:443"}, "forwarded host"},
 			{"gateway host as a suffix", valid, map[string]string{"Vercel-Forwarded-Host": "ai-gateway.vercel.sh.evil.example.com"}, "forwarded host"},
 		} {
@@ -298,9 +301,10 @@ func TestVercelSandbox(t *testing.T) {
 				}
 				e := decodeJSON[openAIError](t, res.Body)
 				if e.Error.Type != "permission_error" || e.Error.Code == nil || *e.Error.Code != "sandbox_rejected" ||
-					!strings.Contains(e.Error.Message, c.reason) {
-					t.Errorf("%s: body %s, want a permission_error sandbox_rejected mentioning %q", c.name, res.Body, c.reason)
+					!slices.Contains(sandboxRefusals, e.Error.Message) {
+					t.Errorf("%s: body %s, want a permission_error sandbox_rejected with a generic message", c.name, res.Body)
 				}
+				wantReasons = append(wantReasons, c.reason)
 				if res.Header.Get("X-Ai-Gateway-Auth-Error") != "sandbox_rejected" || !strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
 					t.Errorf("%s: headers %v", c.name, res.Header)
 				}
@@ -407,14 +411,38 @@ func TestVercelSandbox(t *testing.T) {
 	assertNoSecrets(t, "responses", tc.Transcript(), tokens...)
 	p.stop()
 	assertNoSecrets(t, "caddy's logs", p.Logs(), tokens...)
-	// Each refusal is one log line, with the reason and no token.
+	// Each refusal is one log line, with the whole reason (client values
+	// cut short) and no token.
 	forbidden := caddyLogEntries(p.Logs(), "request forbidden")
 	if want := strings.Count(tc.Transcript(), " -> 403 "); len(forbidden) != want || want == 0 {
 		t.Errorf("%d \"request forbidden\" log lines, want one per 403 (%d)", len(forbidden), want)
 	}
+	var reasons []string
 	for _, e := range forbidden {
-		if r, _ := e["reason"].(string); r == "" || e["remote_ip"] != "127.0.0.1" || e["method"] == nil {
+		r, _ := e["reason"].(string)
+		if r == "" || e["remote_ip"] != "127.0.0.1" || e["method"] == nil {
 			t.Errorf("\"request forbidden\" line %v: want reason, remote_ip and method", e)
 		}
+		if len(r) > 400 {
+			t.Errorf("a \"request forbidden\" reason is %d bytes: a client value is not cut short", len(r))
+		}
+		reasons = append(reasons, r)
 	}
+	for _, want := range wantReasons {
+		if !slices.ContainsFunc(reasons, func(r string) bool { return strings.Contains(r, want) }) {
+			t.Errorf("no \"request forbidden\" log line gives the reason %q", want)
+		}
+	}
+}
+
+// sandboxRefusals are the messages a refused sandbox may get: categories,
+// never a configured value or what its token carried.
+var sandboxRefusals = []string{
+	"the sandbox token could not be verified",
+	"the sandbox token has expired",
+	"the sandbox token is not valid yet",
+	"the sandbox token is not for this proxy's forward URL",
+	"the sandbox's team or project may not use this proxy",
+	"the sandbox token names no sandbox",
+	"the request was forwarded for a host this proxy does not serve",
 }
