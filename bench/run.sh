@@ -23,7 +23,7 @@ PIN=${PIN:-1}                        # 1: pin proxies to PROXY_CPUS, wrk and ups
 PROXY_CPUS=${PROXY_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
 WRK_THREADS=${WRK_THREADS:-1}
-BASE_PORT=${BASE_PORT:-18080}        # uses BASE_PORT .. BASE_PORT+13 on 127.0.0.1
+BASE_PORT=${BASE_PORT:-18080}        # uses BASE_PORT .. BASE_PORT+14 on 127.0.0.1
 PROFILE=${PROFILE:-0}                # 1: also take a CPU profile of (2), (3), (4) after the rounds
 VARIANTS=${VARIANTS:-"json sse"}
 # CADDY=/path/to/caddy uses that binary instead of building ./cmd/caddy.
@@ -108,19 +108,20 @@ export AI_GATEWAY_API_KEY=$UPSTREAM_KEY
 VERCEL_OIDC_TOKEN=$("$WORK/mktoken" -ttl 24h -jti bench)
 export VERCEL_OIDC_TOKEN
 
-TARGETS=(upstream caddy static oidc nginx)
+TARGETS=(upstream caddy static oidc nginx spend)
 declare -A LABEL=(
 	[upstream]="(1) upstream directly"
 	[caddy]="(2) Caddy reverse_proxy + header_up"
 	[static]="(3) ai_gateway_auth, static key"
 	[oidc]="(4) ai_gateway_auth, vercel_oidc"
 	[nginx]="(5) nginx proxy_set_header"
+	[spend]="(6) ai_gateway_auth, static key + reporting + usage_metrics"
 )
 declare -A PORT=([upstream]=$UP_PORT [caddy]=$((BASE_PORT + 1)) [static]=$((BASE_PORT + 2))
-	[oidc]=$((BASE_PORT + 3)) [nginx]=$((BASE_PORT + 4)))
-declare -A ADMIN=([caddy]=$((BASE_PORT + 11)) [static]=$((BASE_PORT + 12)) [oidc]=$((BASE_PORT + 13)))
+	[oidc]=$((BASE_PORT + 3)) [nginx]=$((BASE_PORT + 4)) [spend]=$((BASE_PORT + 5)))
+declare -A ADMIN=([caddy]=$((BASE_PORT + 11)) [static]=$((BASE_PORT + 12)) [oidc]=$((BASE_PORT + 13)) [spend]=$((BASE_PORT + 14)))
 declare -A AUTH=([upstream]="Bearer $UPSTREAM_KEY" [caddy]="Bearer $CLIENT_KEY" [static]="Bearer $CLIENT_KEY"
-	[oidc]="Bearer $CLIENT_KEY" [nginx]="Bearer $CLIENT_KEY")
+	[oidc]="Bearer $CLIENT_KEY" [nginx]="Bearer $CLIENT_KEY" [spend]="Bearer $CLIENT_KEY")
 
 GOMAXPROCS=$(procs "$LOAD_CPUS") start upstream "$LOAD_CPUS" "$WORK/upstream" -addr "127.0.0.1:$UP_PORT" \
 	-key "$UPSTREAM_KEY" -jwt -sse-chunks "$SSE_CHUNKS" -sse-delay "$SSE_DELAY"
@@ -154,7 +155,11 @@ caddyfile static "ai_gateway_auth {" "	credential static {env.AI_GATEWAY_API_KEY
 	>"$WORK/static.Caddyfile"
 caddyfile oidc "ai_gateway_auth {" "	credential vercel_oidc {" "		env VERCEL_OIDC_TOKEN" "	}" \
 	"	client_key $CLIENT_KEY" "}" >"$WORK/oidc.Caddyfile"
-for t in caddy static oidc; do
+# (6) is (3) with spend per client on: reporting headers and the usage
+# scanner over every answer (the upstream's answers carry usage).
+caddyfile spend "ai_gateway_auth {" "	credential static {env.AI_GATEWAY_API_KEY}" "	client_key $CLIENT_KEY" \
+	"	reporting {" "		tags bench" "	}" "	usage_metrics" "}" >"$WORK/spend.Caddyfile"
+for t in caddy static oidc spend; do
 	XDG_CONFIG_HOME=$WORK/xdg XDG_DATA_HOME=$WORK/xdg GOMAXPROCS=$(procs "$PROXY_CPUS") \
 		start "$t" "$PROXY_CPUS" "$WORK/caddy" run --config "$WORK/$t.Caddyfile" --adapter caddyfile
 done
@@ -193,7 +198,7 @@ for t in "${TARGETS[@]}"; do # every target answers, and the module refuses a wr
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: ${AUTH[$t]}" -d '{}' "$(url "$t")")
 	[ "$code" = 200 ] || { echo "${LABEL[$t]}: HTTP $code, expected 200; logs in $WORK" >&2; exit 1; }
 done
-for t in static oidc; do
+for t in static oidc spend; do
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer sk-wrong" -d '{}' "$(url "$t")")
 	[ "$code" = 401 ] || { echo "${LABEL[$t]}: a wrong client key got HTTP $code, expected 401" >&2; exit 1; }
 done
@@ -247,8 +252,8 @@ RAW=$RESULTS_DIR/raw.tsv
 # (2) runs between (3) and (4), and every other round runs backwards, so
 # that each module run has a plain Caddy run next to it in time and slow
 # drifts in the machine's load cancel out of the per-round ratios.
-ROUND_ORDER=(upstream static caddy oidc nginx)
-REVERSED_ORDER=(nginx oidc caddy static upstream)
+ROUND_ORDER=(upstream static caddy oidc nginx spend)
+REVERSED_ORDER=(spend nginx oidc caddy static upstream)
 printf 'variant\ttarget\tround\trps\tp50_us\tp99_us\tsocket_errors\tnon2xx\tcpu_us_per_req\n' >"$RAW"
 for variant in $VARIANTS; do
 	echo "warming up ($variant, ${WARMUP}s per target)" >&2
@@ -280,7 +285,7 @@ fi
 
 stats=$(curl -s "http://127.0.0.1:$UP_PORT/stats")
 echo "$stats" >"$RESULTS_DIR/upstream-stats.json"
-for t in caddy static oidc; do cp "$WORK/$t.Caddyfile" "$RESULTS_DIR/"; done
+for t in caddy static oidc spend; do cp "$WORK/$t.Caddyfile" "$RESULTS_DIR/"; done
 cp "$WORK/nginx.conf" "$RESULTS_DIR/"
 
 # --- report ----------------------------------------------------------------
@@ -290,8 +295,8 @@ median() { # median VARIANT TARGET COLUMN
 }
 sum() { awk -F'\t' -v v="$1" -v c="$2" 'NR > 1 && $1 == v { s += $c } END { print s + 0 }' "$RAW"; }
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
-round_ratios() { # round_ratios VARIANT TARGET COLUMN: "median min max" of TARGET / caddy, per round
-	awk -F'\t' -v v="$1" -v t="$2" -v c="$3" 'NR > 1 && $1 == v && $2 == "caddy" { b[$3] = $c }
+round_ratios() { # round_ratios VARIANT TARGET COLUMN [BASE]: "median min max" of TARGET / BASE (default caddy), per round
+	awk -F'\t' -v v="$1" -v t="$2" -v c="$3" -v base="${4:-caddy}" 'NR > 1 && $1 == v && $2 == base { b[$3] = $c }
 		NR > 1 && $1 == v && $2 == t { a[$3] = $c }
 		END { for (r in a) if (b[r] > 0) print a[r] / b[r] }' "$RAW" | sort -g |
 		awk '{ x[NR] = $1 } END { printf "%.3f %.3f %.3f", (NR % 2 ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2), x[1], x[NR] }'
@@ -341,6 +346,17 @@ verdict() { awk -v r="$1" -v op="$2" -v lim="$3" 'BEGIN { ok = (op == ">=") ? r 
 			echo "| ${LABEL[$t]}, $variant | $rr $(verdict "$rr" ">=" 0.97) [$rlo, $rhi] |" \
 				"$pr $(verdict "$pr" "<=" 1.05) [$plo, $phi] | $cr [$clo, $chi] |"
 		done
+	done
+	echo
+	echo "### Spend per client: (6) to (3), the same module without reporting and metering (target: CPU/req <= 1.05)"
+	echo
+	echo "| | req/s ratio | p99 ratio | CPU/req ratio |"
+	echo "|---|---:|---:|---:|"
+	for variant in $VARIANTS; do
+		read -r rr rlo rhi <<<"$(round_ratios "$variant" spend 4 static)"
+		read -r pr plo phi <<<"$(round_ratios "$variant" spend 6 static)"
+		read -r cr clo chi <<<"$(round_ratios "$variant" spend 9 static)"
+		echo "| ${LABEL[spend]}, $variant | $rr [$rlo, $rhi] | $pr [$plo, $phi] | $cr $(verdict "$cr" "<=" 1.05) [$clo, $chi] |"
 	done
 	echo
 	echo "CPU/req is the proxy process's user+system CPU time over a run divided by its requests; it is"

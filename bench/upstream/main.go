@@ -39,6 +39,10 @@ const chunkTemplate = `data: {"id":"chatcmpl-bench0123456789abcdef","object":"ch
 	`"created":1767225600,"model":"openai/gpt-4o-mini","choices":[{"index":0,"delta":{"content":"token %d "},` +
 	`"finish_reason":null}]}` + "\n\n"
 
+const usageChunk = `data: {"id":"chatcmpl-bench0123456789abcdef","object":"chat.completion.chunk",` +
+	`"created":1767225600,"model":"openai/gpt-4o-mini","choices":[],"usage":{"prompt_tokens":42,"completion_tokens":64,` +
+	`"total_tokens":106,"cost":0.0000384}}` + "\n\n"
+
 type server struct {
 	chunks int
 	delay  time.Duration
@@ -110,6 +114,8 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, chunkTemplate, i)
 		flusher.Flush()
 	}
+	// the usage chunk AI Gateway sends last with stream_options.include_usage
+	io.WriteString(w, usageChunk)
 	io.WriteString(w, "data: [DONE]\n\n")
 }
 

@@ -15,4 +15,4 @@ export ANTHROPIC_AUTH_TOKEN=sk-placeholder
 unset ANTHROPIC_API_KEY
 
 # Optional: pick the model by its AI Gateway id.
-# export ANTHROPIC_MODEL=anthropic/claude-sonnet-4.5
+# export ANTHROPIC_MODEL=anthropic/claude-sonnet-5.5
