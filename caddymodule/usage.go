@@ -2,9 +2,9 @@ package caddymodule
 
 import (
 	"bytes"
-	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // Token usage, read from a response as it streams to the client. Nothing
@@ -84,14 +84,12 @@ func (s *usageScanner) start(status int, h http.Header) {
 	if ct == "" {
 		return
 	}
-	media, _, err := mime.ParseMediaType(ct)
-	if err != nil {
-		return
-	}
+	media, _, _ := strings.Cut(ct, ";") // no mime.ParseMediaType: it allocates a map per answer
+	media = strings.TrimSpace(media)
 	switch {
-	case media == "text/event-stream":
+	case strings.EqualFold(media, "text/event-stream"):
 		s.mode = scanSSE
-	case media == "application/json" || len(media) > 5 && media[len(media)-5:] == "+json":
+	case strings.EqualFold(media, "application/json") || len(media) > 5 && strings.EqualFold(media[len(media)-5:], "+json"):
 		s.mode = scanJSON
 	}
 }
