@@ -171,10 +171,14 @@ func TestMetricsLabelsBounded(t *testing.T) {
 	observePush(false)
 
 	allowed := map[string]*regexp.Regexp{
-		"outcome":  regexp.MustCompile(`^(forwarded|client_rejected|forbidden|bad_request|no_credential|replayed)$`),
-		"source":   regexp.MustCompile(`^(static|vercel_oidc)$`),
-		"result":   regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled)$`),
-		"instance": regexp.MustCompile(`^[0-9a-f]{12}$`),
+		"outcome": regexp.MustCompile(`^(forwarded|client_rejected|forbidden|bad_request|no_credential|replayed|limited)$`),
+		// spend per client (clientmetrics.go): client names are verified and capped in number
+		"client":    regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`),
+		"direction": regexp.MustCompile(`^(input|output)$`),
+		"limit":     regexp.MustCompile(`^(requests_per_minute|tokens_per_day)$`),
+		"source":    regexp.MustCompile(`^(static|vercel_oidc)$`),
+		"result":    regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled)$`),
+		"instance":  regexp.MustCompile(`^[0-9a-f]{12}$`),
 	}
 	families, err := ctx.GetMetricsRegistry().Gather()
 	if err != nil {
