@@ -38,7 +38,8 @@ const (
 	// dead holder's file lock to go stale (certmagic: 10s).
 	shareNoTokenLockWait = 15 * time.Second
 	// shareLockReserve is kept, out of the current token's usable time,
-	// for a refresh alone after the lock could not be had.
+	// for a refresh alone after the lock could not be had: at most this,
+	// and at most a quarter of that time.
 	shareLockReserve = 3 * time.Second
 	// shareMaxLockWait caps the wait for the lock while a token is usable.
 	shareMaxLockWait = 2 * time.Minute
@@ -417,7 +418,8 @@ func lockWait(current *Credential, now time.Time) time.Duration {
 	if current.expires.IsZero() {
 		return shareMaxLockWait
 	}
-	return min(max(current.usableUntil.Sub(now)-shareLockReserve, time.Second), shareMaxLockWait)
+	left := current.usableUntil.Sub(now)
+	return min(max(left-min(shareLockReserve, left/4), time.Second), shareMaxLockWait)
 }
 
 // sharedLoad is the refresh of a shared source: the stored token if
@@ -442,8 +444,20 @@ func (st *oidcState) sharedLoad(ctx context.Context, current *Credential, force 
 			sh.log().Warn("the shared storage lock was held too long; refreshing alone",
 				zap.String("key", sh.key), zap.Duration("waited", wait))
 		}
+		// the holder may have stored a token meanwhile (or the poll
+		// adopted one): look once more before refreshing alone
+		if rec, stored, err := sh.read(ctx); err == nil {
+			if c := st.adoptable(rec, stored, current, force); c != nil {
+				return c, nil
+			}
+		}
 		c, lerr := st.load(ctx, current, force)
-		st.publishLoaded(ctx, c, current, force, rec, stored) // the others may be waiting for it
+		// stored without the lock, for the others that may be waiting:
+		// compared with what is stored right now, so that a token pushed
+		// meanwhile is not overwritten by an older one
+		if rec, stored, err := sh.read(ctx); err == nil {
+			st.publishLoaded(ctx, c, current, force, rec, stored)
+		}
 		return c, lerr
 	}
 	defer sh.unlock()

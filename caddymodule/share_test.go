@@ -440,7 +440,7 @@ func TestShareLockHeldTooLongRefreshesAlone(t *testing.T) {
 	if err := storage.Lock(context.Background(), a.share.lock); err != nil {
 		t.Fatal(err)
 	}
-	// usable for about 4.5s more (margin: a tenth of 5s): waits about 1.5s
+	// usable for about 4s more (margin: a tenth of 5s): waits about 3s
 	cur := mustParse(t, testOIDCToken(t, time.Now().Add(5*time.Second)))
 	c, err := a.sharedLoad(context.Background(), cur, true)
 	if err != nil || c == nil || c.value == cur.value {
@@ -471,6 +471,7 @@ func TestShareLockWait(t *testing.T) {
 		{nil, shareNoTokenLockWait},
 		{usableFor(-time.Second), shareNoTokenLockWait},
 		{usableFor(time.Second), time.Second},
+		{usableFor(4 * time.Second), 3 * time.Second}, // a quarter kept for a refresh alone
 		{usableFor(40 * time.Second), 40*time.Second - shareLockReserve},
 		{usableFor(time.Hour), shareMaxLockWait},
 	} {
