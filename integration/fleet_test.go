@@ -397,7 +397,7 @@ func TestFleetLockHolderKilled(t *testing.T) {
 	<-fleet[holder].exited
 	killed := time.Now()
 	release()
-	t.Logf("killed instance %d holding the lock during its mint; the old token is usable until %s",
+	t.Logf("killed instance %d holding the lock during its mint; the old token stays usable for another %s",
 		holder+1, time.Until(firstExp.Add(-4*time.Second)).Round(time.Second))
 
 	for i, p := range survivors {
@@ -415,6 +415,6 @@ func TestFleetLockHolderKilled(t *testing.T) {
 			t.Fatalf("the gateway refused a request: %s", r.Reject)
 		}
 	}
-	t.Logf("survivors took over %s after the kill; %d mint calls in all (the killed one's included)",
+	t.Logf("survivors took over %s after the kill; %d mint calls completed in all (the killed instance's was cut off)",
 		tookOver.Round(100*time.Millisecond), len(v.Mints()))
 }
