@@ -69,11 +69,14 @@ func onlyStandardOptions(vals []string) bool {
 
 // controlledHeader reports whether a header (by canonical name) is one the
 // module removes from or sets on every forwarded request: a client
-// credential, the upstream credential and its method, or the Vercel
-// Sandbox forwarding headers.
+// credential, the upstream credential and its method, AI Gateway's
+// spend-reporting headers (a client must not attribute spend, and each
+// new value costs the team a fee) or the Vercel Sandbox forwarding
+// headers.
 func controlledHeader(name string) bool {
 	switch name {
 	case "Authorization", "X-Api-Key", "Api-Key", "Proxy-Authorization", "Ai-Gateway-Auth-Method",
+		headerReportingUser, headerReportingTags,
 		headerSandboxToken, headerForwardedHost, headerForwardedScheme, headerForwardedPort, headerForwardedPath:
 		return true
 	}

@@ -390,7 +390,7 @@ func (h *Handler) credential(ctx context.Context) (int, *Credential, error) {
 func setUpstreamAuth(hdr http.Header, cred *Credential) {
 	for k := range hdr {
 		switch k {
-		case "X-Api-Key", "Api-Key", "Proxy-Authorization",
+		case "X-Api-Key", "Api-Key", "Proxy-Authorization", headerReportingUser, headerReportingTags,
 			headerSandboxToken, headerForwardedHost, headerForwardedScheme, headerForwardedPort, headerForwardedPath:
 			delete(hdr, k)
 		default:

@@ -74,6 +74,12 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*mete
 	if s.reporter != nil {
 		s.reporter.stamp(r, name)
 	}
+	// Usage is read from the answer as it passes. Without the client's
+	// Accept-Encoding, reverse_proxy's transport asks for gzip itself and
+	// hands on the answer decompressed, so a gzipped JSON answer (AI
+	// Gateway compresses whole answers for clients that accept it) is
+	// metered too; the leg between proxy and gateway stays compressed.
+	delete(r.Header, "Accept-Encoding")
 	return &meterWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, spend: s, name: name, r: r}, nil
 }
 

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"compress/gzip"
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
@@ -173,6 +174,17 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	g.record(rec)
+
+	// Like Vercel's edge, a whole (not streamed) answer is gzipped for a
+	// client that accepts it: usage metering must see through that.
+	if !req.Stream && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") &&
+		(r.URL.Path == "/v1/models" || r.URL.Path == "/v1/chat/completions" || r.URL.Path == "/v1/messages" || r.URL.Path == "/v1/responses") {
+		gz := gzip.NewWriter(w)
+		defer gz.Close()
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Add("Vary", "Accept-Encoding")
+		w = gzipResponseWriter{ResponseWriter: w, gz: gz}
+	}
 
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/v1/models":
@@ -397,6 +409,14 @@ func (g *fakeGateway) stream(w http.ResponseWriter, r *http.Request, events []st
 		}
 	}
 }
+
+// gzipResponseWriter writes the body through gz.
+type gzipResponseWriter struct {
+	http.ResponseWriter
+	gz *gzip.Writer
+}
+
+func (w gzipResponseWriter) Write(p []byte) (int, error) { return w.gz.Write(p) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

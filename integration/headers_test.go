@@ -2,6 +2,7 @@ package integration
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -32,6 +33,13 @@ func TestClientCredentialsNeverReachGateway(t *testing.T) {
 			"Api-Key":             "sk-placeholder",
 			"Proxy-Authorization": "Basic dXNlcjpwYXNz",
 		}},
+		// spend attribution is not the client's to choose, even when the
+		// proxy does not stamp it (reporting off)
+		{"reporting headers", map[string]string{
+			"Authorization":     "Bearer sk-placeholder",
+			"Ai-Reporting-User": "someone-else",
+			"ai_reporting_tags": "billed-to-you",
+		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			n := len(gw.Requests())
@@ -42,7 +50,13 @@ func TestClientCredentialsNeverReachGateway(t *testing.T) {
 			if got := len(gw.Requests()); got != n+1 {
 				t.Fatalf("gateway got %d requests, want 1", got-n)
 			}
-			assertForwarded(t, lastRequest(t, gw), apiKey, "api-key")
+			last := lastRequest(t, gw)
+			assertForwarded(t, last, apiKey, "api-key")
+			for name := range last.Header {
+				if strings.Contains(strings.ToLower(strings.ReplaceAll(name, "_", "-")), "ai-reporting") {
+					t.Errorf("the gateway got the client's %s", name)
+				}
+			}
 		})
 	}
 }
