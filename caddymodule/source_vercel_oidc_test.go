@@ -245,6 +245,14 @@ func TestOIDCStateSharedAcrossReload(t *testing.T) {
 		t.Fatal("the same source config got two caches")
 	}
 	st := a.state
+	// the shared state logs through the newest config's logger, not the
+	// one of the config that created it (and will be unloaded first)
+	if a.logger == b.logger {
+		t.Fatal("both configs have the same logger: this test cannot tell them apart")
+	}
+	if st.logger.Load() != b.logger || st.refresher.log() != b.logger {
+		t.Error("after a reload the shared state still logs through the old config's logger")
+	}
 	_ = currentValue(&a) // starts the refresher loop
 	if err := a.Cleanup(); err != nil {
 		t.Fatal(err)
