@@ -164,7 +164,7 @@ func TestMintOutage(t *testing.T) {
 		o := outcome{sent: time.Now()}
 		o.res = tc.chat(t, p.URL, "sk-placeholder")
 		o.received = time.Now()
-		if o.res.Status == http.StatusOK {
+		if o.res.Status == http.StatusOK || o.res.Status == http.StatusUnauthorized {
 			o.exp, _ = v.expOf(lastRequest(t, gw).Credential)
 		}
 		outcomes = append(outcomes, o)
@@ -190,6 +190,14 @@ func TestMintOutage(t *testing.T) {
 				t.Errorf("503 %s before the token's exp less the expiry margin, while the proxy still had a valid token: %s", lastUsable.Sub(o.received), o.res.Body)
 			}
 			checkUnavailable(t, p, o.res, "mint")
+		case http.StatusUnauthorized:
+			// sent before exp less the margin, but seen by the gateway
+			// after exp plus its 1 s leeway: only on a loaded machine,
+			// and only for a token close to its exp
+			if d := o.sent.Sub(o.exp); d < -5*time.Second || d > 5*time.Second {
+				t.Errorf("401 for a token %s from its exp: %s", d, o.res.Body)
+			}
+			t.Logf("the gateway saw the token after its exp (machine busy); not a proxy error")
 		default:
 			t.Errorf("status %d during the outage, want 200 before exp and 503 after: %s", o.res.Status, o.res.Body)
 		}
