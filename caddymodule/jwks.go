@@ -218,6 +218,12 @@ type issuerPolicy struct {
 	current func() string
 	// jwksURL, when set, overrides <iss>/.well-known/jwks.
 	jwksURL string
+	// anyVercelIssuer trusts any https://oidc.vercel.com[/<one segment>]
+	// issuer too. Only with jwksURL set: the keys then come from that one
+	// configured URL whatever the iss, so a client-chosen path causes no
+	// fetch and no cache entry, and the signature (Vercel's key) plus the
+	// caller's own claim checks decide.
+	anyVercelIssuer bool
 }
 
 // newIssuerPolicy trusts issuer alone when it is set, else the
@@ -270,6 +276,9 @@ func (p issuerPolicy) check(iss string) (string, error) {
 	if !trusted && want != "" && p.current != nil {
 		cur := strings.TrimRight(p.current(), "/")
 		trusted = cur == want && isVercelIssuer(cur)
+	}
+	if !trusted && p.anyVercelIssuer && p.jwksURL != "" {
+		trusted = isVercelIssuer(want)
 	}
 	if !trusted {
 		return "", fmt.Errorf("issuer %s is not a trusted issuer (%s)", logValue(iss), strings.Join(p.issuers, ", "))

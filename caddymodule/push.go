@@ -102,6 +102,11 @@ func newPushTarget(s *VercelOIDCSource) *pushTarget {
 	policy := newIssuerPolicy(rp.Issuer, rp.JWKSURL, rp.Issuers...)
 	if rp.Issuer == "" {
 		policy.current = func() string { return currentIssuer(s) }
+		// With the keys pinned by jwks_url, the iss path adds nothing a
+		// client could use (no fetch follows it), so the documented
+		// default holds: https://oidc.vercel.com or any path under it.
+		// The token's owner_id and project_id are still checked.
+		policy.anyVercelIssuer = rp.JWKSURL != ""
 	}
 	return &pushTarget{source: s, policy: policy, team: rp.Team, project: rp.Project}
 }

@@ -454,12 +454,12 @@ func TestPushOnlySource(t *testing.T) {
 	}
 }
 
-// Without `issuer`, a push is accepted only from the issuers the
-// configuration implies: Vercel's global issuer, the team's path (the
-// push team id, the mint block's team id or slug) and the issuer of the
-// token the source holds from its own inputs; any other path on
-// oidc.vercel.com is refused without a fetch. An explicit issuer is the
-// only one accepted.
+// Without an explicit issuer, a push is accepted only from the issuers
+// the configuration implies (the global issuer, the push and mint teams,
+// the current token's issuer), and an untrusted one is refused before
+// any fetch. The policy is checked directly: the keys of an implied
+// issuer are at <iss>/.well-known/jwks on oidc.vercel.com, which a test
+// does not reach.
 func TestPushDefaultIssuers(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -490,7 +490,7 @@ func TestPushDefaultIssuers(t *testing.T) {
 				initial = testOIDCToken(t, time.Now().Add(time.Hour))
 			}
 			h := pushHandler(t, jwks, initial, func(s *VercelOIDCSource) {
-				s.Push.Issuer = ""
+				s.Push.Issuer, s.Push.JWKSURL = "", ""
 				if tc.edit != nil {
 					tc.edit(s)
 				}
@@ -506,13 +506,52 @@ func TestPushDefaultIssuers(t *testing.T) {
 			if n := jwks.fetches.Load(); n != 0 {
 				t.Errorf("%d JWKS fetches for untrusted issuers", n)
 			}
+			policy := h.pushes[testPushPath].policy
 			for _, iss := range tc.accepted {
-				exp = exp.Add(time.Minute)
-				if w := pushJSON(t, h, testOIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss })); w.Code != http.StatusNoContent {
-					t.Errorf("issuer %s: status %d: %s", iss, w.Code, w.Body)
+				if got, err := policy.check(iss); err != nil || got != strings.TrimRight(iss, "/")+"/.well-known/jwks" {
+					t.Errorf("issuer %s: JWKS %q, %v; want it trusted, keys at <iss>/.well-known/jwks", iss, got, err)
 				}
 			}
 		})
+	}
+}
+
+// With jwks_url set (and no issuer), the documented default holds: a push
+// from https://oidc.vercel.com or any one-segment path under it (a team
+// slug, say) is accepted, since the keys come from the configured URL
+// whatever the iss: a client-chosen path causes no fetch of its own and
+// leaves nothing behind. Other hosts, deeper or odd paths are refused, and
+// the token must still be for the team and project.
+func TestPushDefaultIssuersPinnedJWKS(t *testing.T) {
+	jwks := newFakeJWKS(t)
+	h := pushHandler(t, jwks, "", func(s *VercelOIDCSource) { s.Push.Issuer = "" })
+	exp := time.Now().Add(2 * time.Hour)
+	for _, iss := range []string{"https://oidc.vercel.com", "https://oidc.vercel.com/acme", "https://oidc.vercel.com/" + testTeam, testIssuer} {
+		exp = exp.Add(time.Minute)
+		if w := pushJSON(t, h, testOIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss })); w.Code != http.StatusNoContent {
+			t.Errorf("issuer %s: status %d, want 204: %s", iss, w.Code, w.Body)
+		}
+	}
+	for _, iss := range []string{"https://evil.example/acme", "http://oidc.vercel.com/acme", "https://oidc.vercel.com/acme/x",
+		"https://oidc.vercel.com/" + strings.Repeat("x", 3000)} {
+		exp = exp.Add(time.Minute)
+		if w := pushJSON(t, h, testOIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss })); w.Code != http.StatusUnauthorized {
+			t.Errorf("issuer %.60s: status %d, want 401", iss, w.Code)
+		}
+	}
+	exp = exp.Add(time.Minute)
+	other := testOIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = "https://oidc.vercel.com/acme"; c["project_id"] = "prj_other" })
+	if w := pushJSON(t, h, other); w.Code != http.StatusUnprocessableEntity {
+		t.Errorf("a token for another project: status %d, want 422", w.Code)
+	}
+	// 1,000 fresh issuer paths: the keys come from the one configured URL
+	before := jwks.fetches.Load()
+	for i := range 1000 {
+		iss := fmt.Sprintf("https://oidc.vercel.com/p%d", i)
+		pushJSON(t, h, testOIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss }))
+	}
+	if n := jwks.fetches.Load() - before; n > 1 {
+		t.Errorf("%d JWKS fetches for 1,000 issuer paths, want at most 1", n)
 	}
 }
 
