@@ -372,15 +372,16 @@ func (h *Handler) credential(ctx context.Context) (int, *Credential, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.CredentialWait))
 	defer cancel()
-	var reasons []string
+	var reasons, public []string
 	for i, s := range h.sources {
 		c, err := s.Fetch(ctx)
 		if err == nil {
 			return i, c, nil
 		}
 		reasons = append(reasons, s.Kind()+": "+err.Error())
+		public = append(public, s.Kind()+" ("+publicText(err, "unavailable")+")")
 	}
-	return -1, nil, errors.New(strings.Join(reasons, "; "))
+	return -1, nil, refuse(strings.Join(public, "; "), strings.Join(reasons, "; "))
 }
 
 // setUpstreamAuth removes every credential the client sent (and the
@@ -491,12 +492,16 @@ func (h *Handler) noCredential(w http.ResponseWriter, r *http.Request, client an
 			}
 		}
 	}
-	// the reasons name env variables, files and API addresses: they go to
-	// the log (and the admin status route), never to a client
+	// the whole reasons name env variables, files and API addresses: they
+	// go to the log (and the admin status route), never to a client
 	h.logger.Error("no upstream credential", zap.Any("client", client), zap.Error(err))
 	w.Header().Set("Retry-After", retryAfterSeconds(retry))
+	// The client learns which sources were tried and why in categories
+	// ("vercel_oidc (mint: failed)"); names, paths and addresses are for
+	// the log and the admin status route.
 	return writeError(w, r, http.StatusServiceUnavailable, errUnavailable, "no_upstream_credential",
-		"the proxy has no usable upstream credential right now; retry after the time in the Retry-After header")
+		"the proxy has no usable upstream credential right now; tried "+publicText(err, "every source")+
+			"; retry after the time in the Retry-After header")
 }
 
 // badRequest answers 400 for a request the module refuses to forward.

@@ -131,7 +131,8 @@ func (r *refresher) Fetch(ctx context.Context) (*Credential, error) {
 	if wait > 0 && lastErr != nil {
 		if c != nil {
 			// lastErr predates the token's expiry: say why there is none now
-			lastErr = fmt.Errorf("token expired at %s; last refresh: %w", c.expires.UTC().Format(time.RFC3339), lastErr)
+			lastErr = refuse("token expired; last refresh: "+publicText(lastErr, "failed"),
+				fmt.Sprintf("token expired at %s; last refresh: %v", c.expires.UTC().Format(time.RFC3339), lastErr))
 		}
 		return nil, fmt.Errorf("%w (next attempt in %s)", lastErr, wait.Round(time.Second))
 	}
@@ -143,7 +144,7 @@ func (r *refresher) Fetch(ctx context.Context) (*Credential, error) {
 		}
 		return res.Val.(*Credential), nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("still refreshing after waiting: %w", context.Cause(ctx))
+		return nil, refuse("still refreshing", fmt.Sprintf("still refreshing after waiting: %v", context.Cause(ctx)))
 	}
 }
 

@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"time"
 
@@ -61,10 +60,10 @@ func (s *StaticSource) Fetch(context.Context) (*Credential, error) {
 
 func (s *StaticSource) emptyError() error {
 	if s.Key == "" {
-		return errors.New("no key configured")
+		return refuse("no key", "no key configured")
 	}
 	// s.Key is the placeholder as configured, e.g. {env.AI_GATEWAY_API_KEY}
-	return errors.New("key is empty (" + s.Key + " resolved to nothing)")
+	return refuse("no key", "key is empty ("+s.Key+" resolved to nothing)")
 }
 
 // Kind implements Source.

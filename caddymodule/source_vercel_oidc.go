@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -338,12 +339,15 @@ func (st *oidcState) load(ctx context.Context, current *Credential, force bool) 
 			best = c
 		}
 	}
-	var reasons []string
+	// reasons name the inputs (env names, paths, URLs) for the log and
+	// the status route; public says the same in categories, for clients
+	var reasons, public []string
 	if st.cfg.Env != "" {
 		if st.envCred.usable(now) && !st.refresher.IsRejected(st.envCred) {
 			consider(st.envCred)
 		} else {
 			reasons = append(reasons, fmt.Sprintf("env %s: %s", st.cfg.Env, orExpired(st.envErr, st.envCred)))
+			public = append(public, "env: "+inputProblem(st.envErr, st.envCred))
 		}
 	}
 	if st.cfg.File != "" {
@@ -354,6 +358,7 @@ func (st *oidcState) load(ctx context.Context, current *Credential, force bool) 
 			consider(fc)
 		} else {
 			reasons = append(reasons, fmt.Sprintf("file %s: %s", st.cfg.File, orExpired(ferr, fc)))
+			public = append(public, "file: "+inputProblem(ferr, fc))
 		}
 	}
 	if !force {
@@ -366,23 +371,49 @@ func (st *oidcState) load(ctx context.Context, current *Credential, force bool) 
 		minted, err := st.cfg.mint.mint(ctx)
 		if err != nil {
 			reasons = append(reasons, "mint: "+err.Error())
+			public = append(public, "mint: failed")
 		} else {
 			consider(minted)
 		}
 	}
 	if best == nil {
 		if force && len(reasons) == 0 {
-			return nil, errors.New("no input has a different token")
+			return nil, refuse("no different token", "no input has a different token")
 		}
 		if len(reasons) == 0 {
-			return nil, errors.New("no token yet (this source only accepts pushed tokens)")
+			return nil, refuse("no token pushed yet", "no token yet (this source only accepts pushed tokens)")
 		}
-		return nil, errors.New(strings.Join(reasons, "; "))
+		return nil, refuse(strings.Join(public, ", "), strings.Join(reasons, "; "))
 	}
 	if len(reasons) > 0 && now.After(refreshPoint(best, st.cfg.RefreshBefore)) && best == current {
-		return best, errors.New(strings.Join(reasons, "; "))
+		return best, refuse(strings.Join(public, ", "), strings.Join(reasons, "; "))
 	}
 	return best, nil
+}
+
+// inputProblem is why an input has no usable token, in a word a client
+// may read: never a name, a path or an address.
+func inputProblem(err error, c *Credential) string {
+	switch {
+	case c.usable(time.Now()):
+		return "token refused by the gateway"
+	case c != nil:
+		return "token expired"
+	case err == nil:
+		return "no token"
+	case errors.Is(err, fs.ErrNotExist):
+		return "missing"
+	}
+	msg := err.Error()
+	switch {
+	case msg == "not set":
+		return "not set"
+	case strings.Contains(msg, "expired"):
+		return "token expired"
+	case strings.HasPrefix(msg, "no token"):
+		return "no token"
+	}
+	return "unusable"
 }
 
 func orExpired(err error, c *Credential) string {

@@ -288,7 +288,7 @@ func TestErrorBodiesNameNoConfig(t *testing.T) {
 	}
 	reverse_proxy %s`, staticVar, oidcVar, tokenFile, projectID, teamID, accessName, v.URL(), gw.URL()))
 	configStrings := []string{staticVar, oidcVar, tokenFile, filepath.Base(tokenFile), dir, projectID, teamID, accessName,
-		v.URL(), mintAPI.Host, gw.URL(), strings.TrimPrefix(gw.URL(), "http://"), "vercel_oidc", "mint", "static"}
+		v.URL(), mintAPI.Host, gw.URL(), strings.TrimPrefix(gw.URL(), "http://")}
 
 	tc := newTestClient(t)
 	anthropic := map[string]string{"Authorization": "Bearer sk-placeholder", "Anthropic-Version": "2023-06-01"}
@@ -320,7 +320,13 @@ func TestErrorBodiesNameNoConfig(t *testing.T) {
 			}
 		}
 	}
-	// the operator still learns why, from the log
+	// the client learns which sources were tried and why, in categories
+	for _, want := range []string{"static (no key)", "vercel_oidc (env: not set, file: no token, mint: failed)"} {
+		if !strings.Contains(string(cases[0].res.Body), want) {
+			t.Errorf("503 body %s does not say %q", cases[0].res.Body, want)
+		}
+	}
+	// the operator learns the whole reason, from the log
 	checkUnavailable(t, p, cases[0].res, tokenFile)
 	checkUnavailable(t, p, cases[0].res, oidcVar)
 	if n := len(gw.Requests()); n != 0 {
