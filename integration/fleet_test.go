@@ -278,6 +278,7 @@ func TestFleetSharesOneToken(t *testing.T) {
 	// mint) and records the refusal; 2 and 3, asked nothing meanwhile,
 	// stop using it.
 	gw.Revoke(pushed)
+	revoked := time.Now()
 	from := len(gw.Requests())
 	if res := tc.do(t, http.MethodPost, fleet[0].URL+"/v1/chat/completions",
 		map[string]string{"Authorization": "Bearer sk-placeholder", fleetHeader: fleet[0].URL}, chatBody); res.Status != http.StatusOK {
@@ -305,8 +306,14 @@ func TestFleetSharesOneToken(t *testing.T) {
 			}
 		}
 	}
-	if n := len(v.Mints()) - mintsBefore; n != 1 {
-		t.Errorf("%d mints for one refused token, want 1", n)
+	// one mint for the refusal, plus the fleet's scheduled rotations
+	// (one per half token life) if this phase lasted that long on a busy
+	// machine: never one per instance
+	phase := time.Since(revoked)
+	due := int(math.Ceil(phase.Seconds() / (ttl / 2).Seconds()))
+	if n := len(v.Mints()) - mintsBefore; n < 1 || n > 1+due {
+		t.Errorf("%d mints for one refused token in %s, want 1 (plus at most %d scheduled rotations)",
+			n, phase.Round(time.Millisecond), due)
 	}
 
 	// The storage breaks: its subfolders become files. Every instance
