@@ -27,7 +27,7 @@ var (
 	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
 		Name:      "requests_total",
-		Help:      "Requests handled by ai_gateway_auth, by outcome (forwarded, client_rejected, forbidden, bad_request, no_credential, replayed).",
+		Help:      "Requests handled by ai_gateway_auth, by outcome (forwarded, client_rejected, forbidden, bad_request, limited, no_credential, replayed).",
 	}, []string{"outcome"})
 
 	refreshesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
