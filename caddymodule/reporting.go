@@ -145,18 +145,12 @@ func reportingValue(v string, max int) string {
 	return b.String()
 }
 
-// stamp removes the reporting headers the client sent, in any spelling,
-// and sets the configured ones. (Connection options and trailers that
-// could name or carry them are dealt with before, for every request:
-// see dropConnectionOptions and credentialInTrailers.)
+// stamp sets the configured reporting headers. Whatever the client sent
+// under those names (any case, repeated, with underscores, named by a
+// Connection option or sent as a trailer) is already gone: setUpstreamAuth
+// removes them from every request, reporting on or off.
 func (rp *reporter) stamp(r *http.Request, clientName string) {
 	hdr := r.Header
-	for k := range hdr {
-		if isReportingHeader(k) {
-			delete(hdr, k)
-		}
-	}
-
 	var repl *caddy.Replacer
 	if rp.user != "" || rp.tags != nil {
 		repl, _ = r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -192,24 +186,4 @@ func (rp *reporter) stamp(r *http.Request, clientName string) {
 			hdr[headerReportingTags] = []string{b.String()}
 		}
 	}
-}
-
-// isReportingHeader matches ai-reporting-user and ai-reporting-tags in
-// any case, and with underscores, which some proxies map to dashes.
-func isReportingHeader(k string) bool {
-	const prefix = "ai-reporting-"
-	if len(k) != len(prefix)+4 {
-		return false
-	}
-	for i := 0; i < len(prefix); i++ {
-		c := k[i] | 0x20
-		if k[i] == '_' {
-			c = '-'
-		}
-		if c != prefix[i] {
-			return false
-		}
-	}
-	rest := k[len(prefix):]
-	return strings.EqualFold(rest, "user") || strings.EqualFold(rest, "tags")
 }

@@ -73,10 +73,12 @@ func TestReportingHeadersReplaced(t *testing.T) {
 		h.Reporting = &Reporting{Tags: []string{"sandboxes", "{env.SPEND_TEST_ENV}", "{test.team}", "{env.SPEND_TEST_UNSET}"}}
 	})
 	r := clientRequest(t, "sandbox-7", "/v1/chat/completions")
+	// as net/http stores what a client sends: canonical names, repeated
+	// values, underscores kept
 	r.Header["Ai-Reporting-User"] = []string{"victim", "victim2"}
-	r.Header["ai-reporting-user"] = []string{"victim"} // not canonical: set past net/http
-	r.Header["AI-REPORTING-TAGS"] = []string{"a,b"}
+	r.Header["Ai-Reporting-Tags"] = []string{"a,b"}
 	r.Header["Ai_reporting_tags"] = []string{"c"}
+	r.Header["Ai_reporting_user"] = []string{"victim3"}
 	replacerOf(r).Set("test.team", strings.Repeat("t", 100)) // too long for a tag
 	var seen http.Header
 	w := serve(t, h, r, answering("application/json", "{}", &seen))
@@ -85,7 +87,7 @@ func TestReportingHeadersReplaced(t *testing.T) {
 	}
 	var reporting []string
 	for k, v := range seen {
-		if isReportingHeader(k) {
+		if k == headerReportingUser || k == headerReportingTags || controlledHeaderAlias(k) {
 			reporting = append(reporting, k+": "+strings.Join(v, "|"))
 		}
 	}
