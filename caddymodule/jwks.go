@@ -205,10 +205,10 @@ func (c *jwksCache) fetch(ctx context.Context, jwksURL string) (map[string]*rsa.
 }
 
 // issuerPolicy decides which issuers are trusted and where their keys
-// are. Every trusted issuer comes from the configuration (or from a token
-// the configuration supplied), never from a token being verified: a
-// client cannot make the proxy fetch from, or keep anything for, a URL it
-// chose.
+// are. Every key URL comes from the configuration (or from a token the
+// configuration supplied), never from a token being verified: a client
+// cannot make the proxy fetch from, or keep anything for, a URL it chose.
+// (anyVercelIssuer widens the accepted iss values, not the key URLs.)
 type issuerPolicy struct {
 	// issuers are the accepted iss values, without a trailing slash.
 	issuers []string
