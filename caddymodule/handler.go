@@ -400,6 +400,12 @@ func setUpstreamAuth(hdr http.Header, cred *Credential) {
 			}
 		}
 	}
+	setCredential(hdr, cred)
+}
+
+// setCredential sets the upstream credential and its method. The header
+// slices are the credential's own, built once.
+func setCredential(hdr http.Header, cred *Credential) {
 	hdr["Authorization"] = cred.authHeader
 	hdr["Ai-Gateway-Auth-Method"] = cred.methodHeader
 }
@@ -441,7 +447,9 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 	} else {
 		r.Body = body
 	}
-	setUpstreamAuth(r.Header, fresh)
+	// only the credential changes: the client's headers are already gone,
+	// and the module's own (reporting) must stay
+	setCredential(r.Header, fresh)
 	replayedCounter.Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "replaying request with a fresh credential"); c != nil {
 		c.Write(zap.String("source", h.sources[src].Kind()), zap.Time("expires", fresh.expires))

@@ -38,8 +38,9 @@ type fakeGateway struct {
 }
 
 type gatewayAttempt struct {
-	auth string
-	body []byte
+	auth   string
+	body   []byte
+	header http.Header
 }
 
 func (g *fakeGateway) refuse(token string) {
@@ -77,7 +78,7 @@ func (g *fakeGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	g.mu.Lock()
-	g.attempts = append(g.attempts, gatewayAttempt{auth: token, body: body})
+	g.attempts = append(g.attempts, gatewayAttempt{auth: token, body: body, header: r.Header.Clone()})
 	g.mu.Unlock()
 
 	if refused {
@@ -243,6 +244,40 @@ func TestReplayOn401(t *testing.T) {
 
 // Twenty requests that all hit the same refused token cost one mint
 // between them, and each client gets its own body back.
+// A replay changes only the credential: the reporting headers the module
+// stamped go upstream again, and no client header comes back.
+func TestReplayKeepsModuleHeaders(t *testing.T) {
+	rig := newReplayRig(t, func(h *Handler) { h.Reporting = &Reporting{Tags: []string{"fleet"}} })
+	r := rig.request("/v1/chat/completions", strings.NewReader(`{"model":"m"}`))
+	r.Header.Set("X-Api-Key", "sk-client")
+	r.Header.Set("Ai-Reporting-User", "someone-else")
+	w := httptest.NewRecorder()
+	if err := rig.h.ServeHTTP(w, r, caddyhttp.HandlerFunc(rig.gw.ServeHTTP)); err != nil {
+		t.Fatal(err)
+	}
+	calls := rig.gw.calls()
+	if w.Code != http.StatusOK || len(calls) != 2 {
+		t.Fatalf("status %d after %d attempts, want 200 after a replay", w.Code, len(calls))
+	}
+	for i, c := range calls {
+		if got := c.header.Get(headerReportingUser); got != placeholderClient {
+			t.Errorf("attempt %d: ai-reporting-user %q, want %q", i+1, got, placeholderClient)
+		}
+		if got := c.header.Get(headerReportingTags); got != "fleet" {
+			t.Errorf("attempt %d: ai-reporting-tags %q, want fleet", i+1, got)
+		}
+		if c.header.Get("X-Api-Key") != "" {
+			t.Errorf("attempt %d: the client's x-api-key went upstream", i+1)
+		}
+		if c.header.Get("Ai-Gateway-Auth-Method") != methodOIDC {
+			t.Errorf("attempt %d: ai-gateway-auth-method %q", i+1, c.header.Get("Ai-Gateway-Auth-Method"))
+		}
+	}
+	if calls[1].auth == calls[0].auth {
+		t.Error("the replay carried the refused token")
+	}
+}
+
 func TestReplayConcurrentOneRefresh(t *testing.T) {
 	const n = 20
 	rig := newReplayRig(t, nil)
