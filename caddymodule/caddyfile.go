@@ -64,9 +64,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        jwks_url       <url>
 //	        forwarded_host <host...>
 //	    }
-//	    allow_paths      <pattern...>
-//	    retry_body_limit <size>
-//	    credential_wait  <duration>
+//	    allow_paths        <pattern...>
+//	    retry_body_limit   <size>
+//	    retry_memory_limit auto|<size>
+//	    credential_wait    <duration>
 //	    reporting {
 //	        user <value>
 //	        tags <tag...>
@@ -146,6 +147,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("retry_body_limit must be positive (e.g. 1MiB)")
 			}
 			h.RetryBodyLimit = int64(size)
+		case "retry_memory_limit":
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return err
+			}
+			if v == "auto" {
+				h.RetryMemoryLimit = 0
+				break
+			}
+			size, err := humanize.ParseBytes(v)
+			if err != nil || size == 0 || size > 1<<40 {
+				return d.Errf("retry_memory_limit: '%s' is not auto or a positive size up to 1TiB (e.g. 64MiB)", v)
+			}
+			h.RetryMemoryLimit = int64(size)
 		case "credential_wait":
 			if err := durationArg(d, &h.CredentialWait); err != nil {
 				return err
@@ -156,7 +171,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		default:
 			return d.Errf("unrecognized ai_gateway_auth option '%s' (expected credential, client_key, client_keys_file, "+
-				"client_key_secret, client_keys_revoked_file, vercel_sandbox, allow_paths, retry_body_limit, credential_wait, "+
+				"client_key_secret, client_keys_revoked_file, vercel_sandbox, allow_paths, retry_body_limit, retry_memory_limit, credential_wait, "+
 				"reporting, limits or usage_metrics)", d.Val())
 		}
 	}

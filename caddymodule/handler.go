@@ -75,6 +75,12 @@ type Handler struct {
 	// Default: 1 MiB.
 	RetryBodyLimit int64 `json:"retry_body_limit,omitempty"`
 
+	// The most memory the replay copies of this handler's requests in
+	// flight may use together, in bytes; a body that finds it used is
+	// sent without a copy. Default (0): retry_body_limit plus 8 KiB per
+	// request in flight.
+	RetryMemoryLimit int64 `json:"retry_memory_limit,omitempty"`
+
 	// How long a request may wait for a credential when no source has one
 	// cached (e.g. the first mint after start). Default: 10s.
 	CredentialWait caddy.Duration `json:"credential_wait,omitempty"`
@@ -104,6 +110,7 @@ type Handler struct {
 	logger       *zap.Logger
 	statusHandle *statusEntry
 	spend        *spend // nil unless reporting, limits or usage_metrics
+	replayBudget *replayBudget
 }
 
 // CaddyModule returns the Caddy module information.
@@ -125,6 +132,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RetryBodyLimit == 0 {
 		h.RetryBodyLimit = defaultRetryBodyLimit
 	}
+	h.replayBudget = newReplayBudget(h.RetryMemoryLimit, h.RetryBodyLimit)
 	if err := registerMetrics(ctx); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
@@ -416,7 +424,9 @@ func setCredential(hdr http.Header, cred *Credential) {
 func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler,
 	src int, cred *Credential, source refusable) error {
 	origBody := r.Body
-	a := newAttempt(w, r, h.RetryBodyLimit)
+	h.replayBudget.enter()
+	defer h.replayBudget.leave()
+	a := newAttempt(w, r, h.RetryBodyLimit, h.replayBudget)
 	defer a.end()
 	err := next.ServeHTTP(&a.rw, r)
 	if !a.rw.held {
@@ -434,10 +444,13 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 		forwardedCounter.Inc()
 		return a.rw.sendHeld()
 	}
-	body, ok := a.body.replayable()
-	if !ok {
-		h.logger.Warn("upstream refused the credential; request body too large to replay",
-			zap.String("source", h.sources[src].Kind()), zap.Int64("retry_body_limit", h.RetryBodyLimit))
+	body, err := a.body.replayable()
+	if err != nil {
+		// The credential is replaced, so sending the request again works:
+		// the SDKs (OpenAI's, Anthropic's) retry an answer so marked at
+		// once, whatever its status; the 401 itself stays the gateway's.
+		w.Header().Set("X-Should-Retry", "true")
+		h.logNoReplay(src, err)
 		forwardedCounter.Inc()
 		return a.rw.sendHeld()
 	}
@@ -457,6 +470,23 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 	err = next.ServeHTTP(w, r)
 	r.Body = origBody
 	return err
+}
+
+// logNoReplay says why a request refused with a replaceable credential
+// was not replayed.
+func (h *Handler) logNoReplay(src int, why error) {
+	kind := zap.String("source", h.sources[src].Kind())
+	switch why {
+	case errBodyTooLarge:
+		h.logger.Warn("upstream refused the credential; request body too large to replay",
+			kind, zap.Int64("retry_body_limit", h.RetryBodyLimit))
+	case errReplayMemory:
+		h.logger.Warn("upstream refused the credential; replay memory in use, request body not kept",
+			kind, zap.Int64("retry_memory_limit", h.replayBudget.limit()))
+	default:
+		h.logger.Warn("upstream refused the credential; request body could not be read again",
+			kind, zap.Error(why))
+	}
 }
 
 // rejectClient answers 401. client is the name of a revoked client (its

@@ -55,6 +55,12 @@ var (
 		Help:      "Token pushes, by result: used, older (valid but not fresher than the cached token), refused.",
 	}, []string{"result"})
 
+	replayCopiesSkippedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "replay_copies_skipped_total",
+		Help:      "Request bodies sent upstream without a copy for a replay after a 401, by reason: body_too_large (over retry_body_limit), memory_limit (the copies in flight used retry_memory_limit).",
+	}, []string{"reason"})
+
 	sandboxVerificationsTotal = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
 		Name:      "sandbox_token_verifications_total",
@@ -72,6 +78,8 @@ var (
 	noCredentialCounter   = requestsTotal.WithLabelValues(outcomeNoCredential)
 	replayedCounter       = requestsTotal.WithLabelValues(outcomeReplayed)
 	badRequestCounter     = requestsTotal.WithLabelValues(outcomeBadRequest)
+	replayCopyTooLarge    = replayCopiesSkippedTotal.WithLabelValues("body_too_large")
+	replayCopyNoMemory    = replayCopiesSkippedTotal.WithLabelValues("memory_limit")
 )
 
 // expiryCollector reports, at scrape time, each live OIDC source's time
@@ -93,7 +101,7 @@ func (expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 }
 
-var collectors = []prometheus.Collector{requestsTotal, refreshesTotal, refreshSeconds, forcedRefreshesTotal, pushesTotal, sandboxVerificationsTotal, expiryCollector{}}
+var collectors = []prometheus.Collector{requestsTotal, refreshesTotal, refreshSeconds, forcedRefreshesTotal, pushesTotal, replayCopiesSkippedTotal, sandboxVerificationsTotal, expiryCollector{}}
 
 // registerMetrics adds the collectors to this config's registry.
 func registerMetrics(ctx caddy.Context) error {

@@ -179,6 +179,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		"source":    regexp.MustCompile(`^(static|vercel_oidc)$`),
 		"result":    regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled)$`),
 		"instance":  regexp.MustCompile(`^[0-9a-f]{12}$`),
+		"reason":    regexp.MustCompile(`^(body_too_large|memory_limit)$`),
 	}
 	families, err := ctx.GetMetricsRegistry().Gather()
 	if err != nil {

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"io"
 	"maps"
@@ -41,13 +42,16 @@ type attempt struct {
 	header headerSnapshot
 }
 
-func newAttempt(w http.ResponseWriter, r *http.Request, limit int64) *attempt {
+func newAttempt(w http.ResponseWriter, r *http.Request, limit int64, budget *replayBudget) *attempt {
 	a := &attempt{}
 	a.rw.ResponseWriter = w
 	a.rw.tee = &a.body
-	a.body.src, a.body.limit = r.Body, limit
+	a.body.src, a.body.limit, a.body.budget = r.Body, limit, budget
 	// A body known to be larger than the limit is not kept at all.
-	a.body.dropped = limit <= 0 || r.ContentLength > limit
+	if limit <= 0 || r.ContentLength > limit {
+		a.body.dropped, a.body.why = true, errBodyTooLarge
+		replayCopyTooLarge.Inc()
+	}
 	if r.ContentLength > 0 {
 		a.body.size = r.ContentLength
 	}
@@ -177,15 +181,16 @@ func (w *interceptWriter) sendHeld() error {
 }
 
 // teeBody keeps a copy of what the upstream reads of the request body,
-// up to limit, until release. Close does not close the real body (the
+// up to limit and within the handler's replay budget, until release. Close does not close the real body (the
 // server does), so what the upstream did not read can still be read on
 // replay. Reads may come from the transport's own goroutine, even after
 // the attempt returned or after Close; they are serialized with the
 // replay's, and refused once the replay has taken the body.
 type teeBody struct {
-	src   io.ReadCloser
-	limit int64
-	size  int64 // Content-Length, when known
+	src    io.ReadCloser
+	limit  int64
+	size   int64 // Content-Length, when known
+	budget *replayBudget
 
 	// readMu serializes reads of src (the transport's and the replay's).
 	readMu   sync.Mutex
@@ -194,12 +199,18 @@ type teeBody struct {
 
 	// mu guards the copy. It is never held across a read of src, so a
 	// status never waits on a client that is slow to send its body.
-	mu      sync.Mutex
-	copy    chunks
-	dropped bool // over the limit, or no replay possible: nothing is kept
+	mu       sync.Mutex
+	copy     chunks
+	reserved int64 // bytes of the budget this copy holds
+	dropped  bool  // over the limit or the budget, or no replay possible: nothing is kept
+	why      error // why no replay is possible, when not the status
 }
 
-var errBodyDetached = errors.New("request body read after its attempt ended")
+var (
+	errBodyDetached = errors.New("request body read after its attempt ended")
+	errBodyTooLarge = errors.New("request body larger than retry_body_limit")
+	errReplayMemory = errors.New("the replay copies in flight used retry_memory_limit")
+)
 
 func (b *teeBody) Read(p []byte) (int, error) {
 	b.readMu.Lock()
@@ -223,9 +234,15 @@ func (b *teeBody) keep(p []byte) {
 	if b.dropped {
 		return
 	}
-	if b.copy.n+int64(len(p)) > b.limit {
-		b.dropped = true
-		b.copy.free()
+	need := b.copy.n + int64(len(p))
+	if need > b.limit {
+		b.drop(errBodyTooLarge)
+		replayCopyTooLarge.Inc()
+		return
+	}
+	if need > b.reserved && !b.reserve(need) {
+		b.drop(errReplayMemory)
+		replayCopyNoMemory.Inc()
 		return
 	}
 	if b.copy.list == nil && b.size > 0 {
@@ -234,47 +251,89 @@ func (b *teeBody) keep(p []byte) {
 	b.copy.write(p)
 }
 
+// reserve takes budget for the chunks of a copy of at least need bytes:
+// the whole body's at once when its length is known, so that a copy is
+// all or nothing and a burst of uploads cannot leave every one of them
+// half kept; otherwise a chunk at a time. Under b.mu.
+func (b *teeBody) reserve(need int64) bool {
+	want := (max(b.size, need) + chunkSize - 1) / chunkSize * chunkSize
+	if !b.budget.reserve(want - b.reserved) {
+		return false
+	}
+	b.reserved = want
+	return true
+}
+
+// drop lets go of the copy and its budget; why says why no replay is
+// possible (nil: the status made it moot). Under b.mu.
+func (b *teeBody) drop(why error) {
+	b.dropped = true
+	if why != nil && b.why == nil {
+		b.why = why
+	}
+	b.copy.free()
+	b.budget.give(b.reserved)
+	b.reserved = 0
+}
+
 // Close leaves the real body to the server; reads after it still work
 // (the transport may make one), and touch only this request's body.
 func (b *teeBody) Close() error { return nil }
 
 // release drops the copy and stops copying: no replay can happen.
+// The budget the copy held is returned; after a replay, that is when the
+// replay is over.
 func (b *teeBody) release() {
 	b.mu.Lock()
-	b.dropped = true
-	b.copy.free()
+	b.drop(nil)
 	b.mu.Unlock()
 }
 
 // replayable returns a body that reads like the original from the start,
-// or false when the body was, or turns out to be, larger than the limit.
-// The replay takes the copy: the teeBody keeps nothing after this.
-func (b *teeBody) replayable() (io.ReadCloser, bool) {
+// or why none can be had: the body was, or turns out to be, larger than
+// the limit, or its copy found the budget spent. The replay takes the
+// copy: the teeBody keeps nothing after this but its budget, until
+// release.
+func (b *teeBody) replayable() (io.ReadCloser, error) {
 	if b.src == nil {
-		return nil, true
+		return nil, nil
 	}
 	b.readMu.Lock()
 	defer b.readMu.Unlock()
 	b.detached = true
 	b.mu.Lock()
-	c, ok := b.copy, !b.dropped
+	c, dropped, why := b.copy, b.dropped, b.why
 	b.copy, b.dropped = chunks{}, true
 	b.mu.Unlock()
-	if !ok {
-		return nil, false
+	if dropped {
+		return nil, cmp.Or(why, errBodyTooLarge)
 	}
 	if !b.eof {
-		// read what the upstream left, still within the limit
+		// read what the upstream left, still within the limit and the budget
 		rest, err := io.ReadAll(io.LimitReader(b.src, b.limit-c.n+1))
-		if err != nil || c.n+int64(len(rest)) > b.limit {
+		if err == nil && c.n+int64(len(rest)) > b.limit {
+			err = errBodyTooLarge
+		}
+		if err == nil && !b.reserveRest(c.n+int64(len(rest))) {
+			err = errReplayMemory
+			replayCopyNoMemory.Inc()
+		}
+		if err != nil {
 			c.free()
-			return nil, false
+			return nil, err
 		}
 		c.write(rest)
 	}
 	// Its chunks go to the GC, not back to the pool: the transport may
 	// still read the replay's body after the request is over.
-	return &replayBody{c: c}, true
+	return &replayBody{c: c}, nil
+}
+
+// reserveRest is reserve for the replay, which does not hold b.mu.
+func (b *teeBody) reserveRest(need int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return need <= b.reserved || b.reserve(need)
 }
 
 // chunkSize is the unit of the copy. The chunks are pooled: a copy lives

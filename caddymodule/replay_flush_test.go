@@ -21,7 +21,7 @@ func (u unwrapOnly) Unwrap() http.ResponseWriter { return u.rec }
 func TestInterceptWriterFlushesThroughUnwrap(t *testing.T) {
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", http.NoBody)
-	a := newAttempt(unwrapOnly{rec}, req, 1024)
+	a := newAttempt(unwrapOnly{rec}, req, 1024, newReplayBudget(0, 1024))
 	defer a.end()
 
 	a.rw.WriteHeader(http.StatusOK)
@@ -37,7 +37,7 @@ func TestInterceptWriterFlushesThroughUnwrap(t *testing.T) {
 
 	// a held 401 is never flushed to the client
 	rec2 := httptest.NewRecorder()
-	b := newAttempt(unwrapOnly{rec2}, req, 1024)
+	b := newAttempt(unwrapOnly{rec2}, req, 1024, newReplayBudget(0, 1024))
 	defer b.end()
 	b.rw.WriteHeader(http.StatusUnauthorized)
 	b.rw.Flush()

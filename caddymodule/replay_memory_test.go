@@ -116,8 +116,14 @@ func TestTeeBodySizing(t *testing.T) {
 				rd = unknownLength{rd}
 			}
 			r := httptest.NewRequest(http.MethodPost, "/v1/messages", rd)
-			a := newAttempt(httptest.NewRecorder(), r, limit)
-			defer a.end()
+			budget := newReplayBudget(0, limit)
+			a := newAttempt(httptest.NewRecorder(), r, limit, budget)
+			defer func() {
+				a.end()
+				if u := budget.used.Load(); u != 0 {
+					t.Errorf("%d bytes of the budget still reserved after the attempt", u)
+				}
+			}()
 			buf := make([]byte, 4096) // the transport's write buffer
 			read := 0
 			for {
@@ -135,11 +141,16 @@ func TestTeeBodySizing(t *testing.T) {
 			a.body.mu.Lock()
 			c := a.body.copy
 			a.body.mu.Unlock()
+			reserved := budget.used.Load()
 			if !tc.kept {
-				if c.n != 0 || c.list != nil {
-					t.Fatalf("%d bytes in %d chunks kept, want none", c.n, len(c.list))
+				if c.n != 0 || c.list != nil || reserved != 0 {
+					t.Fatalf("%d bytes in %d chunks kept, %d reserved, want none", c.n, len(c.list), reserved)
 				}
 				return
+			}
+			// the budget holds the copy's chunks
+			if want := int64((tc.size + chunkSize - 1) / chunkSize * chunkSize); reserved != want {
+				t.Errorf("%d bytes reserved, want %d (whole chunks)", reserved, want)
 			}
 			want := (tc.size + chunkSize - 1) / chunkSize
 			if c.n != int64(tc.size) || len(c.list) != want {
@@ -148,9 +159,9 @@ func TestTeeBodySizing(t *testing.T) {
 			if tc.known && cap(c.list) != want {
 				t.Errorf("chunk list capacity %d, want %d (from Content-Length)", cap(c.list), want)
 			}
-			rc, ok := a.body.replayable()
-			if !ok {
-				t.Fatal("not replayable")
+			rc, err := a.body.replayable()
+			if err != nil {
+				t.Fatalf("not replayable: %v", err)
 			}
 			if got, _ := io.ReadAll(rc); string(got) != body {
 				t.Errorf("replay body: %d bytes, want the %d-byte body", len(got), len(body))

@@ -1,0 +1,64 @@
+package caddymodule
+
+import "sync/atomic"
+
+// replayBudget caps the memory that the replay copies of one handler's
+// requests in flight use together. Each copy lives only from the first
+// byte the upstream reads until its status, but uploads that happen at
+// the same moment each need theirs at that moment: 300 agents sending
+// 1 MiB at once would hold 300 MiB that plain Caddy never holds, and a
+// hostile client uploading slowly could hold copies for as long as it
+// likes. A body that finds the budget spent streams upstream without a
+// copy; if its answer is a 401, the client gets that 401 marked for a
+// retry (see serveWithReplay), which the OpenAI and Anthropic SDKs do
+// at once.
+//
+// The default grows with the traffic: room for one body of the largest
+// kept size (retry_body_limit), plus autoPerRequest for each request in
+// flight, so that under any traffic shape the copies add at most that
+// much per open stream to what plain Caddy uses.
+type replayBudget struct {
+	fixed int64 // > 0: retry_memory_limit, a fixed total
+	floor int64 // the default's fixed part: the chunks of a retry_body_limit body
+
+	open atomic.Int64 // requests in flight that may be replayed
+	used atomic.Int64 // bytes reserved by their copies
+}
+
+// autoPerRequest is the default budget's share of each request in flight:
+// half a chunk, about 8% of what plain Caddy holds per open stream
+// (~100 KiB: bench/scale.sh).
+const autoPerRequest = 8 << 10
+
+func newReplayBudget(fixed, bodyLimit int64) *replayBudget {
+	// a copy takes whole chunks
+	return &replayBudget{fixed: fixed, floor: (bodyLimit + chunkSize - 1) / chunkSize * chunkSize}
+}
+
+func (b *replayBudget) limit() int64 {
+	if b.fixed > 0 {
+		return b.fixed
+	}
+	return b.floor + autoPerRequest*b.open.Load()
+}
+
+// enter and leave bracket a request that may be replayed.
+func (b *replayBudget) enter() { b.open.Add(1) }
+func (b *replayBudget) leave() { b.open.Add(-1) }
+
+// reserve takes n bytes for a copy, or reports that the copies in flight
+// already use the budget.
+func (b *replayBudget) reserve(n int64) bool {
+	if b.used.Add(n) <= b.limit() {
+		return true
+	}
+	b.used.Add(-n)
+	return false
+}
+
+// give returns n reserved bytes.
+func (b *replayBudget) give(n int64) {
+	if n > 0 {
+		b.used.Add(-n)
+	}
+}
