@@ -10,6 +10,7 @@
 #   STREAMS=300 DURATION=8 BODY=1MiB bench/scale.sh     # agent streams with 1 MiB conversations
 #   RAMP=4 ROUNDS=3 bench/scale.sh                      # streams opened over 4 s; median of 3 rounds
 #   STREAMS=200 DURATION=5 TARGETS=oidc bench/scale.sh  # the quick version, for CI
+#   OPTIONS="retry_memory_limit 64MiB" bench/scale.sh  # more options for the module's block
 #
 # Exits non-zero if a stream fails, a request reaches the upstream without
 # the injected credential, or the rotated token is never used.
@@ -22,6 +23,7 @@ BODY=${BODY:-256KiB}              # request body per stream: bytes, or with KiB 
 RAMP=${RAMP:-0}                   # seconds over which the streams are opened; 0: all at once
 ROUNDS=${ROUNDS:-1}               # runs per target, interleaved; the table shows the median
 TARGETS=${TARGETS:-"caddy static oidc"}
+OPTIONS=${OPTIONS:-}              # more ai_gateway_auth options, e.g. "retry_memory_limit 64MiB"
 BASE_PORT=${BASE_PORT:-18179}     # uses BASE_PORT .. BASE_PORT+6 on 127.0.0.1
 
 cd "$(dirname "$0")/.."
@@ -70,8 +72,8 @@ caddyfile() { # caddyfile TARGET
 	local t=$1 handler="" header_up=""
 	case $t in
 	caddy) header_up="header_up Authorization \"Bearer $UPSTREAM_KEY\"" ;;
-	static) handler=$'ai_gateway_auth {\n\t\tcredential static {env.AI_GATEWAY_API_KEY}\n\t\tclient_key sk-placeholder\n\t}' ;;
-	oidc) handler=$'ai_gateway_auth {\n\t\tcredential vercel_oidc {\n\t\t\tfile '"$WORK"$'/oidc-token\n\t\t}\n\t\tclient_key sk-placeholder\n\t}' ;;
+	static) handler=$'ai_gateway_auth {\n\t\tcredential static {env.AI_GATEWAY_API_KEY}\n\t\tclient_key sk-placeholder\n\t\t'"$OPTIONS"$'\n\t}' ;;
+	oidc) handler=$'ai_gateway_auth {\n\t\tcredential vercel_oidc {\n\t\t\tfile '"$WORK"$'/oidc-token\n\t\t}\n\t\tclient_key sk-placeholder\n\t\t'"$OPTIONS"$'\n\t}' ;;
 	esac
 	cat <<CADDYFILE
 {

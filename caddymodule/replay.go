@@ -246,17 +246,17 @@ func (b *teeBody) keep(p []byte) {
 		return
 	}
 	if b.copy.list == nil && b.size > 0 {
-		b.copy.list = make([]*chunk, 0, (b.size+chunkSize-1)/chunkSize)
+		b.copy.presize(b.size)
 	}
 	b.copy.write(p)
 }
 
-// reserve takes budget for the chunks of a copy of at least need bytes:
+// reserve takes budget for the memory of a copy of at least need bytes:
 // the whole body's at once when its length is known, so that a copy is
 // all or nothing and a burst of uploads cannot leave every one of them
 // half kept; otherwise a chunk at a time. Under b.mu.
 func (b *teeBody) reserve(need int64) bool {
-	want := (max(b.size, need) + chunkSize - 1) / chunkSize * chunkSize
+	want := memory(b.size, max(b.size, need))
 	if !b.budget.reserve(want - b.reserved) {
 		return false
 	}
@@ -342,37 +342,61 @@ func (b *teeBody) reserveRest(need int64) bool {
 // next GC, is what keeps memory per stream and CPU per request near plain
 // Caddy's (BenchmarkServeHTTPOIDC/body=256KiB, bench/scale.sh). Small
 // chunks: a pool never holds a large buffer, and a copy is never larger
-// than its body by more than one chunk.
+// than its body by more than one chunk. A body known to be smaller than
+// a chunk gets a buffer of its own size instead: most requests are small,
+// and each would otherwise hold (and take from the budget) a whole chunk.
 const chunkSize = 16 << 10
 
 type chunk [chunkSize]byte
 
 var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
 
-// chunks is a copy held in chunks. Whoever holds it owns its chunks:
-// the teeBody under its mu, then (after replayable) the replay's body.
+// chunks is a copy held in chunks, each full but the last. Whoever holds
+// it owns its chunks: the teeBody under its mu, then (after replayable)
+// the replay's body.
 type chunks struct {
-	list []*chunk
+	list [][]byte
 	n    int64
+}
+
+// memory is what a copy of n bytes holds: exactly n for a body known to
+// fit in less than a chunk (size > 0), whole chunks otherwise.
+func memory(size, n int64) int64 {
+	if size > 0 && n <= size && size < chunkSize {
+		return size
+	}
+	return (n + chunkSize - 1) / chunkSize * chunkSize
+}
+
+// presize prepares for a body of size bytes (Content-Length).
+func (c *chunks) presize(size int64) {
+	if size < chunkSize {
+		c.list = [][]byte{make([]byte, 0, size)}
+		return
+	}
+	c.list = make([][]byte, 0, (size+chunkSize-1)/chunkSize)
 }
 
 func (c *chunks) write(p []byte) {
 	for len(p) > 0 {
-		off := int(c.n % chunkSize)
-		if off == 0 {
-			c.list = append(c.list, chunkPool.Get().(*chunk))
+		if len(c.list) == 0 || len(c.list[len(c.list)-1]) == cap(c.list[len(c.list)-1]) {
+			c.list = append(c.list, chunkPool.Get().(*chunk)[:0])
 		}
-		m := copy(c.list[len(c.list)-1][off:], p)
+		last := &c.list[len(c.list)-1]
+		m := min(len(p), cap(*last)-len(*last))
+		*last = append(*last, p[:m]...)
 		p = p[m:]
 		c.n += int64(m)
 	}
 }
 
-// free puts the chunks back in the pool; c must not be used afterwards
-// by anyone else (only the teeBody calls it, under its mu).
+// free puts the pooled chunks back; c must not be used afterwards by
+// anyone else (only the teeBody calls it, under its mu).
 func (c *chunks) free() {
 	for _, ch := range c.list {
-		chunkPool.Put(ch)
+		if cap(ch) == chunkSize {
+			chunkPool.Put((*chunk)(ch[:chunkSize]))
+		}
 	}
 	*c = chunks{}
 }
@@ -382,18 +406,20 @@ func (c *chunks) free() {
 // Close from the transport's other goroutine races with nothing.
 type replayBody struct {
 	c   chunks
-	off int64
+	off int // in c.list[0], whose read chunks are let go of one by one
 }
 
 func (r *replayBody) Read(p []byte) (int, error) {
-	if r.off >= r.c.n {
+	for len(r.c.list) > 0 && r.off == len(r.c.list[0]) {
+		r.c.list[0] = nil // read: the GC may have it
+		r.c.list, r.off = r.c.list[1:], 0
+	}
+	if len(r.c.list) == 0 {
 		r.c = chunks{}
 		return 0, io.EOF
 	}
-	ch := r.c.list[r.off/chunkSize]
-	end := min(chunkSize, r.c.n-r.off/chunkSize*chunkSize)
-	n := copy(p, ch[r.off%chunkSize:end])
-	r.off += int64(n)
+	n := copy(p, r.c.list[0][r.off:])
+	r.off += n
 	return n, nil
 }
 

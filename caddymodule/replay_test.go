@@ -350,6 +350,10 @@ func TestReplayBodyOverLimitNotReplayed(t *testing.T) {
 			if res.Header.Get("Www-Authenticate") == "" || res.Header.Get("X-Gateway-Attempt") != "1" {
 				t.Errorf("the upstream's 401 headers are missing: %v", res.Header)
 			}
+			// the credential was replaced: the SDKs may retry at once
+			if res.Header.Get("X-Should-Retry") != "true" {
+				t.Errorf("X-Should-Retry %q, want true", res.Header.Get("X-Should-Retry"))
+			}
 			if c := len(rig.gw.calls()); c != 1 {
 				t.Errorf("%d upstream attempts, want 1", c)
 			}
@@ -431,6 +435,10 @@ func TestReplayNotForStaticKey(t *testing.T) {
 	w := serve(t, h, r, caddyhttp.HandlerFunc(gw.ServeHTTP))
 	if w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), "attempt 1") {
 		t.Errorf("status %d, body %s; want the upstream's 401", w.Code, w.Body)
+	}
+	// the same token would be refused again: no retry is suggested
+	if v := w.Header().Get("X-Should-Retry"); v != "" {
+		t.Errorf("X-Should-Retry %q with no fresh token", v)
 	}
 	if c := len(gw.calls()); c != 1 {
 		t.Errorf("next called %d times, want 1", c)

@@ -232,6 +232,9 @@ func stream(client *http.Client, c config, body string, onOpen func()) (res resu
 		if data == "[DONE]" {
 			return res
 		}
+		if strings.Contains(data, `"choices":[]`) {
+			continue // the usage chunk the upstream sends last, not a content chunk
+		}
 		if res.chunks == 0 {
 			res.first = time.Since(start)
 		}
@@ -253,6 +256,11 @@ func rotate(client *http.Client, c config, openNow int64) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// the upstream lives across rounds: count only this round's uses
+	before, err := upstreamStats(client, c.statsURL)
+	if err != nil {
+		return "", err
+	}
 	tmp := filepath.Join(filepath.Dir(c.tokenFile), ".token.tmp")
 	if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
 		return "", err
@@ -268,7 +276,7 @@ func rotate(client *http.Client, c config, openNow int64) (string, error) {
 		if resp, err := client.Do(req); err == nil {
 			resp.Body.Close()
 		}
-		if s, err := upstreamStats(client, c.statsURL); err == nil && s.ByCredential["jwt:new"] > 0 {
+		if s, err := upstreamStats(client, c.statsURL); err == nil && s.ByCredential["jwt:new"] > before.ByCredential["jwt:new"] {
 			return fmt.Sprintf("token file rotated with %d streams open; new token in use after %.1fs",
 				openNow, time.Since(rotated).Seconds()), nil
 		}
