@@ -55,20 +55,20 @@ type sdkCall struct {
 }
 
 // sdkCalls are the four ways agents call the gateway: OpenAI and Anthropic
-// SDKs, streamed and not, all with sk-placeholder and without retries, so
-// that the client sees exactly what the proxy answered.
-func sdkCalls(base string, hc *http.Client) []sdkCall {
+// SDKs, streamed and not, all with sk-placeholder and with retries as
+// given (0: the client sees exactly what the proxy answered).
+func sdkCalls(base string, hc *http.Client, retries int) []sdkCall {
 	oc := openai.NewClient(
 		option.WithBaseURL(base+"/v1/"),
 		option.WithAPIKey("sk-placeholder"),
 		option.WithHTTPClient(hc),
-		option.WithMaxRetries(0),
+		option.WithMaxRetries(retries),
 	)
 	ac := anthropic.NewClient(
 		aoption.WithBaseURL(base),
 		aoption.WithAPIKey("sk-placeholder"),
 		aoption.WithHTTPClient(hc),
-		aoption.WithMaxRetries(0),
+		aoption.WithMaxRetries(retries),
 	)
 	chat := openai.ChatCompletionNewParams{
 		Model:    "openai/gpt-5",
@@ -176,7 +176,7 @@ func TestReplayAfterRevocation(t *testing.T) {
 		staticSite(gwStatic.URL()))
 	oidcURL, staticURL := p.URLs[0], p.URLs[1]
 	tc := newTestClient(t)
-	calls := sdkCalls(oidcURL, tc.HTTP)
+	calls := sdkCalls(oidcURL, tc.HTTP, 0)
 	ctx := t.Context()
 
 	if err := calls[0].do(ctx); err != nil {
@@ -397,7 +397,7 @@ func TestReplayAfterRevocation(t *testing.T) {
 		}
 		gwStatic.Revoke(apiKey)
 		n := len(gwStatic.Requests())
-		for _, c := range sdkCalls(staticURL, tc.HTTP) {
+		for _, c := range sdkCalls(staticURL, tc.HTTP, 0) {
 			err := c.do(ctx)
 			var oerr *openai.Error
 			var aerr *anthropic.Error
