@@ -77,8 +77,8 @@ type Handler struct {
 
 	// The most memory the replay copies of this handler's requests in
 	// flight may use together, in bytes; a body that finds it used is
-	// sent without a copy. Default (0): retry_body_limit plus 8 KiB per
-	// request in flight.
+	// sent without a copy. Default (0): 4 KiB per request in flight, and
+	// at least retry_body_limit.
 	RetryMemoryLimit int64 `json:"retry_memory_limit,omitempty"`
 
 	// How long a request may wait for a credential when no source has one

@@ -16,20 +16,24 @@ import (
 // are replayed, and the others get the gateway's 401 marked for a retry
 // (the credential was replaced, so a retry works). Every request is
 // inside the handler before any body is read, so the default budget is
-// the same for all: retry_body_limit (1 MiB) plus 8 KiB for each of the
-// 40, room for 5 copies of 256 KiB.
+// the same for all 40: 4 KiB each (160 KiB), and at least one
+// retry_body_limit body.
 func TestReplayBudgetBurst(t *testing.T) {
-	const requests, size = 40, 256 << 10
+	const requests = 40
 	for _, tc := range []struct {
-		name     string
-		limit    int64 // retry_memory_limit; 0: auto
-		replayed int
+		name      string
+		bodyLimit int64 // retry_body_limit
+		size      int   // each request's body
+		memLimit  int64 // retry_memory_limit; 0: auto
+		replayed  int
 	}{
-		{"auto", 0, 5},
-		{"fixed", 600 << 10, 2},
+		{"auto, 4 KiB per request", 64 << 10, 64 << 10, 0, 2},
+		{"auto, at least one body", 1 << 20, 256 << 10, 0, 4},
+		{"fixed", 1 << 20, 256 << 10, 600 << 10, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rig := newReplayRig(t, func(h *Handler) { h.RetryMemoryLimit = tc.limit })
+			size := tc.size
+			rig := newReplayRig(t, func(h *Handler) { h.RetryBodyLimit, h.RetryMemoryLimit = tc.bodyLimit, tc.memLimit })
 			budget := rig.h.replayBudget
 			var entered, read sync.WaitGroup
 			entered.Add(requests)
@@ -96,29 +100,31 @@ func TestReplayBudgetBurst(t *testing.T) {
 	}
 }
 
-// The budget counts only requests in flight: once a burst is over, a
-// lone request's copy has all of retry_body_limit again, and a body read
-// in several reads of unknown length takes its chunks one at a time,
-// never past the budget.
+// The budget counts only requests in flight: it grows by 4 KiB with
+// each, and once a burst is over a lone request has room for a whole
+// retry_body_limit body again. A body of unknown length takes its chunks
+// one at a time, never past the budget, and gives them all back when the
+// next would not fit.
 func TestReplayBudgetReserve(t *testing.T) {
 	b := newReplayBudget(0, 100<<10) // rounded up to 7 chunks: 112 KiB
 	if got := b.limit(); got != 7*chunkSize {
 		t.Fatalf("limit with nothing in flight: %d, want %d", got, 7*chunkSize)
 	}
-	b.enter()
-	b.enter()
-	if got, want := b.limit(), int64(7*chunkSize+2*autoPerRequest); got != want {
-		t.Fatalf("limit with 2 in flight: %d, want %d", got, want)
+	for range 40 {
+		b.enter()
+	}
+	if got, want := b.limit(), int64(40*autoPerRequest); got != want || want != 10*chunkSize {
+		t.Fatalf("limit with 40 in flight: %d, want %d (10 chunks)", got, want)
 	}
 	var tee teeBody
 	tee.limit, tee.budget = 1<<20, b
 	tee.src = io.NopCloser(strings.NewReader(""))
 	chunk := make([]byte, chunkSize)
-	for i := range 9 {
+	for i := range 11 {
 		tee.keep(chunk)
 		if tee.dropped {
-			if i != 8 {
-				t.Fatalf("copy dropped at chunk %d, want at chunk 8 (past %d bytes)", i, b.limit())
+			if i != 10 {
+				t.Fatalf("copy dropped at chunk %d, want at chunk 10 (past %d bytes)", i, b.limit())
 			}
 			break
 		}
@@ -126,8 +132,12 @@ func TestReplayBudgetReserve(t *testing.T) {
 	if !tee.dropped || tee.why != errReplayMemory || b.used.Load() != 0 {
 		t.Errorf("dropped %v (%v), %d bytes reserved; want dropped for memory, nothing reserved", tee.dropped, tee.why, b.used.Load())
 	}
-	b.leave()
-	b.leave()
+	for range 40 {
+		b.leave()
+	}
+	if got := b.limit(); got != 7*chunkSize {
+		t.Errorf("limit once the burst is over: %d, want %d", got, 7*chunkSize)
+	}
 
 	fixed := newReplayBudget(64<<10, 1<<20)
 	fixed.enter()
