@@ -5,6 +5,7 @@
 #   bench/run.sh                                # 10 rounds x 3 s per target and variant, ~7 min
 #   DURATION=2 ROUNDS=3 WARMUP=1 bench/run.sh   # a quick look
 #   BODY=0 bench/run.sh                         # tiny requests instead of agent-sized ones
+#   OPTIONS="retry_memory_limit 1GiB" bench/run.sh   # every body copied for a replay, whatever the load
 #
 # Prints a Markdown table per variant (plain JSON answers, SSE streams)
 # with the median over the rounds, then the ratios of the module to plain
@@ -26,6 +27,7 @@ WRK_THREADS=${WRK_THREADS:-1}
 BASE_PORT=${BASE_PORT:-18080}        # uses BASE_PORT .. BASE_PORT+14 on 127.0.0.1
 PROFILE=${PROFILE:-0}                # 1: also take a CPU profile of (2), (3), (4) after the rounds
 VARIANTS=${VARIANTS:-"json sse"}
+OPTIONS=${OPTIONS:-}                 # more ai_gateway_auth options, e.g. "retry_memory_limit 1GiB"
 # CADDY=/path/to/caddy uses that binary instead of building ./cmd/caddy.
 
 cd "$(dirname "$0")/.."
@@ -151,14 +153,14 @@ $(printf '\t%s\n' "$@")
 EOF
 }
 caddyfile caddy >"$WORK/caddy.Caddyfile"
-caddyfile static "ai_gateway_auth {" "	credential static {env.AI_GATEWAY_API_KEY}" "	client_key $CLIENT_KEY" "}" \
+caddyfile static "ai_gateway_auth {" "	credential static {env.AI_GATEWAY_API_KEY}" "	client_key $CLIENT_KEY" "	$OPTIONS" "}" \
 	>"$WORK/static.Caddyfile"
 caddyfile oidc "ai_gateway_auth {" "	credential vercel_oidc {" "		env VERCEL_OIDC_TOKEN" "	}" \
-	"	client_key $CLIENT_KEY" "}" >"$WORK/oidc.Caddyfile"
+	"	client_key $CLIENT_KEY" "	$OPTIONS" "}" >"$WORK/oidc.Caddyfile"
 # (6) is (3) with spend per client on: reporting headers and the usage
 # scanner over every answer (the upstream's answers carry usage).
 caddyfile spend "ai_gateway_auth {" "	credential static {env.AI_GATEWAY_API_KEY}" "	client_key $CLIENT_KEY" \
-	"	reporting {" "		tags bench" "	}" "	usage_metrics" "}" >"$WORK/spend.Caddyfile"
+	"	reporting {" "		tags bench" "	}" "	usage_metrics" "	$OPTIONS" "}" >"$WORK/spend.Caddyfile"
 for t in caddy static oidc spend; do
 	XDG_CONFIG_HOME=$WORK/xdg XDG_DATA_HOME=$WORK/xdg GOMAXPROCS=$(procs "$PROXY_CPUS") \
 		start "$t" "$PROXY_CPUS" "$WORK/caddy" run --config "$WORK/$t.Caddyfile" --adapter caddyfile
