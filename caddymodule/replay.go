@@ -245,7 +245,7 @@ func (b *teeBody) keep(p []byte) {
 		replayCopyNoMemory.Inc()
 		return
 	}
-	if b.copy.list == nil && b.size > 0 {
+	if b.copy.n == 0 && b.size > 0 {
 		b.copy.presize(b.size)
 	}
 	b.copy.write(p)
@@ -353,9 +353,11 @@ var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
 
 // chunks is a copy held in chunks, each full but the last. Whoever holds
 // it owns its chunks: the teeBody under its mu, then (after replayable)
-// the replay's body.
+// the replay's body. The first chunk is apart, so that a small body's
+// copy costs one allocation, its buffer.
 type chunks struct {
-	list [][]byte
+	head []byte   // the first chunk: pooled, or the small body's own buffer
+	rest [][]byte // the others, pooled
 	n    int64
 }
 
@@ -371,18 +373,27 @@ func memory(size, n int64) int64 {
 // presize prepares for a body of size bytes (Content-Length).
 func (c *chunks) presize(size int64) {
 	if size < chunkSize {
-		c.list = [][]byte{make([]byte, 0, size)}
+		c.head = make([]byte, 0, size)
 		return
 	}
-	c.list = make([][]byte, 0, (size+chunkSize-1)/chunkSize)
+	c.rest = make([][]byte, 0, (size-1)/chunkSize)
 }
 
 func (c *chunks) write(p []byte) {
 	for len(p) > 0 {
-		if len(c.list) == 0 || len(c.list[len(c.list)-1]) == cap(c.list[len(c.list)-1]) {
-			c.list = append(c.list, chunkPool.Get().(*chunk)[:0])
+		last := &c.head
+		if len(c.rest) > 0 {
+			last = &c.rest[len(c.rest)-1]
 		}
-		last := &c.list[len(c.list)-1]
+		if len(*last) == cap(*last) {
+			next := chunkPool.Get().(*chunk)[:0]
+			if c.head == nil {
+				c.head = next
+			} else {
+				c.rest = append(c.rest, next)
+			}
+			continue
+		}
 		m := min(len(p), cap(*last)-len(*last))
 		*last = append(*last, p[:m]...)
 		p = p[m:]
@@ -393,12 +404,17 @@ func (c *chunks) write(p []byte) {
 // free puts the pooled chunks back; c must not be used afterwards by
 // anyone else (only the teeBody calls it, under its mu).
 func (c *chunks) free() {
-	for _, ch := range c.list {
-		if cap(ch) == chunkSize {
-			chunkPool.Put((*chunk)(ch[:chunkSize]))
-		}
+	putChunk(c.head)
+	for _, ch := range c.rest {
+		putChunk(ch)
 	}
 	*c = chunks{}
+}
+
+func putChunk(ch []byte) {
+	if cap(ch) == chunkSize {
+		chunkPool.Put((*chunk)(ch[:chunkSize]))
+	}
 }
 
 // replayBody reads the copy for the replay and lets go of it at the end:
@@ -406,19 +422,20 @@ func (c *chunks) free() {
 // Close from the transport's other goroutine races with nothing.
 type replayBody struct {
 	c   chunks
-	off int // in c.list[0], whose read chunks are let go of one by one
+	off int // in c.head; each chunk read to its end is let go of
 }
 
 func (r *replayBody) Read(p []byte) (int, error) {
-	for len(r.c.list) > 0 && r.off == len(r.c.list[0]) {
-		r.c.list[0] = nil // read: the GC may have it
-		r.c.list, r.off = r.c.list[1:], 0
+	for r.off == len(r.c.head) {
+		if len(r.c.rest) == 0 {
+			r.c = chunks{}
+			return 0, io.EOF
+		}
+		next := r.c.rest[0]
+		r.c.rest[0] = nil // the GC may have the chunks already read
+		r.c.head, r.c.rest, r.off = next, r.c.rest[1:], 0
 	}
-	if len(r.c.list) == 0 {
-		r.c = chunks{}
-		return 0, io.EOF
-	}
-	n := copy(p, r.c.list[0][r.off:])
+	n := copy(p, r.c.head[r.off:])
 	r.off += n
 	return n, nil
 }
