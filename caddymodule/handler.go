@@ -292,6 +292,9 @@ func (h *Handler) Validate() error {
 	if !h.hasClientAuth() {
 		return errors.New(noClientAuthMessage)
 	}
+	if h.RetryBodyLimit < 0 || h.RetryMemoryLimit < 0 {
+		return errors.New("retry_body_limit and retry_memory_limit must be positive sizes in bytes (retry_memory_limit 0 means auto)")
+	}
 	return nil
 }
 

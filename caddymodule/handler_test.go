@@ -395,6 +395,16 @@ func TestHandlerConfigErrors(t *testing.T) {
 		t.Errorf("no client auth: Validate() = %v", err)
 	}
 
+	// sizes given in JSON, which the Caddyfile parser did not check
+	h = &Handler{CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
+		ClientKeys: []string{"sk-placeholder"}, RetryMemoryLimit: -1}
+	if err := tryProvisionHandler(t, h); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "retry_memory_limit") {
+		t.Errorf("negative retry_memory_limit: Validate() = %v", err)
+	}
+
 	h = &Handler{
 		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
 		ClientKeys:     []string{"{env.AIGW_TEST_CFG_EMPTY}"},
