@@ -322,6 +322,9 @@ func (b *teeBody) replayable() (io.ReadCloser, error) {
 			c.free()
 			return nil, err
 		}
+		if c.n == 0 && b.size > 0 {
+			c.presize(b.size) // the upstream read none of it
+		}
 		c.write(rest)
 	}
 	// Its chunks go to the GC, not back to the pool: the transport may
