@@ -13,14 +13,16 @@ import (
 )
 
 // TestMintRotation runs clients against a proxy that mints tokens living
-// 8 seconds: the proxy keeps minting new ones ahead of expiry (one mint at
+// 20 seconds: the proxy keeps minting new ones ahead of expiry (one mint at
 // a time however many requests are waiting), the gateway verifies each,
 // including after the fake Vercel rotates its signing key, and no client
 // request fails.
 func TestMintRotation(t *testing.T) {
 	t.Parallel()
 	v := newFakeVercel(t)
-	v.SetTTL(8 * time.Second)
+	// 20 s: the refresh comes at half-life, 10 s ahead of expiry, which a
+	// busy CI machine once overran by 6 s with 8 s tokens
+	v.SetTTL(20 * time.Second)
 	gw := newFakeGateway(t, v)
 	p := startCaddy(t, caddyOptions{Env: mintEnv(v)}, mintSite(v, gw.URL(), "refresh_before 5m"))
 	tc := newTestClient(t)
@@ -93,7 +95,7 @@ func TestMintRotation(t *testing.T) {
 		t.Errorf("%d mint calls ran at once, want one at a time", n)
 	}
 	// Each token was minted while the one before it was still valid: the
-	// refresh happens ahead of expiry (at half of an 8s life here), not
+	// refresh happens ahead of expiry (at half of a 20 s life here), not
 	// when requests start failing.
 	toks := distinct()
 	for i := 1; i < len(toks); i++ {
