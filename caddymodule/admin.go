@@ -70,6 +70,7 @@ type handlerStatus struct {
 	Handler uint64         `json:"handler"`
 	Usable  bool           `json:"usable"`
 	Sources []SourceStatus `json:"sources"`
+	Replay  ReplayStatus   `json:"replay"`
 }
 
 type statusReport struct {
@@ -95,7 +96,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	// a health check, so report all but judge health on all as well:
 	// both must be able to serve during the switch.
 	for _, e := range entries {
-		hs := handlerStatus{Handler: e.seq, Sources: []SourceStatus{}}
+		hs := handlerStatus{Handler: e.seq, Sources: []SourceStatus{}, Replay: e.handler.replayBudget.status()}
 		for _, s := range e.handler.sources {
 			s.Current(now) // starts a source's refresher if no request has yet
 			st := s.Status(now)

@@ -64,3 +64,15 @@ func (b *replayBudget) give(n int64) {
 		b.used.Add(-n)
 	}
 }
+
+// ReplayStatus is a handler's replay budget at the moment, in the admin
+// status route: what to look at when sizing retry_memory_limit.
+type ReplayStatus struct {
+	RequestsInFlight int64 `json:"requests_in_flight"` // that may be replayed
+	MemoryInUse      int64 `json:"memory_in_use"`      // bytes held by their copies
+	MemoryLimit      int64 `json:"memory_limit"`       // bytes, at this moment
+}
+
+func (b *replayBudget) status() ReplayStatus {
+	return ReplayStatus{RequestsInFlight: b.open.Load(), MemoryInUse: b.used.Load(), MemoryLimit: b.limit()}
+}

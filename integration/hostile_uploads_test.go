@@ -17,8 +17,9 @@ import (
 // the replay copies would be largest. With the default replay budget
 // (4 KiB per request in flight, at least one 1 MiB body), Caddy's live
 // heap grows by about what plain proxying costs, not by 100 MiB of
-// copies; the bodies past the budget are counted, and every request
-// still succeeds once the upstream answers. (Without the budget,
+// copies; the bodies past the budget are counted (and the admin status
+// shows the budget in use), and every request still succeeds once the
+// upstream answers. (Without the budget,
 // retry_memory_limit 1GiB, the heap grows by over 100 MiB here.)
 func TestHostileUploadsBoundedMemory(t *testing.T) {
 	t.Parallel()
@@ -61,6 +62,13 @@ func TestHostileUploadsBoundedMemory(t *testing.T) {
 	}
 	<-allRead
 	during := heapInuse(t, p)
+	// the status route shows the budget as it is: every upload in
+	// flight, one body's copy held, the limit it may not pass
+	if st, _ := adminStatus(t, p); len(st.Handlers) != 1 {
+		t.Errorf("%d handlers in the status, want 1", len(st.Handlers))
+	} else if r := st.Handlers[0].Replay; r.RequestsInFlight != uploads || r.MemoryLimit != size || r.MemoryInUse != size {
+		t.Errorf("status replay %+v, want %d requests in flight and %d bytes in use of %d", r, uploads, size, size)
+	}
 	close(release)
 	wg.Wait()
 

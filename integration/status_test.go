@@ -17,6 +17,11 @@ type statusDoc struct {
 		Handler uint64         `json:"handler"`
 		Usable  bool           `json:"usable"`
 		Sources []sourceStatus `json:"sources"`
+		Replay  struct {
+			RequestsInFlight int64 `json:"requests_in_flight"`
+			MemoryInUse      int64 `json:"memory_in_use"`
+			MemoryLimit      int64 `json:"memory_limit"`
+		} `json:"replay"`
 	} `json:"handlers"`
 }
 
