@@ -256,7 +256,7 @@ func (b *teeBody) keep(p []byte) {
 // all or nothing and a burst of uploads cannot leave every one of them
 // half kept; otherwise a chunk at a time. Under b.mu.
 func (b *teeBody) reserve(need int64) bool {
-	want := memory(b.size, need)
+	want := memory(b.size, max(b.size, need))
 	if !b.budget.reserve(want - b.reserved) {
 		return false
 	}
