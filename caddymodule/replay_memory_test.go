@@ -131,6 +131,13 @@ func TestTeeBodySizing(t *testing.T) {
 					a.rw.WriteHeader(tc.status)
 				}
 				n, err := r.Body.Read(buf)
+				if read == 0 && n > 0 && tc.known && tc.size <= limit {
+					// a known length is reserved whole at the first byte:
+					// a copy is all or nothing
+					if got, want := budget.used.Load(), memory(int64(tc.size), int64(tc.size)); got != want {
+						t.Errorf("%d bytes reserved after the first read, want the whole copy's %d", got, want)
+					}
+				}
 				read += n
 				if err == io.EOF {
 					break
