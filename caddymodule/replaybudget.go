@@ -21,7 +21,7 @@ import "sync/atomic"
 // which grows with the live heap).
 type replayBudget struct {
 	fixed int64 // > 0: retry_memory_limit, a fixed total
-	floor int64 // the default's fixed part: the chunks of a retry_body_limit body
+	floor int64 // the default's minimum: the chunks of a retry_body_limit body
 
 	open atomic.Int64 // requests in flight that may be replayed
 	used atomic.Int64 // bytes reserved by their copies
