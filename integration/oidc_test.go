@@ -278,13 +278,22 @@ func checkUnavailable(t testing.TB, p *caddyProc, res response, wantReason strin
 		t.Errorf("503 body %s: want it to name the vercel_oidc source", res.Body)
 	}
 	eventually(t, waitTimeout, "a log line saying why there is no credential", func() string {
-		for _, line := range strings.Split(p.Logs(), "\n") {
-			if strings.Contains(line, "no upstream credential") && strings.Contains(line, "vercel_oidc") && strings.Contains(line, wantReason) {
-				return ""
-			}
+		if loggedNoCredential(p, wantReason) {
+			return ""
 		}
 		return "no \"no upstream credential\" log line naming vercel_oidc and " + strconv.Quote(wantReason)
 	})
+}
+
+// loggedNoCredential reports whether Caddy logged a 503 of the
+// vercel_oidc source whose reason contains reason.
+func loggedNoCredential(p *caddyProc, reason string) bool {
+	for _, line := range strings.Split(p.Logs(), "\n") {
+		if strings.Contains(line, "no upstream credential") && strings.Contains(line, "vercel_oidc") && strings.Contains(line, reason) {
+			return true
+		}
+	}
+	return false
 }
 
 // TestTokenFile: a token file (raw JWT, or a dotenv file as `vercel env

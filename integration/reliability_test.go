@@ -498,11 +498,17 @@ func TestTokenFileFaults(t *testing.T) {
 				} else {
 					t.Logf("the machine is slow: the token expired before the broken file was noticed; not checking that it is kept")
 				}
-				// After its exp: 503 naming the file and the cause.
+				// After its exp: 503 naming the file and the cause. The
+				// reason is the source's last refresh error: when the token
+				// expired before a refresh read the broken file (a slow
+				// machine), only a later 503 names the cause.
 				var res response
-				eventually(t, waitTimeout, "503 once the last token has expired", func() string {
+				eventually(t, waitTimeout, "503 naming the cause once the last token has expired", func() string {
 					if res = checked(v.usableUntil(tokA)); res.Status != http.StatusServiceUnavailable {
 						return fmt.Sprintf("status %d", res.Status)
+					}
+					if !loggedNoCredential(p, c.cause) {
+						return fmt.Sprintf("a 503, but no log line of one naming %q", c.cause)
 					}
 					return ""
 				})
