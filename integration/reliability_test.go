@@ -263,8 +263,14 @@ func TestMintFaults(t *testing.T) {
 					}
 					return ""
 				})
-				if ok, _ := f.counts(); ok != 1 {
+				// One mint brought it back (the log check below counts one
+				// "credential refreshed" per site); the fake may count more
+				// when the machine is so busy that the proxy's own timeout
+				// gave up on an answer already sent.
+				if ok, _ := f.counts(); ok < 1 {
 					t.Errorf("%d successful mints, want 1", ok)
+				} else if ok > 1 {
+					t.Logf("%d mints answered with a token; the proxy timed out on %d of them (machine busy)", ok, ok-1)
 				}
 			})
 		}
@@ -283,13 +289,19 @@ func TestMintFaults(t *testing.T) {
 	refreshed, refreshFailed := caddyLogEntries(logs, "credential refreshed"), caddyLogEntries(logs, "credential refresh failed")
 	// The fake counts a call the proxy gave up on once it sees the
 	// connection close: allow it a moment.
+	// Each site recovered with one refresh, and every mint call has its
+	// log line: "refreshed", or "failed" (which is also what a call the
+	// proxy timed out on says, even if the fake answered it late).
+	if len(refreshed) != len(cases) {
+		t.Errorf("%d \"credential refreshed\" log lines, want %d: one per site", len(refreshed), len(cases))
+	}
 	eventually(t, waitTimeout, "one log line per mint call", func() string {
 		var ok, failed int
 		for _, f := range mints {
 			o, fl := f.counts()
 			ok, failed = ok+o, failed+fl
 		}
-		if len(refreshed) != ok || len(refreshFailed) != failed {
+		if len(refreshed)+len(refreshFailed) != ok+failed || len(refreshed) > ok {
 			return fmt.Sprintf("%d \"credential refreshed\" and %d \"credential refresh failed\" log lines for %d successful and %d failed mint calls",
 				len(refreshed), len(refreshFailed), ok, failed)
 		}
