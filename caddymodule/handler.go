@@ -4,6 +4,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -401,14 +402,8 @@ func (h *Handler) credential(ctx context.Context) (int, *Credential, error) {
 // header slices are the credential's own, built once.
 func setUpstreamAuth(hdr http.Header, cred *Credential) {
 	for k := range hdr {
-		switch k {
-		case "X-Api-Key", "Api-Key", "Proxy-Authorization", headerReportingUser, headerReportingTags,
-			headerSandboxToken, headerForwardedHost, headerForwardedScheme, headerForwardedPort, headerForwardedPath:
-			delete(hdr, k)
-		default:
-			if controlledHeaderAlias(k) { // X_Api_Key and the like
-				delete(hdr, k)
-			}
+		if controlledHeader(k) || controlledHeaderAlias(k) { // X_Api_Key and the like
+			delete(hdr, k) // Authorization and the method are set below
 		}
 	}
 	setCredential(hdr, cred)
@@ -458,6 +453,7 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 		return a.rw.sendHeld()
 	}
 	a.restoreHeader(w.Header())
+	a.rw.heldBody = bytes.Buffer{} // not needed while the replay streams
 	if origBody == nil || origBody == http.NoBody {
 		r.Body = origBody
 	} else {
@@ -498,7 +494,7 @@ func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, client an
 	clientRejectedCounter.Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "client rejected"); c != nil {
 		fields := []zap.Field{zap.String("reason", reason), zap.String("remote_ip", remoteIP(r)),
-			zap.String("method", r.Method), zap.String("path", r.URL.Path)}
+			zap.String("method", r.Method), zap.String("path", clipped(r.URL.Path))}
 		if client != nil {
 			fields = append(fields, zap.Any("client", client))
 		}

@@ -309,27 +309,45 @@ func (b *teeBody) replayable() (io.ReadCloser, error) {
 		return nil, cmp.Or(why, errBodyTooLarge)
 	}
 	if !b.eof {
-		// read what the upstream left, still within the limit and the budget
-		rest, err := io.ReadAll(io.LimitReader(b.src, b.limit-c.n+1))
-		if err == nil && c.n+int64(len(rest)) > b.limit {
-			err = errBodyTooLarge
-		}
-		if err == nil && !b.reserveRest(c.n+int64(len(rest))) {
-			err = errReplayMemory
-			replayCopyNoMemory.Inc()
-		}
-		if err != nil {
+		if err := b.copyRest(&c); err != nil {
 			c.free()
 			return nil, err
 		}
-		if c.n == 0 && b.size > 0 {
-			c.presize(b.size) // the upstream read none of it
-		}
-		c.write(rest)
 	}
 	// Its chunks go to the GC, not back to the pool: the transport may
-	// still read the replay's body after the request is over.
-	return &replayBody{c: c}, nil
+	// still read the replay's body after the request is over. Its budget
+	// is given back once the replay has read it all.
+	return &replayBody{c: c, done: b.release}, nil
+}
+
+// copyRest reads what the upstream left of the body into c, within the
+// limit and the budget, a read at a time: the rest never sits in memory
+// twice, nor outside the budget.
+func (b *teeBody) copyRest(c *chunks) error {
+	if c.n == 0 && b.size > 0 {
+		c.presize(b.size) // the upstream read none of it
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := b.src.Read(buf)
+		if n > 0 {
+			need := c.n + int64(n)
+			if need > b.limit {
+				replayCopyTooLarge.Inc()
+				return errBodyTooLarge
+			}
+			if !b.reserveRest(need) {
+				replayCopyNoMemory.Inc()
+				return errReplayMemory
+			}
+			c.write(buf[:n])
+		}
+		if err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
 }
 
 // reserveRest is reserve for the replay, which does not hold b.mu.
@@ -433,14 +451,19 @@ func putChunk(ch []byte) {
 // the replayed answer may stream for minutes. Close does nothing, so a
 // Close from the transport's other goroutine races with nothing.
 type replayBody struct {
-	c   chunks
-	off int // in c.head; each chunk read to its end is let go of
+	c    chunks
+	off  int    // in c.head; each chunk read to its end is let go of
+	done func() // gives the copy's budget back, at the end
 }
 
 func (r *replayBody) Read(p []byte) (int, error) {
 	for r.off == len(r.c.head) {
 		if len(r.c.rest) == 0 {
 			r.c = chunks{}
+			if r.done != nil {
+				r.done() // safe to call again: the attempt's end does too
+				r.done = nil
+			}
 			return 0, io.EOF
 		}
 		next := r.c.rest[0]

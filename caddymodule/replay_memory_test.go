@@ -178,6 +178,11 @@ func TestTeeBodySizing(t *testing.T) {
 			if got, _ := io.ReadAll(rc); string(got) != body {
 				t.Errorf("replay body: %d bytes, want the %d-byte body", len(got), len(body))
 			}
+			// read to the end, the copy gives its budget back at once,
+			// not when the replayed answer ends
+			if u := budget.used.Load(); u != 0 {
+				t.Errorf("%d bytes of the budget still reserved once the replay read the copy", u)
+			}
 			if _, err := r.Body.Read(buf); err != errBodyDetached {
 				t.Errorf("read after the replay took the body: %v, want errBodyDetached", err)
 			}

@@ -242,8 +242,6 @@ func TestReplayOn401(t *testing.T) {
 	}
 }
 
-// Twenty requests that all hit the same refused token cost one mint
-// between them, and each client gets its own body back.
 // A replay changes only the credential: the reporting headers the module
 // stamped go upstream again, and no client header comes back.
 func TestReplayKeepsModuleHeaders(t *testing.T) {
@@ -278,6 +276,8 @@ func TestReplayKeepsModuleHeaders(t *testing.T) {
 	}
 }
 
+// Twenty requests that all hit the same refused token cost one mint
+// between them, and each client gets its own body back.
 func TestReplayConcurrentOneRefresh(t *testing.T) {
 	const n = 20
 	rig := newReplayRig(t, nil)

@@ -51,11 +51,15 @@ func (b *replayBudget) leave() { b.open.Add(-1) }
 // reserve takes n bytes for a copy, or reports that the copies in flight
 // already use the budget.
 func (b *replayBudget) reserve(n int64) bool {
-	if b.used.Add(n) <= b.limit() {
-		return true
+	for {
+		used := b.used.Load()
+		if used+n > b.limit() {
+			return false
+		}
+		if b.used.CompareAndSwap(used, used+n) {
+			return true
+		}
 	}
-	b.used.Add(-n)
-	return false
 }
 
 // give returns n reserved bytes.

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestHostileUploadsBoundedMemory: clients send 100 bodies of 1 MiB (the
@@ -42,6 +43,9 @@ func TestHostileUploadsBoundedMemory(t *testing.T) {
 		io.WriteString(w, `{"ok":true}`)
 	}))
 	defer upstream.Close()
+	var once sync.Once
+	releaseAll := func() { once.Do(func() { close(release) }) }
+	defer releaseAll() // runs before Close, which waits for held handlers
 	p := startCaddy(t, caddyOptions{Env: mintEnv(v)}, mintSite(v, upstream.URL, ""))
 	tc := newTestClient(t)
 	before := heapInuse(t, p)
@@ -60,7 +64,11 @@ func TestHostileUploadsBoundedMemory(t *testing.T) {
 			statuses[i] = res.Status
 		})
 	}
-	<-allRead
+	select {
+	case <-allRead:
+	case <-time.After(waitTimeout):
+		t.Fatalf("the upstream read %d of %d uploads", read.Load(), uploads)
+	}
 	during := heapInuse(t, p)
 	// the status route shows the budget as it is: every upload in
 	// flight, one body's copy held, the limit it may not pass
@@ -69,7 +77,7 @@ func TestHostileUploadsBoundedMemory(t *testing.T) {
 	} else if r := st.Handlers[0].Replay; r.RequestsInFlight != uploads || r.MemoryLimit != size || r.MemoryInUse != size {
 		t.Errorf("status replay %+v, want %d requests in flight and %d bytes in use of %d", r, uploads, size, size)
 	}
-	close(release)
+	releaseAll()
 	wg.Wait()
 
 	growth := int64(during) - int64(before)
