@@ -35,22 +35,19 @@ const (
 	// jwksMaxURLs bounds the cache: only configured issuers reach it, so
 	// the bound is a second line of defence, not a working limit.
 	jwksMaxURLs = 64
-	// jwksMaxConcurrentFetches bounds the fetches in progress across URLs.
-	jwksMaxConcurrentFetches = 4
 	// jwksMaxKeys bounds the keys kept from one JWKS document.
 	jwksMaxKeys = 64
 )
 
 // jwksCache holds the RSA keys of JWKS documents by URL. Keys are fetched
 // on first use and again when a token names an unknown kid, at most once
-// per jwksRefetchFloor per URL, one fetch per URL at a time and at most
-// jwksMaxConcurrentFetches in all. At most jwksMaxURLs documents are
+// per jwksRefetchFloor per URL, one fetch per URL at a time (so no more
+// at once than there are configured issuers). At most jwksMaxURLs documents are
 // kept (the least recently used goes first), and a failure is kept only
 // for the floor unless the URL gave keys before.
 type jwksCache struct {
 	client *http.Client
 	group  singleflight.Group
-	slots  chan struct{} // one per fetch in progress
 
 	mu   sync.Mutex
 	sets map[string]*jwksSet
@@ -70,8 +67,7 @@ func newJWKSCache() *jwksCache {
 			Timeout:       jwksFetchTimeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		slots: make(chan struct{}, jwksMaxConcurrentFetches),
-		sets:  map[string]*jwksSet{},
+		sets: map[string]*jwksSet{},
 	}
 }
 
@@ -152,12 +148,6 @@ func (c *jwksCache) store(jwksURL string, s *jwksSet) {
 func (c *jwksCache) fetch(ctx context.Context, jwksURL string) (map[string]*rsa.PublicKey, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), jwksFetchTimeout)
 	defer cancel()
-	select {
-	case c.slots <- struct{}{}:
-		defer func() { <-c.slots }()
-	case <-ctx.Done():
-		return nil, errors.New("too many JWKS fetches in progress")
-	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, jwksURL, nil)
 	if err != nil {
 		return nil, err

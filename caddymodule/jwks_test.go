@@ -633,51 +633,6 @@ func TestJWKSFailuresNotKept(t *testing.T) {
 	})
 }
 
-// Fetches of different URLs run at most jwksMaxConcurrentFetches at a
-// time; fetches of one URL are one flight. On synctest's fake clock with
-// a transport that blocks until released.
-func TestJWKSFetchConcurrencyBounded(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		c := newJWKSCache()
-		release := make(chan struct{})
-		var inflight, most atomic.Int32
-		c.client.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			n := inflight.Add(1)
-			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-			}
-			<-release
-			inflight.Add(-1)
-			_, body := keyDoc()
-			return &http.Response{StatusCode: http.StatusOK, Status: "200 OK",
-				Body: io.NopCloser(strings.NewReader(string(body))), Request: r}, nil
-		})
-		const urls = 4 * jwksMaxConcurrentFetches
-		var wg sync.WaitGroup
-		for i := range urls {
-			for range 3 { // three callers per URL: one flight
-				wg.Go(func() {
-					u := fmt.Sprintf("https://oidc.vercel.com/team_%d/.well-known/jwks", i)
-					if _, err := c.key(context.Background(), u, testKid); err != nil {
-						t.Error(err)
-					}
-				})
-			}
-		}
-		synctest.Wait() // every caller is blocked: in a fetch, on a slot or on a flight
-		if n := inflight.Load(); n != jwksMaxConcurrentFetches {
-			t.Errorf("%d fetches in progress, want %d", n, jwksMaxConcurrentFetches)
-		}
-		close(release)
-		wg.Wait()
-		if m := most.Load(); m > jwksMaxConcurrentFetches {
-			t.Errorf("%d fetches were in progress at once, bound %d", m, jwksMaxConcurrentFetches)
-		}
-		if n := cachedURLs(c); n != urls {
-			t.Errorf("%d documents cached, want %d", n, urls)
-		}
-	})
-}
-
 // The refetch floor holds per URL: made-up kids for one configured JWKS
 // cost that URL one fetch per floor, and do not stop another URL's
 // first fetch.

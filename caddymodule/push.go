@@ -29,7 +29,9 @@ type PushConfig struct {
 	// block's team (an id or a slug), and the issuer of the token the
 	// source already holds from its env, file or mint input. A project
 	// whose tokens carry another team issuer (e.g. the slug, on a
-	// push-only source) needs issuer set.
+	// push-only source) needs issuer set. With jwks_url set and no
+	// issuer, any https://oidc.vercel.com[/<one segment>] is accepted:
+	// the keys then come only from jwks_url, so no path causes a fetch.
 	Issuer string `json:"issuer,omitempty"`
 	// Where the issuer's keys are. Default: <iss>/.well-known/jwks.
 	JWKSURL string `json:"jwks_url,omitempty"`

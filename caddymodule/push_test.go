@@ -506,7 +506,14 @@ func TestPushDefaultIssuers(t *testing.T) {
 			if n := jwks.fetches.Load(); n != 0 {
 				t.Errorf("%d JWKS fetches for untrusted issuers", n)
 			}
+			// the fake counts only its own URL: the refusal must come from
+			// the policy, before any fetch from anywhere
 			policy := h.pushes[testPushPath].policy
+			for _, iss := range tc.refused {
+				if u, err := policy.check(iss); err == nil {
+					t.Errorf("issuer %.60s trusted (keys at %s), want it refused before any fetch", iss, u)
+				}
+			}
 			for _, iss := range tc.accepted {
 				if got, err := policy.check(iss); err != nil || got != strings.TrimRight(iss, "/")+"/.well-known/jwks" {
 					t.Errorf("issuer %s: JWKS %q, %v; want it trusted, keys at <iss>/.well-known/jwks", iss, got, err)

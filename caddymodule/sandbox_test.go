@@ -582,7 +582,13 @@ func TestSandboxDefaultIssuers(t *testing.T) {
 	// made-up kids at a trusted issuer (the signature is never checked)
 	header := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256","typ":"JWT","kid":"k"}`))
 	for i := range 1000 {
-		c := sandboxTokenClaims("https://oidc.vercel.com/" + strings.Repeat(fmt.Sprintf("p%d-", i), 500))
+		iss := "https://oidc.vercel.com/" + strings.Repeat(fmt.Sprintf("p%d-", i), 500)
+		// jwks_url maps every trusted issuer to one URL: the refusal must
+		// come from the issuer policy, not from the signature
+		if _, err := h.sandbox.policy.check(iss); err == nil {
+			t.Fatalf("issuer path %d trusted", i)
+		}
+		c := sandboxTokenClaims(iss)
 		body, _ := json.Marshal(c)
 		tok := header + "." + base64.RawURLEncoding.EncodeToString(body) + ".c2ln"
 		if w := send(tok); w.Code != http.StatusForbidden {
