@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"maps"
 	"net/http"
 	"net/textproto"
 	"slices"
@@ -59,9 +60,7 @@ func FuzzUpstreamHeaders(f *testing.F) {
 			}
 		}
 
-		hadCredentialTrailer := slices.ContainsFunc(slices.Collect(mapKeys(r.Trailer)), func(k string) bool {
-			return controlledHeader(k) || controlledHeaderAlias(k)
-		})
+		hadCredentialTrailer := slices.ContainsFunc(slices.Collect(maps.Keys(r.Trailer)), isModuleHeader)
 		if credentialInTrailers(r) != hadCredentialTrailer {
 			t.Fatalf("credentialInTrailers disagrees about trailers %q", trailers)
 		}
@@ -87,19 +86,24 @@ func FuzzUpstreamHeaders(f *testing.F) {
 			if k == "Authorization" || k == "Ai-Gateway-Auth-Method" {
 				continue
 			}
-			if controlledHeader(textproto.CanonicalMIMEHeaderKey(k)) || controlledHeaderAlias(textproto.CanonicalMIMEHeaderKey(k)) {
+			if isModuleHeader(k) {
 				t.Fatalf("client header %q reaches the upstream", k)
 			}
 		}
 	})
 }
 
-func mapKeys(h http.Header) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range h {
-			if !yield(k) {
-				return
-			}
-		}
-	}
+// moduleHeaders are the headers only the module may set upstream, written
+// out here rather than taken from the code under test, so that a name
+// dropped from controlledHeader fails this fuzz test.
+var moduleHeaders = []string{
+	"authorization", "x-api-key", "api-key", "proxy-authorization", "ai-gateway-auth-method",
+	"ai-reporting-user", "ai-reporting-tags", "vercel-sandbox-oidc-token",
+	"vercel-forwarded-host", "vercel-forwarded-scheme", "vercel-forwarded-port", "vercel-forwarded-path",
+}
+
+// isModuleHeader reports whether a header name, in any case and with
+// underscores for hyphens, is one of moduleHeaders.
+func isModuleHeader(name string) bool {
+	return slices.Contains(moduleHeaders, strings.ToLower(strings.ReplaceAll(name, "_", "-")))
 }
