@@ -226,6 +226,11 @@ func (r *refresher) Refused(ctx context.Context, c *Credential) *Credential {
 	select {
 	case res := <-ch:
 		fresh, _ := res.Val.(*Credential)
+		// the flight is shared by every refused token: one run for another
+		// token may return c itself, which is no replacement for c
+		if fresh != nil && fresh.value == c.value {
+			return nil
+		}
 		return fresh
 	case <-ctx.Done():
 		return nil

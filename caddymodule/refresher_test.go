@@ -552,3 +552,35 @@ func TestBackoffBounds(t *testing.T) {
 		}
 	}
 }
+
+// Every refused token shares one forced-refresh flight: a caller refused
+// with a token that joins a flight started for another token gets nil,
+// never its own refused token back as the "fresh" one.
+func TestRefreshRefusedFlightNeverReturnsTheRefusedToken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeLoad{latency: 100 * time.Millisecond, result: mints(time.Hour)}
+		r := testRefresher(f, 5*time.Minute)
+		defer r.Stop()
+		now := time.Now()
+		c1 := newCredential("token-old", methodOIDC, now.Add(time.Hour), now)
+		// the flight for c1 will mint token-0; a request sent with that
+		// value is refused while the flight runs and joins it
+		c2 := newCredential("token-0", methodOIDC, now.Add(time.Hour), now)
+
+		var first, second *Credential
+		var wg sync.WaitGroup
+		wg.Go(func() { first = r.Refused(t.Context(), c1) })
+		synctest.Wait() // the flight for c1 is loading
+		wg.Go(func() { second = r.Refused(t.Context(), c2) })
+		wg.Wait()
+		if valueOf(first) != "token-0" {
+			t.Fatalf("refused with c1: replay with %v, want token-0", valueOf(first))
+		}
+		if second != nil {
+			t.Fatalf("refused with token-0: replay with %v, want nil (not the refused token itself)", valueOf(second))
+		}
+		if n := f.count(); n != 1 {
+			t.Errorf("%d loads, want 1", n)
+		}
+	})
+}

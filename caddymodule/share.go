@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -114,7 +113,7 @@ func shareIdentity(cfg *resolvedOIDCConfig) string {
 
 // resolveShare turns share on in cfg: it keeps the config's storage (no
 // I/O here) and this instance's id.
-func (cfg *resolvedOIDCConfig) resolveShare(ctx caddy.Context, mint *MintConfig) error {
+func (cfg *resolvedOIDCConfig) resolveShare(ctx caddy.Context) error {
 	storage := configStorage(ctx)
 	if storage == nil {
 		return errors.New("share: caddy has no storage configured")
@@ -178,6 +177,12 @@ type sharer struct {
 	stopOnce  sync.Once
 	pollDone  chan struct{}
 	publishes sync.WaitGroup
+
+	// started (under mu) is set once the source runs (startSharePoll):
+	// before, nothing is stored, as `caddy validate` provisions too, and
+	// the last token offered waits in pending.
+	started bool
+	pending *Credential
 }
 
 func newSharer(cfg resolvedOIDCConfig, logger func() *zap.Logger) *sharer {
@@ -265,7 +270,7 @@ func (sh *sharer) decode(raw []byte, now time.Time) (*sharedRecord, *Credential,
 
 // ignore logs a value that is not this source's, once per distinct value.
 func (sh *sharer) ignore(raw []byte, why error) {
-	d := sha256.Sum256(raw)
+	d := sha256Sum(string(raw))
 	sh.mu.Lock()
 	seen := d == sh.lastBad
 	sh.lastBad = d
@@ -286,7 +291,7 @@ func (sh *sharer) write(ctx context.Context, c *Credential, prev *sharedRecord, 
 		WrittenBy: sh.instance, WrittenAt: now,
 	}
 	if refused != nil {
-		rec.Refused = append(rec.Refused, sharedRefusal{SHA256: digestHex(refused.value), Expires: refused.expires})
+		rec.Refused = append(rec.Refused, sharedRefusal{SHA256: hashString(refused.value), Expires: refused.expires})
 	}
 	if prev != nil {
 		for _, r := range prev.Refused {
@@ -311,11 +316,6 @@ func (sh *sharer) write(ctx context.Context, c *Credential, prev *sharedRecord, 
 	return err
 }
 
-func digestHex(v string) string {
-	d := sha256Sum(v)
-	return hex.EncodeToString(d[:])
-}
-
 // refusals are rec's refused digests.
 func (rec *sharedRecord) refusals() map[[32]byte]time.Time {
 	if rec == nil || len(rec.Refused) == 0 {
@@ -333,21 +333,27 @@ func (rec *sharedRecord) refusals() map[[32]byte]time.Time {
 }
 
 // lockFor takes the storage lock for at most wait (and until ctx ends).
-func (sh *sharer) lockFor(ctx context.Context, wait time.Duration) error {
+// It returns the lock's release, bound to the storage that was locked: a
+// reload may swap the storage (setStorage) while the lock is held.
+func (sh *sharer) lockFor(ctx context.Context, wait time.Duration) (unlock func(), err error) {
+	s := sh.store()
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	err := sh.store().Lock(ctx, sh.lock)
-	if err != nil && ctx.Err() == nil {
-		sh.noteOp("lock", err) // a fault, not a wait that ran out
+	if err := s.Lock(ctx, sh.lock); err != nil {
+		if ctx.Err() == nil {
+			sh.noteOp("lock", err) // a fault, not a wait that ran out
+		}
+		return nil, err
 	}
-	return err
+	return func() { sh.unlock(s) }, nil
 }
 
-func (sh *sharer) unlock() {
+// unlock releases the lock taken on s.
+func (sh *sharer) unlock(s certmagic.Storage) {
 	// not the refresh's context: the lock is released even when it ended
 	ctx, cancel := context.WithTimeout(context.Background(), shareIOTimeout)
 	defer cancel()
-	sh.noteOp("unlock", sh.store().Unlock(ctx, sh.lock))
+	sh.noteOp("unlock", s.Unlock(ctx, sh.lock))
 }
 
 // noteOp counts a storage fault and logs when an operation starts or
@@ -436,7 +442,8 @@ func (st *oidcState) sharedLoad(ctx context.Context, current *Credential, force 
 		return c, nil
 	}
 	wait := lockWait(current, time.Now())
-	if err := sh.lockFor(ctx, wait); err != nil {
+	unlock, err := sh.lockFor(ctx, wait)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
@@ -460,7 +467,7 @@ func (st *oidcState) sharedLoad(ctx context.Context, current *Credential, force 
 		}
 		return c, lerr
 	}
-	defer sh.unlock()
+	defer unlock()
 	sh.log().Info("took the shared storage lock to refresh the token for the fleet", zap.String("key", sh.key))
 	if rec2, stored2, err := sh.read(ctx); err == nil {
 		if c := st.adoptable(rec2, stored2, current, force); c != nil {
@@ -511,31 +518,44 @@ func (st *oidcState) publishLoaded(ctx context.Context, c, current *Credential, 
 }
 
 // offer installs a token learned outside a refresh (a push, the file)
-// and, with share, stores it for the fleet in the background.
+// and, with share, stores it for the fleet in the background; before the
+// source runs (at provision, also by `caddy validate`), only once it does.
 func (st *oidcState) offer(c *Credential) bool {
 	installed := st.refresher.Offer(c)
 	if sh := st.share; installed && sh != nil {
 		sh.mu.Lock()
 		defer sh.mu.Unlock()
-		if !sh.stopped {
-			sh.publishes.Add(1)
-			go func() {
-				defer sh.publishes.Done()
-				st.publish(c)
-			}()
+		if !sh.started {
+			sh.pending = c
+		} else {
+			st.publishLocked(c)
 		}
 	}
 	return installed
+}
+
+// publishLocked starts publishing c unless the sharer stopped; sh.mu is
+// held.
+func (st *oidcState) publishLocked(c *Credential) {
+	sh := st.share
+	if !sh.stopped {
+		sh.publishes.Add(1)
+		go func() {
+			defer sh.publishes.Done()
+			st.publish(c)
+		}()
+	}
 }
 
 // publish stores c under the lock unless the storage holds a token that
 // expires later.
 func (st *oidcState) publish(c *Credential) {
 	sh := st.share
-	if err := sh.lockFor(sh.ctx, shareNoTokenLockWait); err != nil {
+	unlock, err := sh.lockFor(sh.ctx, shareNoTokenLockWait)
+	if err != nil {
 		return
 	}
-	defer sh.unlock()
+	defer unlock()
 	rec, stored, err := sh.read(sh.ctx)
 	if err != nil {
 		return
@@ -543,11 +563,20 @@ func (st *oidcState) publish(c *Credential) {
 	st.publishLoaded(sh.ctx, c, nil, false, rec, stored)
 }
 
-// startSharePoll starts the poll of the stored value; the refresher calls
-// it on first use, so that `caddy validate` touches no storage.
+// startSharePoll starts the poll of the stored value and the publishing
+// of offered tokens (the last one offered before is published now); the
+// refresher calls it on first use, so that `caddy validate` touches no
+// storage.
 func (st *oidcState) startSharePoll() {
 	sh := st.share
 	sh.pollOnce.Do(func() { go st.poll() })
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.started = true
+	if c := sh.pending; c != nil {
+		sh.pending = nil
+		st.publishLocked(c)
+	}
 }
 
 // poll adopts, every couple of seconds, a fresher stored token (pushed to

@@ -283,13 +283,12 @@ func TestShareRefusalReachesOtherInstances(t *testing.T) {
 		t.Fatal("b does not share a's token")
 	}
 
-	time.Sleep(1100 * time.Millisecond) // the next mint must differ in iat/exp, not only jti
 	t2 := a.refresher.Refused(context.Background(), t1)
 	if t2 == nil || t2.value == t1.value {
 		t.Fatal("a's forced refresh did not replace the refused token")
 	}
 	rec := storedRecord(t, storage)
-	if len(rec.Refused) != 1 || rec.Refused[0].SHA256 != digestHex(t1.value) || rec.Token != t2.value {
+	if len(rec.Refused) != 1 || rec.Refused[0].SHA256 != hashString(t1.value) || rec.Token != t2.value {
 		t.Fatalf("stored record: %d refusals, token replaced: %v", len(rec.Refused), rec.Token == t2.value)
 	}
 	if _, raw := storage.only(t); strings.Contains(string(raw), t1.value) {
@@ -315,7 +314,7 @@ func TestShareRefusalReachesOtherInstances(t *testing.T) {
 }
 
 // A token offered to one instance (a push) is stored and adopted by the
-// other at its next poll; an older one is not stored.
+// other at its next poll; an older one is not stored, even when published.
 func TestSharePushReachesOtherInstances(t *testing.T) {
 	storage := newMemStorage()
 	api := newShareMintAPI(t, time.Hour)
@@ -342,9 +341,45 @@ func TestSharePushReachesOtherInstances(t *testing.T) {
 	if b.offer(older) {
 		t.Error("an older token was used")
 	}
+	// offer rejects it before publishing: the publish path itself must
+	// keep the later-expiring stored token too
+	b.publish(older)
 	b.share.stop() // waits for publishes in flight
 	if rec := storedRecord(t, storage); rec.Token != pushed.value {
 		t.Error("the stored token was replaced by an older one")
+	}
+}
+
+// Provision already reads the token file and offers its token, and
+// `caddy validate` provisions too: nothing is stored before the source
+// runs. The token offered meanwhile is stored once it does.
+func TestShareNothingStoredBeforeStart(t *testing.T) {
+	storage := newMemStorage()
+	api := newShareMintAPI(t, time.Hour)
+	a, _ := sharedInstance(t, storage, "instance-a", api, 5*time.Minute)
+
+	offered := mustParse(t, testOIDCToken(t, time.Now().Add(3*time.Hour)))
+	if !a.offer(offered) {
+		t.Fatal("the offered token was not used")
+	}
+	a.share.publishes.Wait() // a publish started by offer would be done
+	storage.mu.Lock()
+	n, taken := len(storage.data), storage.taken
+	storage.mu.Unlock()
+	if n != 0 || taken != 0 {
+		t.Fatalf("before the source runs: %d values stored, %d locks taken; want none", n, taken)
+	}
+
+	if c := fetch(t, a); c.value != offered.value {
+		t.Fatal("the source does not serve the offered token")
+	}
+	eventually(t, "the offered token is stored once the source runs", func() bool {
+		storage.mu.Lock()
+		defer storage.mu.Unlock()
+		return strings.Contains(string(storage.data[a.share.key]), offered.value)
+	})
+	if n := api.mints.Load(); n != 0 {
+		t.Errorf("%d mints, want 0", n)
 	}
 }
 
@@ -442,18 +477,47 @@ func TestShareLockHeldTooLongRefreshesAlone(t *testing.T) {
 	}
 	// usable for about 4s more (margin: a tenth of 5s): waits about 3s
 	cur := mustParse(t, testOIDCToken(t, time.Now().Add(5*time.Second)))
+	mintsBefore := api.mints.Load()
 	c, err := a.sharedLoad(context.Background(), cur, true)
+	waited := time.Now()
 	if err != nil || c == nil || c.value == cur.value {
 		t.Fatalf("sharedLoad: %v %v", c, err)
 	}
-	if !c.usable(time.Now()) || !cur.usable(time.Now()) {
-		t.Error("the new token came after the old one stopped being usable")
+	// no check against the wall clock after the wait (it depends on the
+	// machine's speed; lockWait's bound is TestShareLockWait's): the token
+	// got after the wait is a fresh mint, usable when the wait ended and
+	// expiring after cur
+	if n := api.mints.Load(); n != mintsBefore+1 {
+		t.Errorf("%d mints after the wait, want 1", n-mintsBefore)
+	}
+	if !c.usable(waited) || !c.expires.After(cur.expires) {
+		t.Error("the token got after the wait is not a freshly minted one")
 	}
 	if logs.FilterMessage("the shared storage lock was held too long; refreshing alone").Len() != 1 {
 		t.Error("the wait that ran out is not logged")
 	}
 	if rec := storedRecord(t, storage); rec.Token != c.value {
 		t.Error("the token minted alone was not stored for the others")
+	}
+}
+
+// A reload that swaps the storage while the lock is held: the lock is
+// released on the storage it was taken on.
+func TestShareUnlockOnLockedStorage(t *testing.T) {
+	first, second := newMemStorage(), newMemStorage()
+	api := newShareMintAPI(t, time.Hour)
+	a, _ := sharedInstance(t, first, "instance-a", api, 5*time.Minute)
+	unlock, err := a.share.lockFor(context.Background(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.share.setStorage(second)
+	unlock()
+	first.mu.Lock()
+	held := first.locks[a.share.lock]
+	first.mu.Unlock()
+	if held {
+		t.Error("the lock on the storage it was taken on is still held")
 	}
 }
 

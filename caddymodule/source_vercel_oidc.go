@@ -141,7 +141,7 @@ func (s *VercelOIDCSource) Provision(ctx caddy.Context) error {
 	}
 	cfg.Push = resolvePush(s.Push, s.Mint)
 	if s.Share {
-		if err := cfg.resolveShare(ctx, s.Mint); err != nil {
+		if err := cfg.resolveShare(ctx); err != nil {
 			return err
 		}
 	}
