@@ -54,8 +54,8 @@ func init() {
 
 // clientSeries are one client label's counters, resolved once.
 type clientSeries struct {
-	label                   string
-	input, output, requests prometheus.Counter
+	label                         string
+	input, output, requests, cost prometheus.Counter
 }
 
 var clientLabels struct {
@@ -70,6 +70,7 @@ func newClientSeries(label string) *clientSeries {
 		input:    clientTokensTotal.WithLabelValues(label, "input"),
 		output:   clientTokensTotal.WithLabelValues(label, "output"),
 		requests: clientRequestsTotal.WithLabelValues(label),
+		cost:     clientCostTotal.WithLabelValues(label),
 	}
 }
 

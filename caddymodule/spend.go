@@ -160,7 +160,7 @@ func (m *meterWriter) end() {
 	series.input.Add(float64(u.input))
 	series.output.Add(float64(u.output))
 	if u.hasCost {
-		clientCostTotal.WithLabelValues(series.label).Add(u.cost)
+		series.cost.Add(u.cost)
 	}
 	if repl, ok := m.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("ai_gateway_auth.usage.input_tokens", u.input)

@@ -114,25 +114,56 @@ func (s *usageScanner) writeSSE(p []byte) {
 		line := p[:i]
 		if len(s.carry) > 0 {
 			s.keepTail(line)
-			line = s.carry
+			line = s.tail()
 		}
 		s.scanLine(line)
-		s.carry = s.carry[:0]
+		if cap(s.carry) > maxIdleCarry {
+			s.carry = nil // one long line must not pin its buffer for the rest of the stream
+		} else {
+			s.carry = s.carry[:0]
+		}
 		p = p[i+1:]
 	}
 }
 
-// keepTail appends p to carry, keeping only the last maxUsageCarry bytes.
+// maxIdleCarry is the largest carry buffer kept for reuse between SSE
+// lines; a larger one (left by a long line) is dropped once the line is
+// scanned.
+const maxIdleCarry = 4 << 10
+
+// keepTail appends p to carry, of which only the last maxUsageCarry
+// bytes count (see tail). The buffer may hold up to 2*maxUsageCarry
+// bytes before it is trimmed back to maxUsageCarry, so that trimming,
+// a copy of maxUsageCarry bytes, happens at most once per maxUsageCarry
+// bytes written rather than on every small write.
 func (s *usageScanner) keepTail(p []byte) {
 	if len(p) >= maxUsageCarry {
 		s.carry = append(s.carry[:0], p[len(p)-maxUsageCarry:]...)
 		return
 	}
-	if drop := len(s.carry) + len(p) - maxUsageCarry; drop > 0 {
+	if drop := len(s.carry) + len(p) - 2*maxUsageCarry; drop > 0 {
+		// Keep the last maxUsageCarry-len(p) bytes, so that with p the
+		// carry holds exactly maxUsageCarry.
+		drop = len(s.carry) + len(p) - maxUsageCarry
 		n := copy(s.carry, s.carry[drop:])
 		s.carry = s.carry[:n]
 	}
+	if need := len(s.carry) + len(p); need > cap(s.carry) {
+		// Grow by hand: append's growth could overshoot 2*maxUsageCarry.
+		c := min(max(2*cap(s.carry), need), 2*maxUsageCarry)
+		grown := make([]byte, len(s.carry), c)
+		copy(grown, s.carry)
+		s.carry = grown
+	}
 	s.carry = append(s.carry, p...)
+}
+
+// tail is what counts of carry: its last maxUsageCarry bytes.
+func (s *usageScanner) tail() []byte {
+	if n := len(s.carry) - maxUsageCarry; n > 0 {
+		return s.carry[n:]
+	}
+	return s.carry
 }
 
 // scanLine looks for a usage object in one SSE line (or a JSON body).
@@ -261,7 +292,7 @@ func usageField(key []byte) (uint8, int) {
 // finish ends the body and returns what it reported, if anything.
 func (s *usageScanner) finish() (usage, bool) {
 	if len(s.carry) > 0 { // a JSON body, or a last SSE line without its newline
-		s.scanLine(s.carry)
+		s.scanLine(s.tail())
 	}
 	s.carry, s.mode = nil, scanNone
 	if s.seen&^fieldCost == 0 {

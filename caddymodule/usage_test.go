@@ -170,6 +170,42 @@ func TestUsageScannerBounded(t *testing.T) {
 	}
 }
 
+// A long SSE line written in small pieces is trimmed to its tail (usage
+// at its end is found, usage only in its cut-off head is not), and once
+// it is scanned its large buffer is dropped rather than kept for the
+// rest of the stream.
+func TestUsageScannerLongLineReleased(t *testing.T) {
+	pad := strings.Repeat("x", 3*maxUsageCarry)
+	for _, tc := range []struct {
+		line string
+		want usage
+		ok   bool
+	}{
+		{"data: {\"output\":\"" + pad + "\",\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}\n", usage{input: 1, output: 2}, true},
+		{"data: {\"usage\":{\"input_tokens\":1,\"output_tokens\":2},\"output\":\"" + pad + "\"}\n", usage{}, false},
+	} {
+		for _, piece := range []int{1000, 4093, 70 << 10} {
+			var s usageScanner
+			s.start(http.StatusOK, http.Header{"Content-Type": {"text/event-stream"}})
+			for b := []byte(tc.line); len(b) > 0; {
+				n := min(len(b), piece)
+				s.write(b[:n])
+				b = b[n:]
+				if cap(s.carry) > 2*maxUsageCarry {
+					t.Fatalf("pieces of %d: carry grew to %d bytes", piece, cap(s.carry))
+				}
+			}
+			if cap(s.carry) > maxIdleCarry {
+				t.Errorf("pieces of %d: carry kept %d bytes after the line", piece, cap(s.carry))
+			}
+			s.write([]byte("event: ping\n"))
+			if got, found := s.finish(); found != tc.ok || got != tc.want {
+				t.Errorf("pieces of %d: got %+v (found %v), want %+v (found %v)", piece, got, found, tc.want, tc.ok)
+			}
+		}
+	}
+}
+
 func BenchmarkUsageScannerSSE(b *testing.B) {
 	body := []byte(usageCases[2].body)
 	hdr := http.Header{"Content-Type": {"text/event-stream"}}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -103,7 +104,7 @@ func TestGrafanaDashboard(t *testing.T) {
 			for _, n := range names {
 				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_sum"), "_count")
 				if !exported[n] && !exported[base] {
-					t.Errorf("panel %q: %s is not a metric the module exports (it exports %v)", p.Title, n, slices.Sorted(mapsKeys(exported)))
+					t.Errorf("panel %q: %s is not a metric the module exports (it exports %v)", p.Title, n, slices.Sorted(maps.Keys(exported)))
 				}
 				used[base] = true
 			}
@@ -120,16 +121,6 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	if !strings.Contains(string(readFile(t, "grafana/prometheus.yml")), "metrics_path: /metrics") {
 		t.Error("grafana/prometheus.yml does not scrape /metrics")
-	}
-}
-
-func mapsKeys(m map[string]bool) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
 	}
 }
 
