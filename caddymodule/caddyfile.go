@@ -27,153 +27,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	return &handler, err
 }
 
-// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
-//
-//	ai_gateway_auth {
-//	    credential static <key>
-//	    credential vercel_oidc {
-//	        env            [<variable>]
-//	        file           <path>
-//	        mint {
-//	            project      <id or name>
-//	            team         <id or slug>
-//	            access_token <token>
-//	            api          <url>
-//	            timeout      <duration>
-//	        }
-//	        push <path> {
-//	            issuer   <url>
-//	            jwks_url <url>
-//	            team     <team_id>
-//	            project  <project_id>
-//	        }
-//	        refresh_before          <duration>
-//	        expiry_margin           <duration>
-//	        forced_refresh_interval <duration>
-//	        share
-//	    }
-//	    client_key               <key...>
-//	    client_keys_file         <path>
-//	    client_key_secret        <secret...>
-//	    client_keys_revoked_file <path>
-//	    vercel_sandbox {
-//	        audience       <forwardURL>
-//	        team           <team_id...>
-//	        project        <project_id...>
-//	        issuer         <url>
-//	        jwks_url       <url>
-//	        forwarded_host <host...>
-//	    }
-//	    allow_paths        <pattern...>
-//	    retry_body_limit   <size>
-//	    retry_memory_limit auto|<size>
-//	    credential_wait    <duration>
-//	    reporting {
-//	        user <value>
-//	        tags <tag...>
-//	    }
-//	    limits {
-//	        requests_per_minute <n>
-//	        tokens_per_day      <n>
-//	    }
-//	    usage_metrics
-//	}
+// UnmarshalCaddyfile sets up the handler from its Caddyfile block. The
+// options of each block are in the tables below; docs/caddyfile.md is
+// their reference, held to them by TestDocsCaddyfileReference.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
 		return d.Errf("ai_gateway_auth takes no arguments on its line, only a block; got '%s'", d.Val())
 	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "credential":
-			raw, err := parseCredential(d)
-			if err != nil {
-				return err
-			}
-			h.CredentialsRaw = append(h.CredentialsRaw, raw)
-		case "client_key":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.Errf("client_key needs at least one key, e.g. `client_key sk-placeholder`")
-			}
-			h.ClientKeys = append(h.ClientKeys, args...)
-		case "client_keys_file":
-			if h.ClientKeysFile != "" {
-				return d.Errf("client_keys_file is already set to %s; give it once", h.ClientKeysFile)
-			}
-			if err := oneArg(d, &h.ClientKeysFile); err != nil {
-				return err
-			}
-		case "client_key_secret":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.Errf("client_key_secret needs a secret, e.g. `client_key_secret {env.CLIENT_KEY_SECRET}`")
-			}
-			h.ClientKeySecrets = append(h.ClientKeySecrets, args...)
-		case "client_keys_revoked_file":
-			if h.ClientKeysRevokedFile != "" {
-				return d.Errf("client_keys_revoked_file is already set to %s; give it once", h.ClientKeysRevokedFile)
-			}
-			if err := oneArg(d, &h.ClientKeysRevokedFile); err != nil {
-				return err
-			}
-		case "vercel_sandbox":
-			if h.VercelSandbox != nil {
-				return d.Errf("vercel_sandbox is already configured; give it once")
-			}
-			h.VercelSandbox = new(VercelSandbox)
-			if err := h.VercelSandbox.unmarshalCaddyfile(d); err != nil {
-				return err
-			}
-		case "allow_paths":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.Errf("allow_paths needs at least one path pattern, e.g. `allow_paths /v1/*`")
-			}
-			if _, err := newPathAllowList(args); err != nil {
-				return d.Errf("%v", err)
-			}
-			h.AllowPaths = append(h.AllowPaths, args...)
-		case "retry_body_limit":
-			var v string
-			if err := oneArg(d, &v); err != nil {
-				return err
-			}
-			size, err := humanize.ParseBytes(v)
-			if err != nil || size > 1<<30 {
-				return d.Errf("retry_body_limit: '%s' is not a size up to 1GiB (e.g. 1MiB, 512KB, 0 is not allowed: use 1 to disable replays of bodies)", v)
-			}
-			if size == 0 {
-				return d.Errf("retry_body_limit must be positive (e.g. 1MiB)")
-			}
-			h.RetryBodyLimit = int64(size)
-		case "retry_memory_limit":
-			var v string
-			if err := oneArg(d, &v); err != nil {
-				return err
-			}
-			if v == "auto" {
-				h.RetryMemoryLimit = 0
-				break
-			}
-			size, err := humanize.ParseBytes(v)
-			if err != nil || size == 0 || size > 1<<40 {
-				return d.Errf("retry_memory_limit: '%s' is not auto or a positive size up to 1TiB (e.g. 64MiB)", v)
-			}
-			h.RetryMemoryLimit = int64(size)
-		case "credential_wait":
-			if err := durationArg(d, &h.CredentialWait); err != nil {
-				return err
-			}
-		case "reporting", "limits", "usage_metrics": // spend_caddyfile.go
-			if err := h.unmarshalSpend(d); err != nil {
-				return err
-			}
-		default:
-			return d.Errf("unrecognized ai_gateway_auth option '%s' (expected credential, client_key, client_keys_file, "+
-				"client_key_secret, client_keys_revoked_file, vercel_sandbox, allow_paths, retry_body_limit, retry_memory_limit, credential_wait, "+
-				"reporting, limits or usage_metrics)", d.Val())
-		}
+	if err := handlerOptions.parseBlock(d, h); err != nil {
+		return err
 	}
 	if len(h.CredentialsRaw) == 0 {
 		return d.Errf("ai_gateway_auth needs at least one upstream credential: add `credential static {env.AI_GATEWAY_API_KEY}` or `credential vercel_oidc`")
@@ -184,120 +47,211 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func parseCredential(d *caddyfile.Dispenser) (json.RawMessage, error) {
-	if !d.NextArg() {
-		return nil, d.Errf("credential needs a kind: `credential static <key>` or `credential vercel_oidc { ... }`")
-	}
-	switch kind := d.Val(); kind {
-	case "static":
+// handlerOptions are the options of the ai_gateway_auth block.
+var handlerOptions = newOptions("ai_gateway_auth",
+	option[Handler]{"credential", func(d *caddyfile.Dispenser, h *Handler) error {
+		if !d.NextArg() {
+			return d.Errf("credential needs a kind: `credential static <key>` or `credential vercel_oidc { ... }`")
+		}
+		var raw json.RawMessage
+		if err := credentialKinds.parseOne(d, &raw, "unknown credential kind"); err != nil {
+			return err
+		}
+		h.CredentialsRaw = append(h.CredentialsRaw, raw)
+		return nil
+	}},
+	option[Handler]{"client_key", func(d *caddyfile.Dispenser, h *Handler) error {
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.Errf("client_key needs at least one key, e.g. `client_key sk-placeholder`")
+		}
+		h.ClientKeys = append(h.ClientKeys, args...)
+		return nil
+	}},
+	option[Handler]{"client_keys_file", func(d *caddyfile.Dispenser, h *Handler) error {
+		if h.ClientKeysFile != "" {
+			return d.Errf("client_keys_file is already set to %s; give it once", h.ClientKeysFile)
+		}
+		return oneArg(d, &h.ClientKeysFile)
+	}},
+	option[Handler]{"client_key_secret", func(d *caddyfile.Dispenser, h *Handler) error {
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.Errf("client_key_secret needs a secret, e.g. `client_key_secret {env.CLIENT_KEY_SECRET}`")
+		}
+		h.ClientKeySecrets = append(h.ClientKeySecrets, args...)
+		return nil
+	}},
+	option[Handler]{"client_keys_revoked_file", func(d *caddyfile.Dispenser, h *Handler) error {
+		if h.ClientKeysRevokedFile != "" {
+			return d.Errf("client_keys_revoked_file is already set to %s; give it once", h.ClientKeysRevokedFile)
+		}
+		return oneArg(d, &h.ClientKeysRevokedFile)
+	}},
+	option[Handler]{"vercel_sandbox", func(d *caddyfile.Dispenser, h *Handler) error {
+		if h.VercelSandbox != nil {
+			return d.Errf("vercel_sandbox is already configured; give it once")
+		}
+		h.VercelSandbox = new(VercelSandbox)
+		return h.VercelSandbox.unmarshalCaddyfile(d)
+	}},
+	option[Handler]{"allow_paths", func(d *caddyfile.Dispenser, h *Handler) error {
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.Errf("allow_paths needs at least one path pattern, e.g. `allow_paths /v1/*`")
+		}
+		if _, err := newPathAllowList(args); err != nil {
+			return d.Errf("%v", err)
+		}
+		h.AllowPaths = append(h.AllowPaths, args...)
+		return nil
+	}},
+	option[Handler]{"retry_body_limit", func(d *caddyfile.Dispenser, h *Handler) error {
+		var v string
+		if err := oneArg(d, &v); err != nil {
+			return err
+		}
+		size, err := humanize.ParseBytes(v)
+		if err != nil || size > 1<<30 {
+			return d.Errf("retry_body_limit: '%s' is not a size up to 1GiB (e.g. 1MiB, 512KB, 0 is not allowed: use 1 to disable replays of bodies)", v)
+		}
+		if size == 0 {
+			return d.Errf("retry_body_limit must be positive (e.g. 1MiB)")
+		}
+		h.RetryBodyLimit = int64(size)
+		return nil
+	}},
+	option[Handler]{"retry_memory_limit", func(d *caddyfile.Dispenser, h *Handler) error {
+		var v string
+		if err := oneArg(d, &v); err != nil {
+			return err
+		}
+		if v == "auto" {
+			h.RetryMemoryLimit = 0
+			return nil
+		}
+		size, err := humanize.ParseBytes(v)
+		if err != nil || size == 0 || size > 1<<40 {
+			return d.Errf("retry_memory_limit: '%s' is not auto or a positive size up to 1TiB (e.g. 64MiB)", v)
+		}
+		h.RetryMemoryLimit = int64(size)
+		return nil
+	}},
+	option[Handler]{"credential_wait", func(d *caddyfile.Dispenser, h *Handler) error {
+		return durationArg(d, &h.CredentialWait)
+	}},
+	option[Handler]{"reporting", func(d *caddyfile.Dispenser, h *Handler) error { // spend_caddyfile.go
+		if h.Reporting != nil {
+			return d.Errf("reporting is already configured; give it once")
+		}
+		h.Reporting = new(Reporting)
+		return h.Reporting.unmarshalCaddyfile(d)
+	}},
+	option[Handler]{"limits", func(d *caddyfile.Dispenser, h *Handler) error {
+		if h.Limits != nil {
+			return d.Errf("limits is already configured; give it once")
+		}
+		h.Limits = new(Limits)
+		return h.Limits.unmarshalCaddyfile(d)
+	}},
+	option[Handler]{"usage_metrics", func(d *caddyfile.Dispenser, h *Handler) error {
+		if d.NextArg() {
+			return d.Errf("usage_metrics takes no arguments; got '%s'", d.Val())
+		}
+		if d.NextBlock(d.Nesting()) {
+			return d.Errf("usage_metrics takes no block")
+		}
+		h.UsageMetrics = true
+		return nil
+	}},
+)
+
+// credentialKinds are the kinds of `credential <kind>`.
+var credentialKinds = newOptions("credential",
+	option[json.RawMessage]{"static", func(d *caddyfile.Dispenser, raw *json.RawMessage) error {
 		var s StaticSource
 		if !d.NextArg() {
-			return nil, d.Errf("credential static needs a key, e.g. `credential static {env.AI_GATEWAY_API_KEY}`")
+			return d.Errf("credential static needs a key, e.g. `credential static {env.AI_GATEWAY_API_KEY}`")
 		}
 		s.Key = d.Val()
 		if d.NextArg() {
-			return nil, d.Errf("credential static takes one key; got another argument '%s'", d.Val())
+			return d.Errf("credential static takes one key; got another argument '%s'", d.Val())
 		}
 		if d.NextBlock(d.Nesting()) {
-			return nil, d.Errf("credential static takes no block")
+			return d.Errf("credential static takes no block")
 		}
-		return caddyconfig.JSONModuleObject(s, "source", kind, nil), nil
-	case "vercel_oidc":
+		*raw = caddyconfig.JSONModuleObject(s, "source", "static", nil)
+		return nil
+	}},
+	option[json.RawMessage]{"vercel_oidc", func(d *caddyfile.Dispenser, raw *json.RawMessage) error {
 		var s VercelOIDCSource
-		if err := s.unmarshalCaddyfile(d); err != nil {
-			return nil, err
+		if d.NextArg() {
+			return d.Errf("credential vercel_oidc takes a block, not arguments; got '%s'", d.Val())
 		}
-		return caddyconfig.JSONModuleObject(s, "source", kind, nil), nil
-	default:
-		return nil, d.Errf("unknown credential kind '%s' (expected static or vercel_oidc)", kind)
-	}
-}
+		if err := vercelOIDCOptions.parseBlock(d, &s); err != nil {
+			return err
+		}
+		*raw = caddyconfig.JSONModuleObject(s, "source", "vercel_oidc", nil)
+		return nil
+	}},
+)
 
-func (s *VercelOIDCSource) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		return d.Errf("credential vercel_oidc takes a block, not arguments; got '%s'", d.Val())
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "env":
-			s.Env = defaultOIDCEnv
-			if d.NextArg() {
-				s.Env = d.Val()
+// vercelOIDCOptions are the options of `credential vercel_oidc`.
+var vercelOIDCOptions = newOptions("vercel_oidc",
+	option[VercelOIDCSource]{"env", func(d *caddyfile.Dispenser, s *VercelOIDCSource) error {
+		s.Env = defaultOIDCEnv
+		if d.NextArg() {
+			s.Env = d.Val()
+			if strings.ContainsAny(s.Env, "{}=$ ") {
+				return d.Errf("env takes the name of an environment variable, not its value or a placeholder: write `env VERCEL_OIDC_TOKEN`; got '%s'", s.Env)
 			}
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-		case "file":
-			if err := oneArg(d, &s.File); err != nil {
-				return err
-			}
-		case "mint":
-			if s.Mint != nil {
-				return d.Errf("mint is already configured; give it once")
-			}
-			s.Mint = new(MintConfig)
-			if err := s.Mint.unmarshalCaddyfile(d); err != nil {
-				return err
-			}
-		case "refresh_before":
-			if err := durationArg(d, &s.RefreshBefore); err != nil {
-				return err
-			}
-		case "expiry_margin":
-			if err := durationArg(d, &s.ExpiryMargin); err != nil {
-				return err
-			}
-		case "forced_refresh_interval":
-			if err := durationArg(d, &s.ForcedRefreshInterval); err != nil {
-				return err
-			}
-		case "share":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			s.Share = true
-		case "push":
-			if s.Push != nil {
-				return d.Errf("push is already configured; give it once")
-			}
-			s.Push = new(PushConfig)
-			if err := s.Push.unmarshalCaddyfile(d); err != nil {
-				return err
-			}
-		default:
-			return d.Errf("unrecognized vercel_oidc option '%s' (expected env, file, mint, push, refresh_before, expiry_margin, forced_refresh_interval or share)", d.Val())
 		}
-	}
-	return nil
-}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		return nil
+	}},
+	option[VercelOIDCSource]{"file", func(d *caddyfile.Dispenser, s *VercelOIDCSource) error {
+		return oneArg(d, &s.File)
+	}},
+	option[VercelOIDCSource]{"mint", func(d *caddyfile.Dispenser, s *VercelOIDCSource) error {
+		if s.Mint != nil {
+			return d.Errf("mint is already configured; give it once")
+		}
+		s.Mint = new(MintConfig)
+		return s.Mint.unmarshalCaddyfile(d)
+	}},
+	option[VercelOIDCSource]{"push", func(d *caddyfile.Dispenser, s *VercelOIDCSource) error {
+		if s.Push != nil {
+			return d.Errf("push is already configured; give it once")
+		}
+		s.Push = new(PushConfig)
+		return s.Push.unmarshalCaddyfile(d)
+	}},
+	option[VercelOIDCSource]{"refresh_before", func(d *caddyfile.Dispenser, s *VercelOIDCSource) error {
+		return durationArg(d, &s.RefreshBefore)
+	}},
+	option[VercelOIDCSource]{"expiry_margin", func(d *caddyfile.Dispenser, s *VercelOIDCSource) error {
+		return durationArg(d, &s.ExpiryMargin)
+	}},
+	option[VercelOIDCSource]{"forced_refresh_interval", func(d *caddyfile.Dispenser, s *VercelOIDCSource) error {
+		return durationArg(d, &s.ForcedRefreshInterval)
+	}},
+	option[VercelOIDCSource]{"share", func(d *caddyfile.Dispenser, s *VercelOIDCSource) error {
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		s.Share = true
+		return nil
+	}},
+)
 
 func (m *MintConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("mint takes a block, not arguments; got '%s'", d.Val())
 	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var err error
-		switch d.Val() {
-		case "project":
-			err = oneArg(d, &m.Project)
-		case "team":
-			err = oneArg(d, &m.Team)
-		case "access_token":
-			err = oneArg(d, &m.AccessToken)
-		case "api":
-			if err = oneArg(d, &m.API); err == nil && !strings.Contains(m.API, "{") {
-				if _, perr := parseAPIURL(m.API); perr != nil {
-					err = d.Errf("%v", perr)
-				}
-			}
-		case "timeout":
-			err = durationArg(d, &m.Timeout)
-		default:
-			err = d.Errf("unrecognized mint option '%s' (expected project, team, access_token, api or timeout)", d.Val())
-		}
-		if err != nil {
-			return err
-		}
+	if err := mintOptions.parseBlock(d, m); err != nil {
+		return err
 	}
 	if m.Project == "" {
 		return d.Errf("mint needs `project <id>`, e.g. `project {env.VERCEL_PROJECT_ID}`")
@@ -308,6 +262,25 @@ func (m *MintConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// mintOptions are the options of a vercel_oidc source's mint block.
+var mintOptions = newOptions("mint",
+	option[MintConfig]{"project", func(d *caddyfile.Dispenser, m *MintConfig) error { return oneArg(d, &m.Project) }},
+	option[MintConfig]{"team", func(d *caddyfile.Dispenser, m *MintConfig) error { return oneArg(d, &m.Team) }},
+	option[MintConfig]{"access_token", func(d *caddyfile.Dispenser, m *MintConfig) error { return oneArg(d, &m.AccessToken) }},
+	option[MintConfig]{"api", func(d *caddyfile.Dispenser, m *MintConfig) error {
+		if err := oneArg(d, &m.API); err != nil {
+			return err
+		}
+		if !strings.Contains(m.API, "{") { // a placeholder is checked when it is resolved
+			if _, err := parseAPIURL(m.API); err != nil {
+				return d.Errf("%v", err)
+			}
+		}
+		return nil
+	}},
+	option[MintConfig]{"timeout", func(d *caddyfile.Dispenser, m *MintConfig) error { return durationArg(d, &m.Timeout) }},
+)
+
 func (p *PushConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if !d.NextArg() || !strings.HasPrefix(d.Val(), "/") {
 		return d.Errf("push needs the path that accepts tokens, e.g. `push /ai-gateway-auth/token`")
@@ -316,59 +289,23 @@ func (p *PushConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("push takes one path; got another argument '%s'", d.Val())
 	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var err error
-		switch d.Val() {
-		case "issuer":
-			err = oneArg(d, &p.Issuer)
-		case "jwks_url":
-			err = oneArg(d, &p.JWKSURL)
-		case "team":
-			err = oneArg(d, &p.Team)
-		case "project":
-			err = oneArg(d, &p.Project)
-		default:
-			err = d.Errf("unrecognized push option '%s' (expected issuer, jwks_url, team or project)", d.Val())
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return pushOptions.parseBlock(d, p)
 }
+
+// pushOptions are the options of a vercel_oidc source's push block.
+var pushOptions = newOptions("push",
+	option[PushConfig]{"issuer", func(d *caddyfile.Dispenser, p *PushConfig) error { return oneArg(d, &p.Issuer) }},
+	option[PushConfig]{"jwks_url", func(d *caddyfile.Dispenser, p *PushConfig) error { return oneArg(d, &p.JWKSURL) }},
+	option[PushConfig]{"team", func(d *caddyfile.Dispenser, p *PushConfig) error { return oneArg(d, &p.Team) }},
+	option[PushConfig]{"project", func(d *caddyfile.Dispenser, p *PushConfig) error { return oneArg(d, &p.Project) }},
+)
 
 func (v *VercelSandbox) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("vercel_sandbox takes a block, not arguments; got '%s'", d.Val())
 	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var err error
-		switch opt := d.Val(); opt {
-		case "audience":
-			err = oneArg(d, &v.Audience)
-		case "issuer":
-			err = oneArg(d, &v.Issuer)
-		case "jwks_url":
-			err = oneArg(d, &v.JWKSURL)
-		case "team", "project", "forwarded_host":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.Errf("%s needs at least one value", opt)
-			}
-			switch opt {
-			case "team":
-				v.Teams = append(v.Teams, args...)
-			case "project":
-				v.Projects = append(v.Projects, args...)
-			default:
-				v.ForwardedHosts = append(v.ForwardedHosts, args...)
-			}
-		default:
-			err = d.Errf("unrecognized vercel_sandbox option '%s' (expected audience, team, project, issuer, jwks_url or forwarded_host)", opt)
-		}
-		if err != nil {
-			return err
-		}
+	if err := vercelSandboxOptions.parseBlock(d, v); err != nil {
+		return err
 	}
 	if v.Audience == "" {
 		return d.Errf("vercel_sandbox needs `audience <forwardURL>`: the forwardURL exactly as the sandbox network policy names it")
@@ -376,6 +313,29 @@ func (v *VercelSandbox) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if len(v.Teams) == 0 {
 		return d.Errf("vercel_sandbox needs at least one `team team_…`: the teams whose sandboxes may use the proxy")
 	}
+	return nil
+}
+
+// vercelSandboxOptions are the options of the vercel_sandbox block.
+var vercelSandboxOptions = newOptions("vercel_sandbox",
+	option[VercelSandbox]{"audience", func(d *caddyfile.Dispenser, v *VercelSandbox) error { return oneArg(d, &v.Audience) }},
+	option[VercelSandbox]{"team", func(d *caddyfile.Dispenser, v *VercelSandbox) error { return appendArgs(d, &v.Teams) }},
+	option[VercelSandbox]{"project", func(d *caddyfile.Dispenser, v *VercelSandbox) error { return appendArgs(d, &v.Projects) }},
+	option[VercelSandbox]{"issuer", func(d *caddyfile.Dispenser, v *VercelSandbox) error { return oneArg(d, &v.Issuer) }},
+	option[VercelSandbox]{"jwks_url", func(d *caddyfile.Dispenser, v *VercelSandbox) error { return oneArg(d, &v.JWKSURL) }},
+	option[VercelSandbox]{"forwarded_host", func(d *caddyfile.Dispenser, v *VercelSandbox) error {
+		return appendArgs(d, &v.ForwardedHosts)
+	}},
+)
+
+// appendArgs appends the option's arguments, at least one, to dst.
+func appendArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	name := d.Val()
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.Errf("%s needs at least one value", name)
+	}
+	*dst = append(*dst, args...)
 	return nil
 }
 
