@@ -67,9 +67,11 @@ var (
 		Help:      "RSA verifications of Vercel Sandbox OIDC tokens (a verified token is cached until its exp).",
 	})
 
+	// source_id, not instance: a Prometheus scrape owns the instance
+	// label and would rename this one to exported_instance.
 	expiryDesc = prometheus.NewDesc(metricsNamespace+"_credential_expiry_seconds",
-		"Seconds until the cached credential of each OIDC source expires (negative: expired or none).",
-		[]string{"source", "instance"}, nil)
+		"Seconds until the cached token of each vercel_oidc source expires (negative once expired); no series for a source that has never had a token.",
+		[]string{"source", "source_id"}, nil)
 
 	// Children resolved once so the hot path does no label lookup.
 	forwardedCounter      = requestsTotal.WithLabelValues(outcomeForwarded)
@@ -83,7 +85,9 @@ var (
 )
 
 // expiryCollector reports, at scrape time, each live OIDC source's time
-// to expiry.
+// to expiry. A source that has never held a token has no series, so that
+// an alert on a low value does not fire forever for a source the config
+// lists but nothing feeds (the root Caddyfile's .env.local, say).
 type expiryCollector struct{}
 
 func (expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
@@ -92,11 +96,9 @@ func (expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	oidcStates.Range(func(_, v any) bool {
 		st := v.(*oidcState)
-		secs := -1.0
 		if c := st.refresher.current.Load(); c != nil {
-			secs = c.expires.Sub(now).Seconds()
+			ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, c.expires.Sub(now).Seconds(), "vercel_oidc", st.id)
 		}
-		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, secs, "vercel_oidc", st.id)
 		return true
 	})
 }

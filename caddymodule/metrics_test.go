@@ -178,7 +178,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		"limit":     regexp.MustCompile(`^(requests_per_minute|tokens_per_day)$`),
 		"source":    regexp.MustCompile(`^(static|vercel_oidc)$`),
 		"result":    regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled)$`),
-		"instance":  regexp.MustCompile(`^[0-9a-f]{12}$`),
+		"source_id": regexp.MustCompile(`^[0-9a-f]{12}$`),
 		"reason":    regexp.MustCompile(`^(body_too_large|memory_limit)$`),
 		"op":        regexp.MustCompile(`^(load|store|lock|unlock)$`), // storage_errors_total, once a share test ran
 	}
@@ -205,7 +205,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 			}
 			if f.GetName() == "caddy_ai_gateway_auth_credential_expiry_seconds" {
 				for _, l := range m.GetLabel() {
-					if l.GetName() == "instance" && l.GetValue() == h.sources[0].(*VercelOIDCSource).state.id {
+					if l.GetName() == "source_id" && l.GetValue() == h.sources[0].(*VercelOIDCSource).state.id {
 						seenExpiry = true
 						if v := m.GetGauge().GetValue(); v < 3500 || v > 3601 {
 							t.Errorf("credential_expiry_seconds = %v, want about 3600", v)
@@ -217,5 +217,38 @@ func TestMetricsLabelsBounded(t *testing.T) {
 	}
 	if !seenExpiry {
 		t.Error("no credential_expiry_seconds for the source")
+	}
+}
+
+// A vercel_oidc source that never had a token has no expiry series (an
+// alert on a low value would fire forever for it); once it has one, the
+// series appears, labelled source_id (a scrape renames a label named
+// instance to exported_instance).
+func TestExpirySeriesOnlyWithAToken(t *testing.T) {
+	t.Setenv("AIGW_TEST_EXPIRY_EMPTY", "")
+	empty := provisionOIDC(t, &VercelOIDCSource{Env: "AIGW_TEST_EXPIRY_EMPTY"})
+	t.Setenv("AIGW_TEST_EXPIRY_SET", testOIDCToken(t, time.Now().Add(time.Hour)))
+	set := provisionOIDC(t, &VercelOIDCSource{Env: "AIGW_TEST_EXPIRY_SET"})
+
+	series := map[string]float64{}
+	ch := make(chan prometheus.Metric, 1000)
+	expiryCollector{}.Collect(ch)
+	close(ch)
+	for m := range ch {
+		var pb dto.Metric
+		if err := m.Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range pb.GetLabel() {
+			if l.GetName() == "source_id" {
+				series[l.GetValue()] = pb.GetGauge().GetValue()
+			}
+		}
+	}
+	if v, ok := series[empty.state.id]; ok {
+		t.Errorf("a source without a token has an expiry series (%v)", v)
+	}
+	if v, ok := series[set.state.id]; !ok || v < 3500 || v > 3601 {
+		t.Errorf("the source with a token: series %v (present %v), want about 3600", v, ok)
 	}
 }
