@@ -111,7 +111,9 @@ type Source interface {
 
 // SourceStatus is what the admin status endpoint reports for a source.
 type SourceStatus struct {
-	Kind        string     `json:"kind"`
+	Kind string `json:"kind"`
+	// ID is a vercel_oidc source's source_id, as in its metrics.
+	ID          string     `json:"source_id,omitempty"`
 	Usable      bool       `json:"usable"`
 	Method      string     `json:"method,omitempty"`
 	Expires     *time.Time `json:"expires,omitempty"`

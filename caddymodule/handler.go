@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -244,22 +245,33 @@ func (h *Handler) watch(option, file string, apply func([]byte) error) error {
 		if err == nil {
 			err = apply(content)
 		}
-		if err != nil {
-			if first {
-				firstErr = err
-			}
+		switch {
+		case first && err != nil:
+			firstErr = err // the config fails to load: nothing was read before
+		case err != nil:
 			h.logger.Error("file unusable; keeping what was read before", zap.String("option", option),
 				zap.String("file", path), zap.Error(err))
-		} else {
+		case first:
+			h.logger.Info("file read", zap.String("option", option), zap.String("file", path))
+		default:
 			h.logger.Info("file re-read", zap.String("option", option), zap.String("file", path))
 		}
 		first = false
 	})
 	h.watchers = append(h.watchers, w)
 	if firstErr != nil {
+		if errors.Is(firstErr, fs.ErrNotExist) {
+			return fmt.Errorf("%s %s does not exist; create it before Caddy starts (%s)", option, path, watchedFileHint[option])
+		}
 		return fmt.Errorf("%s %s: %v", option, path, firstErr)
 	}
 	return nil
+}
+
+// watchedFileHint says what a missing watched file should hold.
+var watchedFileHint = map[string]string{
+	"client_keys_file":         `one "<name> <key>" line per client`,
+	"client_keys_revoked_file": "one revoked client name per line; an empty file revokes no one",
 }
 
 func (h *Handler) addPush(src Source) error {

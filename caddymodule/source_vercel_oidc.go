@@ -206,6 +206,7 @@ func (*VercelOIDCSource) Kind() string { return "vercel_oidc" }
 // Status implements Source.
 func (s *VercelOIDCSource) Status(now time.Time) SourceStatus {
 	st := s.state.refresher.status(now)
+	st.ID = s.state.id
 	st.Shared = s.state.share.status()
 	return st
 }

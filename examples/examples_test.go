@@ -495,3 +495,36 @@ func TestDashboardExamples(t *testing.T) {
 		}
 	}
 }
+
+// TestExampleHeadersSayWhatToCreate: a file that must exist when the
+// config loads (client keys, revocations) is created by a command in the
+// example's header, so that copying an example and running it does not
+// fail on a file nobody said to make.
+func TestExampleHeadersSayWhatToCreate(t *testing.T) {
+	mustExist := regexp.MustCompile(`(?m)^\s*(client_keys_file|client_keys_revoked_file)\s+(\S+)\s*$`)
+	creates := regexp.MustCompile(`\binstall\b|\btouch\b|>|\bcp\b|\bmv\b`)
+	files, err := filepath.Glob("caddyfiles/*.Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, file := range files {
+		text := string(readFile(t, file))
+		var header []string
+		for line := range strings.SplitSeq(text, "\n") {
+			if !strings.HasPrefix(line, "#") {
+				break
+			}
+			header = append(header, line)
+		}
+		for _, m := range mustExist.FindAllStringSubmatch(text, -1) {
+			checked++
+			if !slices.ContainsFunc(header, func(l string) bool { return strings.Contains(l, m[2]) && creates.MatchString(l) }) {
+				t.Errorf("%s: %s %s must exist when Caddy starts, but no command in the header creates it", file, m[1], m[2])
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no example names a file that must exist: the test checks nothing")
+	}
+}

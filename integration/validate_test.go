@@ -71,3 +71,47 @@ func TestShippedCaddyfile(t *testing.T) {
 	}
 	assertNoSecrets(t, "caddy adapt's output", out, secret{"the API key", key})
 }
+
+// TestValidateMissingWatchedFile: a client keys or revocation file that
+// does not exist at load fails `caddy validate` with its path and what to
+// create, and nothing claims that something "read before" is kept: on the
+// first load, nothing was.
+func TestValidateMissingWatchedFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for option, hint := range map[string]string{
+		"client_keys_file":         "line per client", // the log escapes the quotes around <name> <key>
+		"client_keys_revoked_file": "an empty file revokes no one",
+	} {
+		missing := filepath.Join(dir, option)
+		path := filepath.Join(dir, option+".Caddyfile")
+		config := `{
+	admin off
+}
+
+http://127.0.0.1:4000 {
+	bind 127.0.0.1
+	ai_gateway_auth {
+		credential static {env.AI_GATEWAY_API_KEY}
+		client_key_secret {env.CLIENT_KEY_SECRET}
+		` + option + ` ` + missing + `
+	}
+	reverse_proxy https://ai-gateway.vercel.sh
+}
+`
+		if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := runCaddyCommand(t, map[string]string{"CLIENT_KEY_SECRET": "a-secret-of-at-least-16-bytes"},
+			"validate", "--config", path, "--adapter", "caddyfile")
+		if err == nil {
+			t.Fatalf("%s: caddy validate accepted a missing %s:\n%s", option, missing, out)
+		}
+		if want := option + " " + missing + " does not exist; create it"; !strings.Contains(out, want) || !strings.Contains(out, hint) {
+			t.Errorf("%s: the error does not say %q (%s):\n%s", option, want, hint, out)
+		}
+		if strings.Contains(out, "keeping what was read before") {
+			t.Errorf("%s: the first load claims to keep what was read before:\n%s", option, out)
+		}
+	}
+}
