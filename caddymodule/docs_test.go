@@ -462,3 +462,121 @@ func TestDocsStatusFields(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsLinks: every relative link in the README, the docs, the
+// changelog, the benchmarks' and the examples' READMEs points at a file
+// that exists, and at a heading that exists in it.
+func TestDocsLinks(t *testing.T) {
+	var files []string
+	for _, pattern := range []string{"*.md", "docs/*.md", "bench/*.md", "examples/*.md", "examples/*/*.md"} {
+		m, err := filepath.Glob(filepath.Join(repoRoot, pattern))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
+	}
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	n := 0
+	for _, file := range files {
+		text := stripCodeBlocks(readDoc(t, mustRel(t, file)))
+		for _, m := range link.FindAllStringSubmatch(text, -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			n++
+			path, anchor, _ := strings.Cut(target, "#")
+			dest := file
+			if path != "" {
+				dest = filepath.Join(filepath.Dir(file), path)
+			}
+			if _, err := os.Stat(dest); err != nil {
+				t.Errorf("%s: link %s: %v", mustRel(t, file), target, err)
+				continue
+			}
+			if anchor != "" && strings.HasSuffix(dest, ".md") && !slices.Contains(headingAnchors(t, dest), anchor) {
+				t.Errorf("%s: link %s: %s has no heading #%s", mustRel(t, file), target, mustRel(t, dest), anchor)
+			}
+		}
+	}
+	if n < 50 {
+		t.Fatalf("checked %d links; the pattern is stale", n)
+	}
+}
+
+func mustRel(t *testing.T, file string) string {
+	t.Helper()
+	rel, err := filepath.Rel(repoRoot, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rel
+}
+
+// stripCodeBlocks blanks fenced code blocks, whose brackets are not links.
+func stripCodeBlocks(text string) string {
+	var b strings.Builder
+	in := false
+	for line := range strings.SplitSeq(text, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "```") {
+			in = !in
+			continue
+		}
+		if !in {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+// headingAnchors are the anchors GitHub gives a Markdown file's headings.
+func headingAnchors(t *testing.T, file string) []string {
+	t.Helper()
+	var out []string
+	seen := map[string]int{}
+	for line := range strings.SplitSeq(stripCodeBlocks(readDoc(t, mustRel(t, file))), "\n") {
+		if !strings.HasPrefix(line, "#") {
+			continue
+		}
+		title := strings.ToLower(strings.TrimSpace(strings.TrimLeft(line, "#")))
+		var slug strings.Builder
+		for _, r := range title {
+			switch {
+			case r == ' ':
+				slug.WriteRune('-')
+			case r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r > 127:
+				slug.WriteRune(r)
+			}
+		}
+		s := slug.String()
+		if k := seen[s]; k > 0 {
+			out = append(out, fmt.Sprintf("%s-%d", s, k))
+		} else {
+			out = append(out, s)
+		}
+		seen[s]++
+	}
+	return out
+}
+
+// TestReadmeCaddyfileIsTheRootOne: the README's minimal Caddyfile is the
+// root Caddyfile that `go run ./cmd/caddy run --config Caddyfile` runs,
+// comments aside, so what a newcomer reads is what runs.
+func TestReadmeCaddyfileIsTheRootOne(t *testing.T) {
+	snippets := caddyfileSnippets(t, filepath.Join(repoRoot, "README.md"))
+	if len(snippets) == 0 || snippets[0].kind != "" {
+		t.Fatal("the README's first Caddyfile snippet should be the minimal (whole) Caddyfile")
+	}
+	code := func(s string) string {
+		var lines []string
+		for line := range strings.SplitSeq(s, "\n") {
+			if line, _, _ = strings.Cut(line, "#"); strings.TrimSpace(line) != "" {
+				lines = append(lines, strings.TrimRight(line, " \t"))
+			}
+		}
+		return strings.Join(lines, "\n")
+	}
+	if got, want := code(snippets[0].text), code(readDoc(t, "Caddyfile")); got != want {
+		t.Errorf("the README's minimal Caddyfile is not the root Caddyfile:\n%s\n--- root:\n%s", got, want)
+	}
+}

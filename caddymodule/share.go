@@ -47,7 +47,7 @@ const (
 )
 
 // sharedRecord is the stored value. It holds the token itself (a live
-// credential: see the README on how private the storage must be) and, of
+// credential: see docs/fleet.md on how private the storage must be) and, of
 // the tokens the gateway refused, only digests.
 type sharedRecord struct {
 	Version   int             `json:"version"`
