@@ -22,10 +22,8 @@ const placeholderClient = "placeholder"
 // costing O(1) for a file of thousands of keys.
 type keyDigest [sha256.Size]byte
 
-// clientKeySet maps accepted keys (by digest) to client names. The names
-// are stored as `any` once so that setting the placeholder allocates
-// nothing per request.
-type clientKeySet map[keyDigest]any
+// clientKeySet maps accepted keys (by digest) to their clients.
+type clientKeySet map[keyDigest]*principal
 
 // clientKeys is every accepted client key: the literal client_key values,
 // the named keys of client_keys_file (swapped atomically on re-read) and
@@ -36,7 +34,7 @@ type clientKeys struct {
 	literal []string
 	file    atomic.Pointer[clientKeySet]
 	secrets [][]byte
-	// signed caches verified signed keys (key -> boxed name), so an HMAC
+	// signed caches verified signed keys (key -> *principal), so an HMAC
 	// is computed once per key, not per request. Only valid keys are
 	// stored, so its size is bounded by the clients that exist.
 	signed  sync.Map
@@ -50,40 +48,37 @@ const (
 	rejectRevoked = "revoked client key"
 )
 
-// identify returns the client name for key, or why it is refused (with
-// the name when the key is valid but its client revoked, for the log).
-func (ck *clientKeys) identify(key string) (any, string) {
+// identify returns the client of key, or why it is refused (with the
+// client when the key is valid but revoked, for the log).
+func (ck *clientKeys) identify(key string) (*principal, string) {
 	if key == "" {
 		return nil, rejectMissing
 	}
 	if len(ck.secrets) > 0 && strings.HasPrefix(key, signedKeyPrefix) {
-		name, ok := ck.signed.Load(key)
+		p, ok := ck.signed.Load(key)
 		if !ok {
 			n, valid := verifySignedKey(key, ck.secrets)
 			if !valid {
 				return nil, rejectUnknown
 			}
-			name, _ = ck.signed.LoadOrStore(key, any(n))
+			p, _ = ck.signed.LoadOrStore(key, keyPrincipal(n))
 		}
-		return ck.unlessRevoked(name)
+		return ck.unlessRevoked(p.(*principal))
 	}
 	match := false
 	for _, lit := range ck.literal {
 		match = constantTimeEqual(key, lit) || match // no early exit
 	}
 	if match {
-		return placeholderClientName, ""
+		return placeholderPrincipal, ""
 	}
 	if fs := ck.file.Load(); fs != nil {
-		if name, ok := (*fs)[keyDigest(sha256.Sum256([]byte(key)))]; ok {
-			return ck.unlessRevoked(name)
+		if p, ok := (*fs)[keyDigest(sha256.Sum256([]byte(key)))]; ok {
+			return ck.unlessRevoked(p)
 		}
 	}
 	return nil, rejectUnknown
 }
-
-// placeholderClientName is placeholderClient boxed once.
-var placeholderClientName any = placeholderClient
 
 // constantTimeEqual is subtle.ConstantTimeCompare for strings, without
 // converting them to byte slices (which would allocate for long keys):
@@ -99,13 +94,13 @@ func constantTimeEqual(a, b string) bool {
 	return v == 0
 }
 
-func (ck *clientKeys) unlessRevoked(name any) (any, string) {
+func (ck *clientKeys) unlessRevoked(p *principal) (*principal, string) {
 	if rv := ck.revoked.Load(); rv != nil && len(*rv) > 0 {
-		if _, revoked := (*rv)[name.(string)]; revoked {
-			return name, rejectRevoked
+		if _, revoked := (*rv)[p.nameString()]; revoked {
+			return p, rejectRevoked
 		}
 	}
-	return name, ""
+	return p, ""
 }
 
 // parseClientKeysFile reads "name key" lines; blank lines and # comments
@@ -132,7 +127,7 @@ func parseClientKeysFile(content []byte) (clientKeySet, error) {
 		if _, dup := set[d]; dup {
 			return nil, fmt.Errorf("line %d: the key of %q is also another client's key", n, name)
 		}
-		set[d] = name
+		set[d] = keyPrincipal(name)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err

@@ -56,11 +56,11 @@ alice   sk-alice-1
 	if len(set) != 2 {
 		t.Errorf("got %d keys, want 2", len(set))
 	}
-	if name, ok := set[keyDigest(sha256Sum("sk-alice-1"))]; !ok || name != "alice" {
-		t.Errorf("alice's key maps to %v, %v", name, ok)
+	if p, ok := set[keyDigest(sha256Sum("sk-alice-1"))]; !ok || p.name != "alice" || p.id != "key:alice" {
+		t.Errorf("alice's key maps to %v, %v", p, ok)
 	}
-	if name, ok := set[keyDigest(sha256Sum("sk-bob-2"))]; !ok || name != "bob" {
-		t.Errorf("bob's key maps to %v, %v", name, ok)
+	if p, ok := set[keyDigest(sha256Sum("sk-bob-2"))]; !ok || p.name != "bob" || p.id != "key:bob" {
+		t.Errorf("bob's key maps to %v, %v", p, ok)
 	}
 	if _, ok := set[keyDigest(sha256Sum("sk-carol"))]; ok {
 		t.Error("a commented-out key is accepted")
@@ -140,16 +140,16 @@ func TestIdentify(t *testing.T) {
 		{"alice", nil}, // a name is not a key
 		{"sk-carol", nil},
 	} {
-		name, reason := h.keys.identify(tc.key)
+		p, reason := h.keys.identify(tc.key)
 		accepted := reason == ""
 		if tc.want == nil {
 			if accepted {
-				t.Errorf("identify(%q) accepted as %v", tc.key, name)
+				t.Errorf("identify(%q) accepted as %v", tc.key, p.name)
 			}
 			continue
 		}
-		if !accepted || name != tc.want {
-			t.Errorf("identify(%q) = %v, %q; want %v", tc.key, name, reason, tc.want)
+		if !accepted || p.name != tc.want {
+			t.Errorf("identify(%q) = %v, %q; want %v", tc.key, p, reason, tc.want)
 		}
 	}
 }

@@ -34,7 +34,8 @@ const defaultCredentialWait = 10 * time.Second
 //
 // Placeholders set per request:
 //
-//	{ai_gateway_auth.client}             the client: "placeholder" for a literal client_key, the key's name (client_keys_file, signed key), or the sandbox name/id
+//	{ai_gateway_auth.client}             the client's readable name: "placeholder" for a literal client_key, the key's name (client_keys_file, signed key), or the sandbox name/id
+//	{ai_gateway_auth.client_id}          the client's unique id: "placeholder", "key:<name>" or "sandbox:<team>/<project>/<sandbox id>" (identity.go)
 //	{ai_gateway_auth.credential_source}  the source whose credential was sent: "static" or "vercel_oidc"
 //	{ai_gateway_auth.usage.input_tokens}  input tokens the response reported (metering on; set when the response ends)
 //	{ai_gateway_auth.usage.output_tokens} output tokens the response reported (likewise)
@@ -335,7 +336,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 
-	var client any
+	var client *principal
 	if h.sandbox != nil && firstValue(r.Header, headerSandboxToken) != "" {
 		var err error
 		if client, err = h.sandbox.identify(r); err != nil {
@@ -354,7 +355,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	if credentialInTrailers(r) {
-		return h.badRequest(w, r, client, "credential_in_trailer",
+		return h.badRequest(w, r, client.name, "credential_in_trailer",
 			"credentials must be sent as request headers, not as trailers")
 	}
 	// after the client check: its key may be in a header it named
@@ -362,16 +363,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	src, cred, err := h.credential(r.Context())
 	if err != nil {
-		return h.noCredential(w, r, client, err)
+		return h.noCredential(w, r, client.name, err)
 	}
 	setUpstreamAuth(r.Header, cred)
 
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("ai_gateway_auth.client", client)
+		repl.Set("ai_gateway_auth.client", client.name)
+		repl.Set("ai_gateway_auth.client_id", client.id)
 		repl.Set("ai_gateway_auth.credential_source", h.sourceKinds[src])
 	}
-	if h.spend != nil { // limits, reporting headers, metering (spend.go)
-		mw, err := h.spend.begin(w, r, client)
+	if h.spend != nil { // limits, reporting headers, metering (spend.go), by client id
+		mw, err := h.spend.begin(w, r, client.id)
 		if mw == nil {
 			return err
 		}
@@ -500,15 +502,15 @@ func (h *Handler) logNoReplay(src int, why error) {
 	}
 }
 
-// rejectClient answers 401. client is the name of a revoked client (its
-// key is valid), nil otherwise: an unverified key names no one.
-func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, client any, reason string) error {
+// rejectClient answers 401. client is a revoked client (its key is
+// valid), nil otherwise: an unverified key names no one.
+func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, client *principal, reason string) error {
 	clientRejectedCounter.Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "client rejected"); c != nil {
 		fields := []zap.Field{zap.String("reason", reason), zap.String("remote_ip", remoteIP(r)),
 			zap.String("method", r.Method), zap.String("path", clipped(r.URL.Path))}
 		if client != nil {
-			fields = append(fields, zap.Any("client", client))
+			fields = append(fields, zap.Any("client", client.name))
 		}
 		c.Write(fields...)
 	}

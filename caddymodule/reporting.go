@@ -22,7 +22,7 @@ const (
 	maxReportingUser     = 256
 	maxReportingTag      = 64
 	maxReportingTags     = 10
-	defaultReportingUser = "{ai_gateway_auth.client}"
+	defaultReportingUser = "{ai_gateway_auth.client_id}"
 )
 
 // Reporting stamps every request with the client it came from, for AI
@@ -34,7 +34,7 @@ type Reporting struct {
 	// request ({env.*} at provision); a value AI Gateway would refuse
 	// (over 256 characters, or with bytes a header cannot carry) is
 	// replaced by a stable short form: a cleaned prefix plus a hash.
-	// Default: {ai_gateway_auth.client}.
+	// Default: {ai_gateway_auth.client_id}, the client's unique id.
 	User string `json:"user,omitempty"`
 
 	// Tags for ai-reporting-tags, at most 10. Placeholders are resolved
@@ -48,7 +48,7 @@ type Reporting struct {
 // reporter is a provisioned Reporting.
 type reporter struct {
 	user       string // template; "" with userClient set
-	userClient bool   // the user is the client name itself
+	userClient bool   // the user is the client id itself
 	userStatic []string
 	tags       []string // per-request templates, nil when static
 	tagsStatic []string // the header value, when every tag is static
@@ -149,7 +149,7 @@ func reportingValue(v string, max int) string {
 // under those names (any case, repeated, with underscores, named by a
 // Connection option or sent as a trailer) is already gone: setUpstreamAuth
 // removes them from every request, reporting on or off.
-func (rp *reporter) stamp(r *http.Request, clientName string) {
+func (rp *reporter) stamp(r *http.Request, clientID string) {
 	hdr := r.Header
 	var repl *caddy.Replacer
 	if rp.user != "" || rp.tags != nil {
@@ -160,7 +160,7 @@ func (rp *reporter) stamp(r *http.Request, clientName string) {
 	}
 	switch {
 	case rp.userClient:
-		if v := reportingValue(clientName, maxReportingUser); v != "" {
+		if v := reportingValue(clientID, maxReportingUser); v != "" {
 			hdr[headerReportingUser] = []string{v}
 		}
 	case rp.userStatic != nil:

@@ -78,7 +78,7 @@ type sandboxVerifier struct {
 }
 
 type verifiedSandbox struct {
-	client  any // the sandbox name (or id), boxed once for the replacer
+	client  *principal
 	expires time.Time
 }
 
@@ -125,10 +125,10 @@ func newSandboxVerifier(cfg VercelSandbox, jwks *jwksCache) (*sandboxVerifier, e
 	}, nil
 }
 
-// identify checks a forwarded request and returns the sandbox's name.
-// The error is the reason for a 403: its Error for the log, its
-// publicText for the client.
-func (v *sandboxVerifier) identify(r *http.Request) (any, error) {
+// identify checks a forwarded request and returns its sandbox. The error
+// is the reason for a 403: its Error for the log, its publicText for the
+// client.
+func (v *sandboxVerifier) identify(r *http.Request) (*principal, error) {
 	if host := r.Header.Get(headerForwardedHost); host != "" {
 		h := strings.ToLower(host)
 		if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
@@ -152,11 +152,7 @@ func (v *sandboxVerifier) identify(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	name := claims.SandboxName
-	if name == "" {
-		name = claims.SandboxID
-	}
-	entry := verifiedSandbox{client: name, expires: claims.ExpiresAt.Add(jwtLeeway)}
+	entry := verifiedSandbox{client: sandboxPrincipal(claims), expires: claims.ExpiresAt.Add(jwtLeeway)}
 	v.mu.Lock()
 	if len(v.verified) >= maxVerifiedSandboxTokens {
 		for k, e := range v.verified {
@@ -185,7 +181,7 @@ func (v *sandboxVerifier) verify(ctx context.Context, token string) (*sandboxCla
 	if len(v.cfg.Projects) > 0 && !slices.Contains(v.cfg.Projects, claims.ProjectID) {
 		return nil, refuse(sandboxNotAllowed, "sandbox token: project "+logValue(claims.ProjectID)+" is not allowed")
 	}
-	if claims.SandboxID == "" && claims.SandboxName == "" {
+	if claims.SandboxID == "" { // the sandbox's identity: a name alone could be anyone's
 		return nil, refuse("the sandbox token names no sandbox", "sandbox token: no sandbox_id")
 	}
 	return &claims, nil

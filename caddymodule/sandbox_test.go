@@ -436,7 +436,7 @@ func TestSandboxCacheBounded(t *testing.T) {
 	// fill the cache with entries (cheaper than verifying 10000 tokens)
 	v.mu.Lock()
 	for i := range maxVerifiedSandboxTokens {
-		v.verified[[32]byte{byte(i), byte(i >> 8), 1}] = verifiedSandbox{client: "x", expires: time.Now().Add(time.Hour)}
+		v.verified[[32]byte{byte(i), byte(i >> 8), 1}] = verifiedSandbox{client: keyPrincipal("x"), expires: time.Now().Add(time.Hour)}
 	}
 	v.mu.Unlock()
 	if _, err := v.identify(sandboxRequest(signTestJWT(t, sandboxTokenClaims(jwks.URL)), nil)); err != nil {

@@ -91,9 +91,10 @@ func TestReportingHeadersReplaced(t *testing.T) {
 		}
 	}
 	wantTags := "sandboxes,staging," + reportingValue(strings.Repeat("t", 100), maxReportingTag)
-	if len(reporting) != 2 || seen.Get(headerReportingUser) != "sandbox-7" || len(seen[headerReportingUser]) != 1 ||
+	// the default user is the client's id, never a name another client could have
+	if len(reporting) != 2 || seen.Get(headerReportingUser) != "key:sandbox-7" || len(seen[headerReportingUser]) != 1 ||
 		seen.Get(headerReportingTags) != wantTags || len(seen[headerReportingTags]) != 1 {
-		t.Errorf("upstream got reporting headers %q; want user sandbox-7 and tags %q", reporting, wantTags)
+		t.Errorf("upstream got reporting headers %q; want user key:sandbox-7 and tags %q", reporting, wantTags)
 	}
 	if len(wantTags) > 3*maxReportingTag || strings.Count(wantTags, ",") != 2 {
 		t.Errorf("tags %q", wantTags)
@@ -149,10 +150,11 @@ func TestReportingConfigErrors(t *testing.T) {
 // client's counters and in the placeholders for the access log.
 func TestMeteringPerClient(t *testing.T) {
 	h := spendHandler(t, func(h *Handler) { h.UsageMetrics = true })
-	client := fmt.Sprintf("meter-%d", time.Now().UnixNano())
+	name := fmt.Sprintf("meter-%d", time.Now().UnixNano())
+	client := "key:" + name // metrics and the status count by id
 	var wantIn, wantOut, wantCost float64
 	for _, tc := range usageCases {
-		r := clientRequest(t, client, "/v1/chat/completions")
+		r := clientRequest(t, name, "/v1/chat/completions")
 		w := serve(t, h, r, answering(tc.contentType, tc.body, nil))
 		if w.Body.String() != tc.body {
 			t.Fatalf("%s: the client got a changed body", tc.name)
@@ -343,7 +345,7 @@ func TestClientCardinalityCap(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, l := range d.GetLabel() {
-			if l.GetName() == "client" && strings.HasPrefix(l.GetValue(), prefix) {
+			if l.GetName() == "client" && strings.HasPrefix(l.GetValue(), "key:"+prefix) {
 				labels[l.GetValue()] = true
 			}
 		}

@@ -150,7 +150,7 @@ func TestSpendPerClient(t *testing.T) {
 	for _, r := range gw.Requests() {
 		user := r.Header.Values("Ai-Reporting-User")
 		if len(user) != 1 || r.Header.Get("Ai-Reporting-Tags") != "sandboxes,ci" || len(r.Header.Values("Ai-Reporting-Tags")) != 1 {
-			t.Errorf("%s %s: gateway got ai-reporting-user %q, ai-reporting-tags %q; want the client's name and \"sandboxes,ci\"",
+			t.Errorf("%s %s: gateway got ai-reporting-user %q, ai-reporting-tags %q; want the client's id and \"sandboxes,ci\"",
 				r.Method, r.Path, user, r.Header.Values("Ai-Reporting-Tags"))
 			continue
 		}
@@ -170,15 +170,16 @@ func TestSpendPerClient(t *testing.T) {
 	}
 	metrics := scrapeMetrics(t, p)
 	for _, name := range names {
-		want := reported[name]
+		id := "key:" + name // reports, metrics and the status count by id
+		want := reported[id]
 		if want == nil || want.in == 0 {
-			t.Fatalf("the gateway reported nothing for %s", name)
+			t.Fatalf("the gateway reported nothing for %s", id)
 		}
 		for series, v := range map[string]float64{
-			`caddy_ai_gateway_auth_client_tokens_total{client="` + name + `",direction="input"}`:  want.in,
-			`caddy_ai_gateway_auth_client_tokens_total{client="` + name + `",direction="output"}`: want.out,
-			`caddy_ai_gateway_auth_client_cost_total{client="` + name + `"}`:                      want.cost,
-			`caddy_ai_gateway_auth_client_requests_total{client="` + name + `"}`:                  6,
+			`caddy_ai_gateway_auth_client_tokens_total{client="` + id + `",direction="input"}`:  want.in,
+			`caddy_ai_gateway_auth_client_tokens_total{client="` + id + `",direction="output"}`: want.out,
+			`caddy_ai_gateway_auth_client_cost_total{client="` + id + `"}`:                      want.cost,
+			`caddy_ai_gateway_auth_client_requests_total{client="` + id + `"}`:                  6,
 		} {
 			if got, ok := metrics[series]; !ok || got != v {
 				t.Errorf("%s = %v (present %v), want %v", series, got, ok, v)
@@ -221,8 +222,8 @@ func TestSpendPerClient(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&status); err != nil {
 		t.Fatal(err)
 	}
-	if len(status.TopClientsToday) != 3 || status.TopClientsToday[0].Client != "sandbox-c" ||
-		float64(status.TopClientsToday[0].InputTokens) != reported["sandbox-c"].in {
+	if len(status.TopClientsToday) != 3 || status.TopClientsToday[0].Client != "key:sandbox-c" ||
+		float64(status.TopClientsToday[0].InputTokens) != reported["key:sandbox-c"].in {
 		t.Errorf("status top_clients_today = %+v; want the three sandboxes, sandbox-c (the longest prompts) first", status.TopClientsToday)
 	}
 }
