@@ -38,14 +38,18 @@ const (
 	dummyClientKeySecret = "dummy-client-key-secret-e07d2c" // at least 16 bytes, as the module requires
 )
 
-// exampleFiles lists every file under this directory except the test
-// itself, as slash paths relative to it.
+// exampleFiles lists every file under this directory except the tests
+// and installed node_modules (grafana/check's), as slash paths relative
+// to it.
 func exampleFiles(t *testing.T) []string {
 	t.Helper()
 	var files []string
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if d.IsDir() && d.Name() == "node_modules" {
+			return fs.SkipDir
 		}
 		if d.IsDir() || strings.HasSuffix(path, "_test.go") {
 			return nil
