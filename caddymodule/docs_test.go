@@ -580,3 +580,17 @@ func TestReadmeCaddyfileIsTheRootOne(t *testing.T) {
 		t.Errorf("the README's minimal Caddyfile is not the root Caddyfile:\n%s\n--- root:\n%s", got, want)
 	}
 }
+
+// TestDocsDefaultAllowPaths: docs/security.md lists exactly the default
+// allow_paths.
+func TestDocsDefaultAllowPaths(t *testing.T) {
+	var documented []string
+	for _, r := range docTables(t, "docs/security.md", "default allow_paths")[""] {
+		for _, m := range regexp.MustCompile("`(/[^`]*)`").FindAllStringSubmatch(r[0], -1) {
+			documented = append(documented, m[1])
+		}
+	}
+	if !slices.Equal(documented, defaultAllowPaths) {
+		t.Errorf("docs/security.md lists the default allow_paths as %v; the code's are %v", documented, defaultAllowPaths)
+	}
+}

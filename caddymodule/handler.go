@@ -354,6 +354,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			"path "+clipped(r.URL.EscapedPath())+" is not allowed through this proxy (allow_paths)")
 	}
 
+	if h.spend != nil && upgradeRequest(r) {
+		// a WebSocket (AI Gateway's /v1/responses has one) carries its
+		// messages and usage in frames the proxy cannot meter or edit:
+		// with limits, reporting or metering, it would bypass them
+		return h.forbid(w, r, "upgrade_not_allowed",
+			"WebSocket and other upgraded connections cannot be metered on this proxy; use HTTP streaming (SSE)",
+			"an upgrade to "+clipped(r.Header.Get("Upgrade"))+" with metering on")
+	}
 	if credentialInTrailers(r) {
 		return h.badRequest(w, r, client.name, "credential_in_trailer",
 			"credentials must be sent as request headers, not as trailers")
@@ -563,6 +571,12 @@ func (h *Handler) badRequest(w http.ResponseWriter, r *http.Request, client any,
 			zap.String("method", r.Method))
 	}
 	return writeError(w, r, http.StatusBadRequest, errInvalidRequest, code, message)
+}
+
+// upgradeRequest reports whether r asks to switch protocols: an HTTP/1.1
+// Upgrade, or an HTTP/2 or HTTP/3 extended CONNECT (RFC 8441, WebSockets).
+func upgradeRequest(r *http.Request) bool {
+	return len(r.Header["Upgrade"]) > 0 || r.Method == http.MethodConnect
 }
 
 func remoteIP(r *http.Request) string {

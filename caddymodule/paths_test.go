@@ -29,16 +29,28 @@ func TestPathAllowList(t *testing.T) {
 		{"/v1/messages", true, false, true},
 		{"/v1/models", true, true, true},
 		{"/v1/models/openai/gpt-5", true, true, true},
-		{"/v1/", true, false, true},
+		{"/v1/", false, false, true},
+		{"/v1/responses", true, false, true},
+		{"/v1/messages/count_tokens", true, false, true},
+		{"/v1/embeddings", true, false, true},
+		{"/v2/rerank", true, false, true},
+		// account and management endpoints: not by default
+		{"/v1/report", false, false, true},
+		{"/v1/credits", false, false, true},
+		{"/v1/generation", false, false, true},
+		{"/v1/quotas", false, false, true},
+		{"/v1/realtime/client-secrets", false, false, true},
+		{"/v1/ai/language-model", false, false, true},
+		{"/v1/chat/completions/x", false, false, true},
 		{"/v1", false, false, true},
 		{"/v1x/chat", false, false, true},
 		{"/v2/chat/completions", false, false, true},
 		{"/", false, false, true},
 		{"/health", false, true, true},
 		{"/health/x", false, false, true},
-		{"/v1/chat/completions/", true, false, true},
-		{"/v1/.well-known", true, false, true}, // a dot file, not a dot segment
-		{"/v1/a...b", true, false, true},
+		{"/v1/chat/completions/", false, false, true},
+		{"/v1/models/.well-known", true, true, true}, // a dot file, not a dot segment
+		{"/v1/models/a...b", true, true, true},
 		// dot segments and encoded separators are refused by every list
 		{"/v1/../admin", false, false, false},
 		{"/v1/./chat/completions", false, false, false},
@@ -130,5 +142,22 @@ func TestHandlerClientCheckedBeforePath(t *testing.T) {
 	r, _ = withReplacer(r)
 	if w := serve(t, staticHandler(t), r, neverNext(t)); w.Code != http.StatusUnauthorized {
 		t.Errorf("status %d, want 401", w.Code)
+	}
+}
+
+// `default` in allow_paths is the default list, so an operator can add a
+// path to it without copying it.
+func TestAllowPathsDefaultWord(t *testing.T) {
+	l, err := newPathAllowList([]string{"default", "/v1/credits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]bool{
+		"/v1/chat/completions": true, "/v1/models/openai/gpt-5": true, "/v1/credits": true,
+		"/v1/report": false, "/v1/generation": false,
+	} {
+		if got := l.allows(path); got != want {
+			t.Errorf("allow_paths default /v1/credits: allows(%q) = %v, want %v", path, got, want)
+		}
 	}
 }

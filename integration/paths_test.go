@@ -57,7 +57,10 @@ func rawExchange(conn net.Conn, method, target string, header map[string]string,
 	return response{Status: resp.StatusCode, Header: resp.Header, Body: rb}, nil
 }
 
-// TestAllowPaths: by default only /v1/* goes upstream; any other path, and
+// TestAllowPaths: by default only AI Gateway's inference endpoints and
+// model listing go upstream: a sandbox cannot read the account's spend
+// report, credits or generations with the proxy's credential; any other
+// path, and
 // any path with a dot segment or an encoded dot, slash or backslash (sent
 // as is on the request line, so no client cleans it first), gets 403
 // path_not_allowed and never reaches the gateway. A custom allow_paths
@@ -77,8 +80,9 @@ func TestAllowPaths(t *testing.T) {
 	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey}},
 		site(""),
 		site("allow_paths /v1/models /v1/chat/*"),
-		site("allow_paths /*"))
-	defaultURL, customURL, anyURL := p.URLs[0], p.URLs[1], p.URLs[2]
+		site("allow_paths /*"),
+		site("allow_paths default /v1/credits"))
+	defaultURL, customURL, anyURL, plusURL := p.URLs[0], p.URLs[1], p.URLs[2], p.URLs[3]
 	auth := map[string]string{"Authorization": "Bearer sk-placeholder"}
 
 	// dotted are refused whatever the patterns say.
@@ -103,6 +107,15 @@ func TestAllowPaths(t *testing.T) {
 	}{
 		{defaultURL, "/v1/models", 200},
 		{defaultURL, "/v1/models?limit=1", 200},
+		{defaultURL, "/v1/chat/completions", 200},
+		{defaultURL, "/v1/report?start_date=2026-12-01&end_date=2026-12-04&group_by=user", 403},
+		{defaultURL, "/v1/credits", 403},
+		{defaultURL, "/v1/generation?id=gen_01JX", 403},
+		{defaultURL, "/v1/quotas", 403},
+		{defaultURL, "/v1/realtime/client-secrets", 403},
+		{plusURL, "/v1/credits", 404}, // listed: the gateway answers
+		{plusURL, "/v1/models", 200},
+		{plusURL, "/v1/report?group_by=user", 403},
 		{defaultURL, "/admin", 403},
 		{defaultURL, "/", 403},
 		{defaultURL, "/v1", 403},
@@ -126,7 +139,7 @@ func TestAllowPaths(t *testing.T) {
 			want         int
 		}{anyURL, d, 403})
 	}
-	siteName := map[string]string{defaultURL: "default", customURL: "custom", anyURL: "any"}
+	siteName := map[string]string{defaultURL: "default", customURL: "custom", anyURL: "any", plusURL: "default+credits"}
 	forbidden := 0
 	for _, c := range cases {
 		t.Run(siteName[c.base]+c.target, func(t *testing.T) {
