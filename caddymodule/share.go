@@ -668,12 +668,9 @@ func (st *oidcState) publishLocked(c *Credential) {
 // expires later.
 func (st *oidcState) publish(c *Credential) {
 	sh := st.share
-	if sh.ident.Load() == nil {
-		return // no project yet: nothing is shared
-	}
 	unlock, err := sh.lockFor(sh.ctx, shareNoTokenLockWait)
 	if err != nil {
-		return
+		return // also while the project is unknown: nothing is shared
 	}
 	defer unlock()
 	rec, stored, err := sh.read(sh.ctx)
