@@ -53,22 +53,20 @@ func TestFleetSharingPerProject(t *testing.T) {
 	dir := t.TempDir()
 	storage := fmt.Sprintf("\tstorage file_system %s\n", dir)
 	// short lives: each proxy refreshes (and so stores its token) at half
-	// its life; B's expires later
-	tokA := vA.Token(8 * time.Second)
-	pA := startCaddy(t, caddyOptions{Global: storage, Env: map[string]string{"VERCEL_OIDC_TOKEN": tokA}}, envShareSite(gwA.URL()))
-	tokB := vB.Token(16 * time.Second)
-	pB := startCaddy(t, caddyOptions{Global: storage, Env: map[string]string{"VERCEL_OIDC_TOKEN": tokB}}, envShareSite(gwB.URL()))
+	// its life; B's expires later. Each is asked at once, while its token
+	// is fresh.
 	tc := newTestClient(t)
-	for _, c := range []struct {
-		p   *caddyProc
-		gw  *fakeGateway
-		tok string
-	}{{pA, gwA, tokA}, {pB, gwB, tokB}} {
-		if res := tc.chat(t, c.p.URL, "sk-placeholder"); res.Status != http.StatusOK {
+	start := func(v *fakeVercel, gw *fakeGateway, ttl time.Duration) (*caddyProc, string) {
+		tok := v.Token(ttl)
+		p := startCaddy(t, caddyOptions{Global: storage, Env: map[string]string{"VERCEL_OIDC_TOKEN": tok}}, envShareSite(gw.URL()))
+		if res := tc.chat(t, p.URL, "sk-placeholder"); res.Status != http.StatusOK {
 			t.Fatalf("first request: status %d: %s", res.Status, res.Body)
 		}
-		assertForwarded(t, lastRequest(t, c.gw), c.tok, "oidc")
+		assertForwarded(t, lastRequest(t, gw), tok, "oidc")
+		return p, tok
 	}
+	pA, tokA := start(vA, gwA, 16*time.Second)
+	pB, tokB := start(vB, gwB, 32*time.Second)
 
 	// requests to both all along; only what the gateways got is checked
 	stop := make(chan struct{})
