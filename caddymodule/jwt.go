@@ -41,12 +41,9 @@ func looksLikeJWT(s string) bool {
 // is not a JWT, has no exp, or has expired is an error; the error never
 // contains the token.
 func parseOIDCToken(token string, now time.Time) (*Credential, *oidcClaims, error) {
-	if !looksLikeJWT(token) {
-		return nil, nil, errors.New("not a JWT")
-	}
-	var claims oidcClaims
-	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err != nil {
-		return nil, nil, fmt.Errorf("not a valid JWT: %s", jwtErrorReason(err))
+	claims, err := unverifiedClaims(token)
+	if err != nil {
+		return nil, nil, err
 	}
 	if claims.ExpiresAt == nil {
 		return nil, nil, errors.New("token has no exp claim")
@@ -62,7 +59,20 @@ func parseOIDCToken(token string, now time.Time) (*Credential, *oidcClaims, erro
 		c.setExpiryMargin(defaultExpiryMargin(exp.Sub(claims.IssuedAt.Time)))
 	}
 	c.ownerID, c.projectID = claims.OwnerID, claims.ProjectID
-	return c, &claims, nil
+	return c, claims, nil
+}
+
+// unverifiedClaims reads a token's claims, checking neither its
+// signature nor its times; the error never contains the token.
+func unverifiedClaims(token string) (*oidcClaims, error) {
+	if !looksLikeJWT(token) {
+		return nil, errors.New("not a JWT")
+	}
+	var claims oidcClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err != nil {
+		return nil, fmt.Errorf("not a valid JWT: %s", jwtErrorReason(err))
+	}
+	return &claims, nil
 }
 
 // jwtErrorReason strips golang-jwt's wrapping down to the reason; it

@@ -103,7 +103,7 @@ func (r *refresher) log() *zap.Logger { return r.logger.Load() }
 // the background loop on first use (not at provision, so that `caddy
 // validate` makes no network call) and nudges it when a refresh is due.
 func (r *refresher) Current(now time.Time) *Credential {
-	r.startLoop.Do(r.start)
+	r.run()
 	c := r.current.Load()
 	if !c.usable(now) {
 		r.nudge()
@@ -119,7 +119,7 @@ func (r *refresher) Current(now time.Time) *Credential {
 // caller) when there is none, unless the source is backing off after a
 // failure, in which case it answers at once with the last error.
 func (r *refresher) Fetch(ctx context.Context) (*Credential, error) {
-	r.startLoop.Do(r.start)
+	r.run()
 	c := r.current.Load()
 	if c.usable(time.Now()) {
 		return c, nil
@@ -335,6 +335,10 @@ func (r *refresher) nudge() {
 	default:
 	}
 }
+
+// run starts the background loop (and onStart) unless it runs already:
+// on first use, never at provision.
+func (r *refresher) run() { r.startLoop.Do(r.start) }
 
 func (r *refresher) start() {
 	go r.loop()

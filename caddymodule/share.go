@@ -20,7 +20,8 @@ import (
 
 // A vercel_oidc source with `share` keeps its token in Caddy's configured
 // storage, the engine Caddy fleets already share certificates through:
-// one value per source identity, written under the storage's own lock.
+// one value per source identity (its settings and its project), written
+// under the storage's own lock.
 // Every instance reads it before refreshing (one mint per rotation for
 // the whole fleet) and polls it (pushes and refusals reach every
 // instance). Storage is never on the hot path: a storage fault only
@@ -82,6 +83,11 @@ type SharedStatus struct {
 	WrittenBy string     `json:"written_by,omitempty"`
 	// LastError is the last storage fault, until an operation succeeds.
 	LastError string `json:"last_error,omitempty"`
+	// Team and Project are whom the shared token is for; both are empty
+	// (and Key too) while the source does not know its project yet: it
+	// shares nothing until then.
+	Team    string `json:"team,omitempty"`
+	Project string `json:"project,omitempty"`
 }
 
 var storageErrorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -92,18 +98,65 @@ var storageErrorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 func init() { collectors = append(collectors, storageErrorsTotal) }
 
+// shareProject is the team and project a shared source's tokens are
+// for: part of its storage id, and checked in every token it adopts or
+// stores, so that fleets of different projects on one storage (an
+// org-wide one, for certificates) never use each other's token.
+type shareProject struct {
+	Team    string
+	Project string
+	// fromToken: learned from the owner_id and project_id of the
+	// source's own token, so compared exactly. Configured values are
+	// compared only when they are ids (team_…, prj_…): a slug or a
+	// project name cannot be compared with the claims.
+	fromToken bool
+}
+
+// check says why a token for owner and project is not for p.
+func (p shareProject) check(owner, project string) error {
+	if p.fromToken && (owner != p.Team || project != p.Project) {
+		return fmt.Errorf("token is for owner %s project %s, not %q %q", logValue(owner), logValue(project), p.Team, p.Project)
+	}
+	return checkClaims(&oidcClaims{OwnerID: owner, ProjectID: project}, p.Team, p.Project)
+}
+
+// configuredProject is the project the mint or push settings name, nil
+// when they name none (env and file only; push without project): the
+// source's own token then says it.
+func configuredProject(cfg *resolvedOIDCConfig) *shareProject {
+	var p shareProject
+	if cfg.Push != nil {
+		p.Team, p.Project = cfg.Push.Team, cfg.Push.Project
+	}
+	if cfg.mint != nil {
+		if p.Team == "" {
+			p.Team = cfg.mint.team
+		}
+		if p.Project == "" {
+			p.Project = cfg.mint.project
+		}
+	}
+	if p.Project == "" {
+		return nil
+	}
+	return &p
+}
+
 // shareIdentity is what sources on different instances must agree on to
-// share one token: where it is minted (api, project, team) and which
-// pushed tokens are accepted; for a source with neither, its env
-// variable and file. Secrets and timings are not part of it: instances
-// may have their own access tokens.
-func shareIdentity(cfg *resolvedOIDCConfig) string {
+// share one token: the team and project the tokens are for, where they
+// are minted (api, project, team) and which pushed tokens are accepted;
+// for a source with neither, its env variable and file. Secrets and
+// timings are not part of it: instances may have their own access
+// tokens.
+func shareIdentity(cfg *resolvedOIDCConfig, p shareProject) string {
 	id := struct {
-		Mint string        `json:"mint,omitempty"`
-		Push *resolvedPush `json:"push,omitempty"`
-		Env  string        `json:"env,omitempty"`
-		File string        `json:"file,omitempty"`
-	}{Mint: cfg.MintEndpoint, Push: cfg.Push}
+		Team    string        `json:"team,omitempty"`
+		Project string        `json:"project"`
+		Mint    string        `json:"mint,omitempty"`
+		Push    *resolvedPush `json:"push,omitempty"`
+		Env     string        `json:"env,omitempty"`
+		File    string        `json:"file,omitempty"`
+	}{Team: p.Team, Project: p.Project, Mint: cfg.MintEndpoint, Push: cfg.Push}
 	if id.Mint == "" && id.Push == nil {
 		id.Env, id.File = cfg.Env, cfg.File
 	}
@@ -111,32 +164,37 @@ func shareIdentity(cfg *resolvedOIDCConfig) string {
 	return hashString("ai_gateway_auth/vercel_oidc:" + string(b))[:32]
 }
 
+// shareIdent is where a shared source keeps its token, and for whom.
+type shareIdent struct {
+	id, key, lock string
+	project       shareProject
+}
+
+func newShareIdent(cfg *resolvedOIDCConfig, p shareProject) *shareIdent {
+	id := shareIdentity(cfg, p)
+	return &shareIdent{
+		id:      id,
+		key:     "ai_gateway_auth/vercel_oidc/" + id + "/token.json",
+		lock:    "ai_gateway_auth_vercel_oidc_" + id,
+		project: p,
+	}
+}
+
 // resolveShare turns share on in cfg: it keeps the config's storage (no
-// I/O here) and this instance's id.
+// I/O here), this instance's id and the project the settings name.
 func (cfg *resolvedOIDCConfig) resolveShare(ctx caddy.Context) error {
 	storage := configStorage(ctx)
 	if storage == nil {
 		return errors.New("share: caddy has no storage configured")
 	}
-	cfg.Share = shareIdentity(cfg)
+	cfg.Share = true
 	cfg.storage = storage
 	if id, err := caddy.InstanceID(); err == nil {
 		cfg.instance = id.String()
 	} else {
 		cfg.instance = "unknown-" + hashString(fmt.Sprint(time.Now().UnixNano()))[:8]
 	}
-	// a stored token must be for the team and project this source expects
-	if cfg.Push != nil {
-		cfg.claimTeam, cfg.claimProj = cfg.Push.Team, cfg.Push.Project
-	}
-	if cfg.mint != nil {
-		if cfg.claimTeam == "" {
-			cfg.claimTeam = cfg.mint.team
-		}
-		if cfg.claimProj == "" {
-			cfg.claimProj = cfg.mint.project
-		}
-	}
+	cfg.shareProject = configuredProject(cfg)
 	return nil
 }
 
@@ -155,12 +213,14 @@ type storageRef struct{ certmagic.Storage }
 
 // sharer reads and writes one source's stored value and reports on it.
 type sharer struct {
-	id, key, lock string
-	instance      string
-	team, project string
-	storage       atomic.Pointer[storageRef] // the newest config's
-	log           func() *zap.Logger
-	pollEvery     time.Duration
+	// ident is set once: at provision when the settings name the
+	// project, else by the source's first own token (learnProject).
+	// Until then the sharer reads, writes and locks nothing.
+	ident     atomic.Pointer[shareIdent]
+	instance  string
+	storage   atomic.Pointer[storageRef] // the newest config's
+	log       func() *zap.Logger
+	pollEvery time.Duration
 
 	mu        sync.Mutex
 	lastRead  time.Time
@@ -188,12 +248,7 @@ type sharer struct {
 func newSharer(cfg resolvedOIDCConfig, logger func() *zap.Logger) *sharer {
 	ctx, cancel := context.WithCancel(context.Background())
 	sh := &sharer{
-		id:        cfg.Share,
-		key:       "ai_gateway_auth/vercel_oidc/" + cfg.Share + "/token.json",
-		lock:      "ai_gateway_auth_vercel_oidc_" + cfg.Share,
 		instance:  cfg.instance,
-		team:      cfg.claimTeam,
-		project:   cfg.claimProj,
 		log:       logger,
 		pollEvery: sharePollInterval,
 		failing:   map[string]error{},
@@ -202,7 +257,43 @@ func newSharer(cfg resolvedOIDCConfig, logger func() *zap.Logger) *sharer {
 		pollDone:  make(chan struct{}),
 	}
 	sh.setStorage(cfg.storage)
+	if cfg.shareProject != nil {
+		sh.ident.Store(newShareIdent(&cfg, *cfg.shareProject))
+	}
 	return sh
+}
+
+// learnProject gives a shared source whose settings name no project the
+// project of its first own token (env, file) that says one, expired or
+// not (a project does not expire): its storage id follows, and from then
+// on it shares. Later tokens do not change it: the id of a running
+// source never moves.
+func (st *oidcState) learnProject(token string) {
+	sh := st.share
+	if sh == nil || sh.ident.Load() != nil {
+		return
+	}
+	claims, err := unverifiedClaims(token)
+	if err != nil {
+		return // not a token: the input reports that itself
+	}
+	if claims.ProjectID == "" {
+		sh.log().Warn("the token has no project_id claim: this source shares nothing until it has a token that says its project")
+		return
+	}
+	p := shareProject{Team: claims.OwnerID, Project: claims.ProjectID, fromToken: true}
+	if id := newShareIdent(&st.cfg, p); sh.ident.CompareAndSwap(nil, id) {
+		sh.log().Info("sharing this source's token with the instances of its project",
+			zap.String("key", id.key), zap.String("team", logValue(p.Team)), zap.String("project", logValue(p.Project)))
+	}
+}
+
+// keyOf is where the token is kept, "" while the project is unknown.
+func (sh *sharer) keyOf() string {
+	if id := sh.ident.Load(); id != nil {
+		return id.key
+	}
+	return ""
 }
 
 // setStorage makes the sharer use the newest config's storage.
@@ -218,9 +309,13 @@ func (sh *sharer) store() certmagic.Storage { return sh.storage.Load().Storage }
 // none or it is not this source's (logged); the credential is nil when
 // the stored token has expired. An error is a storage fault.
 func (sh *sharer) read(ctx context.Context) (*sharedRecord, *Credential, error) {
+	id := sh.ident.Load()
+	if id == nil {
+		return nil, nil, nil // no project yet: nothing to read
+	}
 	ctx, cancel := context.WithTimeout(ctx, shareIOTimeout)
 	defer cancel()
-	raw, err := sh.store().Load(ctx, sh.key)
+	raw, err := sh.store().Load(ctx, id.key)
 	if errors.Is(err, fs.ErrNotExist) {
 		err = nil
 	}
@@ -229,7 +324,7 @@ func (sh *sharer) read(ctx context.Context) (*sharedRecord, *Credential, error) 
 		return nil, nil, err
 	}
 	now := time.Now()
-	rec, cred, err := sh.decode(raw, now)
+	rec, cred, err := id.decode(raw, now)
 	if err != nil {
 		sh.ignore(raw, err)
 		return nil, nil, nil
@@ -240,13 +335,14 @@ func (sh *sharer) read(ctx context.Context) (*sharedRecord, *Credential, error) 
 	return rec, cred, nil
 }
 
-// decode checks that raw is this source's value; errors never quote it.
-func (sh *sharer) decode(raw []byte, now time.Time) (*sharedRecord, *Credential, error) {
+// decode checks that raw is this source's value, its token for the
+// source's project; errors never quote it.
+func (id *shareIdent) decode(raw []byte, now time.Time) (*sharedRecord, *Credential, error) {
 	var rec sharedRecord
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return nil, nil, fmt.Errorf("not JSON: %v", err)
 	}
-	if rec.Version != shareRecordVersion || rec.Source != sh.id {
+	if rec.Version != shareRecordVersion || rec.Source != id.id {
 		return nil, nil, fmt.Errorf("foreign value (version %d, source %s)", rec.Version, logValue(rec.Source))
 	}
 	if rec.Token == "" {
@@ -259,7 +355,7 @@ func (sh *sharer) decode(raw []byte, now time.Time) (*sharedRecord, *Credential,
 	if err != nil {
 		return nil, nil, fmt.Errorf("stored token: %v", err)
 	}
-	if err := checkClaims(claims, sh.team, sh.project); err != nil {
+	if err := id.project.check(claims.OwnerID, claims.ProjectID); err != nil {
 		return nil, nil, fmt.Errorf("stored token: %v", err)
 	}
 	if !rec.Obtained.IsZero() && rec.Obtained.Before(now) {
@@ -277,16 +373,27 @@ func (sh *sharer) ignore(raw []byte, why error) {
 	sh.mu.Unlock()
 	if !seen {
 		sh.log().Warn("ignoring the value in the shared storage: it is not this source's token",
-			zap.String("key", sh.key), zap.String("reason", why.Error()))
+			zap.String("key", sh.keyOf()), zap.String("reason", why.Error()))
 	}
 }
 
 // write stores c as the fleet's token, carrying prev's unexpired
-// refusals and, if refused is not nil, that token's digest.
+// refusals and, if refused is not nil, that token's digest. A token for
+// another project (the source's env or file now holds one) is not
+// stored: it would be the token of the other project's fleet.
 func (sh *sharer) write(ctx context.Context, c *Credential, prev *sharedRecord, refused *Credential) error {
+	id := sh.ident.Load()
+	if id == nil {
+		return errors.New("no project known yet")
+	}
+	if err := id.project.check(c.ownerID, c.projectID); err != nil {
+		sh.log().Warn("not storing this source's token for the fleet: it is for another project than the one the source shares",
+			zap.String("key", id.key), zap.String("reason", err.Error()))
+		return err
+	}
 	now := time.Now()
 	rec := sharedRecord{
-		Version: shareRecordVersion, Source: sh.id,
+		Version: shareRecordVersion, Source: id.id,
 		Token: c.value, Expires: c.expires, Obtained: c.obtained,
 		WrittenBy: sh.instance, WrittenAt: now,
 	}
@@ -306,7 +413,7 @@ func (sh *sharer) write(ctx context.Context, c *Credential, prev *sharedRecord, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, shareIOTimeout)
 	defer cancel()
-	err = sh.store().Store(ctx, sh.key, raw)
+	err = sh.store().Store(ctx, id.key, raw)
 	sh.noteOp("store", err)
 	if err == nil {
 		sh.mu.Lock()
@@ -336,24 +443,28 @@ func (rec *sharedRecord) refusals() map[[32]byte]time.Time {
 // It returns the lock's release, bound to the storage that was locked: a
 // reload may swap the storage (setStorage) while the lock is held.
 func (sh *sharer) lockFor(ctx context.Context, wait time.Duration) (unlock func(), err error) {
+	id := sh.ident.Load()
+	if id == nil {
+		return nil, errors.New("no project known yet")
+	}
 	s := sh.store()
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	if err := s.Lock(ctx, sh.lock); err != nil {
+	if err := s.Lock(ctx, id.lock); err != nil {
 		if ctx.Err() == nil {
 			sh.noteOp("lock", err) // a fault, not a wait that ran out
 		}
 		return nil, err
 	}
-	return func() { sh.unlock(s) }, nil
+	return func() { sh.unlock(s, id.lock) }, nil
 }
 
 // unlock releases the lock taken on s.
-func (sh *sharer) unlock(s certmagic.Storage) {
+func (sh *sharer) unlock(s certmagic.Storage, name string) {
 	// not the refresh's context: the lock is released even when it ended
 	ctx, cancel := context.WithTimeout(context.Background(), shareIOTimeout)
 	defer cancel()
-	sh.noteOp("unlock", s.Unlock(ctx, sh.lock))
+	sh.noteOp("unlock", s.Unlock(ctx, name))
 }
 
 // noteOp counts a storage fault and logs when an operation starts or
@@ -376,10 +487,10 @@ func (sh *sharer) noteOp(op string, err error) {
 		storageErrorsTotal.WithLabelValues(op).Inc()
 		if !was {
 			sh.log().Warn("shared storage failed; this instance refreshes its token alone until it works again",
-				zap.String("op", op), zap.String("key", sh.key), zap.Error(err))
+				zap.String("op", op), zap.String("key", sh.keyOf()), zap.Error(err))
 		}
 	case was:
-		sh.log().Info("shared storage works again", zap.String("op", op), zap.String("key", sh.key))
+		sh.log().Info("shared storage works again", zap.String("op", op), zap.String("key", sh.keyOf()))
 	}
 }
 
@@ -389,8 +500,11 @@ func (sh *sharer) status() *SharedStatus {
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	st := &SharedStatus{Enabled: true, Instance: sh.instance, Key: sh.key,
+	st := &SharedStatus{Enabled: true, Instance: sh.instance,
 		LastRead: timePtr(sh.lastRead), LastWrite: timePtr(sh.lastWrite), WrittenBy: sh.writtenBy}
+	if id := sh.ident.Load(); id != nil {
+		st.Key, st.Team, st.Project = id.key, id.project.Team, id.project.Project
+	}
 	if sh.lastErr != nil {
 		st.LastError = sh.lastErr.Error()
 	}
@@ -434,6 +548,9 @@ func lockWait(current *Credential, now time.Time) time.Duration {
 // result is stored. Any storage fault falls back to the own load.
 func (st *oidcState) sharedLoad(ctx context.Context, current *Credential, force bool) (*Credential, error) {
 	sh := st.share
+	if sh.ident.Load() == nil { // no project yet: nothing to share
+		return st.load(ctx, current, force)
+	}
 	rec, stored, err := sh.read(ctx)
 	if err != nil {
 		return st.load(ctx, current, force)
@@ -449,7 +566,7 @@ func (st *oidcState) sharedLoad(ctx context.Context, current *Credential, force 
 		}
 		if errors.Is(err, context.DeadlineExceeded) { // a fault was logged by noteOp
 			sh.log().Warn("the shared storage lock was held too long; refreshing alone",
-				zap.String("key", sh.key), zap.Duration("waited", wait))
+				zap.String("key", sh.keyOf()), zap.Duration("waited", wait))
 		}
 		// the holder may have stored a token meanwhile (or the poll
 		// adopted one): look once more before refreshing alone
@@ -468,7 +585,7 @@ func (st *oidcState) sharedLoad(ctx context.Context, current *Credential, force 
 		return c, lerr
 	}
 	defer unlock()
-	sh.log().Info("took the shared storage lock to refresh the token for the fleet", zap.String("key", sh.key))
+	sh.log().Info("took the shared storage lock to refresh the token for the fleet", zap.String("key", sh.keyOf()))
 	if rec2, stored2, err := sh.read(ctx); err == nil {
 		if c := st.adoptable(rec2, stored2, current, force); c != nil {
 			return c, nil // another instance refreshed while this one waited
@@ -553,7 +670,7 @@ func (st *oidcState) publish(c *Credential) {
 	sh := st.share
 	unlock, err := sh.lockFor(sh.ctx, shareNoTokenLockWait)
 	if err != nil {
-		return
+		return // also while the project is unknown: nothing is shared
 	}
 	defer unlock()
 	rec, stored, err := sh.read(sh.ctx)

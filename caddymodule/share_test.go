@@ -154,16 +154,24 @@ func newShareMintAPI(t *testing.T, lifetime time.Duration) *shareMintAPI {
 	return a
 }
 
-// sharedInstance is one "instance" of a shared source: its own state
-// (as in its own process) on the common storage.
+// sharedInstance is one "instance" of a shared minting source (for
+// testTeam/testProject): its own state (as in its own process) on the
+// common storage.
 func sharedInstance(t *testing.T, storage certmagic.Storage, name string, api *shareMintAPI, refreshBefore time.Duration) (*oidcState, *observer.ObservedLogs) {
 	t.Helper()
 	m := newTestMinter(t, api.srv.URL)
-	cfg := resolvedOIDCConfig{
-		RefreshBefore: refreshBefore, MintEndpoint: m.endpoint, mint: m,
-		storage: storage, instance: name, claimTeam: testTeam, claimProj: testProject,
+	return sharedSource(t, storage, name, resolvedOIDCConfig{RefreshBefore: refreshBefore, MintEndpoint: m.endpoint, mint: m})
+}
+
+// sharedSource is one instance's state of a shared source with cfg's
+// inputs, resolved as Provision does, on the common storage.
+func sharedSource(t *testing.T, storage certmagic.Storage, name string, cfg resolvedOIDCConfig) (*oidcState, *observer.ObservedLogs) {
+	t.Helper()
+	cfg.Share, cfg.storage, cfg.instance = true, storage, name
+	if cfg.RefreshBefore == 0 {
+		cfg.RefreshBefore = defaultRefreshBefore
 	}
-	cfg.Share = shareIdentity(&cfg)
+	cfg.shareProject = configuredProject(&cfg)
 	core, logs := observer.New(zap.InfoLevel)
 	st := newOIDCState(cfg, name, zap.New(core))
 	st.share.pollEvery = time.Hour // tests poll by hand with pollOnce
@@ -203,11 +211,11 @@ func TestShareSecondInstanceAdoptsStoredToken(t *testing.T) {
 
 	ca := fetch(t, a)
 	key, _ := storage.only(t)
-	if want := "ai_gateway_auth/vercel_oidc/" + a.cfg.Share + "/token.json"; key != want {
+	if want := "ai_gateway_auth/vercel_oidc/" + a.share.ident.Load().id + "/token.json"; key != want {
 		t.Errorf("stored at %q, want %q", key, want)
 	}
 	rec := storedRecord(t, storage)
-	if rec.WrittenBy != "instance-a" || rec.Token != ca.value || rec.Source != a.cfg.Share {
+	if rec.WrittenBy != "instance-a" || rec.Token != ca.value || rec.Source != a.share.ident.Load().id {
 		t.Errorf("stored record: written_by %q, source %q, token stored: %v", rec.WrittenBy, rec.Source, rec.Token == ca.value)
 	}
 	cb := fetch(t, b)
@@ -331,7 +339,7 @@ func TestSharePushReachesOtherInstances(t *testing.T) {
 		m := storage
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		return strings.Contains(string(m.data["ai_gateway_auth/vercel_oidc/"+a.cfg.Share+"/token.json"]), pushed.value)
+		return strings.Contains(string(m.data[a.share.keyOf()]), pushed.value)
 	})
 	b.pollOnce()
 	if cur := b.refresher.Current(time.Now()); cur == nil || cur.value != pushed.value {
@@ -376,7 +384,7 @@ func TestShareNothingStoredBeforeStart(t *testing.T) {
 	eventually(t, "the offered token is stored once the source runs", func() bool {
 		storage.mu.Lock()
 		defer storage.mu.Unlock()
-		return strings.Contains(string(storage.data[a.share.key]), offered.value)
+		return strings.Contains(string(storage.data[a.share.keyOf()]), offered.value)
 	})
 	if n := api.mints.Load(); n != 0 {
 		t.Errorf("%d mints, want 0", n)
@@ -446,8 +454,7 @@ func TestShareIgnoresCorruptAndForeignValues(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			storage := newMemStorage()
 			a, logs := sharedInstance(t, storage, "instance-a", api, 5*time.Minute)
-			key := a.share.key
-			storage.put(key, value(a.cfg.Share))
+			storage.put(a.share.keyOf(), value(a.share.ident.Load().id))
 			mintsBefore := api.mints.Load()
 			c := fetch(t, a)
 			a.pollOnce()
@@ -472,7 +479,7 @@ func TestShareLockHeldTooLongRefreshesAlone(t *testing.T) {
 	storage := newMemStorage()
 	api := newShareMintAPI(t, time.Hour)
 	a, logs := sharedInstance(t, storage, "instance-a", api, 5*time.Minute)
-	if err := storage.Lock(context.Background(), a.share.lock); err != nil {
+	if err := storage.Lock(context.Background(), a.share.ident.Load().lock); err != nil {
 		t.Fatal(err)
 	}
 	// usable for about 4s more (margin: a tenth of 5s): waits about 3s
@@ -514,7 +521,7 @@ func TestShareUnlockOnLockedStorage(t *testing.T) {
 	a.share.setStorage(second)
 	unlock()
 	first.mu.Lock()
-	held := first.locks[a.share.lock]
+	held := first.locks[a.share.ident.Load().lock]
 	first.mu.Unlock()
 	if held {
 		t.Error("the lock on the storage it was taken on is still held")
@@ -542,24 +549,6 @@ func TestShareLockWait(t *testing.T) {
 		if got := lockWait(tc.c, now); got != tc.want {
 			t.Errorf("lockWait(%v) = %s, want %s", tc.c, got, tc.want)
 		}
-	}
-}
-
-// The storage id follows what decides which tokens a source gets (mint
-// endpoint, push settings), not its secrets or timings.
-func TestShareIdentity(t *testing.T) {
-	base := resolvedOIDCConfig{MintEndpoint: "https://api.vercel.com/v1/projects/prj_a/token?source=ai-gateway-auth&teamId=team_a"}
-	same := base
-	same.MintAccessTokenHash, same.RefreshBefore, same.EnvValueHash = "other", time.Minute, "other"
-	other := base
-	other.MintEndpoint = strings.Replace(base.MintEndpoint, "prj_a", "prj_b", 1)
-	pushed := base
-	pushed.Push = &resolvedPush{Team: "team_a", Project: "prj_a"}
-	if shareIdentity(&base) != shareIdentity(&same) {
-		t.Error("secrets or timings change the storage id")
-	}
-	if shareIdentity(&base) == shareIdentity(&other) || shareIdentity(&base) == shareIdentity(&pushed) {
-		t.Error("different sources share a storage id")
 	}
 }
 

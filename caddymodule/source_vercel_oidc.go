@@ -79,8 +79,10 @@ type VercelOIDCSource struct {
 	// a pushed token, and the verdict that the gateway refused one, reach
 	// every instance within a few seconds. The stored value is a live
 	// credential: the storage must be as private as the TLS keys Caddy
-	// keeps in it. Instances share when their mint (api, project, team)
-	// and push settings are the same. Default: off.
+	// keeps in it. Instances share when their tokens are for the same
+	// team and project and their mint (api, project, team) and push
+	// settings are the same; a source that learns its project from its
+	// env or file token shares nothing until it has one. Default: off.
 	Share bool `json:"share,omitempty"`
 
 	state    *oidcState
@@ -189,10 +191,17 @@ func (s *VercelOIDCSource) Fetch(ctx context.Context) (*Credential, error) {
 // RetryAfter is when this source may have a credential again.
 func (s *VercelOIDCSource) RetryAfter() time.Duration { return s.state.refresher.RetryAfter() }
 
-// Offer installs a token learned outside a refresh (a push) if it
-// expires later than the cached one; with share, it is stored for the
-// fleet too.
-func (s *VercelOIDCSource) Offer(c *Credential) bool { return s.state.offer(c) }
+// Offer installs a pushed token if it expires later than the cached one;
+// with share, it is stored for the fleet too. A push is the source at
+// work, like a request: it starts the source if nothing has (its refresh
+// loop and, with share, the storage's poll and the publishing of this
+// token), so that a push to an instance that has served nothing yet
+// still reaches the fleet.
+func (s *VercelOIDCSource) Offer(c *Credential) bool {
+	used := s.state.offer(c) // before the start, which publishes it
+	s.state.refresher.run()
+	return used
+}
 
 // Refused is told the upstream answered 401 to a request sent with c; it
 // returns the credential to replay with, or nil (see refresher.Refused).
@@ -230,15 +239,17 @@ type resolvedOIDCConfig struct {
 	// JWKS, team, project): sources that accept different tokens must
 	// not share one.
 	Push *resolvedPush `json:"push,omitempty"`
-	// Share is the storage id of a shared source (see shareIdentity).
-	Share string `json:"share,omitempty"`
+	// Share turns fleet sharing on; the storage id follows from the
+	// fields above and the project (see shareIdentity).
+	Share bool `json:"share,omitempty"`
 
 	mint *minter
-	// With share: the config's storage and this instance's id.
-	storage   certmagic.Storage
-	instance  string
-	claimTeam string // the team and project a stored token must be for
-	claimProj string
+	// With share: the config's storage, this instance's id, and the
+	// project the mint or push settings name (nil: learned from the
+	// source's first env or file token).
+	storage      certmagic.Storage
+	instance     string
+	shareProject *shareProject
 }
 
 func hashString(s string) string {
@@ -270,14 +281,16 @@ func newOIDCState(cfg resolvedOIDCConfig, id string, logger *zap.Logger) *oidcSt
 	st.refresher = newRefresher("vercel_oidc", cfg.RefreshBefore, st.load, logger)
 	st.refresher.expiryMargin = cfg.ExpiryMargin
 	st.refresher.forcedInterval = cfg.ForcedRefreshInterval
-	if cfg.Share != "" {
+	if cfg.Share {
 		st.share = newSharer(cfg, st.logger.Load)
 		st.refresher.load = st.sharedLoad
 		st.refresher.onStart = st.startSharePoll
 	}
 	now := time.Now()
 	if cfg.Env != "" {
-		if v := strings.TrimSpace(os.Getenv(cfg.Env)); v == "" {
+		v := strings.TrimSpace(os.Getenv(cfg.Env))
+		st.learnProject(v)
+		if v == "" {
 			st.envErr = errors.New("not set")
 		} else if st.envCred, _, st.envErr = parseOIDCToken(v, now); st.envErr == nil {
 			st.refresher.Offer(st.envCred)
@@ -308,6 +321,7 @@ func (st *oidcState) fileChanged(content []byte, err error) {
 		if tok, ok := tokenFromFileContent(string(content), variable); !ok || tok == "" {
 			err = fmt.Errorf("no token in it (expected a JWT or a %s=… line)", variable)
 		} else {
+			st.learnProject(tok)
 			cred, _, err = parseOIDCToken(tok, time.Now())
 		}
 	}

@@ -122,6 +122,8 @@ type fleetSource struct {
 	Usable      bool       `json:"usable"`
 	Expires     *time.Time `json:"expires"`
 	LastRefresh *time.Time `json:"last_refresh"`
+	NextRefresh *time.Time `json:"next_refresh"`
+	LastError   string     `json:"last_error"`
 	Shared      *struct {
 		Enabled   bool       `json:"enabled"`
 		Instance  string     `json:"instance"`
