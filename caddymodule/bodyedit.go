@@ -2,9 +2,11 @@ package caddymodule
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
+	"math/bits"
 	"sync/atomic"
 )
 
@@ -529,17 +531,15 @@ func (e *bodyEditor) scan(out []byte) int {
 				break
 			}
 			end := min(len(in), r+len(out)-w)
-			j, special := stringRun(in[r:end])
+			j, quote, esc := scanString(in[r:end])
+			if quote {
+				j++
+				e.st = beColon
+			}
+			e.esc = esc
 			copy(out[w:], in[r:r+j])
 			w += j
 			r += j
-			if special {
-				if in[r-1] == '\\' {
-					e.esc = true
-				} else {
-					e.st = beColon
-				}
-			}
 
 		case beColon:
 			switch {
@@ -616,7 +616,10 @@ func (e *bodyEditor) scan(out []byte) int {
 			if !e.dropV {
 				end = min(end, r+len(out)-w)
 			}
-			j, special := stringRun(in[r:end])
+			j, quote, esc := scanString(in[r:end])
+			if quote {
+				j++
+			}
 			if e.dropV {
 				e.compare(in[r : r+j])
 			} else {
@@ -624,15 +627,14 @@ func (e *bodyEditor) scan(out []byte) int {
 				w += j
 			}
 			r += j
-			if special {
-				switch {
-				case in[r-1] == '\\':
-					e.st = beStrEsc
-				case e.depth == 0:
-					e.endValue()
-				default:
-					e.st = beNest
-				}
+			switch {
+			case esc:
+				e.st = beStrEsc
+			case !quote:
+			case e.depth == 0:
+				e.endValue()
+			default:
+				e.st = beNest
 			}
 
 		case beStrEsc:
@@ -697,21 +699,62 @@ func (e *bodyEditor) scan(out []byte) int {
 	return w
 }
 
-// stringRun returns the length of the run of string bytes at the start
-// of s, up to and including the first '"' or '\\'; special says whether
-// the run ends with one.
-func stringRun(s []byte) (n int, special bool) {
-	j := bytes.IndexByte(s, '"')
-	if j < 0 {
-		j = len(s)
+// scanString scans string content in s, escapes included. It stops at
+// the closing quote (quote: s[n] is it) or at the end of s (esc: s ends in
+// a backslash whose escaped byte is still to come). Text with escapes
+// every few bytes (source code in a tool result) is searched 8 bytes at a
+// time; after 64 bytes without a quote or backslash (base64), the
+// vectorised bytes.IndexByte takes over.
+func scanString(s []byte) (n int, quote, esc bool) {
+	i, clean := 0, 0
+	for i < len(s) {
+		switch {
+		case clean >= 64:
+			rest := s[i:]
+			end := len(rest)
+			if k := bytes.IndexByte(rest, '\\'); k >= 0 {
+				end = k
+			}
+			if q := bytes.IndexByte(rest[:end], '"'); q >= 0 {
+				return i + q, true, false
+			}
+			i += end
+			clean = 0
+			if i == len(s) {
+				return i, false, false
+			}
+		case i+8 <= len(s):
+			x := binary.LittleEndian.Uint64(s[i:])
+			m := swarHas(x, '"') | swarHas(x, '\\')
+			if m == 0 {
+				i += 8
+				clean += 8
+				continue
+			}
+			i += bits.TrailingZeros64(m) >> 3 // the first match is exact
+			clean = 0
+		}
+		switch s[i] {
+		case '"':
+			return i, true, false
+		case '\\':
+			if i+1 == len(s) {
+				return len(s), false, true
+			}
+			i += 2
+		default:
+			i++
+		}
 	}
-	if k := bytes.IndexByte(s[:j], '\\'); k >= 0 {
-		j = k
-	}
-	if j < len(s) {
-		return j + 1, true
-	}
-	return j, false
+	return len(s), false, false
+}
+
+// swarHas has the high bit set in each byte of x equal to b, exactly for
+// the lowest such byte (bytes above a match may be flagged too).
+func swarHas(x uint64, b byte) uint64 {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	y := x ^ (lo * uint64(b))
+	return (y - lo) &^ y & hi
 }
 
 func (e *bodyEditor) setMalformed() {

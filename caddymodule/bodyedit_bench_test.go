@@ -123,9 +123,11 @@ func BenchmarkBodyEdit(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				src.Reset(bc.body)
-				var r io.Reader = readerOnly{src}
+				var r io.Reader
 				if bc.edit {
 					r = newBodyEditor(readerOnly{src}, bc.opts)
+				} else {
+					r = readerOnly{src}
 				}
 				if _, err := io.CopyBuffer(discardOnly{}, r, buf); err != nil {
 					b.Fatal(err)
