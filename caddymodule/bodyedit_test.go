@@ -370,8 +370,9 @@ func TestBodyEditMalformed(t *testing.T) {
 }
 
 // Names longer than bodyEditMaxName raw bytes are passed on as they
-// stream, and the longest spelling of a name that is edited is not one.
-func TestBodyEditLongNames(t *testing.T) {
+// stream, and the longest spelling of a name that is edited is not one;
+// long strings anywhere stream through or are dropped whole.
+func TestBodyEditLongTokens(t *testing.T) {
 	long := strings.Repeat("x", 5000)
 	var esc strings.Builder
 	for _, r := range "providerOptions" {
@@ -387,6 +388,12 @@ func TestBodyEditLongNames(t *testing.T) {
 			in: `{"` + strings.Repeat("\\\\", 60) + `":1,"user":"a"}`, want: `{"` + strings.Repeat("\\\\", 60) + `":1,"user":"proxy-user"}`, res: edited},
 		{name: "longest escaped name", opts: optsAttr,
 			in: `{"` + esc.String() + `":{"gateway":{"tags":["a"]}}}`, want: `{"` + esc.String() + `":{"gateway":{}}}`, res: edited},
+		{name: "huge strings", opts: optsBoth,
+			in: `{"messages":[{"role":"tool","content":"` + strings.Repeat(`line "quoted"
+`, 16<<10) + `"},{"role":"user","content":"` + strings.Repeat("QUJD", 64<<10) + `"}],"stream":true,"user":"` + strings.Repeat("u", 256<<10) + `"}`,
+			want: `{"messages":[{"role":"tool","content":"` + strings.Repeat(`line "quoted"
+`, 16<<10) + `"},{"role":"user","content":"` + strings.Repeat("QUJD", 64<<10) + `"}],"stream":true,"user":"proxy-user","stream_options":{"include_usage":true}}`,
+			res: bodyEditResult{Edited: true, Streamed: true}},
 		{name: "long user value", opts: optsAttr,
 			in: `{"user":"` + long + `"}`, want: `{"user":"proxy-user"}`, res: edited},
 	})
