@@ -389,11 +389,9 @@ func TestBodyEditLongTokens(t *testing.T) {
 		{name: "longest escaped name", opts: optsAttr,
 			in: `{"` + esc.String() + `":{"gateway":{"tags":["a"]}}}`, want: `{"` + esc.String() + `":{"gateway":{}}}`, res: edited},
 		{name: "huge strings", opts: optsBoth,
-			in: `{"messages":[{"role":"tool","content":"` + strings.Repeat(`line "quoted"
-`, 16<<10) + `"},{"role":"user","content":"` + strings.Repeat("QUJD", 64<<10) + `"}],"stream":true,"user":"` + strings.Repeat("u", 256<<10) + `"}`,
-			want: `{"messages":[{"role":"tool","content":"` + strings.Repeat(`line "quoted"
-`, 16<<10) + `"},{"role":"user","content":"` + strings.Repeat("QUJD", 64<<10) + `"}],"stream":true,"user":"proxy-user","stream_options":{"include_usage":true}}`,
-			res: bodyEditResult{Edited: true, Streamed: true}},
+			in:   `{"messages":[{"role":"tool","content":"` + strings.Repeat(`line \"quoted\"\n`, 16<<10) + `"},{"role":"user","content":"` + strings.Repeat("QUJD", 64<<10) + `"}],"stream":true,"user":"` + strings.Repeat("u", 256<<10) + `"}`,
+			want: `{"messages":[{"role":"tool","content":"` + strings.Repeat(`line \"quoted\"\n`, 16<<10) + `"},{"role":"user","content":"` + strings.Repeat("QUJD", 64<<10) + `"}],"stream":true,"user":"proxy-user","stream_options":{"include_usage":true}}`,
+			res:  bodyEditResult{Edited: true, Streamed: true}},
 		{name: "long user value", opts: optsAttr,
 			in: `{"user":"` + long + `"}`, want: `{"user":"proxy-user"}`, res: edited},
 	})
