@@ -300,6 +300,8 @@ func TestBodyEditUsage(t *testing.T) {
 			in: `{"stream_options":{"include_usage":false}}`, want: `{"stream_options":{"include_usage":true}}`, res: edited},
 		{name: "client's last options win", opts: optsUsage,
 			in: `{"stream_options":{"include_usage":true},"stream_options":null,"stream":true}`, want: `{"stream_options":{"include_usage":true},"stream_options":null,"stream":true,"stream_options":{"include_usage":true}}`, res: streamedEdited},
+		{name: "client's last options object wins", opts: optsUsage,
+			in: `{"stream":true,"stream_options":{"include_usage":true},"stream_options":{}}`, want: `{"stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":true}}`, res: streamedEdited},
 		{name: "client's last include_usage wins", opts: optsUsage,
 			in: `{"stream":true,"stream_options":{"include_usage":true,"include_usage":false}}`, want: `{"stream":true,"stream_options":{"include_usage":true,"include_usage":true}}`, res: streamedEdited},
 		{name: "usage off still reports", opts: optsAttr,
