@@ -25,6 +25,15 @@ import (
 //	...
 //	res := ed.Result()     // once the upstream has read the body (res.Done)
 //
+// Wrap only a body that is meant to be JSON (a POST to an inference
+// endpoint, no Content-Encoding: a compressed body is not JSON to the
+// editor and passes through unedited, Malformed). Wrap it before the
+// replay tee (replay.go), so that a replay sends the edited body too. The
+// response side hides the usage-only chunk when IncludeUsage was asked
+// and res.Streamed && !res.ClientUsage. An upstream answers after it has
+// read the body, so the result is normally Done before the response
+// starts; until Done it describes what was read so far.
+//
 // bodyEditor is an io.ReadCloser and nothing else (no WriterTo, so io.Copy
 // cannot go around it to the source). Read never returns more than asked,
 // works with any buffer size down to one byte, returns the source's errors
@@ -119,8 +128,9 @@ import (
 // unescaping a captured name that has a backslash, and encoding User.
 //
 // Memory: one allocation per request of 3 KiB (the struct with its 2 KiB
-// input buffer and its hold buffer) plus the encoded User; nothing grows
-// with the body. Nothing is pooled: a body the transport may still read
+// input buffer and its hold buffer) and two small ones to encode User;
+// nothing grows with the body or with any value in it (a name with a
+// backslash costs a short-lived allocation to unescape). Nothing is pooled: a body the transport may still read
 // after Close belongs to its request only.
 
 const (
