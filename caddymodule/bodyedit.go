@@ -27,8 +27,9 @@ import (
 //
 // Wrap only a body that is meant to be JSON (a POST to an inference
 // endpoint, no Content-Encoding: a compressed body is not JSON to the
-// editor and passes through unedited, Malformed). Wrap it before the
-// replay tee (replay.go), so that a replay sends the edited body too. The
+// editor and passes through unedited, Malformed). Make the editor the
+// source of the replay tee (replay.go), not the other way round, so that
+// the copy kept for a replay is the edited body. The
 // response side hides the usage-only chunk when IncludeUsage was asked
 // and res.Streamed && !res.ClientUsage. An upstream answers after it has
 // read the body, so the result is normally Done before the response
