@@ -54,8 +54,9 @@ func init() {
 
 // clientSeries are one client label's counters, resolved once.
 type clientSeries struct {
-	label                         string
-	input, output, requests, cost prometheus.Counter
+	label                           string
+	input, output, requests, cost   prometheus.Counter
+	estimatedInput, estimatedOutput prometheus.Counter // the estimated part of input and output
 }
 
 var clientLabels struct {
@@ -71,6 +72,9 @@ func newClientSeries(label string) *clientSeries {
 		output:   clientTokensTotal.WithLabelValues(label, "output"),
 		requests: clientRequestsTotal.WithLabelValues(label),
 		cost:     clientCostTotal.WithLabelValues(label),
+
+		estimatedInput:  clientEstimatedTokensTotal.WithLabelValues(label, "input"),
+		estimatedOutput: clientEstimatedTokensTotal.WithLabelValues(label, "output"),
 	}
 }
 

@@ -381,10 +381,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Set("ai_gateway_auth.credential_source", h.sourceKinds[src])
 	}
 	if h.spend != nil { // limits, reporting headers, metering (spend.go), by client id
-		mw, err := h.spend.begin(w, r, client.id)
+		mw, req, err := h.spend.begin(w, r, client.id)
 		if mw == nil {
 			return err
 		}
+		r = req
 		defer mw.end()
 		w = mw
 	}

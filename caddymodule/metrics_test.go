@@ -177,9 +177,9 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		"direction": regexp.MustCompile(`^(input|output)$`),
 		"limit":     regexp.MustCompile(`^(requests_per_minute|tokens_per_day)$`),
 		"source":    regexp.MustCompile(`^(static|vercel_oidc)$`),
-		"result":    regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled)$`),
+		"result":    regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled|edited|unchanged|malformed)$`),
 		"source_id": regexp.MustCompile(`^[0-9a-f]{12}$`),
-		"reason":    regexp.MustCompile(`^(body_too_large|memory_limit)$`),
+		"reason":    regexp.MustCompile(`^(body_too_large|memory_limit|client_gone|no_usage)$`),
 		"op":        regexp.MustCompile(`^(load|store|lock|unlock)$`), // storage_errors_total, once a share test ran
 	}
 	families, err := ctx.GetMetricsRegistry().Gather()

@@ -145,11 +145,12 @@ func reportingValue(v string, max int) string {
 	return b.String()
 }
 
-// stamp sets the configured reporting headers. Whatever the client sent
+// stamp sets the configured reporting headers and returns the user it
+// set (nil if none), for the request body's attribution. Whatever the client sent
 // under those names (any case, repeated, with underscores, named by a
 // Connection option or sent as a trailer) is already gone: setUpstreamAuth
 // removes them from every request, reporting on or off.
-func (rp *reporter) stamp(r *http.Request, clientID string) {
+func (rp *reporter) stamp(r *http.Request, clientID string) *string {
 	hdr := r.Header
 	var repl *caddy.Replacer
 	if rp.user != "" || rp.tags != nil {
@@ -158,16 +159,17 @@ func (rp *reporter) stamp(r *http.Request, clientID string) {
 			repl = caddy.NewReplacer()
 		}
 	}
+	var user *string
 	switch {
 	case rp.userClient:
 		if v := reportingValue(clientID, maxReportingUser); v != "" {
-			hdr[headerReportingUser] = []string{v}
+			hdr[headerReportingUser], user = []string{v}, &v
 		}
 	case rp.userStatic != nil:
-		hdr[headerReportingUser] = rp.userStatic
+		hdr[headerReportingUser], user = rp.userStatic, &rp.userStatic[0]
 	default:
 		if v := reportingValue(repl.ReplaceAll(rp.user, ""), maxReportingUser); v != "" {
-			hdr[headerReportingUser] = []string{v}
+			hdr[headerReportingUser], user = []string{v}, &v
 		}
 	}
 	if rp.tagsStatic != nil {
@@ -186,4 +188,5 @@ func (rp *reporter) stamp(r *http.Request, clientID string) {
 			hdr[headerReportingTags] = []string{b.String()}
 		}
 	}
+	return user
 }

@@ -2,11 +2,10 @@ package caddymodule
 
 import (
 	"errors"
-	"io"
 	"net/http"
+	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -61,18 +60,23 @@ func (h *Handler) cleanupSpend() {
 }
 
 // begin checks the client's limits (writing a 429 if one refuses the
-// request, and then returning nil), stamps the reporting headers and
-// returns the writer that meters the response. Call end on it when the
-// request is done.
-func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*meterWriter, error) {
+// request, and then returning nil), stamps the reporting headers, sets up
+// the body's edits and returns the writer that meters the response and
+// the request to forward. Call end on the writer when the request is done.
+func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*meterWriter, *http.Request, error) {
 	name, _ := client.(string)
+	if encodedBody(r) {
+		// a compressed body could carry attribution past the editor
+		return nil, r, s.refuseEncoding(w, r, name)
+	}
 	if s.limited {
 		if limit, retry := s.ledger.admit(name, s.limits, time.Now()); limit != "" {
-			return nil, s.refuse(w, r, name, limit, retry)
+			return nil, r, s.refuse(w, r, name, limit, retry)
 		}
 	}
+	var user *string
 	if s.reporter != nil {
-		s.reporter.stamp(r, name)
+		user = s.reporter.stamp(r, name)
 	}
 	// Usage is read from the answer as it passes. Without the client's
 	// Accept-Encoding, reverse_proxy's transport asks for gzip itself and
@@ -80,7 +84,23 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*mete
 	// Gateway compresses whole answers for clients that accept it) is
 	// metered too; the leg between proxy and gateway stays compressed.
 	delete(r.Header, "Accept-Encoding")
-	return &meterWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, spend: s, name: name, r: r}, nil
+	mw := &meterWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, spend: s, id: name, r: r}
+	return mw, mw.prepare(r, s.reporter != nil, user), nil
+}
+
+// encodedBody reports whether r has a body in a content coding (gzip...).
+func encodedBody(r *http.Request) bool {
+	ce := r.Header.Get("Content-Encoding")
+	return ce != "" && !strings.EqualFold(ce, "identity") && r.Body != nil && r.Body != http.NoBody
+}
+
+func (s *spend) refuseEncoding(w http.ResponseWriter, r *http.Request, name string) error {
+	badRequestCounter.Inc()
+	if c := s.logger.Check(zapcore.InfoLevel, "request refused"); c != nil {
+		c.Write(zap.String("code", "request_encoding_not_allowed"), zap.String("client", name), zap.String("method", r.Method))
+	}
+	return writeError(w, r, http.StatusUnsupportedMediaType, errInvalidRequest, "request_encoding_not_allowed",
+		"send the request body uncompressed: this proxy checks what it carries (no Content-Encoding)")
 }
 
 // errRateLimit is the error type both SDKs map to a rate limit error
@@ -99,71 +119,4 @@ func (s *spend) refuse(w http.ResponseWriter, r *http.Request, name, limit strin
 		msg = "this client has used up its tokens for today (UTC) on this proxy; retry after the time in Retry-After"
 	}
 	return writeError(w, r, http.StatusTooManyRequests, errRateLimit, limit+"_exceeded", msg)
-}
-
-// meterWriter passes the response to the client unchanged and reads the
-// usage out of it on the way. It wraps the client's writer, outside the
-// replay machinery: only the answer the client gets is metered.
-type meterWriter struct {
-	caddyhttp.ResponseWriterWrapper
-	spend       *spend
-	name        string
-	r           *http.Request
-	wroteHeader bool
-	scan        usageScanner
-}
-
-func (m *meterWriter) WriteHeader(status int) {
-	if !m.wroteHeader && status >= 200 {
-		m.wroteHeader = true
-		m.scan.start(status, m.Header())
-	}
-	m.ResponseWriter.WriteHeader(status)
-}
-
-func (m *meterWriter) Write(p []byte) (int, error) {
-	if !m.wroteHeader {
-		m.WriteHeader(http.StatusOK)
-	}
-	n, err := m.ResponseWriter.Write(p)
-	m.scan.write(p[:n])
-	return n, err
-}
-
-// ReadFrom keeps io.Copy from bypassing Write.
-func (m *meterWriter) ReadFrom(r io.Reader) (int64, error) {
-	return io.Copy(struct{ io.Writer }{m}, r)
-}
-
-// FlushError flushes through to the client (SSE).
-func (m *meterWriter) FlushError() error {
-	if !m.wroteHeader {
-		m.WriteHeader(http.StatusOK)
-	}
-	return http.NewResponseController(m.ResponseWriter).Flush()
-}
-
-// Flush implements http.Flusher.
-func (m *meterWriter) Flush() { _ = m.FlushError() }
-
-// end counts the finished request and what it used: per-client metrics,
-// the ledger (limits, status) and the usage placeholders for the access
-// log.
-func (m *meterWriter) end() {
-	u, found := m.scan.finish()
-	m.spend.ledger.record(m.name, u, time.Now())
-	series := clientSeriesFor(m.name)
-	series.requests.Inc()
-	if !found {
-		return
-	}
-	series.input.Add(float64(u.input))
-	series.output.Add(float64(u.output))
-	if u.hasCost {
-		series.cost.Add(u.cost)
-	}
-	if repl, ok := m.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("ai_gateway_auth.usage.input_tokens", u.input)
-		repl.Set("ai_gateway_auth.usage.output_tokens", u.output)
-	}
 }

@@ -62,6 +62,16 @@ type usageScanner struct {
 	prompt, completion, input, output int64
 	cacheCreation, cacheRead          int64
 	cost                              float64
+
+	// What an estimate needs when an answer ends without its usage:
+	// events counts SSE data lines (but [DONE]); final is set once the
+	// answer's content is complete (a JSON body, or an SSE line with a
+	// finish_reason, stop_reason or response.completed), so that only
+	// its usage can follow; complete is set when a usage object was
+	// found at or after that point: the answer's whole usage.
+	events   int64
+	final    bool
+	complete bool
 }
 
 // usage is what a response reported.
@@ -91,6 +101,7 @@ func (s *usageScanner) start(status int, h http.Header) {
 		s.mode = scanSSE
 	case strings.EqualFold(media, "application/json") || len(media) > 5 && strings.EqualFold(media[len(media)-5:], "+json"):
 		s.mode = scanJSON
+		s.final = true // a whole answer: its usage is in it or nowhere
 	}
 }
 
@@ -171,12 +182,45 @@ func (s *usageScanner) tail() []byte {
 // the usage key, so the line's kind need not be known (a cut line has
 // lost its prefix anyway).
 func (s *usageScanner) scanLine(line []byte) {
-	if bytes.Contains(line, usageKey) {
-		s.findUsage(line)
+	if s.mode == scanSSE && bytes.HasPrefix(line, sseData) && !bytes.Equal(bytes.TrimSpace(line[len(sseData):]), sseDone) {
+		s.events++
+	}
+	if !s.final && finishMarker(line) {
+		s.final = true
+	}
+	if bytes.Contains(line, usageKey) && s.findUsage(line) && s.final {
+		s.complete = true
 	}
 }
 
-var usageKey = []byte(`"usage"`)
+var (
+	usageKey = []byte(`"usage"`)
+	sseData  = []byte("data:")
+	sseDone  = []byte("[DONE]")
+)
+
+// finishMarker reports whether an SSE line ends the answer's content: a
+// Chat Completions chunk with a finish_reason, Anthropic's message_delta
+// with its stop_reason, or the Responses API's response.completed. What
+// follows is usage (and [DONE] or message_stop) only.
+func finishMarker(line []byte) bool {
+	for _, key := range finishKeys {
+		if i := bytes.Index(line, key); i >= 0 {
+			j := skipSpace(line, i+len(key))
+			if j < len(line) && line[j] == ':' {
+				if j = skipSpace(line, j+1); j < len(line) && line[j] == '"' {
+					return true // a reason, not null
+				}
+			}
+		}
+	}
+	return bytes.Contains(line, responseCompleted)
+}
+
+var (
+	finishKeys        = [][]byte{[]byte(`"finish_reason"`), []byte(`"stop_reason"`)}
+	responseCompleted = []byte(`"response.completed"`)
+)
 
 // findUsage applies the last usage object in b that holds token counts.
 // The bytes "usage" between unescaped quotes cannot occur inside a JSON
@@ -184,12 +228,12 @@ var usageKey = []byte(`"usage"`)
 // last one with token counts is the response's own (a tool schema may
 // have a "usage" property earlier on). That also holds for a tail
 // that lost the beginning of its line or body.
-func (s *usageScanner) findUsage(b []byte) {
+func (s *usageScanner) findUsage(b []byte) bool {
 	end := len(b)
 	for {
 		i := bytes.LastIndex(b[:end], usageKey)
 		if i < 0 {
-			return
+			return false
 		}
 		end = i
 		j := skipSpace(b, i+len(usageKey))
@@ -198,7 +242,7 @@ func (s *usageScanner) findUsage(b []byte) {
 		}
 		j = skipSpace(b, j+1)
 		if j < len(b) && b[j] == '{' && s.applyUsageObject(b[j:]) {
-			return
+			return true
 		}
 	}
 }

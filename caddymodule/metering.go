@@ -1,0 +1,416 @@
+package caddymodule
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metering that the request's shape cannot switch off. With metering on
+// (reporting, limits or usage_metrics):
+//
+//   - a request body is edited as it streams upstream (bodyedit.go): the
+//     proxy's attribution replaces the client's (with reporting), and a
+//     streamed Chat Completions request asks for its usage
+//     (stream_options.include_usage), whose usage-only chunk is then
+//     hidden from a client that did not ask for it;
+//   - a client that hangs up once the answer's content is complete
+//     (a finish_reason is out, only the usage chunk is left) does not
+//     stop the proxy from reading that chunk: the upstream request
+//     outlives the client by at most drainTimeout and drainMaxBytes;
+//   - an answer of a generation endpoint that ends without its usage (the
+//     client hung up earlier, the upstream cut it) is charged an estimate
+//     from what was sent and streamed, never zero.
+
+const (
+	// drainTimeout bounds how long the upstream answer is read after its
+	// client left, once only usage can follow.
+	drainTimeout = 5 * time.Second
+	// drainMaxBytes bounds what is read then.
+	drainMaxBytes = 1 << 20
+	// maxHeldLine bounds an unfinished SSE line held back while the
+	// usage-only chunk may be hidden; a longer line passes as it comes.
+	maxHeldLine = 16 << 10
+	// bytesPerToken turns bytes into an estimate of tokens: about four
+	// characters of English or code per token.
+	bytesPerToken = 4
+)
+
+// generationPaths are the endpoints that are charged an estimate when
+// their answer ends without usage (model listing or token counting cost
+// no tokens).
+var generationPaths = map[string]bool{
+	"/v1/chat/completions": true,
+	"/v1/completions":      true,
+	"/v1/responses":        true,
+	"/v1/messages":         true,
+}
+
+// usagePaths are the endpoints whose streams carry usage only when asked
+// for (stream_options.include_usage).
+var usagePaths = map[string]bool{
+	"/v1/chat/completions": true,
+	"/v1/completions":      true,
+}
+
+var (
+	bodyEditsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "request_body_edits_total",
+		Help:      "Request bodies passed through the body editor (metering or reporting on), by result: edited (attribution set or usage asked for), unchanged, malformed (not a JSON object: passed on unedited from where the problem is).",
+	}, []string{"result"})
+
+	usageEstimatesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "usage_estimates_total",
+		Help:      "Answers of generation endpoints that ended without their usage and were charged an estimate, by reason: client_gone (the client hung up before the usage), no_usage (the answer ended without it).",
+	}, []string{"reason"})
+
+	clientEstimatedTokensTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "client_estimated_tokens_total",
+		Help:      "The part of client_tokens_total that was estimated (answers that ended without usage), per client and direction. The client label is capped like client_tokens_total's.",
+	}, []string{"client", "direction"})
+)
+
+func init() {
+	collectors = append(collectors, bodyEditsTotal, usageEstimatesTotal, clientEstimatedTokensTotal)
+}
+
+// errClientGone stops reverse_proxy's copy once the client has left and
+// the answer is not complete yet.
+var errClientGone = errors.New("the client went away")
+
+// meterWriter passes the response to the client and reads the usage out
+// of it on the way. It wraps the client's writer, outside the replay
+// machinery: only the answer the client gets is metered.
+type meterWriter struct {
+	caddyhttp.ResponseWriterWrapper
+	spend       *spend
+	id          string // the client's id
+	r           *http.Request
+	wroteHeader bool
+	status      int
+	scan        usageScanner
+
+	body       *bodyEditor   // nil when the body is not edited
+	injected   bool          // the editor asks for usage on the client's behalf
+	reqBytes   *countingBody // what the client sent, for an estimate
+	respBytes  int64
+	generation bool // an estimate is charged if the answer ends without usage
+
+	// the usage-only chunk the proxy asked for is hidden from a client
+	// that did not: lines are forwarded whole
+	hiding    bool
+	held      []byte
+	passing   bool // the rest of a held line too long to hold
+	dropBlank bool // the blank line that ends a hidden event
+
+	// a client that leaves does not end the upstream read once only usage
+	// can follow (see meterWriter.watch)
+	final     atomic.Bool
+	gone      bool
+	drained   int64
+	cancel    context.CancelFunc
+	stopWatch func() bool
+}
+
+// countingBody counts the bytes read from a request body (read by the
+// transport's goroutine, counted at the end by the handler's).
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// prepare sets up the request for metering: its body counted and, if
+// asked, edited; and, for a generation endpoint, an upstream request that
+// outlives its client long enough to read the usage. It returns the
+// request to forward.
+func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string) *http.Request {
+	path := r.URL.Path
+	m.generation = generationPaths[path]
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		m.reqBytes = &countingBody{ReadCloser: r.Body}
+		r.Body = m.reqBytes
+		m.injected = usagePaths[path]
+		if attribution || m.injected {
+			m.body = newBodyEditor(r.Body, bodyEditOptions{Attribution: attribution, User: user, IncludeUsage: m.injected})
+			r.Body = m.body
+			// an edit changes the length; the body goes chunked
+			r.ContentLength = -1
+			delete(r.Header, "Content-Length")
+		}
+	}
+	if !m.generation {
+		return r
+	}
+	return m.watch(r)
+}
+
+// watch detaches the upstream request from its client's cancellation:
+// when the client leaves, the upstream read is cancelled at once unless
+// the answer's content is complete, and then drainTimeout later.
+func (m *meterWriter) watch(r *http.Request) *http.Request {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	m.cancel = cancel
+	m.stopWatch = context.AfterFunc(r.Context(), func() {
+		if m.final.Load() {
+			time.AfterFunc(drainTimeout, cancel)
+		} else {
+			cancel()
+		}
+	})
+	return r.WithContext(ctx)
+}
+
+func (m *meterWriter) WriteHeader(status int) {
+	if !m.wroteHeader && status >= 200 {
+		m.wroteHeader = true
+		m.status = status
+		m.scan.start(status, m.Header())
+		m.hiding = m.injected && m.body != nil && m.scan.mode == scanSSE
+	}
+	m.ResponseWriter.WriteHeader(status)
+}
+
+func (m *meterWriter) Write(p []byte) (int, error) {
+	if !m.wroteHeader {
+		m.WriteHeader(http.StatusOK)
+	}
+	// what the upstream sent is metered, whether or not the client is
+	// still there to get it
+	m.scan.write(p)
+	m.respBytes += int64(len(p))
+	if m.scan.final && !m.final.Load() {
+		m.final.Store(true)
+	}
+	if m.gone {
+		return m.discard(len(p))
+	}
+	var err error
+	if m.hiding {
+		err = m.writeHiding(p)
+	} else {
+		_, err = m.ResponseWriter.Write(p)
+	}
+	if err != nil {
+		m.gone = true
+		if _, derr := m.discard(len(p)); derr != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// discard takes n bytes the client will not get: read on for the usage
+// once only usage can follow, within drainMaxBytes; else stop.
+func (m *meterWriter) discard(n int) (int, error) {
+	m.drained += int64(n)
+	if !m.final.Load() || m.drained > drainMaxBytes {
+		return 0, errClientGone
+	}
+	return n, nil
+}
+
+// writeHiding writes p without the usage-only chunk the proxy asked for
+// on behalf of a client that did not ask. An unfinished line is held
+// until its end.
+func (m *meterWriter) writeHiding(p []byte) error {
+	if len(m.held) == 0 && !m.passing && len(p) > 0 && p[len(p)-1] == '\n' && !m.dropBlank && !hasUsageObject(p) {
+		_, err := m.ResponseWriter.Write(p) // the common case: whole lines, no usage
+		return err
+	}
+	var out []byte
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			if m.passing || len(m.held)+len(p) > maxHeldLine {
+				out = append(append(out, m.held...), p...)
+				m.held, m.passing = m.held[:0], true
+			} else {
+				m.held = append(m.held, p...)
+			}
+			break
+		}
+		line := p[:i+1]
+		p = p[i+1:]
+		if m.passing {
+			out = append(out, line...)
+			m.passing = false
+			continue
+		}
+		if len(m.held) > 0 {
+			m.held = append(m.held, line...)
+			line = m.held
+		}
+		switch {
+		case m.dropBlank && len(bytes.TrimSpace(line)) == 0:
+			m.dropBlank = false
+		case m.hideUsageChunk(line):
+			m.dropBlank = true
+		default:
+			m.dropBlank = false
+			out = append(out, line...)
+		}
+		m.held = m.held[:0]
+	}
+	if cap(m.held) > maxHeldLine {
+		m.held = nil
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	_, err := m.ResponseWriter.Write(out)
+	return err
+}
+
+// hideUsageChunk reports whether line is the usage-only chunk of a
+// Chat Completions stream (no choices, a usage object) that the client
+// did not ask for.
+func (m *meterWriter) hideUsageChunk(line []byte) bool {
+	data, ok := bytes.CutPrefix(line, sseData)
+	if !ok || !hasUsageObject(data) {
+		return false
+	}
+	res := m.body.Result()
+	if !res.Done || res.Malformed || !res.Streamed || res.ClientUsage {
+		return false
+	}
+	var chunk struct {
+		Choices *[]json.RawMessage `json:"choices"`
+		Usage   map[string]any     `json:"usage"`
+	}
+	return json.Unmarshal(data, &chunk) == nil && chunk.Choices != nil && len(*chunk.Choices) == 0 && chunk.Usage != nil
+}
+
+// hasUsageObject reports whether b has a "usage" key whose value is an
+// object (every other chunk of such a stream has "usage":null).
+func hasUsageObject(b []byte) bool {
+	for {
+		i := bytes.Index(b, usageKey)
+		if i < 0 {
+			return false
+		}
+		j := skipSpace(b, i+len(usageKey))
+		if j < len(b) && b[j] == ':' {
+			if j = skipSpace(b, j+1); j < len(b) && b[j] == '{' {
+				return true
+			}
+		}
+		b = b[i+len(usageKey):]
+	}
+}
+
+// ReadFrom keeps io.Copy from bypassing Write.
+func (m *meterWriter) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{m}, r)
+}
+
+// FlushError flushes through to the client (SSE).
+func (m *meterWriter) FlushError() error {
+	if !m.wroteHeader {
+		m.WriteHeader(http.StatusOK)
+	}
+	if m.gone {
+		_, err := m.discard(0)
+		return err
+	}
+	if err := http.NewResponseController(m.ResponseWriter).Flush(); err != nil {
+		m.gone = true
+		if _, derr := m.discard(0); derr != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Flush implements http.Flusher.
+func (m *meterWriter) Flush() { _ = m.FlushError() }
+
+// end counts the finished request and what it used: per-client metrics,
+// the ledger (limits, status) and the usage placeholders for the access
+// log. An answer of a generation endpoint that ended without its usage is
+// charged an estimate.
+func (m *meterWriter) end() {
+	if m.stopWatch != nil {
+		m.stopWatch()
+		m.cancel()
+	}
+	if len(m.held) > 0 && !m.gone { // a last line without its newline
+		_, _ = m.ResponseWriter.Write(m.held)
+		m.held = nil
+	}
+	if m.body != nil {
+		if res := m.body.Result(); res.Done {
+			switch {
+			case res.Malformed:
+				bodyEditsTotal.WithLabelValues("malformed").Inc()
+			case res.Edited:
+				bodyEditsTotal.WithLabelValues("edited").Inc()
+			default:
+				bodyEditsTotal.WithLabelValues("unchanged").Inc()
+			}
+		}
+	}
+	u, found := m.scan.finish()
+	series := clientSeriesFor(m.id)
+	if m.generation && m.status >= 200 && m.status < 300 && !m.scan.complete {
+		in, out := m.estimate()
+		in, out = max(in-u.input, 0), max(out-u.output, 0) // what the partial usage lacks
+		u.input += in
+		u.output += out
+		found = true
+		reason := "no_usage"
+		if m.gone {
+			reason = "client_gone"
+		}
+		usageEstimatesTotal.WithLabelValues(reason).Inc()
+		series.estimatedInput.Add(float64(in))
+		series.estimatedOutput.Add(float64(out))
+	}
+	m.spend.ledger.record(m.id, u, time.Now())
+	series.requests.Inc()
+	if !found {
+		return
+	}
+	series.input.Add(float64(u.input))
+	series.output.Add(float64(u.output))
+	if u.hasCost {
+		series.cost.Add(u.cost)
+	}
+	if repl, ok := m.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("ai_gateway_auth.usage.input_tokens", u.input)
+		repl.Set("ai_gateway_auth.usage.output_tokens", u.output)
+	}
+}
+
+// estimate is what an answer without usage is charged: its input from
+// the request body's size, its output from the stream's data events
+// (about a token each) or the answer's size; at least one output token
+// for an answer that has any content.
+func (m *meterWriter) estimate() (input, output int64) {
+	if m.reqBytes != nil {
+		input = (m.reqBytes.n.Load() + bytesPerToken - 1) / bytesPerToken
+	}
+	if m.scan.events > 0 {
+		output = m.scan.events
+	} else {
+		output = (m.respBytes + bytesPerToken - 1) / bytesPerToken
+	}
+	return input, output
+}

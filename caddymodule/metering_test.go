@@ -1,0 +1,299 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// chatChunks is a Chat Completions stream as AI Gateway sends it when
+// asked for usage: content chunks, the finish_reason chunk, the
+// usage-only chunk, [DONE].
+var chatChunks = []string{
+	`data: {"id":"gen_1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}` + "\n\n",
+	`data: {"id":"gen_1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":null}],"usage":null}` + "\n\n",
+	`data: {"id":"gen_1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}` + "\n\n",
+	`data: {"id":"gen_1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":120,"completion_tokens":7,"total_tokens":127,"cost":0.00042}}` + "\n\n",
+	"data: [DONE]\n\n",
+}
+
+// upstreamStub is a next handler that reads the whole request body, as
+// the gateway does, records it, and streams the chunks (the usage-only
+// chunk only when the request asked for usage, as OpenAI's rule is).
+func upstreamStub(got *[]byte, gotHeader *http.Header) caddyhttp.Handler {
+	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return err
+		}
+		*got = body
+		if gotHeader != nil {
+			*gotHeader = r.Header.Clone()
+		}
+		var req struct {
+			StreamOptions struct {
+				IncludeUsage bool `json:"include_usage"`
+			} `json:"stream_options"`
+		}
+		_ = json.Unmarshal(body, &req)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		for _, c := range chatChunks {
+			if strings.Contains(c, `"choices":[]`) && !req.StreamOptions.IncludeUsage {
+				continue
+			}
+			if _, err := io.WriteString(w, c); err != nil {
+				return err
+			}
+			http.NewResponseController(w).Flush()
+		}
+		return nil
+	})
+}
+
+func chatRequest(t *testing.T, client, body string) *http.Request {
+	t.Helper()
+	r := clientRequest(t, client, "/v1/chat/completions")
+	r.Body = io.NopCloser(strings.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.Header.Set("Content-Length", "1") // any value: it must not reach the upstream
+	return r
+}
+
+// A streamed Chat Completions request that does not ask for usage gets
+// stream_options.include_usage added (its other stream_options kept),
+// the usage is counted, and the client sees the stream it asked for:
+// without the usage-only chunk. A client that asked sees it.
+func TestUsageInjectedAndHidden(t *testing.T) {
+	h := spendHandler(t, func(h *Handler) { h.UsageMetrics = true })
+	for _, tc := range []struct {
+		name, body  string
+		clientAsked bool
+	}{
+		{"no stream_options", `{"model":"openai/gpt-5","stream":true,"messages":[]}`, false},
+		{"other stream_options", `{"model":"openai/gpt-5","stream_options":{"x":1},"stream":true}`, false},
+		{"include_usage false", `{"stream":true,"stream_options":{"include_usage":false}}`, false},
+		{"asked", `{"stream":true,"stream_options":{"include_usage":true}}`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []byte
+			var hdr http.Header
+			r := chatRequest(t, "inject-"+strings.ReplaceAll(tc.name, " ", "-"), tc.body)
+			w := serve(t, h, r, upstreamStub(&got, &hdr))
+			var sent struct {
+				Stream        bool           `json:"stream"`
+				StreamOptions map[string]any `json:"stream_options"`
+			}
+			if err := json.Unmarshal(got, &sent); err != nil {
+				t.Fatalf("the upstream got invalid JSON %q: %v", got, err)
+			}
+			if sent.StreamOptions["include_usage"] != true || !sent.Stream {
+				t.Errorf("the upstream got %s; want stream_options.include_usage true", got)
+			}
+			if tc.name == "other stream_options" && sent.StreamOptions["x"] != float64(1) {
+				t.Errorf("the client's other stream_options were lost: %s", got)
+			}
+			if hdr.Get("Content-Length") != "" {
+				t.Errorf("the upstream got Content-Length %q for an edited body", hdr.Get("Content-Length"))
+			}
+			want := strings.Join(chatChunks, "")
+			if !tc.clientAsked {
+				want = strings.Join(append(append([]string{}, chatChunks[:3]...), chatChunks[4]), "")
+			}
+			if w.Body.String() != want {
+				t.Errorf("the client got\n%s\nwant\n%s", w.Body.String(), want)
+			}
+			repl := replacerOf(r)
+			if in, _ := repl.Get("ai_gateway_auth.usage.input_tokens"); in != int64(120) {
+				t.Errorf("input tokens %v, want 120 (the gateway's figure)", in)
+			}
+		})
+	}
+}
+
+// The usage-only chunk is found and hidden however the upstream's writes
+// cut the stream: one byte at a time, or all at once.
+func TestUsageChunkHiddenAcrossWrites(t *testing.T) {
+	h := spendHandler(t, func(h *Handler) { h.UsageMetrics = true })
+	whole := strings.Join(chatChunks, "")
+	want := strings.Join(append(append([]string{}, chatChunks[:3]...), chatChunks[4]), "")
+	for _, size := range []int{1, 7, 64, len(whole)} {
+		r := chatRequest(t, "cut-writes", `{"stream":true}`)
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			_, _ = io.ReadAll(r.Body)
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := 0; i < len(whole); i += size {
+				_, _ = io.WriteString(w, whole[i:min(i+size, len(whole))])
+			}
+			return nil
+		})
+		if w := serve(t, h, r, next); w.Body.String() != want {
+			t.Errorf("writes of %d bytes: the client got\n%q\nwant\n%q", size, w.Body.String(), want)
+		}
+	}
+}
+
+// With reporting, the attribution fields of the body are the proxy's: a
+// sandbox's "user" and providerOptions.gateway.user become its id, its
+// gateway tags go; everything else passes byte for byte.
+func TestBodyAttributionIsTheProxys(t *testing.T) {
+	h := spendHandler(t, func(h *Handler) { h.Reporting = &Reporting{Tags: []string{"sandboxes"}} })
+	body := `{"model":"openai/gpt-5","user":"bob","messages":[{"role":"user","content":"hi, I am \"user\""}],` +
+		`"providerOptions":{"gateway":{"order":["vertex","anthropic"],"user":"bob","tags":["team-b"]}}}`
+	var got []byte
+	var hdr http.Header
+	r := chatRequest(t, "alice", body)
+	serve(t, h, r, upstreamStub(&got, &hdr))
+	want := `{"model":"openai/gpt-5","user":"key:alice","messages":[{"role":"user","content":"hi, I am \"user\""}],` +
+		`"providerOptions":{"gateway":{"order":["vertex","anthropic"],"user":"key:alice"}}}`
+	if string(got) != want {
+		t.Errorf("the upstream got\n%s\nwant\n%s", got, want)
+	}
+	if hdr.Get("Ai-Reporting-User") != "key:alice" || hdr.Get("Ai-Reporting-Tags") != "sandboxes" {
+		t.Errorf("reporting headers %q %q", hdr.Get("Ai-Reporting-User"), hdr.Get("Ai-Reporting-Tags"))
+	}
+
+	// a body that needs no edit is not changed
+	plain := `{"model":"openai/gpt-5", "messages":[]}`
+	serve(t, h, chatRequest(t, "alice", plain), upstreamStub(&got, nil))
+	if string(got) != plain {
+		t.Errorf("an unedited body changed: %q", got)
+	}
+	// malformed JSON passes as it is, counted as such, never a 500
+	before := counterValue(bodyEditsTotal.WithLabelValues("malformed"))
+	bad := `{"user":"bob", oops`
+	if w := serve(t, h, chatRequest(t, "alice", bad), upstreamStub(&got, nil)); w.Code != http.StatusOK {
+		t.Errorf("malformed body: status %d", w.Code)
+	}
+	if !strings.HasSuffix(string(got), ` oops`) {
+		t.Errorf("malformed body: the upstream got %q", got)
+	}
+	if counterValue(bodyEditsTotal.WithLabelValues("malformed")) != before+1 {
+		t.Error("a malformed body was not counted as such")
+	}
+}
+
+// A request body in a content coding could carry attribution past the
+// editor: with metering on it is refused, before it counts against a
+// limit or reaches the upstream.
+func TestEncodedRequestBodyRefused(t *testing.T) {
+	h := spendHandler(t, func(h *Handler) { h.Limits = &Limits{RequestsPerMinute: 1} })
+	r := chatRequest(t, "gzipper", "\x1f\x8b...")
+	r.Header.Set("Content-Encoding", "gzip")
+	called := false
+	w := serve(t, h, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { called = true; return nil }))
+	if w.Code != http.StatusUnsupportedMediaType || w.Header().Get("X-Ai-Gateway-Auth-Error") != "request_encoding_not_allowed" || called {
+		t.Errorf("status %d %q, upstream called %v; want 415 request_encoding_not_allowed", w.Code, w.Header().Get("X-Ai-Gateway-Auth-Error"), called)
+	}
+	// it used none of the client's one request a minute
+	if w := serve(t, h, chatRequest(t, "gzipper", `{}`), upstreamStub(new([]byte), nil)); w.Code != http.StatusOK {
+		t.Errorf("the next request got %d", w.Code)
+	}
+}
+
+// An answer that ends without usage is charged an estimate, never zero,
+// and counted as estimated; an answer with usage is not.
+func TestUsageEstimates(t *testing.T) {
+	h := spendHandler(t, func(h *Handler) { h.UsageMetrics = true })
+	client := "estimate-" + time.Now().Format("150405-000000")
+	series := clientSeriesFor("key:" + client)
+	noUsage := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		_, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, c := range chatChunks[:2] { // cut before finish_reason
+			_, _ = io.WriteString(w, c)
+		}
+		return nil
+	})
+	body := `{"model":"openai/gpt-5","messages":[{"role":"user","content":"` + strings.Repeat("x", 400) + `"}]}`
+	before := counterValue(usageEstimatesTotal.WithLabelValues("no_usage"))
+	r := clientRequest(t, client, "/v1/responses") // a generation endpoint, no usage injection
+	r.Body, r.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
+	serve(t, h, r, noUsage)
+	in, _ := replacerOf(r).Get("ai_gateway_auth.usage.input_tokens")
+	out, _ := replacerOf(r).Get("ai_gateway_auth.usage.output_tokens")
+	if in != int64((len(body)+3)/4) || out != int64(2) {
+		t.Errorf("estimate %v/%v, want %d input (the body's bytes / 4) and 2 output (its two events)", in, out, (len(body)+3)/4)
+	}
+	if got := counterValue(usageEstimatesTotal.WithLabelValues("no_usage")); got != before+1 {
+		t.Errorf("usage_estimates_total{reason=no_usage} grew by %v, want 1", got-before)
+	}
+	if counterValue(series.estimatedInput) != float64((len(body)+3)/4) || counterValue(series.estimatedOutput) != 2 ||
+		counterValue(series.input) != counterValue(series.estimatedInput) {
+		t.Errorf("estimated series %v/%v, tokens %v", counterValue(series.estimatedInput), counterValue(series.estimatedOutput), counterValue(series.input))
+	}
+
+	// the gateway's own figure: no estimate
+	serve(t, h, chatRequest(t, client, `{"stream":true}`), upstreamStub(new([]byte), nil))
+	if got := counterValue(usageEstimatesTotal.WithLabelValues("no_usage")); got != before+1 {
+		t.Errorf("an answer with usage was estimated")
+	}
+}
+
+// failingWriter is a client that hangs up after `after` writes.
+type failingWriter struct {
+	*httptest.ResponseRecorder
+	writes, after int
+}
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if f.writes++; f.writes > f.after {
+		return 0, errors.New("broken pipe")
+	}
+	return f.ResponseRecorder.Write(p)
+}
+
+// A client that hangs up right after the finish_reason chunk is charged
+// what the gateway reports in the usage chunk that follows (the proxy
+// reads on for it); one that hangs up earlier stops the upstream read
+// at once and is charged an estimate.
+func TestClientGoneAfterFinish(t *testing.T) {
+	h := spendHandler(t, func(h *Handler) { h.UsageMetrics = true })
+	for _, tc := range []struct {
+		name        string
+		after       int // writes the client takes before it hangs up
+		wantIn      int64
+		wantChunks  int // chunks the upstream wrote
+		wantEstimte bool
+	}{
+		{"after finish_reason", 3, 120, 5, false},
+		{"mid-stream", 1, 0, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := counterValue(usageEstimatesTotal.WithLabelValues("client_gone"))
+			r := chatRequest(t, "hangup", `{"stream":true}`)
+			written := 0
+			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				_, _ = io.ReadAll(r.Body)
+				w.Header().Set("Content-Type", "text/event-stream")
+				for _, c := range chatChunks { // as reverse_proxy copies: stop at a write error
+					if _, err := io.WriteString(w, c); err != nil {
+						return err
+					}
+					written++
+				}
+				return nil
+			})
+			fw := &failingWriter{ResponseRecorder: httptest.NewRecorder(), after: tc.after}
+			_ = h.ServeHTTP(fw, r, next)
+			if written != tc.wantChunks {
+				t.Errorf("the upstream wrote %d chunks, want %d", written, tc.wantChunks)
+			}
+			in, _ := replacerOf(r).Get("ai_gateway_auth.usage.input_tokens")
+			if !tc.wantEstimte && in != tc.wantIn {
+				t.Errorf("input tokens %v, want the gateway's %d", in, tc.wantIn)
+			}
+			estimated := counterValue(usageEstimatesTotal.WithLabelValues("client_gone")) - before
+			if (estimated == 1) != tc.wantEstimte {
+				t.Errorf("usage_estimates_total{reason=client_gone} grew by %v", estimated)
+			}
+		})
+	}
+}
