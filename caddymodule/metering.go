@@ -376,7 +376,7 @@ func (m *meterWriter) end() {
 		u.output += out
 		found = true
 		reason := "no_usage"
-		if m.gone {
+		if m.gone || m.r.Context().Err() != nil { // m.r has the client's own context
 			reason = "client_gone"
 		}
 		usageEstimatesTotal.WithLabelValues(reason).Inc()

@@ -1,0 +1,259 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+)
+
+// TestBodyAttributionIsTheProxys: with reporting, a sandbox that writes
+// someone else into its body (Chat Completions' user,
+// providerOptions.gateway.user and .tags, escaped or in capitals) reaches
+// AI Gateway as itself; everything else in the body passes as sent.
+// (Before, a request from alice with "user":"bob" arrived saying bob.)
+func TestBodyAttributionIsTheProxys(t *testing.T) {
+	t.Parallel()
+	apiKey, secret := newAPIKey(), newClientKeySecret()
+	gw := newFakeGateway(t, nil, apiKey)
+	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret}},
+		fmt.Sprintf(`	ai_gateway_auth {
+		credential static {env.AI_GATEWAY_API_KEY}
+		client_key_secret {env.CLIENT_KEY_SECRET}
+		reporting {
+			tags sandboxes
+		}
+	}
+	reverse_proxy %s`, gw.URL()))
+	tc := newTestClient(t)
+	alice := map[string]string{"Authorization": "Bearer " + signedClientKey("alice", secret)}
+	for _, body := range []string{
+		`{"model":"openai/gpt-5","user":"bob","messages":[{"role":"user","content":"hi"}],"providerOptions":{"gateway":{"order":["bedrock"],"user":"bob","tags":["team-b"]}}}`,
+		`{"model":"openai/gpt-5","us\u0065r":"bob","USER":"bob","messages":[],"providerOptions":{"gateway":{"user":"bob"}}}`,
+	} {
+		if res := tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions", alice, body); res.Status != http.StatusOK {
+			t.Fatalf("status %d: %s", res.Status, res.Body)
+		}
+		r := lastRequest(t, gw)
+		var sent map[string]any
+		if err := json.Unmarshal(r.Body, &sent); err != nil {
+			t.Fatalf("the gateway got invalid JSON %s: %v", r.Body, err)
+		}
+		for k, v := range sent {
+			if strings.EqualFold(k, "user") && v != "key:alice" {
+				t.Errorf("the gateway got %s %q in the body, want alice's id: %s", k, v, r.Body)
+			}
+		}
+		gateway, _ := sent["providerOptions"].(map[string]any)["gateway"].(map[string]any)
+		if gateway["user"] != "key:alice" || gateway["tags"] != nil {
+			t.Errorf("the gateway got providerOptions.gateway %v, want user key:alice and no tags", gateway)
+		}
+		if strings.Contains(string(r.Body), `"order"`) && !strings.Contains(string(r.Body), `"order":["bedrock"]`) {
+			t.Errorf("providerOptions.gateway.order changed: %s", r.Body)
+		}
+		if r.Header.Get("Ai-Reporting-User") != "key:alice" {
+			t.Errorf("ai-reporting-user %q", r.Header.Get("Ai-Reporting-User"))
+		}
+	}
+}
+
+// TestTokensPerDayHoldsAgainstClients: tokens_per_day holds for a
+// client that streams without asking for usage (the openai-go SDK's
+// default; it still gets a well-formed stream with no extra chunk), one
+// that asks for gzip, and one that hangs up right after the
+// finish_reason chunk, before the usage chunk. Each is counted exactly
+// what the gateway reported, and refused once over its day's tokens.
+// (Before, the first and the last counted 0 tokens and were never
+// refused.) A client that hangs up mid-stream is charged an estimate.
+func TestTokensPerDayHoldsAgainstClients(t *testing.T) {
+	t.Parallel()
+	apiKey, secret := newAPIKey(), newClientKeySecret()
+	gw := newFakeGateway(t, nil, apiKey)
+	gw.VaryUsage()
+	const perDay = 60 // a few requests' worth (usage: 5-101 input, 2-14 output tokens)
+	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret}},
+		fmt.Sprintf(`	ai_gateway_auth {
+		credential static {env.AI_GATEWAY_API_KEY}
+		client_key_secret {env.CLIENT_KEY_SECRET}
+		limits {
+			tokens_per_day %d
+		}
+	}
+	reverse_proxy %s`, perDay, gw.URL()))
+	tc := newTestClient(t)
+	key := func(name string) string { return signedClientKey(name, secret) }
+
+	// reported sums what the gateway reported for a client's requests.
+	reported := func(name string) (sum int) {
+		for _, r := range gw.Requests() {
+			if r.Header.Get("X-Test-Client") == name {
+				sum += r.Usage.Input + r.Usage.Output
+			}
+		}
+		return sum
+	}
+	// untilRefused sends a client's requests until the proxy refuses one
+	// with 429 tokens_per_day_exceeded; it fails if that does not happen
+	// by the time the client must be over its limit.
+	untilRefused := func(name string, send func(i int) (limited bool)) {
+		t.Helper()
+		for i := 0; ; i++ {
+			if send(i) {
+				if got := reported(name); got < perDay {
+					t.Errorf("%s: refused after %d tokens, before its %d", name, got, perDay)
+				}
+				return
+			}
+			if i > 2*perDay { // each request uses at least 7 tokens
+				t.Fatalf("%s: never refused; the gateway reported %d tokens for it, its limit is %d", name, reported(name), perDay)
+			}
+		}
+	}
+
+	t.Run("openai-go stream without include_usage", func(t *testing.T) {
+		oc := openai.NewClient(option.WithBaseURL(p.URL+"/v1/"), option.WithAPIKey(key("sdk")), option.WithHTTPClient(tc.HTTP),
+			option.WithMaxRetries(0), option.WithHeader("X-Test-Client", "sdk"))
+		untilRefused("sdk", func(i int) bool {
+			stream := oc.Chat.Completions.NewStreaming(t.Context(), openai.ChatCompletionNewParams{
+				Model:    "openai/gpt-5",
+				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(strings.Repeat("x", i))},
+			})
+			var text strings.Builder
+			finished := false
+			for stream.Next() {
+				c := stream.Current()
+				if len(c.Choices) == 0 {
+					t.Fatalf("the client got a chunk without choices it did not ask for: %s", c.RawJSON())
+				}
+				if c.JSON.Usage.Valid() && c.Usage.TotalTokens > 0 {
+					t.Fatalf("the client got usage it did not ask for: %s", c.RawJSON())
+				}
+				text.WriteString(c.Choices[0].Delta.Content)
+				finished = finished || c.Choices[0].FinishReason != ""
+			}
+			if err := stream.Err(); err != nil {
+				var apiErr *openai.Error
+				if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusTooManyRequests {
+					return true
+				}
+				t.Fatalf("stream: %v", err)
+			}
+			if text.String() != answerText || !finished {
+				t.Fatalf("the stream said %q (finished %v), want %q", text.String(), finished, answerText)
+			}
+			return false
+		})
+	})
+
+	t.Run("asks for gzip", func(t *testing.T) {
+		untilRefused("gzip", func(i int) bool {
+			res := tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions", map[string]string{
+				"Authorization": "Bearer " + key("gzip"), "Accept-Encoding": "gzip", "X-Test-Client": "gzip",
+			}, fmt.Sprintf(`{"model":"openai/gpt-5","messages":[{"role":"user","content":%q}]}`, strings.Repeat("y", i)))
+			if res.Status == http.StatusTooManyRequests {
+				return true
+			}
+			if res.Status != http.StatusOK {
+				t.Fatalf("status %d: %s", res.Status, res.Body)
+			}
+			body := res.Body
+			if res.Header.Get("Content-Encoding") == "gzip" {
+				zr, err := gzip.NewReader(bytes.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if body, err = io.ReadAll(zr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !json.Valid(body) {
+				t.Fatalf("invalid JSON answer %q", body)
+			}
+			return false
+		})
+	})
+
+	t.Run("hangs up after finish_reason", func(t *testing.T) {
+		untilRefused("hangup", func(i int) bool {
+			status := hangUpAfter(t, p.URL, key("hangup"), "hangup", gw, i, `"finish_reason":"stop"`)
+			return status == http.StatusTooManyRequests
+		})
+	})
+
+	t.Run("hangs up mid-stream", func(t *testing.T) {
+		before := readAdminMetric(t, p, `caddy_ai_gateway_auth_usage_estimates_total{reason="client_gone"}`)
+		if status := hangUpAfter(t, p.URL, key("early"), "early", gw, 0, `"content":" from"`); status != http.StatusOK {
+			t.Fatalf("status %d", status)
+		}
+		eventually(t, waitTimeout, "the early hang-up is charged an estimate", func() string {
+			if got := readAdminMetric(t, p, `caddy_ai_gateway_auth_usage_estimates_total{reason="client_gone"}`); got != before+1 {
+				return fmt.Sprintf("usage_estimates_total{reason=client_gone} = %v, want %v", got, before+1)
+			}
+			if got := readAdminMetric(t, p, `caddy_ai_gateway_auth_client_estimated_tokens_total{client="key:early",direction="input"}`); got <= 0 {
+				return fmt.Sprintf("estimated input tokens %v", got)
+			}
+			return ""
+		})
+	})
+}
+
+// hangUpAfter streams a chat completion as a raw client, paced by the
+// fake gateway's acknowledgements (one per event read), and closes the
+// connection as soon as it has read the event containing marker; only
+// then is the gateway let go on (after a moment for the proxy to see the
+// hang-up). It returns the status.
+func hangUpAfter(t *testing.T, base, key, name string, gw *fakeGateway, i int, marker string) int {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), waitTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ack := fmt.Sprintf("%s-%d-%d", name, i, time.Now().UnixNano())
+	body := fmt.Sprintf(`{"model":"openai/gpt-5","stream":true,"messages":[{"role":"user","content":%q}]}`, strings.Repeat("z", i))
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nX-Test-Client: %s\r\n%s: %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", conn.RemoteAddr(), key, name, ackHeader, ack, len(body), body)
+	conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode
+	}
+	for {
+		var event strings.Builder
+		for { // one event: lines up to a blank one
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("the stream ended before %s: %v", marker, err)
+			}
+			if strings.TrimSpace(line) == "" {
+				break
+			}
+			event.WriteString(line)
+		}
+		if strings.Contains(event.String(), marker) {
+			break
+		}
+		gw.Ack(ack) // let the gateway send the next event
+	}
+	conn.Close()
+	time.Sleep(200 * time.Millisecond) // the proxy sees the hang-up (a slow machine only makes this test weaker)
+	for range 10 {
+		gw.Ack(ack) // the rest: the usage chunk and [DONE], if the proxy still reads
+	}
+	return http.StatusOK
+}
