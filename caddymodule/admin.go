@@ -71,6 +71,8 @@ type handlerStatus struct {
 	Usable  bool           `json:"usable"`
 	Sources []SourceStatus `json:"sources"`
 	Replay  ReplayStatus   `json:"replay"`
+	// How the handler's limits are counted (absent without limits).
+	Limits *LimitsStatus `json:"limits,omitempty"`
 }
 
 type statusReport struct {
@@ -78,8 +80,10 @@ type statusReport struct {
 	Time     time.Time       `json:"time"`
 	Handlers []handlerStatus `json:"handlers"`
 	// The clients with the most tokens today (UTC), when usage is
-	// metered (see limits.go).
+	// metered (see limits.go), and where they were read: "redis" (the
+	// fleet's counts) or "local" (this instance's).
 	TopClientsToday []ClientUsage `json:"top_clients_today,omitempty"`
+	TopClientsFrom  string        `json:"top_clients_from,omitempty"`
 }
 
 func serveStatus(w http.ResponseWriter, r *http.Request) error {
@@ -87,7 +91,8 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Message: "use GET"}
 	}
 	now := time.Now()
-	report := statusReport{Healthy: true, Time: now.UTC(), Handlers: []handlerStatus{}, TopClientsToday: topClientsToday(now)}
+	report := statusReport{Healthy: true, Time: now.UTC(), Handlers: []handlerStatus{}}
+	report.TopClientsToday, report.TopClientsFrom = fleetTopClientsToday(now)
 	statusMu.Lock()
 	entries := slices.Clone(statusEntries)
 	statusMu.Unlock()
@@ -96,7 +101,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	// a health check, so report all but judge health on all as well:
 	// both must be able to serve during the switch.
 	for _, e := range entries {
-		hs := handlerStatus{Handler: e.seq, Sources: []SourceStatus{}, Replay: e.handler.replayBudget.status()}
+		hs := handlerStatus{Handler: e.seq, Sources: []SourceStatus{}, Replay: e.handler.replayBudget.status(), Limits: e.handler.spend.limitsStatus()}
 		for _, s := range e.handler.sources {
 			s.Current(now) // starts a source's refresher if no request has yet
 			st := s.Status(now)

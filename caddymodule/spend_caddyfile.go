@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -94,14 +95,62 @@ func (l *Limits) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			l.TokensPerDay = n
+		case "usd_per_day":
+			var v string
+			if err := oneArg(d, &v); err != nil {
+				return err
+			}
+			usd, ok := parseUSD(v)
+			if !ok {
+				return d.Errf("usd_per_day: '%s' is not an amount in USD above 0 and at most 1000000000, written like 5, 0.50 or 1_000", v)
+			}
+			l.USDPerDay = usd
+		case "redis":
+			if l.Redis != "" {
+				return d.Errf("limits redis is already set; give it once")
+			}
+			if !d.NextArg() {
+				return d.Errf("redis needs the Redis URL, e.g. `redis {env.LIMITS_REDIS_URL}` (redis://[:password@]host:port/db, or rediss:// for TLS)")
+			}
+			l.Redis = d.Val()
+			if d.NextArg() {
+				return d.Errf("redis takes one URL; got also '%s'", d.Val())
+			}
+			if d.NextBlock(d.Nesting()) {
+				return d.Errf("redis takes no block")
+			}
+			if !strings.Contains(l.Redis, "{") {
+				// a literal URL: check it now, with the file and line (the
+				// error never shows the URL's password)
+				if _, err := parseRedisURL(l.Redis); err != nil {
+					return d.Errf("limits redis: %v", err)
+				}
+			}
 		default:
-			return d.Errf("unrecognized limits option '%s' (expected requests_per_minute or tokens_per_day)", name)
+			return d.Errf("unrecognized limits option '%s' (expected requests_per_minute, tokens_per_day, usd_per_day or redis)", name)
 		}
 	}
-	if l.RequestsPerMinute == 0 && l.TokensPerDay == 0 {
-		return d.Errf("limits needs `requests_per_minute <n>`, `tokens_per_day <n>` or both")
+	if l.RequestsPerMinute == 0 && l.TokensPerDay == 0 && l.USDPerDay == 0 {
+		return d.Errf("limits needs at least one of `requests_per_minute <n>`, `tokens_per_day <n>` and `usd_per_day <amount>`")
 	}
 	return nil
+}
+
+// usdAmount is how usd_per_day is written: digits (underscores allowed
+// between them) and at most one decimal point; no sign, exponent, hex,
+// NaN or Inf.
+var usdAmount = regexp.MustCompile(`^[0-9](_?[0-9])*(\.[0-9](_?[0-9])*)?$`)
+
+// parseUSD reads a usd_per_day amount: above 0 and at most maxUSDPerDay.
+func parseUSD(v string) (float64, bool) {
+	if !usdAmount.MatchString(v) {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(strings.ReplaceAll(v, "_", ""), 64)
+	if err != nil || !(f > 0) || f > maxUSDPerDay {
+		return 0, false
+	}
+	return f, true
 }
 
 // positiveArg reads one whole number from 1 to max (underscores allowed
