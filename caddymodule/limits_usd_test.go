@@ -10,7 +10,6 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
-
 )
 
 // usd_per_day: once the day's cost reaches the amount, requests get 429
