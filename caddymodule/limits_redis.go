@@ -194,12 +194,9 @@ type redisTarget struct {
 func parseRedisURL(raw string) (*redisTarget, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		// url.Error quotes the whole URL: say only what is wrong
-		var ue *url.Error
-		if errors.As(err, &ue) && !strings.Contains(ue.Err.Error(), "@") {
-			return nil, fmt.Errorf("not a valid URL (%v); want redis://[:password@]host:port/db or rediss://", ue.Err)
-		}
-		return nil, errors.New("not a valid URL; want redis://[:password@]host:port/db or rediss://")
+		// url.Parse's errors quote the URL, or a part of it that may be the
+		// password (a password with a '/' reads as a port): say nothing of it
+		return nil, errors.New("not a valid URL; want redis://[:password@]host:port/db or rediss:// (percent-encode special characters in the password)")
 	}
 	t := &redisTarget{}
 	if pw, ok := u.User.Password(); ok && pw != "" {
@@ -273,9 +270,10 @@ type redisLimits struct {
 	client *redis.Client
 	logger *zap.Logger
 
-	state  atomic.Int32
-	ready  chan struct{} // closed when Redis first answers
-	lastOK atomic.Int64  // unix ns of the last answer
+	state     atomic.Int32
+	first     chan struct{} // closed when the first connection has been tried
+	firstOnce sync.Once
+	lastOK    atomic.Int64 // unix ns of the last answer
 
 	startOnce sync.Once
 	stop      chan struct{}
@@ -343,7 +341,7 @@ func newRedisLimits(t *redisTarget) *redisLimits {
 		target:  t,
 		client:  redis.NewClient(t.opts),
 		logger:  caddy.Log().Named("http.handlers.ai_gateway_auth"),
-		ready:   make(chan struct{}),
+		first:   make(chan struct{}),
 		stop:    make(chan struct{}),
 		records: make(chan redisDelta, redisQueueLen),
 		kick:    make(chan struct{}, 1),
@@ -380,7 +378,7 @@ func (r *redisLimits) admit(name string, lim Limits, now time.Time) (refused str
 	case storeConnecting: // the first requests wait for the first connection, within the same bound
 		t := time.NewTimer(redisWait)
 		select {
-		case <-r.ready:
+		case <-r.first:
 		case <-t.C:
 		}
 		t.Stop()
@@ -575,8 +573,8 @@ func (r *redisLimits) top(now time.Time, n int) ([]ClientUsage, error) {
 	out := make([]ClientUsage, 0, len(tags))
 	for _, c := range cmds {
 		v := c.Val()
-		id, _ := v[0].(string)
-		if id == "" {
+		id, ok := v[0].(string)
+		if !ok { // the day's hash expired or was removed
 			continue
 		}
 		num := func(i int) string { s, _ := v[i].(string); return s }
@@ -662,8 +660,10 @@ func (r *redisLimits) probe(pause bool) {
 			return
 		case <-t.C:
 		}
-		if err := r.ping(); err != nil {
+		err := r.ping()
+		if err != nil {
 			r.fail(storeOpProbe, err) // warns if this is the first failure
+			r.firstOnce.Do(func() { close(r.first) })
 			t.Reset(redisProbeInterval)
 			continue
 		}
@@ -675,11 +675,7 @@ func (r *redisLimits) probe(pause bool) {
 		r.state.Store(storeHealthy)
 		r.since = now
 		r.mu.Unlock()
-		select {
-		case <-r.ready:
-		default:
-			close(r.ready)
-		}
+		r.firstOnce.Do(func() { close(r.first) })
 		if was == storeFailing {
 			r.logger.Info("limits store answers again; counting limits fleet-wide",
 				zap.String("store", "redis"), zap.String("address", r.target.shown), zap.Duration("failed_for", down))
