@@ -40,6 +40,9 @@ func (StatusAPI) Routes() []caddy.AdminRoute {
 type statusEntry struct {
 	seq     uint64
 	handler *Handler
+	// spend as provisioned: Cleanup clears h.spend while the status
+	// route may still list the handler
+	spend *spend
 }
 
 var (
@@ -52,7 +55,7 @@ func registerStatus(h *Handler) *statusEntry {
 	statusMu.Lock()
 	defer statusMu.Unlock()
 	statusSeq++
-	e := &statusEntry{seq: statusSeq, handler: h}
+	e := &statusEntry{seq: statusSeq, handler: h, spend: h.spend}
 	statusEntries = append(statusEntries, e)
 	return e
 }
@@ -101,7 +104,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	// a health check, so report all but judge health on all as well:
 	// both must be able to serve during the switch.
 	for _, e := range entries {
-		hs := handlerStatus{Handler: e.seq, Sources: []SourceStatus{}, Replay: e.handler.replayBudget.status(), Limits: e.handler.spend.limitsStatus()}
+		hs := handlerStatus{Handler: e.seq, Sources: []SourceStatus{}, Replay: e.handler.replayBudget.status(), Limits: e.spend.limitsStatus()}
 		for _, s := range e.handler.sources {
 			s.Current(now) // starts a source's refresher if no request has yet
 			st := s.Status(now)

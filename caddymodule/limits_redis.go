@@ -282,6 +282,7 @@ type redisLimits struct {
 	kick      chan struct{} // the writer has pending records to send
 
 	mu          sync.Mutex
+	stopped     bool // Destruct ran: no goroutine may start
 	probing     bool
 	since       time.Time // when the current state began
 	lastErr     string
@@ -353,15 +354,23 @@ func newRedisLimits(t *redisTarget) *redisLimits {
 // start begins, at the first use, the writer and the first connection.
 func (r *redisLimits) start() {
 	r.startOnce.Do(func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.stopped { // released before its first use
+			return
+		}
 		r.done.Go(r.writer)
-		r.startProbe(false)
+		r.startProbeLocked(false)
 	})
 }
 
 // Destruct implements caddy.Destructor: the last config using this Redis
 // is gone. What waits to be written is sent (bounded by redisSlowWait).
 func (r *redisLimits) Destruct() error {
+	r.mu.Lock()
+	r.stopped = true
 	close(r.stop)
+	r.mu.Unlock()
 	r.done.Wait()
 	return r.client.Close()
 }
@@ -633,13 +642,13 @@ func (r *redisLimits) fail(op string, err error) {
 func (r *redisLimits) startProbe(pause bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.probing {
+	r.startProbeLocked(pause)
+}
+
+// startProbeLocked is startProbe with r.mu held.
+func (r *redisLimits) startProbeLocked(pause bool) {
+	if r.probing || r.stopped {
 		return
-	}
-	select {
-	case <-r.stop:
-		return
-	default:
 	}
 	r.probing = true
 	r.done.Go(func() { r.probe(pause) })
@@ -767,11 +776,11 @@ func (s *spend) provisionRedis(l *Limits) error {
 }
 
 // releaseRedis lets go of the shared counts; safe after a partial
-// Provision.
+// Provision. s.shared stays: the status route may read it a last time.
 func (s *spend) releaseRedis() {
-	if s.shared != nil {
+	if s.sharedKey != "" {
 		_, _ = redisPool.Delete(s.sharedKey)
-		s.shared = nil
+		s.sharedKey = ""
 	}
 }
 

@@ -457,11 +457,10 @@ func TestRedisSlowFallsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	var conns sync.WaitGroup
+	var conns, acceptor sync.WaitGroup
 	stop := make(chan struct{})
-	defer func() { close(stop); conns.Wait() }()
-	go func() {
+	defer func() { ln.Close(); acceptor.Wait(); close(stop); conns.Wait() }()
+	acceptor.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -469,7 +468,7 @@ func TestRedisSlowFallsBack(t *testing.T) {
 			}
 			conns.Go(func() { <-stop; c.Close() }) // reads nothing, answers nothing
 		}
-	}()
+	})
 	r, logs := redisStore(t, "redis://:"+testRedisPassword+"@"+ln.Addr().String()+"/3")
 	s := &spend{ledger: newLedger(), limits: Limits{RequestsPerMinute: 1}, limited: true, shared: r, logger: zap.NewNop()}
 	start := time.Now()
