@@ -75,6 +75,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    limits {
 //	        requests_per_minute <n>
 //	        tokens_per_day      <n>
+//	        usd_per_day         <amount>
+//	        redis               <redis://… URL>
 //	    }
 //	    usage_metrics
 //	}
