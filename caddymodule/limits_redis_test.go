@@ -630,6 +630,11 @@ func TestRedisProvisionErrors(t *testing.T) {
 	}
 }
 
+// redisACL is the least a Redis ACL user needs for limits (documented
+// in NOTES-redis.md): the commands of the scripts, the writer, the
+// status route and the probe, on the module's keys only.
+const redisACL = "on ~ai_gateway_auth:limits:* resetchannels -@all +ping +evalsha +eval +hmget +hgetall +hdel +hincrby +hincrbyfloat +hset +pexpire +expireat +zincrby +zrevrange"
+
 // redisServer starts a real redis-server on a free loopback port (no
 // persistence), with a password, or skips the test when there is none.
 func redisServer(t testing.TB) string {
@@ -685,5 +690,32 @@ func TestRedisRealServer(t *testing.T) {
 		if ttl := r.client.PTTL(ctx, k).Val(); ttl < want-time.Minute || ttl > want+time.Minute {
 			t.Errorf("%s: TTL %v, want about %v", k, ttl, want)
 		}
+	}
+
+	// an ACL user with only the documented permissions does everything
+	args := []any{"ACL", "SETUSER", "aigw-limits"}
+	for _, f := range strings.Fields(redisACL) {
+		args = append(args, f)
+	}
+	args = append(args, ">acl-user-pw-93d1")
+	if err := r.client.Do(ctx, args...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	aclURL := strings.Replace(url, ":"+testRedisPassword+"@", "aigw-limits:acl-user-pw-93d1@", 1)
+	ra, _ := redisStore(t, aclURL)
+	waitState(t, ra, storeHealthy)
+	lim := Limits{RequestsPerMinute: 1, TokensPerDay: 10, USDPerDay: 1}
+	if refused, _, ok := ra.admit("acl", lim, now); !ok || refused != "" {
+		t.Fatalf("ACL user: admit %q %v: %+v", refused, ok, ra.status())
+	}
+	if refused, _, ok := ra.admit("acl", lim, now); !ok || refused != limitRequestsPerMinute {
+		t.Fatalf("ACL user: second admit %q %v: %+v", refused, ok, ra.status())
+	}
+	writeNow(t, ra, "acl", usage{input: 3, cost: 0.5}, now)
+	if top, err := ra.top(now, 10); err != nil || len(top) == 0 {
+		t.Fatalf("ACL user: top %v %v", top, err)
+	}
+	if err := ra.client.Set(ctx, "other-app:key", "x", 0).Err(); err == nil {
+		t.Error("the ACL user may write other keys: the documented ACL is too wide")
 	}
 }
