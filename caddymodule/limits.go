@@ -44,10 +44,14 @@ type Limits struct {
 	// same one: `redis://[[user]:password@]host[:port][/db]`, or
 	// `rediss://` for TLS. Write it as a placeholder
 	// (`{env.LIMITS_REDIS_URL}`): it is resolved in Provision, so the
-	// password stays out of the JSON config. Requests wait for Redis at
-	// most 50ms; while it does not answer, the instance counts alone (see
-	// limits_redis.go). Default: none, each instance counts alone.
+	// password stays out of the JSON config. While Redis does not answer,
+	// the instance counts alone (see limits_redis.go). Default: none, each
+	// instance counts alone.
 	Redis string `json:"redis,omitempty"`
+
+	// How long a request waits for Redis to admit it before it is counted
+	// on this instance alone (from 1ms to 10s). Default: 50ms.
+	RedisTimeout caddy.Duration `json:"redis_timeout,omitempty"`
 }
 
 // Limit names, for metrics and error codes.
@@ -56,6 +60,10 @@ const (
 	limitTokensPerDay      = "tokens_per_day"
 	limitUSDPerDay         = "usd_per_day"
 )
+
+// maxRedisTimeout bounds redis_timeout: a request should not wait
+// longer for a count than for most answers.
+const maxRedisTimeout = 10 * time.Second
 
 // maxUSDPerDay bounds usd_per_day: a larger amount is a typo, not a budget.
 const maxUSDPerDay = 1e9
@@ -71,6 +79,9 @@ func (l Limits) check() error {
 	}
 	if l.RequestsPerMinute == 0 && l.TokensPerDay == 0 && l.USDPerDay == 0 {
 		return errors.New("limits: set requests_per_minute, tokens_per_day, usd_per_day or several")
+	}
+	if t := time.Duration(l.RedisTimeout); t != 0 && (l.Redis == "" || t < time.Millisecond || t > maxRedisTimeout) {
+		return errors.New("limits: redis_timeout must be from 1ms to 10s, with redis")
 	}
 	return nil
 }

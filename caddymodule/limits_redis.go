@@ -43,12 +43,13 @@ import (
 // writer, in pipelined batches, one round trip each.
 //
 // Faults never stop traffic. A request waits for Redis at most
-// redisWait; when Redis fails (unreachable, slow, refused, a script
-// error) the instance counts in its own ledger, as without redis, logs
-// one warning, counts limit_store_errors_total{op}, shows the fault on
-// the status route, and probes Redis once per redisProbeInterval until
-// it answers (one info line then). What answers used meanwhile is kept
-// (per client and day, bounded) and added to Redis when it is back.
+// redis_timeout (default redisWait, 50ms); when Redis fails
+// (unreachable, slow, refused, a script error) the instance counts in
+// its own ledger, as without redis, logs one warning, counts
+// limit_store_errors_total{op}, shows the fault on the status route,
+// and probes Redis once per redisProbeInterval until it answers (one
+// info line then). What answers used meanwhile is kept (per client and
+// day, bounded) and added to Redis when it is back.
 
 // Where the keys live, and how long a day's keys outlive it.
 const (
@@ -57,7 +58,8 @@ const (
 )
 
 var (
-	// redisWait is the longest a request waits for Redis.
+	// redisWait is the longest a request waits for Redis, unless
+	// redis_timeout says otherwise.
 	redisWait = 50 * time.Millisecond
 	// redisProbeInterval is the pause between probes of a failing Redis.
 	redisProbeInterval = time.Second
@@ -235,8 +237,8 @@ func parseRedisURL(raw string) (*redisTarget, error) {
 	opts.DialerRetries = 1
 	opts.ReadTimeout = redisSlowWait
 	opts.WriteTimeout = redisSlowWait
-	opts.PoolTimeout = redisWait
-	opts.MinIdleConns = 0 // no connection before the first use
+	opts.PoolTimeout = redisSlowWait // a request's own deadline is shorter
+	opts.MinIdleConns = 0            // no connection before the first use
 	opts.DisableIdentity = true
 	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	t.opts = opts
@@ -380,12 +382,16 @@ func (r *redisLimits) Destruct() error {
 // known to be failing): the caller counts locally.
 func (r *redisLimits) admit(name string, lim Limits, now time.Time) (refused string, retry time.Duration, ok bool) {
 	r.start()
-	deadline := time.Now().Add(redisWait)
+	wait := redisWait
+	if lim.RedisTimeout > 0 {
+		wait = time.Duration(lim.RedisTimeout)
+	}
+	deadline := time.Now().Add(wait)
 	switch r.state.Load() {
 	case storeFailing:
 		return "", 0, false
 	case storeConnecting: // the first requests wait for the first connection, within the same bound
-		t := time.NewTimer(redisWait)
+		t := time.NewTimer(wait)
 		select {
 		case <-r.first:
 		case <-t.C:

@@ -4,6 +4,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -116,8 +119,21 @@ func (l *Limits) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.Errf("redis takes one URL; got also '%s'", d.Val())
 			}
-			if d.NextBlock(d.Nesting()) {
-				return d.Errf("redis takes no block")
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "timeout":
+					var v string
+					if err := oneArg(d, &v); err != nil {
+						return err
+					}
+					t, err := caddy.ParseDuration(v)
+					if err != nil || t < time.Millisecond || t > maxRedisTimeout {
+						return d.Errf("redis timeout: '%s' is not a duration from 1ms to 10s", v)
+					}
+					l.RedisTimeout = caddy.Duration(t)
+				default:
+					return d.Errf("unrecognized redis option '%s' (expected timeout)", d.Val())
+				}
 			}
 			if !strings.Contains(l.Redis, "{") {
 				// a literal URL: check it now, with the file and line (the

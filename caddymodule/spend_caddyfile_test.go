@@ -5,6 +5,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // Mistakes in reporting, limits and usage_metrics name the file and line
@@ -153,6 +156,44 @@ func TestLimitsRedisCaddyfile(t *testing.T) {
 		}
 		if strings.Contains(msg, password) {
 			t.Errorf("the error shows the password: %s", msg)
+		}
+	}
+}
+
+// redis takes an optional block with timeout, the longest a request
+// waits for Redis.
+func TestLimitsRedisTimeoutCaddyfile(t *testing.T) {
+	const file = "Caddyfile.test"
+	site := func(block string) string { // the timeout is on line 8
+		return ":4000 {\n\tai_gateway_auth {\n\t\tcredential static {env.AI_GATEWAY_API_KEY}\n\t\tclient_key sk-placeholder\n" +
+			"\t\tlimits {\n\t\t\trequests_per_minute 60\n\t\t\tredis {env.LIMITS_REDIS_URL} {\n" + block + "\t\t\t}\n\t\t}\n\t}\n\treverse_proxy https://ai-gateway.vercel.sh\n}\n"
+	}
+	cfg, _, err := adapt(t, file, site("\t\t\t\ttimeout 200ms\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cfg), `"redis_timeout":200000000`) {
+		t.Errorf("adapted: %s", cfg)
+	}
+	for block, want := range map[string]string{
+		"\t\t\t\ttimeout 0\n":     "redis timeout: '0' is not a duration from 1ms to 10s",
+		"\t\t\t\ttimeout 11s\n":   "redis timeout: '11s' is not a duration from 1ms to 10s",
+		"\t\t\t\ttimeout soon\n":  "redis timeout: 'soon' is not a duration",
+		"\t\t\t\tpassword x\n":    "unrecognized redis option 'password' (expected timeout)",
+		"\t\t\t\ttimeout 1s 2s\n": "timeout takes one value",
+	} {
+		_, _, err := adapt(t, file, site(block))
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), file+":8") {
+			t.Errorf("%q: %v, want %q at %s:8", block, err, want, file)
+		}
+	}
+	for _, lim := range []Limits{
+		{RequestsPerMinute: 1, RedisTimeout: caddy.Duration(time.Second)}, // without redis
+		{RequestsPerMinute: 1, Redis: "{env.X}", RedisTimeout: caddy.Duration(time.Microsecond)},
+		{RequestsPerMinute: 1, Redis: "{env.X}", RedisTimeout: caddy.Duration(-time.Second)},
+	} {
+		if err := lim.check(); err == nil {
+			t.Errorf("%+v accepted", lim)
 		}
 	}
 }
