@@ -76,7 +76,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        requests_per_minute <n>
 //	        tokens_per_day      <n>
 //	        usd_per_day         <amount>
-//	        redis               <redis://… URL>
+//	        redis               <redis://… URL> [{ timeout <duration> }]
 //	    }
 //	    usage_metrics
 //	}
