@@ -40,6 +40,9 @@ func (StatusAPI) Routes() []caddy.AdminRoute {
 type statusEntry struct {
 	seq     uint64
 	handler *Handler
+	// spend as provisioned: Cleanup clears h.spend while the status
+	// route may still list the handler
+	spend *spend
 }
 
 var (
@@ -52,7 +55,7 @@ func registerStatus(h *Handler) *statusEntry {
 	statusMu.Lock()
 	defer statusMu.Unlock()
 	statusSeq++
-	e := &statusEntry{seq: statusSeq, handler: h}
+	e := &statusEntry{seq: statusSeq, handler: h, spend: h.spend}
 	statusEntries = append(statusEntries, e)
 	return e
 }
@@ -71,6 +74,8 @@ type handlerStatus struct {
 	Usable  bool           `json:"usable"`
 	Sources []SourceStatus `json:"sources"`
 	Replay  ReplayStatus   `json:"replay"`
+	// How the handler's limits are counted (absent without limits).
+	Limits *LimitsStatus `json:"limits,omitempty"`
 }
 
 type statusReport struct {
@@ -78,8 +83,10 @@ type statusReport struct {
 	Time     time.Time       `json:"time"`
 	Handlers []handlerStatus `json:"handlers"`
 	// The clients with the most tokens today (UTC), when usage is
-	// metered (see limits.go).
+	// metered (see limits.go), and where they were read: "redis" (the
+	// fleet's counts) or "local" (this instance's).
 	TopClientsToday []ClientUsage `json:"top_clients_today,omitempty"`
+	TopClientsFrom  string        `json:"top_clients_from,omitempty"`
 }
 
 func serveStatus(w http.ResponseWriter, r *http.Request) error {
@@ -87,7 +94,8 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Message: "use GET"}
 	}
 	now := time.Now()
-	report := statusReport{Healthy: true, Time: now.UTC(), Handlers: []handlerStatus{}, TopClientsToday: topClientsToday(now)}
+	report := statusReport{Healthy: true, Time: now.UTC(), Handlers: []handlerStatus{}}
+	report.TopClientsToday, report.TopClientsFrom = fleetTopClientsToday(now)
 	statusMu.Lock()
 	entries := slices.Clone(statusEntries)
 	statusMu.Unlock()
@@ -96,7 +104,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	// a health check, so report all but judge health on all as well:
 	// both must be able to serve during the switch.
 	for _, e := range entries {
-		hs := handlerStatus{Handler: e.seq, Sources: []SourceStatus{}, Replay: e.handler.replayBudget.status()}
+		hs := handlerStatus{Handler: e.seq, Sources: []SourceStatus{}, Replay: e.handler.replayBudget.status(), Limits: e.spend.limitsStatus()}
 		for _, s := range e.handler.sources {
 			s.Current(now) // starts a source's refresher if no request has yet
 			st := s.Status(now)

@@ -134,6 +134,7 @@ var placeholderContext = map[string]string{
 	"vercel_sandbox":  "vercel_sandbox {\naudience https://doc.example\nteam team_doc\n%s\n}",
 	"reporting":       "reporting {\n%s\n}",
 	"limits":          "limits {\nrequests_per_minute 1\n%s\n}",
+	"redis":           "limits {\nrequests_per_minute 1\nredis {env.DOC_REDIS} {\n%s\n}\n}",
 }
 
 func adaptHandlerBody(body string) error {

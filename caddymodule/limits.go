@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"cmp"
+	"errors"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -12,7 +14,9 @@ import (
 // Per-client counts: requests in a rolling minute, and tokens, cost and
 // requests per UTC day. They live in one ledger per process, kept in a
 // usage pool so that a config reload keeps them, and are per proxy
-// instance: a fleet of proxies counts per instance.
+// instance; with `redis`, the instances naming the same Redis count
+// together there (limits_redis.go), and the ledger is what an instance
+// falls back on while that Redis does not answer.
 
 // Limits caps what each client (by {ai_gateway_auth.client}) may use.
 // A client over a limit gets 429 with Retry-After, in its SDK's error
@@ -29,13 +33,58 @@ type Limits struct {
 	// reach this, its requests are refused until midnight UTC. Default:
 	// 0, no limit.
 	TokensPerDay int64 `json:"tokens_per_day,omitempty"`
+
+	// Once a client's cost of the current UTC day, as AI Gateway reports
+	// it in its answers (`cost`, in USD), reaches this amount, its
+	// requests are refused until midnight UTC. Answers without a cost
+	// count nothing toward it. Default: 0, no limit.
+	USDPerDay float64 `json:"usd_per_day,omitempty"`
+
+	// Count in this Redis, together with every instance that names the
+	// same one: `redis://[[user]:password@]host[:port][/db]`, or
+	// `rediss://` for TLS. Write it as a placeholder
+	// (`{env.LIMITS_REDIS_URL}`): it is resolved in Provision, so the
+	// password stays out of the JSON config. While Redis does not answer,
+	// the instance counts alone (see limits_redis.go). Default: none, each
+	// instance counts alone.
+	Redis string `json:"redis,omitempty"`
+
+	// How long a request waits for Redis to admit it before it is counted
+	// on this instance alone (from 1ms to 10s). Default: 50ms.
+	RedisTimeout caddy.Duration `json:"redis_timeout,omitempty"`
 }
 
 // Limit names, for metrics and error codes.
 const (
 	limitRequestsPerMinute = "requests_per_minute"
 	limitTokensPerDay      = "tokens_per_day"
+	limitUSDPerDay         = "usd_per_day"
 )
+
+// maxRedisTimeout bounds redis_timeout: a request should not wait
+// longer for a count than for most answers.
+const maxRedisTimeout = 10 * time.Second
+
+// maxUSDPerDay bounds usd_per_day: a larger amount is a typo, not a budget.
+const maxUSDPerDay = 1e9
+
+// check says what is wrong with limits given in JSON (the Caddyfile
+// parser refuses the same values with file and line).
+func (l Limits) check() error {
+	if l.RequestsPerMinute < 0 || l.RequestsPerMinute > 1_000_000 || l.TokensPerDay < 0 {
+		return errors.New("limits: requests_per_minute must be from 0 to 1000000 and tokens_per_day not negative")
+	}
+	if math.IsNaN(l.USDPerDay) || l.USDPerDay < 0 || l.USDPerDay > maxUSDPerDay {
+		return errors.New("limits: usd_per_day must be an amount from 0 (no limit) to 1000000000")
+	}
+	if l.RequestsPerMinute == 0 && l.TokensPerDay == 0 && l.USDPerDay == 0 {
+		return errors.New("limits: set requests_per_minute, tokens_per_day, usd_per_day or several")
+	}
+	if t := time.Duration(l.RedisTimeout); t != 0 && (l.Redis == "" || t < time.Millisecond || t > maxRedisTimeout) {
+		return errors.New("limits: redis_timeout must be from 1ms to 10s, with redis")
+	}
+	return nil
+}
 
 // maxLedgerClients bounds the ledger. Past it, idle clients are dropped
 // first, then the least recently seen (whose counts start again).
@@ -168,12 +217,11 @@ func (l *ledger) admit(name string, lim Limits, now time.Time) (refused string, 
 	if lim.TokensPerDay > 0 && e.input+e.output >= lim.TokensPerDay {
 		return limitTokensPerDay, time.Unix((e.day+1)*86400, 0).Sub(now)
 	}
+	if lim.USDPerDay > 0 && e.cost >= lim.USDPerDay {
+		return limitUSDPerDay, time.Unix((e.day+1)*86400, 0).Sub(now)
+	}
 	if lim.RequestsPerMinute > 0 {
-		if e.window == nil {
-			e.window = &minuteWindow{head: now.Unix()}
-		}
-		w := e.window
-		w.advance(now.Unix())
+		w := e.minute(now)
 		if w.sum >= uint32(lim.RequestsPerMinute) {
 			return limitRequestsPerMinute, w.retryAfter(now, uint32(lim.RequestsPerMinute))
 		}
@@ -181,6 +229,29 @@ func (l *ledger) admit(name string, lim Limits, now time.Time) (refused string, 
 		w.sum++
 	}
 	return "", 0
+}
+
+// note counts a request that a shared store admitted in name's minute
+// window, without refusing it: should that store stop answering, the
+// instance goes on from what it admitted itself.
+func (l *ledger) note(name string, lim Limits, now time.Time) {
+	if lim.RequestsPerMinute <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.entry(name, now).minute(now)
+	w.counts[now.Unix()%windowSlots]++
+	w.sum++
+}
+
+// minute returns e's window, moved to now.
+func (e *clientLedger) minute(now time.Time) *minuteWindow {
+	if e.window == nil {
+		e.window = &minuteWindow{head: now.Unix()}
+	}
+	e.window.advance(now.Unix())
+	return e.window
 }
 
 // record adds a finished request and what it used to name's day.

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -23,7 +22,11 @@ type spend struct {
 	limits   Limits
 	limited  bool
 	ledger   *ledger
-	logger   *zap.Logger
+	// shared is the Redis the limits are counted in (limits_redis.go),
+	// nil when each instance counts alone; sharedKey its redisPool key.
+	shared    *redisLimits
+	sharedKey string
+	logger    *zap.Logger
 }
 
 // provisionSpend sets up reporting, limits and metering, if configured.
@@ -40,13 +43,13 @@ func (h *Handler) provisionSpend() error {
 		h.spend.reporter = rp
 	}
 	if l := h.Limits; l != nil {
-		if l.RequestsPerMinute < 0 || l.RequestsPerMinute > 1_000_000 || l.TokensPerDay < 0 {
-			return errors.New("limits: requests_per_minute must be from 0 to 1000000 and tokens_per_day not negative")
-		}
-		if l.RequestsPerMinute == 0 && l.TokensPerDay == 0 {
-			return errors.New("limits: set requests_per_minute, tokens_per_day or both")
+		if err := l.check(); err != nil {
+			return err
 		}
 		h.spend.limits, h.spend.limited = *l, true
+		if err := h.spend.provisionRedis(l); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -54,6 +57,7 @@ func (h *Handler) provisionSpend() error {
 // cleanupSpend releases the ledger; safe after a partial Provision.
 func (h *Handler) cleanupSpend() {
 	if h.spend != nil {
+		h.spend.releaseRedis()
 		releaseLedger()
 		h.spend = nil
 	}
@@ -70,7 +74,7 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*mete
 		return nil, r, s.refuseEncoding(w, r, name)
 	}
 	if s.limited {
-		if limit, retry := s.ledger.admit(name, s.limits, time.Now()); limit != "" {
+		if limit, retry := s.admit(name, time.Now()); limit != "" {
 			return nil, r, s.refuse(w, r, name, limit, retry)
 		}
 	}
@@ -115,8 +119,11 @@ func (s *spend) refuse(w http.ResponseWriter, r *http.Request, name, limit strin
 	}
 	w.Header().Set("Retry-After", retryAfterSeconds(retry))
 	msg := "this client has used up its requests per minute on this proxy; retry after the time in Retry-After"
-	if limit == limitTokensPerDay {
+	switch limit {
+	case limitTokensPerDay:
 		msg = "this client has used up its tokens for today (UTC) on this proxy; retry after the time in Retry-After"
+	case limitUSDPerDay:
+		msg = "this client has used up its budget for today (UTC) on this proxy; retry after the time in Retry-After"
 	}
 	return writeError(w, r, http.StatusTooManyRequests, errRateLimit, limit+"_exceeded", msg)
 }

@@ -1,9 +1,12 @@
 package caddymodule
 
 import (
+	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -57,8 +60,8 @@ func (l *Limits) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if err := limitsOptions.parseBlock(d, l); err != nil {
 		return err
 	}
-	if l.RequestsPerMinute == 0 && l.TokensPerDay == 0 {
-		return d.Errf("limits needs `requests_per_minute <n>`, `tokens_per_day <n>` or both")
+	if l.RequestsPerMinute == 0 && l.TokensPerDay == 0 && l.USDPerDay == 0 {
+		return d.Errf("limits needs at least one of `requests_per_minute <n>`, `tokens_per_day <n>` and `usd_per_day <amount>`")
 	}
 	return nil
 }
@@ -75,7 +78,75 @@ var limitsOptions = newOptions("limits",
 		l.TokensPerDay = n
 		return err
 	}},
+	option[Limits]{"usd_per_day", func(d *caddyfile.Dispenser, l *Limits) error {
+		var v string
+		if err := oneArg(d, &v); err != nil {
+			return err
+		}
+		usd, ok := parseUSD(v)
+		if !ok {
+			return d.Errf("usd_per_day: '%s' is not an amount in USD above 0 and at most 1000000000, written like 5, 0.50 or 1_000", v)
+		}
+		l.USDPerDay = usd
+		return nil
+	}},
+	option[Limits]{"redis", func(d *caddyfile.Dispenser, l *Limits) error {
+		if l.Redis != "" {
+			return d.Errf("limits redis is already set; give it once")
+		}
+		if !d.NextArg() {
+			return d.Errf("redis needs the Redis URL, e.g. `redis {env.LIMITS_REDIS_URL}` (redis://[:password@]host:port/db, or rediss:// for TLS)")
+		}
+		l.Redis = d.Val()
+		if d.NextArg() {
+			return d.Errf("redis takes one URL; got also '%s'", d.Val())
+		}
+		if err := redisOptions.parseBlock(d, l); err != nil {
+			return err
+		}
+		if !strings.Contains(l.Redis, "{") {
+			// a literal URL: check it now, with the file and line (the
+			// error never shows the URL's password)
+			if _, err := parseRedisURL(l.Redis); err != nil {
+				return d.Errf("limits redis: %v", err)
+			}
+		}
+		return nil
+	}},
 )
+
+// redisOptions are the options of the limits block's redis.
+var redisOptions = newOptions("redis",
+	option[Limits]{"timeout", func(d *caddyfile.Dispenser, l *Limits) error {
+		var v string
+		if err := oneArg(d, &v); err != nil {
+			return err
+		}
+		t, err := caddy.ParseDuration(v)
+		if err != nil || t < time.Millisecond || t > maxRedisTimeout {
+			return d.Errf("redis timeout: '%s' is not a duration from 1ms to 10s", v)
+		}
+		l.RedisTimeout = caddy.Duration(t)
+		return nil
+	}},
+)
+
+// usdAmount is how usd_per_day is written: digits (underscores allowed
+// between them) and at most one decimal point; no sign, exponent, hex,
+// NaN or Inf.
+var usdAmount = regexp.MustCompile(`^[0-9](_?[0-9])*(\.[0-9](_?[0-9])*)?$`)
+
+// parseUSD reads a usd_per_day amount: above 0 and at most maxUSDPerDay.
+func parseUSD(v string) (float64, bool) {
+	if !usdAmount.MatchString(v) {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(strings.ReplaceAll(v, "_", ""), 64)
+	if err != nil || !(f > 0) || f > maxUSDPerDay {
+		return 0, false
+	}
+	return f, true
+}
 
 // positiveArg reads one whole number from 1 to max (underscores allowed
 // as digit separators: 2_000_000).

@@ -1,9 +1,13 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // Mistakes in reporting, limits and usage_metrics name the file and line
@@ -30,13 +34,17 @@ func TestSpendCaddyfileErrors(t *testing.T) {
 		{"tag too long", site("\t\treporting {\n\t\t\ttags " + strings.Repeat("t", 65) + "\n\t\t}\n"), 6, []string{"longer than 64 characters"}},
 		{"eleven tags", site("\t\treporting {\n\t\t\ttags a b c d e f\n\t\t\ttags g h i j k\n\t\t}\n"), 7, []string{"reporting has 11 tags; AI Gateway accepts at most 10"}},
 		{"tags without values", site("\t\treporting {\n\t\t\ttags\n\t\t}\n"), 6, []string{"tags needs at least one tag"}},
-		{"empty limits", site("\t\tlimits {\n\t\t}\n"), 6, []string{"limits needs `requests_per_minute <n>`, `tokens_per_day <n>` or both"}},
+		{"empty limits", site("\t\tlimits {\n\t\t}\n"), 6, []string{"limits needs at least one of `requests_per_minute <n>`, `tokens_per_day <n>` and `usd_per_day <amount>`"}},
 		{"limits with an argument", site("\t\tlimits 60\n"), 5, []string{"limits takes a block"}},
 		{"limit not a number", site("\t\tlimits {\n\t\t\trequests_per_minute lots\n\t\t}\n"), 6,
 			[]string{"requests_per_minute: 'lots' is not a whole number from 1 to 1000000"}},
 		{"limit zero", site("\t\tlimits {\n\t\t\ttokens_per_day 0\n\t\t}\n"), 6, []string{"tokens_per_day: '0' is not a whole number from 1"}},
 		{"unknown limit", site("\t\tlimits {\n\t\t\trequests_per_hour 5\n\t\t}\n"), 6,
-			[]string{"unrecognized limits option 'requests_per_hour' (expected requests_per_minute or tokens_per_day)"}},
+			[]string{"unrecognized limits option 'requests_per_hour' (expected requests_per_minute, tokens_per_day, usd_per_day or redis)"}},
+		{"redis alone", site("\t\tlimits {\n\t\t\tredis {env.LIMITS_REDIS_URL}\n\t\t}\n"), 7, []string{"limits needs at least one of"}},
+		{"redis without a URL", site("\t\tlimits {\n\t\t\tusd_per_day 5\n\t\t\tredis\n\t\t}\n"), 7, []string{"redis needs the Redis URL"}},
+		{"redis twice", site("\t\tlimits {\n\t\t\tusd_per_day 5\n\t\t\tredis {env.A}\n\t\t\tredis {env.B}\n\t\t}\n"), 8, []string{"limits redis is already set"}},
+		{"redis with two URLs", site("\t\tlimits {\n\t\t\tusd_per_day 5\n\t\t\tredis {env.A} {env.B}\n\t\t}\n"), 7, []string{"redis takes one URL"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := adapt(t, file, tc.body)
@@ -53,5 +61,139 @@ func TestSpendCaddyfileErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// usd_per_day takes a positive decimal amount; anything else (sign,
+// zero, exponent, hex, NaN, Inf, a unit) is refused with file and line.
+func TestUSDPerDayCaddyfile(t *testing.T) {
+	const file = "Caddyfile.test"
+	site := func(amount string) string { // the amount is on line 6
+		return ":4000 {\n\tai_gateway_auth {\n\t\tcredential static {env.AI_GATEWAY_API_KEY}\n\t\tclient_key sk-placeholder\n" +
+			"\t\tlimits {\n\t\t\tusd_per_day " + amount + "\n\t\t}\n\t}\n\treverse_proxy https://ai-gateway.vercel.sh\n}\n"
+	}
+	for amount, want := range map[string]float64{"5": 5, "0.50": 0.5, "1_000": 1000, "1_000.25": 1000.25, "0.001": 0.001, "1000000000": 1e9} {
+		cfg, _, err := adapt(t, file, site(amount))
+		if err != nil {
+			t.Errorf("usd_per_day %s: %v", amount, err)
+			continue
+		}
+		var doc struct {
+			Apps struct {
+				HTTP struct {
+					Servers map[string]struct {
+						Routes []struct {
+							Handle []struct {
+								Limits *Limits `json:"limits"`
+							} `json:"handle"`
+						} `json:"routes"`
+					} `json:"servers"`
+				} `json:"http"`
+			} `json:"apps"`
+		}
+		if err := json.Unmarshal(cfg, &doc); err != nil {
+			t.Fatal(err)
+		}
+		if got := doc.Apps.HTTP.Servers["srv0"].Routes[0].Handle[0].Limits; got == nil || got.USDPerDay != want {
+			t.Errorf("usd_per_day %s: adapted to %s, want %v", amount, cfg, want)
+		}
+	}
+	for _, bad := range []string{"0", "0.0", "-5", "+5", "5.", ".5", "1e3", "0x10", "0x1p3", "NaN", "nan", "Inf", "+Inf", "infinity", "5$", "$5", "5USD", "1_", "_1", "1__0", "1,5", "1000000000.01", "99999999999", "''"} {
+		_, _, err := adapt(t, file, site(bad))
+		if err == nil {
+			t.Errorf("usd_per_day %s: adapted without error", bad)
+			continue
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, file+":6") || !strings.Contains(msg, "usd_per_day:") {
+			t.Errorf("usd_per_day %s: error does not name the option at %s:6: %s", bad, file, msg)
+		}
+	}
+}
+
+// A literal Redis URL is checked when the Caddyfile is adapted, with file
+// and line, and the error never shows its password; a placeholder is
+// kept as it is, for Provision to resolve.
+func TestLimitsRedisCaddyfile(t *testing.T) {
+	const file = "Caddyfile.test"
+	const password = "s3cret-redis-pw-7f2a"
+	site := func(url string) string { // the URL is on line 7
+		return ":4000 {\n\tai_gateway_auth {\n\t\tcredential static {env.AI_GATEWAY_API_KEY}\n\t\tclient_key sk-placeholder\n" +
+			"\t\tlimits {\n\t\t\trequests_per_minute 60\n\t\t\tredis " + url + "\n\t\t}\n\t}\n\treverse_proxy https://ai-gateway.vercel.sh\n}\n"
+	}
+	cfg, _, err := adapt(t, file, site("{env.LIMITS_REDIS_URL}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cfg), `"redis":"{env.LIMITS_REDIS_URL}"`) {
+		t.Errorf("the placeholder is not kept in the JSON config: %s", cfg)
+	}
+	for _, good := range []string{"redis://127.0.0.1:6379/0", "rediss://:" + password + "@redis.internal:6380/2", "redis://limits:" + password + "@10.0.0.5", "redis://[::1]:6379"} {
+		if _, _, err := adapt(t, file, site(good)); err != nil {
+			t.Errorf("%s: %v", good, err)
+		}
+	}
+	for _, bad := range []string{
+		"http://:" + password + "@127.0.0.1:6379/0",
+		"127.0.0.1:6379",
+		"unix:///run/redis.sock",
+		"redis://:" + password + "@/0",
+		"redis://:" + password + "@127.0.0.1:6379/zero",
+		"redis://:" + password + "@127.0.0.1:6379/0/1",
+		"redis://:" + password + "@127.0.0.1:port/0",
+		"redis://:" + password + "@127.0.0.1:6379/0?db=1",
+		"redis://:" + password + "%zz@127.0.0.1:6379/0",
+		"redis://:" + password + "@127.0.0.1:6379/-1",
+	} {
+		_, _, err := adapt(t, file, site(bad))
+		if err == nil {
+			t.Errorf("%s: adapted without error", bad)
+			continue
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, file+":7") || !strings.Contains(msg, "limits redis:") {
+			t.Errorf("%s: error does not point at %s:7: %s", bad, file, msg)
+		}
+		if strings.Contains(msg, password) {
+			t.Errorf("the error shows the password: %s", msg)
+		}
+	}
+}
+
+// redis takes an optional block with timeout, the longest a request
+// waits for Redis.
+func TestLimitsRedisTimeoutCaddyfile(t *testing.T) {
+	const file = "Caddyfile.test"
+	site := func(block string) string { // the timeout is on line 8
+		return ":4000 {\n\tai_gateway_auth {\n\t\tcredential static {env.AI_GATEWAY_API_KEY}\n\t\tclient_key sk-placeholder\n" +
+			"\t\tlimits {\n\t\t\trequests_per_minute 60\n\t\t\tredis {env.LIMITS_REDIS_URL} {\n" + block + "\t\t\t}\n\t\t}\n\t}\n\treverse_proxy https://ai-gateway.vercel.sh\n}\n"
+	}
+	cfg, _, err := adapt(t, file, site("\t\t\t\ttimeout 200ms\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cfg), `"redis_timeout":200000000`) {
+		t.Errorf("adapted: %s", cfg)
+	}
+	for block, want := range map[string]string{
+		"\t\t\t\ttimeout 0\n":     "redis timeout: '0' is not a duration from 1ms to 10s",
+		"\t\t\t\ttimeout 11s\n":   "redis timeout: '11s' is not a duration from 1ms to 10s",
+		"\t\t\t\ttimeout soon\n":  "redis timeout: 'soon' is not a duration",
+		"\t\t\t\tpassword x\n":    "unrecognized redis option 'password' (expected timeout)",
+		"\t\t\t\ttimeout 1s 2s\n": "timeout takes one value",
+	} {
+		_, _, err := adapt(t, file, site(block))
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), file+":8") {
+			t.Errorf("%q: %v, want %q at %s:8", block, err, want, file)
+		}
+	}
+	for _, lim := range []Limits{
+		{RequestsPerMinute: 1, RedisTimeout: caddy.Duration(time.Second)}, // without redis
+		{RequestsPerMinute: 1, Redis: "{env.X}", RedisTimeout: caddy.Duration(time.Microsecond)},
+		{RequestsPerMinute: 1, Redis: "{env.X}", RedisTimeout: caddy.Duration(-time.Second)},
+	} {
+		if err := lim.check(); err == nil {
+			t.Errorf("%+v accepted", lim)
+		}
 	}
 }

@@ -36,6 +36,7 @@ const (
 	dummyAPIKey          = "dummy-ai-gateway-api-key-5b1f"
 	dummyVercelToken     = "dummy-vercel-access-token-93ac"
 	dummyClientKeySecret = "dummy-client-key-secret-e07d2c" // at least 16 bytes, as the module requires
+	dummyRedisPassword   = "dummy-redis-password-41b8"
 )
 
 // exampleFiles lists every file under this directory except the tests
@@ -260,6 +261,7 @@ func TestCaddyfilesValidate(t *testing.T) {
 	t.Setenv("VERCEL_PROJECT_ID", "prj_example")
 	t.Setenv("VERCEL_TEAM_ID", "team_example")
 	t.Setenv("CLIENT_KEY_SECRET", dummyClientKeySecret)
+	t.Setenv("LIMITS_REDIS_URL", "redis://:"+dummyRedisPassword+"@127.0.0.1:6379/0") // never dialled: Provision connects to nothing
 
 	files, err := filepath.Glob("caddyfiles/*.Caddyfile")
 	if err != nil {
@@ -268,7 +270,7 @@ func TestCaddyfilesValidate(t *testing.T) {
 	if len(files) < 4 {
 		t.Fatalf("found %d example Caddyfiles, want at least 4: %v", len(files), files)
 	}
-	files = append(files, filepath.Join("..", "Caddyfile"))
+	files = append(files, filepath.Join("..", "Caddyfile"), "fleet/Caddyfile", "fleet/local.Caddyfile")
 
 	adapter := caddyconfig.GetAdapter("caddyfile")
 	if adapter == nil {
@@ -287,7 +289,7 @@ func TestCaddyfilesValidate(t *testing.T) {
 			if !bytes.Contains(cfgJSON, []byte(`"handler":"ai_gateway_auth"`)) {
 				t.Errorf("adapted config has no ai_gateway_auth handler")
 			}
-			for _, secret := range []string{dummyAPIKey, dummyVercelToken, dummyClientKeySecret} {
+			for _, secret := range []string{dummyAPIKey, dummyVercelToken, dummyClientKeySecret, dummyRedisPassword} {
 				if bytes.Contains(cfgJSON, []byte(secret)) {
 					t.Errorf("adapted config contains a secret from the environment; use {env.X}, not {$X}")
 				}

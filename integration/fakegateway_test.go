@@ -45,8 +45,9 @@ type fakeGateway struct {
 	// revoked credentials are refused with 401 although they verify;
 	// see Revoke.
 	revoked map[string]bool
-	// varyUsage: see VaryUsage.
+	// varyUsage: see VaryUsage; usage: see SetUsage.
 	varyUsage bool
+	usage     *fakeUsage
 }
 
 // gatewayRequest is what the gateway received and how it answered.
@@ -525,10 +526,21 @@ func (g *fakeGateway) VaryUsage() {
 	g.varyUsage = true
 }
 
+// SetUsage makes every answer report u (a cost only on chat
+// completions).
+func (g *fakeGateway) SetUsage(u fakeUsage) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.usage = &u
+}
+
 func (g *fakeGateway) usageFor(body []byte) fakeUsage {
 	g.mu.Lock()
-	vary := g.varyUsage
+	vary, fixed := g.varyUsage, g.usage
 	g.mu.Unlock()
+	if fixed != nil {
+		return *fixed
+	}
 	if !vary {
 		return defaultUsage
 	}

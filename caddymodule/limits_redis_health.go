@@ -1,0 +1,163 @@
+package caddymodule
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// How a Redis of limits is doing: a failure switches the instance to
+// counting alone (one warning), a probe switches it back (one info
+// line), and the status route shows where it stands.
+
+// answered notes a round trip that worked.
+func (r *redisLimits) answered() { r.lastOK.Store(time.Now().UnixNano()) }
+
+// fail notes a failed round trip. The first failure of a healthy store
+// logs one warning and starts the probe; the instance counts locally
+// until the probe finds Redis answering.
+func (r *redisLimits) fail(op string, err error) {
+	switch op {
+	case storeOpAdmit:
+		storeErrAdmit.Inc()
+	case storeOpRecord:
+		storeErrRecord.Inc()
+	case storeOpTop:
+		storeErrTop.Inc()
+	case storeOpProbe:
+		storeErrProbe.Inc()
+	}
+	msg := r.target.scrub(err.Error())
+	now := time.Now()
+	r.mu.Lock()
+	r.lastErr, r.lastErrAt = msg, now
+	was := r.state.Load()
+	if was != storeFailing {
+		r.state.Store(storeFailing)
+		r.since = now
+	}
+	r.mu.Unlock()
+	if was != storeFailing {
+		r.logger.Warn("limits store not answering; counting limits on this instance alone until it does (a client may get up to its limit once per instance meanwhile)",
+			zap.String("store", "redis"), zap.String("address", r.target.shown), zap.String("op", op), zap.String("error", msg))
+		r.startProbe(true)
+	}
+}
+
+// startProbe runs the probe unless it runs already: after a pause (none
+// for the first connection), once per redisProbeInterval until Redis
+// answers, then the store is healthy again.
+func (r *redisLimits) startProbe(pause bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.startProbeLocked(pause)
+}
+
+// startProbeLocked is startProbe with r.mu held.
+func (r *redisLimits) startProbeLocked(pause bool) {
+	if r.probing || r.stopped {
+		return
+	}
+	r.probing = true
+	r.done.Go(func() { r.probe(pause) })
+}
+
+func (r *redisLimits) probe(pause bool) {
+	t := time.NewTimer(0)
+	if pause {
+		t.Reset(redisProbeInterval)
+	}
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			r.mu.Lock()
+			r.probing = false
+			r.mu.Unlock()
+			return
+		case <-t.C:
+		}
+		err := r.ping()
+		if err != nil {
+			r.fail(storeOpProbe, err) // warns if this is the first failure
+			r.firstOnce.Do(func() { close(r.first) })
+			t.Reset(redisProbeInterval)
+			continue
+		}
+		r.answered()
+		now := time.Now()
+		r.mu.Lock()
+		r.probing = false
+		was, down := r.state.Load(), now.Sub(r.since)
+		r.state.Store(storeHealthy)
+		r.since = now
+		r.mu.Unlock()
+		r.firstOnce.Do(func() { close(r.first) })
+		if was == storeFailing {
+			r.logger.Info("limits store answers again; counting limits fleet-wide",
+				zap.String("store", "redis"), zap.String("address", r.target.shown), zap.Duration("failed_for", down))
+		} else {
+			r.logger.Debug("limits store connected", zap.String("store", "redis"), zap.String("address", r.target.shown))
+		}
+		r.kickWriter() // what waited for Redis
+		return
+	}
+}
+
+// ping runs the admission script with no limit (it touches nothing): it
+// checks the connection, the credentials and the permission to run it.
+func (r *redisLimits) ping() error {
+	ctx, cancel := context.WithTimeout(context.Background(), redisSlowWait)
+	defer cancel()
+	tag := clientTag("")
+	return admitScript.Run(ctx, r.client, []string{redisMinuteKey(tag), redisDayKey(tag, 0)}, 0, 0, 0, 0, 0).Err()
+}
+
+// LimitsStatus is how a handler's limits are counted, on the status
+// route.
+type LimitsStatus struct {
+	// Store is "local" (each instance counts alone) or "redis".
+	Store string `json:"store"`
+	// Address is the Redis URL without its credentials.
+	Address string `json:"address,omitempty"`
+	// Healthy: counts are fleet-wide now. False while connecting or
+	// failing: the instance counts alone.
+	Healthy bool `json:"healthy"`
+	// State is connecting, healthy or failing; Since is when it began.
+	State string    `json:"state,omitempty"`
+	Since time.Time `json:"since,omitzero"`
+	// LastOK is the last round trip that worked.
+	LastOK time.Time `json:"last_ok,omitzero"`
+	// LastError is the last failure (never a password), at LastErrorAt.
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// PendingClients is how many (client, day) counts wait to be added
+	// to Redis; PendingDropped how many found the wait list full.
+	PendingClients int   `json:"pending_clients,omitempty"`
+	PendingDropped int64 `json:"pending_dropped,omitempty"`
+}
+
+func (r *redisLimits) status() *LimitsStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := &LimitsStatus{
+		Store: "redis", Address: r.target.shown, Since: r.since.UTC(), LastError: r.lastErr,
+		PendingClients: len(r.pending), PendingDropped: r.pendingLost,
+	}
+	if !r.lastErrAt.IsZero() {
+		st.LastErrorAt = r.lastErrAt.UTC()
+	}
+	if ns := r.lastOK.Load(); ns != 0 {
+		st.LastOK = time.Unix(0, ns).UTC()
+	}
+	switch r.state.Load() {
+	case storeConnecting:
+		st.State = "connecting"
+	case storeHealthy:
+		st.State, st.Healthy = "healthy", true
+	default:
+		st.State = "failing"
+	}
+	return st
+}
