@@ -52,6 +52,14 @@ type Limits struct {
 	// How long a request waits for Redis to admit it before it is counted
 	// on this instance alone (from 1ms to 10s). Default: 50ms.
 	RedisTimeout caddy.Duration `json:"redis_timeout,omitempty"`
+
+	// The most clients the instance keeps counts for (its ledger, shared
+	// by every handler: the largest value configured applies). Clients
+	// with nothing counted go first, then the least recently seen under
+	// every limit; a client over a daily limit is kept until its day
+	// ends, and when every client is, new clients are refused (429
+	// too_many_clients) until midnight UTC. Default: 100000.
+	MaxClients int `json:"max_clients,omitempty"`
 }
 
 // Limit names, for metrics and error codes.
@@ -83,12 +91,24 @@ func (l Limits) check() error {
 	if t := time.Duration(l.RedisTimeout); t != 0 && (l.Redis == "" || t < time.Millisecond || t > maxRedisTimeout) {
 		return errors.New("limits: redis_timeout must be from 1ms to 10s, with redis")
 	}
+	if l.MaxClients != 0 && (l.MaxClients < minMaxClients || l.MaxClients > maxMaxClients) {
+		return errors.New("limits: max_clients must be from 10 to 100000000")
+	}
 	return nil
 }
 
-// maxLedgerClients bounds the ledger. Past it, idle clients are dropped
-// first, then the least recently seen (whose counts start again).
+// maxLedgerClients bounds the ledger unless a config sets max_clients.
 var maxLedgerClients = 100_000
+
+// Bounds of max_clients.
+const (
+	minMaxClients = 10
+	maxMaxClients = 100_000_000
+)
+
+// limitTooManyClients refuses a client the ledger has no room for: every
+// client it holds is over a daily limit, and none may be forgotten.
+const limitTooManyClients = "too_many_clients"
 
 // windowSlots counts a rolling minute in seconds: the current second
 // and the 60 before it, so that whatever fell within the last 60 s is
@@ -137,14 +157,73 @@ type clientLedger struct {
 	requests      int64
 	lastSeen      int64 // unix seconds
 	window        *minuteWindow
+	refusedDay    int64 // the day a daily limit refused the client, +1 (0: never)
 }
 
 type ledger struct {
 	mu      sync.Mutex
 	clients map[string]*clientLedger
+	// the limits of every handler that counts here, to tell which clients
+	// are over a daily limit (kept until their day ends)
+	limits map[*spend]Limits
 }
 
-func newLedger() *ledger { return &ledger{clients: map[string]*clientLedger{}} }
+func newLedger() *ledger {
+	return &ledger{clients: map[string]*clientLedger{}, limits: map[*spend]Limits{}}
+}
+
+// register makes s's limits count when the ledger decides whom it may
+// forget; unregister undoes it.
+func (l *ledger) register(s *spend, lim Limits) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.limits[s] = lim
+}
+
+func (l *ledger) unregister(s *spend) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.limits, s)
+}
+
+// capacity is the ledger's bound: the largest max_clients configured.
+// l.mu must be held.
+func (l *ledger) capacity() int {
+	n := 0
+	for _, lim := range l.limits {
+		n = max(n, lim.MaxClients)
+	}
+	if n == 0 {
+		return maxLedgerClients
+	}
+	return n
+}
+
+// overDailyLimit reports whether e is over a daily limit of some handler
+// today (or was refused by one today). l.mu must be held.
+func (l *ledger) overDailyLimit(e *clientLedger, day int64) bool {
+	if e.day != day {
+		return false
+	}
+	if e.refusedDay == day+1 {
+		return true
+	}
+	for _, lim := range l.limits {
+		if lim.TokensPerDay > 0 && e.input+e.output >= lim.TokensPerDay || lim.USDPerDay > 0 && e.cost >= lim.USDPerDay {
+			return true
+		}
+	}
+	return false
+}
+
+// counted reports whether e has anything counted against a limit now:
+// tokens or cost today, or requests in the current minute.
+func (e *clientLedger) counted(now time.Time, day int64) bool {
+	if e.day == day && (e.input+e.output > 0 || e.cost > 0) {
+		return true
+	}
+	return e.window != nil && e.minute(now).sum > 0
+}
 
 // Destruct implements caddy.Destructor.
 func (*ledger) Destruct() error { return nil }
@@ -163,12 +242,16 @@ func releaseLedger() { _, _ = spendPool.Delete(ledgerKey) }
 func utcDay(now time.Time) int64 { return now.Unix() / 86400 }
 
 // entry returns name's counts, created if needed, with the day rolled
-// over. l.mu must be held.
+// over; nil when there is no room for a new client (every client held is
+// over a daily limit today). l.mu must be held.
 func (l *ledger) entry(name string, now time.Time) *clientLedger {
 	e := l.clients[name]
 	if e == nil {
-		if len(l.clients) >= maxLedgerClients {
-			l.evict(now)
+		if capacity := l.capacity(); len(l.clients) >= capacity {
+			l.evict(now, capacity)
+			if len(l.clients) >= capacity {
+				return nil
+			}
 		}
 		e = &clientLedger{}
 		l.clients[name] = e
@@ -180,17 +263,19 @@ func (l *ledger) entry(name string, now time.Time) *clientLedger {
 	return e
 }
 
-// evict makes room: every client idle for a minute with nothing counted
-// today goes; if that is not an eighth of the ledger, the least recently
-// seen go too. l.mu must be held.
-func (l *ledger) evict(now time.Time) {
-	day, idle := utcDay(now), now.Unix()-windowSlots
+// evict makes room, down to seven eighths of capacity (so that the
+// next evictions are far apart): first every client with nothing counted
+// against a limit now; then, least recently seen first, clients under
+// every limit (their counts start again); never a client over a daily
+// limit today. l.mu must be held.
+func (l *ledger) evict(now time.Time, capacity int) {
+	day := utcDay(now)
 	for name, e := range l.clients {
-		if e.lastSeen < idle && (e.day != day || e.input+e.output == 0) {
+		if !e.counted(now, day) {
 			delete(l.clients, name)
 		}
 	}
-	target := maxLedgerClients - maxLedgerClients/8
+	target := capacity - capacity/8
 	if len(l.clients) <= target {
 		return
 	}
@@ -198,12 +283,14 @@ func (l *ledger) evict(now time.Time) {
 		name string
 		at   int64
 	}
-	all := make([]seen, 0, len(l.clients))
+	var under []seen
 	for name, e := range l.clients {
-		all = append(all, seen{name, e.lastSeen})
+		if !l.overDailyLimit(e, day) {
+			under = append(under, seen{name, e.lastSeen})
+		}
 	}
-	slices.SortFunc(all, func(a, b seen) int { return cmp.Compare(a.at, b.at) })
-	for _, s := range all[:len(all)-target] {
+	slices.SortFunc(under, func(a, b seen) int { return cmp.Compare(a.at, b.at) })
+	for _, s := range under[:min(len(under), len(l.clients)-target)] {
 		delete(l.clients, s.name)
 	}
 }
@@ -214,10 +301,15 @@ func (l *ledger) admit(name string, lim Limits, now time.Time) (refused string, 
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e := l.entry(name, now)
+	if e == nil {
+		return limitTooManyClients, time.Unix((utcDay(now)+1)*86400, 0).Sub(now)
+	}
 	if lim.TokensPerDay > 0 && e.input+e.output >= lim.TokensPerDay {
+		e.refusedDay = e.day + 1
 		return limitTokensPerDay, time.Unix((e.day+1)*86400, 0).Sub(now)
 	}
 	if lim.USDPerDay > 0 && e.cost >= lim.USDPerDay {
+		e.refusedDay = e.day + 1
 		return limitUSDPerDay, time.Unix((e.day+1)*86400, 0).Sub(now)
 	}
 	if lim.RequestsPerMinute > 0 {
@@ -240,7 +332,11 @@ func (l *ledger) note(name string, lim Limits, now time.Time) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	w := l.entry(name, now).minute(now)
+	e := l.entry(name, now)
+	if e == nil {
+		return
+	}
+	w := e.minute(now)
 	w.counts[now.Unix()%windowSlots]++
 	w.sum++
 }
@@ -259,6 +355,9 @@ func (l *ledger) record(name string, u usage, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e := l.entry(name, now)
+	if e == nil {
+		return // no room: every client held is over a daily limit today
+	}
 	e.requests++
 	e.input += u.input
 	e.output += u.output

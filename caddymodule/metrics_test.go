@@ -175,7 +175,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		// spend per client (clientmetrics.go): client names are verified and capped in number
 		"client":    regexp.MustCompile(`^(placeholder|other|key:[A-Za-z0-9_.-]{1,128}|sandbox:[A-Za-z0-9_.%-]+/[A-Za-z0-9_.%-]*/[A-Za-z0-9_.%-]+)$`),
 		"direction": regexp.MustCompile(`^(input|output)$`),
-		"limit":     regexp.MustCompile(`^(requests_per_minute|tokens_per_day|usd_per_day)$`),
+		"limit":     regexp.MustCompile(`^(requests_per_minute|tokens_per_day|usd_per_day|too_many_clients)$`),
 		"source":    regexp.MustCompile(`^(static|vercel_oidc)$`),
 		"result":    regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled|edited|unchanged|malformed)$`),
 		"source_id": regexp.MustCompile(`^[0-9a-f]{12}$`),

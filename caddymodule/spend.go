@@ -47,6 +47,7 @@ func (h *Handler) provisionSpend() error {
 			return err
 		}
 		h.spend.limits, h.spend.limited = *l, true
+		h.spend.ledger.register(h.spend, *l)
 		if err := h.spend.provisionRedis(l); err != nil {
 			return err
 		}
@@ -58,6 +59,7 @@ func (h *Handler) provisionSpend() error {
 func (h *Handler) cleanupSpend() {
 	if h.spend != nil {
 		h.spend.releaseRedis()
+		h.spend.ledger.unregister(h.spend)
 		releaseLedger()
 		h.spend = nil
 	}
@@ -120,6 +122,8 @@ func (s *spend) refuse(w http.ResponseWriter, r *http.Request, name, limit strin
 	w.Header().Set("Retry-After", retryAfterSeconds(retry))
 	msg := "this client has used up its requests per minute on this proxy; retry after the time in Retry-After"
 	switch limit {
+	case limitTooManyClients:
+		msg = "this proxy keeps counts for as many clients as it may today, each over a daily limit; retry after the time in Retry-After"
 	case limitTokensPerDay:
 		msg = "this client has used up its tokens for today (UTC) on this proxy; retry after the time in Retry-After"
 	case limitUSDPerDay:

@@ -90,6 +90,14 @@ var limitsOptions = newOptions("limits",
 		l.USDPerDay = usd
 		return nil
 	}},
+	option[Limits]{"max_clients", func(d *caddyfile.Dispenser, l *Limits) error {
+		n, err := positiveArg(d, maxMaxClients)
+		if err == nil && n < minMaxClients {
+			err = d.Errf("max_clients: '%d' is below %d", n, minMaxClients)
+		}
+		l.MaxClients = int(n)
+		return err
+	}},
 	option[Limits]{"redis", func(d *caddyfile.Dispenser, l *Limits) error {
 		if l.Redis != "" {
 			return d.Errf("limits redis is already set; give it once")

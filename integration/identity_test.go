@@ -76,3 +76,43 @@ func TestClientIDsCannotCollide(t *testing.T) {
 		}
 	}
 }
+
+// TestOverLimitClientNotForgotten: a client far over tokens_per_day that
+// idles while many new clients arrive is still refused: the ledger's
+// bound (max_clients) forgets clients with nothing counted, then those
+// under every limit, never one over a daily limit before its day ends.
+func TestOverLimitClientNotForgotten(t *testing.T) {
+	t.Parallel()
+	apiKey, secret := newAPIKey(), newClientKeySecret()
+	gw := newFakeGateway(t, nil, apiKey)
+	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret}},
+		fmt.Sprintf(`	ai_gateway_auth {
+		credential static {env.AI_GATEWAY_API_KEY}
+		client_key_secret {env.CLIENT_KEY_SECRET}
+		limits {
+			tokens_per_day 10
+			max_clients 10
+		}
+	}
+	reverse_proxy %s`, gw.URL()))
+	tc := newTestClient(t)
+	send := func(name string) int {
+		t.Helper()
+		return tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions",
+			map[string]string{"Authorization": "Bearer " + signedClientKey(name, secret)}, chatBody).Status
+	}
+	if got := send("hog"); got != http.StatusOK { // the answer's usage (16 tokens) is over 10
+		t.Fatalf("hog's first request: %d", got)
+	}
+	if got := send("hog"); got != http.StatusTooManyRequests {
+		t.Fatalf("hog over its tokens: %d, want 429", got)
+	}
+	for i := range 40 { // four times the bound of new sandboxes, each under its limit
+		if got := send(fmt.Sprintf("newcomer-%d", i)); got != http.StatusOK && got != http.StatusTooManyRequests {
+			t.Fatalf("newcomer %d: %d", i, got)
+		}
+	}
+	if got := send("hog"); got != http.StatusTooManyRequests {
+		t.Errorf("hog after 40 new clients: %d, want 429 (it was forgotten and started its day again)", got)
+	}
+}
