@@ -383,7 +383,7 @@ func (m *meterWriter) end() {
 		series.estimatedInput.Add(float64(in))
 		series.estimatedOutput.Add(float64(out))
 	}
-	m.spend.ledger.record(m.id, u, time.Now())
+	m.spend.record(m.id, u, time.Now())
 	series.requests.Inc()
 	if !found {
 		return

@@ -284,7 +284,7 @@ func TestFleetLimitsRedis(t *testing.T) {
 			eventually(t, waitTimeout, fmt.Sprintf("the fleet's count has %d tokens", want), func() string {
 				st := limitsStatus(t, fleet[(i+1)%3])
 				for _, c := range st.TopClientsToday {
-					if c.Client == "tpd" && c.InputTokens+c.OutputTokens == want && st.TopClientsFrom == "redis" {
+					if c.Client == "key:tpd" && c.InputTokens+c.OutputTokens == want && st.TopClientsFrom == "redis" {
 						return ""
 					}
 				}

@@ -85,7 +85,7 @@ func TestLimitsUSDPerDay(t *testing.T) {
 	if got := metrics[`caddy_ai_gateway_auth_limit_refusals_total{limit="usd_per_day"}`]; got != 2 {
 		t.Errorf(`limit_refusals_total{limit="usd_per_day"} = %v, want 2`, got)
 	}
-	if got := metrics[`caddy_ai_gateway_auth_client_cost_total{client="budget"}`]; math.Abs(got-0.06) > 1e-9 {
-		t.Errorf(`client_cost_total{client="budget"} = %v, want 0.06`, got)
+	if got := metrics[`caddy_ai_gateway_auth_client_cost_total{client="key:budget"}`]; math.Abs(got-0.06) > 1e-9 {
+		t.Errorf(`client_cost_total{client="key:budget"} = %v, want 0.06`, got)
 	}
 }
