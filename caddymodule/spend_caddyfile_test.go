@@ -40,7 +40,7 @@ func TestSpendCaddyfileErrors(t *testing.T) {
 			[]string{"requests_per_minute: 'lots' is not a whole number from 1 to 1000000"}},
 		{"limit zero", site("\t\tlimits {\n\t\t\ttokens_per_day 0\n\t\t}\n"), 6, []string{"tokens_per_day: '0' is not a whole number from 1"}},
 		{"unknown limit", site("\t\tlimits {\n\t\t\trequests_per_hour 5\n\t\t}\n"), 6,
-			[]string{"unrecognized limits option 'requests_per_hour' (expected requests_per_minute, tokens_per_day, usd_per_day or redis)"}},
+			[]string{"unrecognized limits option 'requests_per_hour' (expected requests_per_minute, tokens_per_day, usd_per_day, max_clients or redis)"}},
 		{"redis alone", site("\t\tlimits {\n\t\t\tredis {env.LIMITS_REDIS_URL}\n\t\t}\n"), 7, []string{"limits needs at least one of"}},
 		{"redis without a URL", site("\t\tlimits {\n\t\t\tusd_per_day 5\n\t\t\tredis\n\t\t}\n"), 7, []string{"redis needs the Redis URL"}},
 		{"redis twice", site("\t\tlimits {\n\t\t\tusd_per_day 5\n\t\t\tredis {env.A}\n\t\t\tredis {env.B}\n\t\t}\n"), 8, []string{"limits redis is already set"}},

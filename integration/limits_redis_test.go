@@ -178,12 +178,24 @@ func TestFleetLimitsRedis(t *testing.T) {
 	t.Parallel()
 	const password = "fleet-redis-pw-6c1f9e0a"
 	rp := startRedis(t, password)
-	apiKey := newAPIKey()
-	gw := newFakeGateway(t, nil, apiKey)
+	// a real fleet: the three share one minted token through one storage
+	// folder (share) and count limits in one Redis
+	v := newFakeVercel(t)
+	gw := newFakeGateway(t, v)
 	secret := newClientKeySecret()
-	env := map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret, "LIMITS_REDIS_URL": rp.URL()}
+	env := mintEnv(v)
+	env["CLIENT_KEY_SECRET"], env["LIMITS_REDIS_URL"] = secret, rp.URL()
+	storage := t.TempDir()
 	site := fmt.Sprintf(`	ai_gateway_auth {
-		credential static {env.AI_GATEWAY_API_KEY}
+		credential vercel_oidc {
+			mint {
+				project      {env.VERCEL_PROJECT_ID}
+				team         {env.VERCEL_TEAM_ID}
+				access_token {env.VERCEL_TOKEN}
+				api          %s
+			}
+			share
+		}
 		client_key_secret {env.CLIENT_KEY_SECRET}
 		limits {
 			requests_per_minute 6
@@ -193,10 +205,10 @@ func TestFleetLimitsRedis(t *testing.T) {
 			}
 		}
 	}
-	reverse_proxy %s`, gw.URL())
+	reverse_proxy %s`, v.URL(), gw.URL())
 	fleet := make([]*caddyProc, 3)
 	for i := range fleet {
-		fleet[i] = startCaddy(t, caddyOptions{Env: env}, site)
+		fleet[i] = startCaddy(t, caddyOptions{Env: env, Global: fmt.Sprintf("\tstorage file_system %s\n", storage)}, site)
 	}
 	waitLimitsHealthy(t, fleet, true)
 	tc := newTestClient(t)
