@@ -83,18 +83,9 @@ func TestClientIDsCannotCollide(t *testing.T) {
 // under every limit, never one over a daily limit before its day ends.
 func TestOverLimitClientNotForgotten(t *testing.T) {
 	t.Parallel()
-	apiKey, secret := newAPIKey(), newClientKeySecret()
+	apiKey := newAPIKey()
 	gw := newFakeGateway(t, nil, apiKey)
-	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret}},
-		fmt.Sprintf(`	ai_gateway_auth {
-		credential static {env.AI_GATEWAY_API_KEY}
-		client_key_secret {env.CLIENT_KEY_SECRET}
-		limits {
-			tokens_per_day 10
-			max_clients 10
-		}
-	}
-	reverse_proxy %s`, gw.URL()))
+	p, secret := signedKeysProxy(t, gw, apiKey, "limits {\n\t\t\ttokens_per_day 10\n\t\t\tmax_clients 10\n\t\t}")
 	tc := newTestClient(t)
 	send := func(name string) int {
 		t.Helper()

@@ -18,6 +18,22 @@ import (
 	"github.com/openai/openai-go/v3/option"
 )
 
+// signedKeysProxy runs a Caddy whose site takes signed client keys and
+// sends a static API key to gw, with extra lines in its ai_gateway_auth
+// block; it returns the proxy and the key secret.
+func signedKeysProxy(t *testing.T, gw *fakeGateway, apiKey, extra string) (*caddyProc, string) {
+	t.Helper()
+	secret := newClientKeySecret()
+	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret}},
+		fmt.Sprintf(`	ai_gateway_auth {
+		credential static {env.AI_GATEWAY_API_KEY}
+		client_key_secret {env.CLIENT_KEY_SECRET}
+		%s
+	}
+	reverse_proxy %s`, extra, gw.URL()))
+	return p, secret
+}
+
 // TestBodyAttributionIsTheProxys: with reporting, a sandbox that writes
 // someone else into its body (Chat Completions' user,
 // providerOptions.gateway.user and .tags, escaped or in capitals) reaches
@@ -25,17 +41,9 @@ import (
 // (Before, a request from alice with "user":"bob" arrived saying bob.)
 func TestBodyAttributionIsTheProxys(t *testing.T) {
 	t.Parallel()
-	apiKey, secret := newAPIKey(), newClientKeySecret()
+	apiKey := newAPIKey()
 	gw := newFakeGateway(t, nil, apiKey)
-	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret}},
-		fmt.Sprintf(`	ai_gateway_auth {
-		credential static {env.AI_GATEWAY_API_KEY}
-		client_key_secret {env.CLIENT_KEY_SECRET}
-		reporting {
-			tags sandboxes
-		}
-	}
-	reverse_proxy %s`, gw.URL()))
+	p, secret := signedKeysProxy(t, gw, apiKey, "reporting {\n\t\t\ttags sandboxes\n\t\t}")
 	tc := newTestClient(t)
 	alice := map[string]string{"Authorization": "Bearer " + signedClientKey("alice", secret)}
 	for _, body := range []string{
@@ -78,19 +86,11 @@ func TestBodyAttributionIsTheProxys(t *testing.T) {
 // refused.) A client that hangs up mid-stream is charged an estimate.
 func TestTokensPerDayHoldsAgainstClients(t *testing.T) {
 	t.Parallel()
-	apiKey, secret := newAPIKey(), newClientKeySecret()
+	apiKey := newAPIKey()
 	gw := newFakeGateway(t, nil, apiKey)
 	gw.VaryUsage()
 	const perDay = 60 // a few requests' worth (usage: 5-101 input, 2-14 output tokens)
-	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret}},
-		fmt.Sprintf(`	ai_gateway_auth {
-		credential static {env.AI_GATEWAY_API_KEY}
-		client_key_secret {env.CLIENT_KEY_SECRET}
-		limits {
-			tokens_per_day %d
-		}
-	}
-	reverse_proxy %s`, perDay, gw.URL()))
+	p, secret := signedKeysProxy(t, gw, apiKey, fmt.Sprintf("limits {\n\t\t\ttokens_per_day %d\n\t\t}", perDay))
 	tc := newTestClient(t)
 	key := func(name string) string { return signedClientKey(name, secret) }
 
