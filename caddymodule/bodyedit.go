@@ -57,7 +57,9 @@ import (
 //     JSON string, whatever its original type; with a nil User they are
 //     removed. Every `providerOptions.gateway.tags` is removed (the
 //     proxy's tags go in a header, and AI Gateway merges body tags with
-//     them). Nothing else in providerOptions is touched, and a `gateway`
+//     them), and so is `providerOptions.gateway.quotaEntityId` (it names
+//     the budget a request is charged to). Nothing else in
+//     providerOptions is touched, and a `gateway`
 //     anywhere else (inside a message, or providerOptions not an object)
 //     is not providerOptions.gateway of the top level.
 //   - Usage (bodyEditOptions.IncludeUsage): a streamed request (its last
@@ -251,6 +253,7 @@ var (
 	beNameProvider  = []byte("providerOptions")
 	beNameGateway   = []byte("gateway")
 	beNameTags      = []byte("tags")
+	beNameQuota     = []byte("quotaEntityId")
 	beNameStream    = []byte("stream")
 	beNameStreamOpt = []byte("stream_options")
 	beNameInclude   = []byte("include_usage")
@@ -913,7 +916,7 @@ func (e *bodyEditor) match(k beKind, quoted []byte) beAction {
 		switch {
 		case bytes.EqualFold(name, beNameUser):
 			return user
-		case bytes.EqualFold(name, beNameTags):
+		case bytes.EqualFold(name, beNameTags), bytes.EqualFold(name, beNameQuota):
 			return actRemove
 		}
 	case kindStreamOpts:

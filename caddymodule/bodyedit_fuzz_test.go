@@ -198,7 +198,7 @@ func expectBodyEdit(in jsonObject, opts bodyEditOptions) (out jsonObject, stream
 					g := jsonObject{}
 					for _, gm := range gw {
 						switch {
-						case fold(gm.Name, "tags"):
+						case fold(gm.Name, "tags"), fold(gm.Name, "quotaEntityId"):
 							noEdit = false
 							continue
 						case fold(gm.Name, "user"):

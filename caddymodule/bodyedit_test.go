@@ -219,6 +219,8 @@ func TestBodyEditAttribution(t *testing.T) {
 		{name: "gateway user removed with nil user", opts: optsAttrNil,
 			in:   `{"providerOptions":{"gateway":{"user":"x","order":["a"],"tags":["t"]}}}`,
 			want: `{"providerOptions":{"gateway":{"order":["a"]}}}`, res: edited},
+		{name: "gateway quota entity", opts: optsAttr,
+			in: `{"providerOptions":{"gateway":{"quotaEntityId":"api_key_id_other","order":["a"]}}}`, want: `{"providerOptions":{"gateway":{"order":["a"]}}}`, res: edited},
 		{name: "gateway tags only", opts: optsAttr,
 			in: `{"providerOptions":{"gateway":{"tags":[]}}}`, want: `{"providerOptions":{"gateway":{}}}`, res: edited},
 		{name: "gateway tags first and duplicated", opts: optsAttr,
