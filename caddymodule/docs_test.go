@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -593,5 +594,26 @@ func TestDocsDefaultAllowPaths(t *testing.T) {
 	}
 	if !slices.Equal(documented, defaultAllowPaths) {
 		t.Errorf("docs/security.md lists the default allow_paths as %v; the code's are %v", documented, defaultAllowPaths)
+	}
+}
+
+// TestDocsStatusExample: the status route's example in docs/status.md is
+// JSON the route could write: it decodes into the route's own types with
+// no unknown field.
+func TestDocsStatusExample(t *testing.T) {
+	text := readDoc(t, "docs/status.md")
+	_, rest, ok := strings.Cut(text, "```json\n")
+	if !ok {
+		t.Fatal("docs/status.md has no ```json example")
+	}
+	example, _, _ := strings.Cut(rest, "```")
+	dec := json.NewDecoder(strings.NewReader(example))
+	dec.DisallowUnknownFields()
+	var report statusReport
+	if err := dec.Decode(&report); err != nil {
+		t.Errorf("the example in docs/status.md is not what the route writes: %v", err)
+	}
+	if len(report.Handlers) == 0 || len(report.Handlers[0].Sources) == 0 {
+		t.Error("the example shows no handler or source")
 	}
 }
