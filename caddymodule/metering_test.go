@@ -297,3 +297,24 @@ func TestClientGoneAfterFinish(t *testing.T) {
 		})
 	}
 }
+
+// `reporting { user {ai_gateway_auth.client} }`, the default as written
+// before client ids, still reports the id: a sandbox that names itself
+// like a key cannot share its user. Anything around the placeholder
+// resolves it as written.
+func TestReportingUserLegacyDefault(t *testing.T) {
+	for user, want := range map[string]string{
+		"{ai_gateway_auth.client}":      "key:legacy",
+		"{ai_gateway_auth.client_id}":   "key:legacy",
+		"name:{ai_gateway_auth.client}": "name:legacy",
+	} {
+		h := spendHandler(t, func(h *Handler) { h.Reporting = &Reporting{User: user} })
+		var hdr http.Header
+		r := chatRequest(t, "legacy", `{"user":"bob"}`)
+		var got []byte
+		serve(t, h, r, upstreamStub(&got, &hdr))
+		if hdr.Get("Ai-Reporting-User") != want || string(got) != `{"user":"`+want+`"}` {
+			t.Errorf("user %s: header %q, body %s; want %s", user, hdr.Get("Ai-Reporting-User"), got, want)
+		}
+	}
+}

@@ -23,6 +23,10 @@ const (
 	maxReportingTag      = 64
 	maxReportingTags     = 10
 	defaultReportingUser = "{ai_gateway_auth.client_id}"
+	// legacyReportingUser was the documented default before client ids:
+	// written alone, it still means the default, the client's id, so that
+	// a config copied from then cannot make two clients one user.
+	legacyReportingUser = "{ai_gateway_auth.client}"
 )
 
 // Reporting stamps every request with the client it came from, for AI
@@ -34,7 +38,10 @@ type Reporting struct {
 	// request ({env.*} at provision); a value AI Gateway would refuse
 	// (over 256 characters, or with bytes a header cannot carry) is
 	// replaced by a stable short form: a cleaned prefix plus a hash.
-	// Default: {ai_gateway_auth.client_id}, the client's unique id.
+	// Default: {ai_gateway_auth.client_id}, the client's unique id;
+	// {ai_gateway_auth.client} alone means the same (it was the default
+	// before client ids). A readable name needs more around it
+	// ("name:{ai_gateway_auth.client}").
 	User string `json:"user,omitempty"`
 
 	// Tags for ai-reporting-tags, at most 10. Placeholders are resolved
@@ -62,7 +69,7 @@ func newReporter(cfg Reporting) (*reporter, error) {
 		user = defaultReportingUser
 	}
 	switch user = strings.TrimSpace(repl.ReplaceKnown(user, "")); {
-	case user == defaultReportingUser:
+	case user == defaultReportingUser || user == legacyReportingUser:
 		rp.userClient = true
 	case strings.Contains(user, "{"):
 		rp.user = user
