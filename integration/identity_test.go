@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 )
 
 // TestClientIDsCannotCollide: a sandbox picks its own name, so a name is
@@ -83,6 +84,9 @@ func TestClientIDsCannotCollide(t *testing.T) {
 // under every limit, never one over a daily limit before its day ends.
 func TestOverLimitClientNotForgotten(t *testing.T) {
 	t.Parallel()
+	if nearUTCMidnight(time.Now()) {
+		t.Skip("UTC midnight is within 2 minutes: the day's tokens could start again between requests")
+	}
 	apiKey := newAPIKey()
 	gw := newFakeGateway(t, nil, apiKey)
 	p, secret := signedKeysProxy(t, gw, apiKey, "limits {\n\t\t\ttokens_per_day 10\n\t\t\tmax_clients 10\n\t\t}")
