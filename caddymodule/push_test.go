@@ -120,13 +120,16 @@ func TestPushAccepted(t *testing.T) {
 // (204) but not used.
 func TestPushOlderTokenNotUsed(t *testing.T) {
 	jwks := newFakeJWKS(t)
-	current := testOIDCToken(t, time.Now().Add(2*time.Hour))
+	// one base time: a later time.Now() could be a second later, and a
+	// token expiring a second after the current one is not older
+	base := time.Now()
+	current := testOIDCToken(t, base.Add(2*time.Hour))
 	h := pushHandler(t, jwks, current, nil)
 	used := pushesTotal.WithLabelValues("used")
 	older := pushesTotal.WithLabelValues("older")
 	u0, o0 := counterValue(used), counterValue(older)
 	for _, exp := range []time.Duration{time.Hour, 2 * time.Hour} {
-		w := pushJSON(t, h, testOIDCToken(t, time.Now().Add(exp)))
+		w := pushJSON(t, h, testOIDCToken(t, base.Add(exp)))
 		if w.Code != http.StatusNoContent || w.Header().Get("Ai-Gateway-Auth-Token-Used") != "false" {
 			t.Errorf("older push: status %d, used %q", w.Code, w.Header().Get("Ai-Gateway-Auth-Token-Used"))
 		}

@@ -260,7 +260,7 @@ func TestLimitsWindows(t *testing.T) {
 		admit := func() (int, string) {
 			w := httptest.NewRecorder()
 			r := clientRequest(t, "clock", "/v1/chat/completions")
-			mw, _, err := s.begin(w, r, any("clock"))
+			mw, _, err := s.begin(w, r, any("key:clock")) // the id ServeHTTP would pass
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -288,7 +288,7 @@ func TestLimitsWindows(t *testing.T) {
 			}
 		}
 
-		s.ledger.record("clock", usage{input: 60, output: 40}, time.Now())
+		s.ledger.record("key:clock", usage{input: 60, output: 40}, time.Now())
 		time.Sleep(2 * time.Minute)
 		if code, ra := admit(); code != 429 || ra != strconv.Itoa(86400-50-15-46-120) {
 			t.Fatalf("over tokens_per_day: %d (Retry-After %s)", code, ra)
@@ -385,12 +385,13 @@ func TestMeterWriterPassesThrough(t *testing.T) {
 		_, err := w.Write([]byte(`{"usage":{"prompt_tokens":1,"completion_tokens":1}}`))
 		return err
 	})
-	w := serve(t, h, clientRequest(t, client, "/v1/chat/completions"), next)
+	// not a generation endpoint: an answer without usage is not estimated
+	w := serve(t, h, clientRequest(t, client, "/v1/embeddings"), next)
 	if !w.Flushed || calls.Load() != 1 {
 		t.Errorf("flushed %v, calls %d", w.Flushed, calls.Load())
 	}
 	// no Content-Type: not scanned
-	if got := counterValue(clientTokensTotal.WithLabelValues(client, "input")); got != 0 {
+	if got := counterValue(clientTokensTotal.WithLabelValues("key:"+client, "input")); got != 0 {
 		t.Errorf("tokens counted from an untyped answer: %v", got)
 	}
 }
