@@ -63,9 +63,16 @@ func (o options[T]) parseOne(d *caddyfile.Dispenser, v *T, unknown string) error
 
 // expected lists the names: "a, b or c".
 func (o options[T]) expected() string {
-	names := caddyfileBlocks[o.block]
-	if len(names) == 1 {
-		return names[0]
+	var b strings.Builder
+	for i, opt := range o.list {
+		switch {
+		case i == 0:
+		case i == len(o.list)-1:
+			b.WriteString(" or ")
+		default:
+			b.WriteString(", ")
+		}
+		b.WriteString(opt.name)
 	}
-	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+	return b.String()
 }

@@ -38,7 +38,7 @@ var (
 	limitRefusalsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
 		Name:      "limit_refusals_total",
-		Help:      "Requests refused with 429 because the client was over a limit, by limit (requests_per_minute, tokens_per_day, usd_per_day).",
+		Help:      "Requests refused with 429 because the client was over a limit, by limit (requests_per_minute, tokens_per_day, usd_per_day, too_many_clients).",
 	}, []string{"limit"})
 
 	limitedCounter = requestsTotal.WithLabelValues(outcomeLimited)

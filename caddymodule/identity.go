@@ -24,7 +24,6 @@ type principal struct {
 }
 
 func (p *principal) nameString() string { return p.name.(string) }
-func (p *principal) idString() string   { return p.id.(string) }
 
 // placeholderPrincipal is every literal client_key's client.
 var placeholderPrincipal = &principal{name: placeholderClient, id: placeholderClient}

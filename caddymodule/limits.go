@@ -166,6 +166,10 @@ type ledger struct {
 	// the limits of every handler that counts here, to tell which clients
 	// are over a daily limit (kept until their day ends)
 	limits map[*spend]Limits
+	// noRoomUntil: an eviction found every client over a daily limit;
+	// until then a new client is refused without scanning the ledger
+	// again (a stream of new clients must not cost a scan each)
+	noRoomUntil time.Time
 }
 
 func newLedger() *ledger {
@@ -248,8 +252,12 @@ func (l *ledger) entry(name string, now time.Time) *clientLedger {
 	e := l.clients[name]
 	if e == nil {
 		if capacity := l.capacity(); len(l.clients) >= capacity {
+			if now.Before(l.noRoomUntil) {
+				return nil
+			}
 			l.evict(now, capacity)
 			if len(l.clients) >= capacity {
+				l.noRoomUntil = now.Add(time.Second)
 				return nil
 			}
 		}
