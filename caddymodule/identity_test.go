@@ -75,8 +75,8 @@ func TestHandlerKeyNamespaces(t *testing.T) {
 		ClientKeySecretsNamespace: "tenant2.example.com",
 	})
 	for key, want := range map[string]string{
-		"sk-file-alice": "key:files/alice",
-		"sk-file-bob":   "key:files/team%2Fbob",
+		"sk-file-alice":                        "key:files/alice",
+		"sk-file-bob":                          "key:files/team%2Fbob",
 		mustSign(t, "alice", testClientSecret): "key:tenant2.example.com/alice",
 	} {
 		r, repl := withReplacer(httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader("{}")))
