@@ -23,8 +23,11 @@ func init() {
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var handler Handler
-	err := handler.UnmarshalCaddyfile(h.Dispenser)
-	return &handler, err
+	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	deriveKeyNamespaces(h, &handler) // keynamespace.go
+	return &handler, nil
 }
 
 // UnmarshalCaddyfile sets up the handler from its Caddyfile block. The
@@ -72,15 +75,22 @@ var handlerOptions = newOptions("ai_gateway_auth",
 		if h.ClientKeysFile != "" {
 			return d.Errf("client_keys_file is already set to %s; give it once", h.ClientKeysFile)
 		}
-		return oneArg(d, &h.ClientKeysFile)
+		if err := oneArg(d, &h.ClientKeysFile); err != nil {
+			return err
+		}
+		h.keySourceOrder = append(h.keySourceOrder, keySourceFile)
+		return keysFileOptions.parseBlock(d, h)
 	}},
 	option[Handler]{"client_key_secret", func(d *caddyfile.Dispenser, h *Handler) error {
 		args := d.RemainingArgs()
 		if len(args) == 0 {
 			return d.Errf("client_key_secret needs a secret, e.g. `client_key_secret {env.CLIENT_KEY_SECRET}`")
 		}
+		if len(h.ClientKeySecrets) == 0 {
+			h.keySourceOrder = append(h.keySourceOrder, keySourceSigned)
+		}
 		h.ClientKeySecrets = append(h.ClientKeySecrets, args...)
-		return nil
+		return keySecretOptions.parseBlock(d, h)
 	}},
 	option[Handler]{"client_keys_revoked_file", func(d *caddyfile.Dispenser, h *Handler) error {
 		if h.ClientKeysRevokedFile != "" {
@@ -165,6 +175,46 @@ var handlerOptions = newOptions("ai_gateway_auth",
 		return nil
 	}},
 )
+
+// keysFileOptions are the options of client_keys_file's block.
+var keysFileOptions = newOptions("client_keys_file",
+	option[Handler]{"namespace", func(d *caddyfile.Dispenser, h *Handler) error {
+		return namespaceArg(d, &h.ClientKeysFileNamespace, nil)
+	}},
+)
+
+// keySecretOptions are the options of client_key_secret's block. The
+// secrets of one ai_gateway_auth block are one key source (rotation), so
+// the namespaces their lines name must agree.
+var keySecretOptions = newOptions("client_key_secret",
+	option[Handler]{"namespace", func(d *caddyfile.Dispenser, h *Handler) error {
+		return namespaceArg(d, &h.ClientKeySecretsNamespace, &h.secretsNamespaceLine)
+	}},
+)
+
+// namespaceArg reads a key source's namespace into dst. line, if not
+// nil, remembers where one was named, so that another line naming a
+// different one is an error that points at both.
+func namespaceArg(d *caddyfile.Dispenser, dst *string, line *int) error {
+	var ns string
+	if err := oneArg(d, &ns); err != nil {
+		return err
+	}
+	if err := checkKeyNamespace(ns); err != nil {
+		return d.Errf("%v", err)
+	}
+	if *dst != "" && *dst != ns {
+		if line != nil {
+			return d.Errf("namespace %s differs from %s, named on line %d: the client_key_secret lines of one block are one key source (rotation), with one namespace; name the same namespace on each, or on one line only", ns, *dst, *line)
+		}
+		return d.Errf("namespace is already set to %s; give it once", *dst)
+	}
+	*dst = ns
+	if line != nil {
+		*line = d.Line()
+	}
+	return nil
+}
 
 // credentialKinds are the kinds of `credential <kind>`.
 var credentialKinds = newOptions("credential",

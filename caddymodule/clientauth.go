@@ -34,6 +34,9 @@ type clientKeys struct {
 	literal []string
 	file    atomic.Pointer[clientKeySet]
 	secrets [][]byte
+	// the namespaces of the signed keys' ids (client_key_secrets_namespace);
+	// the keys file's is applied when it is parsed
+	signedNS string
 	// signed caches verified signed keys (key -> *principal), so an HMAC
 	// is computed once per key, not per request. Only valid keys are
 	// stored, so its size is bounded by the clients that exist.
@@ -61,7 +64,7 @@ func (ck *clientKeys) identify(key string) (*principal, string) {
 			if !valid {
 				return nil, rejectUnknown
 			}
-			p, _ = ck.signed.LoadOrStore(key, keyPrincipal(n))
+			p, _ = ck.signed.LoadOrStore(key, keyPrincipal(ck.signedNS, n))
 		}
 		return ck.unlessRevoked(p.(*principal))
 	}
@@ -104,8 +107,9 @@ func (ck *clientKeys) unlessRevoked(p *principal) (*principal, string) {
 }
 
 // parseClientKeysFile reads "name key" lines; blank lines and # comments
-// are skipped. Errors carry the line number, never the key.
-func parseClientKeysFile(content []byte) (clientKeySet, error) {
+// are skipped. The clients' ids are in namespace ns. Errors carry the
+// line number, never the key.
+func parseClientKeysFile(content []byte, ns string) (clientKeySet, error) {
 	set := clientKeySet{}
 	names := map[string]int{}
 	sc := bufio.NewScanner(bytes.NewReader(content))
@@ -127,7 +131,7 @@ func parseClientKeysFile(content []byte) (clientKeySet, error) {
 		if _, dup := set[d]; dup {
 			return nil, fmt.Errorf("line %d: the key of %q is also another client's key", n, name)
 		}
-		set[d] = keyPrincipal(name)
+		set[d] = keyPrincipal(ns, name)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err

@@ -49,7 +49,7 @@ alice   sk-alice-1
 
 	bob	sk-bob-2   
 # carol sk-carol
-`))
+`), "")
 	if err != nil {
 		t.Fatalf("parseClientKeysFile: %v", err)
 	}
@@ -66,7 +66,7 @@ alice   sk-alice-1
 		t.Error("a commented-out key is accepted")
 	}
 
-	if set, err := parseClientKeysFile(nil); err != nil || len(set) != 0 {
+	if set, err := parseClientKeysFile(nil, ""); err != nil || len(set) != 0 {
 		t.Errorf("empty file: %v keys, err %v", len(set), err)
 	}
 }
@@ -95,7 +95,7 @@ func TestParseClientKeysFileErrors(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseClientKeysFile([]byte(tc.content))
+			_, err := parseClientKeysFile([]byte(tc.content), "")
 			if err == nil {
 				t.Fatal("accepted")
 			}

@@ -127,15 +127,17 @@ func TestDocsCaddyfileReference(t *testing.T) {
 // that is otherwise valid, so that whether the line adapts depends on the
 // line alone.
 var placeholderContext = map[string]string{
-	"ai_gateway_auth": "%s",
-	"credential":      "credential %s",
-	"vercel_oidc":     "credential vercel_oidc {\n%s\n}",
-	"mint":            "credential vercel_oidc {\nmint {\nproject prj_doc\naccess_token {env.DOC_TOKEN}\n%s\n}\n}",
-	"push":            "credential vercel_oidc {\npush /doc-push {\n%s\n}\n}",
-	"vercel_sandbox":  "vercel_sandbox {\naudience https://doc.example\nteam team_doc\n%s\n}",
-	"reporting":       "reporting {\n%s\n}",
-	"limits":          "limits {\nrequests_per_minute 1\n%s\n}",
-	"redis":           "limits {\nrequests_per_minute 1\nredis {env.DOC_REDIS} {\n%s\n}\n}",
+	"ai_gateway_auth":   "%s",
+	"client_keys_file":  "client_keys_file /doc/keys {\n%s\n}",
+	"client_key_secret": "client_key_secret {env.DOC_SECRET} {\n%s\n}",
+	"credential":        "credential %s",
+	"vercel_oidc":       "credential vercel_oidc {\n%s\n}",
+	"mint":              "credential vercel_oidc {\nmint {\nproject prj_doc\naccess_token {env.DOC_TOKEN}\n%s\n}\n}",
+	"push":              "credential vercel_oidc {\npush /doc-push {\n%s\n}\n}",
+	"vercel_sandbox":    "vercel_sandbox {\naudience https://doc.example\nteam team_doc\n%s\n}",
+	"reporting":         "reporting {\n%s\n}",
+	"limits":            "limits {\nrequests_per_minute 1\n%s\n}",
+	"redis":             "limits {\nrequests_per_minute 1\nredis {env.DOC_REDIS} {\n%s\n}\n}",
 }
 
 func adaptHandlerBody(body string) error {

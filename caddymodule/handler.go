@@ -35,7 +35,7 @@ const defaultCredentialWait = 10 * time.Second
 // Placeholders set per request:
 //
 //	{ai_gateway_auth.client}             the client's readable name: "placeholder" for a literal client_key, the key's name (client_keys_file, signed key), or the sandbox name/id
-//	{ai_gateway_auth.client_id}          the client's unique id: "placeholder", "key:<name>" or "sandbox:<team>/<project>/<sandbox id>" (identity.go)
+//	{ai_gateway_auth.client_id}          the client's unique id: "placeholder", "key:<name>", "key:<namespace>/<name>" or "sandbox:<team>/<project>/<sandbox id>" (identity.go)
 //	{ai_gateway_auth.credential_source}  the source whose credential was sent: "static" or "vercel_oidc"
 //	{ai_gateway_auth.usage.input_tokens}  input tokens the response reported (metering on; set when the response ends)
 //	{ai_gateway_auth.usage.output_tokens} output tokens the response reported (likewise)
@@ -54,11 +54,24 @@ type Handler struct {
 	// comment). It is re-read whenever it changes.
 	ClientKeysFile string `json:"client_keys_file,omitempty"`
 
+	// The namespace of the ids of client_keys_file's clients:
+	// key:<namespace>/<name> instead of key:<name>, so that two key
+	// sources of one Caddy (or of fleets sharing one Redis) never give
+	// the same id. 1-64 of A-Z, a-z, 0-9, '.', '_', ':', '-'. The
+	// Caddyfile adapter derives one from the site's address for every
+	// key source but the Caddyfile's first. Default: none.
+	ClientKeysFileNamespace string `json:"client_keys_file_namespace,omitempty"`
+
 	// Secrets under which signed client keys sk-aigw-<name>.<sig> are
 	// accepted (sig: unpadded base64url HMAC-SHA256 of name). Several may
 	// be given, to rotate a secret. Placeholders are resolved at
 	// provision.
 	ClientKeySecrets []string `json:"client_key_secrets,omitempty"`
+
+	// The namespace of the ids of signed keys' clients, as
+	// client_keys_file_namespace (the secrets together are one key
+	// source). Default: none.
+	ClientKeySecretsNamespace string `json:"client_key_secrets_namespace,omitempty"`
 
 	// A file of revoked client names (signed keys and client_keys_file
 	// names), one per line. It is re-read whenever it changes.
@@ -114,6 +127,13 @@ type Handler struct {
 	statusHandle *statusEntry
 	spend        *spend // nil unless reporting, limits or usage_metrics
 	replayBudget *replayBudget
+	keySources   *liveKeySources // this handler's entries in the registry of key sources (keynamespace.go)
+
+	// the key sources in the order the Caddyfile block names them
+	// (keySourceFile, keySourceSigned), for the adapter's namespaces, and
+	// the line that named the secrets' namespace (for errors)
+	keySourceOrder       []string
+	secretsNamespaceLine int
 }
 
 // CaddyModule returns the Caddy module information.
@@ -162,6 +182,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionClientKeys(); err != nil {
 		return err
 	}
+	h.keySources = registerKeySources(ctx, h)
 	if h.VercelSandbox != nil {
 		if h.sandbox, err = newSandboxVerifier(*h.VercelSandbox, h.jwks); err != nil {
 			return err
@@ -182,8 +203,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 }
 
 func (h *Handler) provisionClientKeys() error {
+	for _, o := range [...]struct{ option, ns string }{
+		{"client_keys_file_namespace", h.ClientKeysFileNamespace},
+		{"client_key_secrets_namespace", h.ClientKeySecretsNamespace},
+	} {
+		if o.ns != "" {
+			if err := checkKeyNamespace(o.ns); err != nil {
+				return fmt.Errorf("%s: %v", o.option, err)
+			}
+		}
+	}
 	repl := caddy.NewReplacer()
-	h.keys = &clientKeys{}
+	h.keys = &clientKeys{signedNS: h.ClientKeySecretsNamespace}
 	for _, k := range h.ClientKeys {
 		key := strings.TrimSpace(repl.ReplaceAll(k, ""))
 		if key == "" {
@@ -206,7 +237,7 @@ func (h *Handler) provisionClientKeys() error {
 	}
 	if h.ClientKeysFile != "" {
 		err := h.watch("client_keys_file", h.ClientKeysFile, func(content []byte) error {
-			set, err := parseClientKeysFile(content)
+			set, err := parseClientKeysFile(content, h.ClientKeysFileNamespace)
 			if err == nil {
 				h.keys.file.Store(&set)
 			}
@@ -322,6 +353,7 @@ func (h *Handler) Cleanup() error {
 		w.stop()
 	}
 	unregisterStatus(h.statusHandle)
+	h.keySources.unregister()
 	h.cleanupSpend()
 	return nil
 }

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"fmt"
 	"net/url"
 	"strings"
 )
@@ -16,8 +17,13 @@ import (
 // The ids:
 //
 //	placeholder                               a literal client_key
-//	key:<name>                                a client_keys_file entry or a signed key
+//	key:<name>                                a client_keys_file entry or a signed key, from a key source without a namespace
+//	key:<namespace>/<name>                    the same, from a key source with a namespace (keynamespace.go)
 //	sandbox:<team_id>/<project_id>/<sandbox_id>  a Vercel Sandbox (each part path-escaped)
+//
+// A key's name is path-escaped in its id (a client_keys_file name is free
+// text and may hold a slash), and a namespace holds no slash, so no name
+// of one source can spell another source's id.
 type principal struct {
 	name any // string, boxed once: setting a placeholder then allocates nothing
 	id   any // string, boxed once
@@ -28,9 +34,19 @@ func (p *principal) nameString() string { return p.name.(string) }
 // placeholderPrincipal is every literal client_key's client.
 var placeholderPrincipal = &principal{name: placeholderClient, id: placeholderClient}
 
-// keyPrincipal is the client of a named key (client_keys_file or signed).
-func keyPrincipal(name string) *principal {
-	return &principal{name: name, id: "key:" + name}
+// keyPrincipal is the client of a named key (client_keys_file or signed)
+// from the key source with namespace ns ("" for none).
+func keyPrincipal(ns, name string) *principal {
+	return &principal{name: name, id: keyID(ns, name)}
+}
+
+// keyID is the id of the key client name of the key source with
+// namespace ns.
+func keyID(ns, name string) string {
+	if ns == "" {
+		return "key:" + url.PathEscape(name)
+	}
+	return "key:" + ns + "/" + url.PathEscape(name)
 }
 
 // sandboxPrincipal is the client of a verified Vercel Sandbox token:
@@ -44,4 +60,26 @@ func sandboxPrincipal(c *sandboxClaims) *principal {
 	}
 	id := "sandbox:" + strings.Join([]string{url.PathEscape(c.TeamID), url.PathEscape(c.ProjectID), url.PathEscape(c.SandboxID)}, "/")
 	return &principal{name: name, id: id}
+}
+
+// maxKeyNamespaceLen is the longest key source namespace.
+const maxKeyNamespaceLen = 64
+
+// checkKeyNamespace says what is wrong with a key source's namespace:
+// 1 to 64 of A-Z, a-z, 0-9, '.', '_', ':' and '-' (no '/', which ends
+// the namespace in an id).
+func checkKeyNamespace(ns string) error {
+	if ns == "" || len(ns) > maxKeyNamespaceLen {
+		return fmt.Errorf("namespace %q must be 1 to %d characters", clipped(ns), maxKeyNamespaceLen)
+	}
+	for i := 0; i < len(ns); i++ {
+		if !keyNamespaceByte(ns[i]) {
+			return fmt.Errorf("namespace %q may hold only A-Z, a-z, 0-9, '.', '_', ':' and '-' (no '/' or placeholder)", clipped(ns))
+		}
+	}
+	return nil
+}
+
+func keyNamespaceByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-'
 }

@@ -173,7 +173,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 	allowed := map[string]*regexp.Regexp{
 		"outcome": regexp.MustCompile(`^(forwarded|client_rejected|forbidden|bad_request|no_credential|replayed|limited)$`),
 		// spend per client (clientmetrics.go): client names are verified and capped in number
-		"client":    regexp.MustCompile(`^(placeholder|other|key:[A-Za-z0-9_.-]{1,128}|sandbox:[A-Za-z0-9_.%-]+/[A-Za-z0-9_.%-]*/[A-Za-z0-9_.%-]+)$`),
+		"client":    regexp.MustCompile(`^(placeholder|other|key:(?:[A-Za-z0-9._:-]{1,64}/)?[A-Za-z0-9_.%-]{1,128}|sandbox:[A-Za-z0-9_.%-]+/[A-Za-z0-9_.%-]*/[A-Za-z0-9_.%-]+)$`),
 		"direction": regexp.MustCompile(`^(input|output)$`),
 		"limit":     regexp.MustCompile(`^(requests_per_minute|tokens_per_day|usd_per_day|too_many_clients)$`),
 		"source":    regexp.MustCompile(`^(static|vercel_oidc)$`),

@@ -138,6 +138,10 @@ func TestSandboxAccepted(t *testing.T) {
 			if v, _ := repl.Get("ai_gateway_auth.client"); v != tc.wantClient {
 				t.Errorf("{ai_gateway_auth.client} = %v, want %s", v, tc.wantClient)
 			}
+			// the id is team, project and sandbox id, never the name
+			if v, _ := repl.Get("ai_gateway_auth.client_id"); v != fmt.Sprintf("sandbox:%s/%s/sbx_0123456789", claims["team_id"], testProject) {
+				t.Errorf("{ai_gateway_auth.client_id} = %v, want sandbox:%s/%s/sbx_0123456789", v, claims["team_id"], testProject)
+			}
 			if v, _ := repl.Get("ai_gateway_auth.credential_source"); v != "static" {
 				t.Errorf("{ai_gateway_auth.credential_source} = %v", v)
 			}
@@ -436,7 +440,7 @@ func TestSandboxCacheBounded(t *testing.T) {
 	// fill the cache with entries (cheaper than verifying 10000 tokens)
 	v.mu.Lock()
 	for i := range maxVerifiedSandboxTokens {
-		v.verified[[32]byte{byte(i), byte(i >> 8), 1}] = verifiedSandbox{client: keyPrincipal("x"), expires: time.Now().Add(time.Hour)}
+		v.verified[[32]byte{byte(i), byte(i >> 8), 1}] = verifiedSandbox{client: keyPrincipal("", "x"), expires: time.Now().Add(time.Hour)}
 	}
 	v.mu.Unlock()
 	if _, err := v.identify(sandboxRequest(signTestJWT(t, sandboxTokenClaims(jwks.URL)), nil)); err != nil {

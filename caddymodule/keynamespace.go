@@ -1,0 +1,282 @@
+package caddymodule
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"go.uber.org/zap"
+)
+
+// Key sources and their namespaces. A key source is a handler's
+// client_keys_file, or the set of its client_key_secrets (several secrets
+// of one block are one source: rotation). Every key source of one Caddy
+// counts in one ledger (and reports to one AI Gateway account), so two
+// sources that gave the same ids would share counters and reports: a
+// tenant's alice would use up another tenant's alice's limit. A source
+// with a namespace gives ids key:<namespace>/<name> (identity.go).
+//
+//   - The Caddyfile adapter gives every key source but the Caddyfile's
+//     first one (in file order) that names none a namespace derived from
+//     its site's address, written into the JSON (deriveKeyNamespaces).
+//   - Provision warns when two live key sources of one config would give
+//     the same ids (registerKeySources): equal namespaces, different
+//     sources.
+
+// The kinds of key source.
+const (
+	keySourceFile   = "file"
+	keySourceSigned = "signed"
+)
+
+// keyNamespacesState is the adapter's record of the namespaces of one
+// Caddyfile, kept in the Helper's State (shared by every site block,
+// which are parsed in file order).
+type keyNamespacesState struct {
+	plain bool            // a key source without a namespace was seen: the next ones get one
+	taken map[string]bool // the namespaces named or derived so far
+}
+
+const keyNamespacesStateKey = "ai_gateway_auth.key_namespaces"
+
+// deriveKeyNamespaces gives each of handler's key sources that names no
+// namespace one derived from its site block's first address, unless it
+// is the first such source of the Caddyfile, which keeps plain ids (so a
+// Caddy with one key source gives key:<name>). A derived namespace is
+// made unique among the Caddyfile's: the address, then the address and
+// the kind (.file, .signed), then .2, .3 and so on.
+func deriveKeyNamespaces(h httpcaddyfile.Helper, handler *Handler) {
+	if h.State == nil {
+		return
+	}
+	st, _ := h.State[keyNamespacesStateKey].(*keyNamespacesState)
+	if st == nil {
+		st = &keyNamespacesState{taken: map[string]bool{}}
+		h.State[keyNamespacesStateKey] = st
+	}
+	for _, kind := range handler.keySourceOrder { // the named ones first: a derived one avoids them
+		if ns := *handler.keyNamespace(kind); ns != "" {
+			st.taken[ns] = true
+		}
+	}
+	named := h.IsNamedRoute() // adapted apart, before the sites: never plain
+	for _, kind := range handler.keySourceOrder {
+		ns := handler.keyNamespace(kind)
+		if *ns != "" {
+			continue
+		}
+		if !st.plain && !named {
+			st.plain = true
+			continue
+		}
+		*ns = st.unique(siteNamespace(h), kind)
+	}
+}
+
+// unique returns base, or base with the kind, or with a number, the
+// first that no other key source of the Caddyfile has; and takes it.
+func (st *keyNamespacesState) unique(base, kind string) string {
+	ns := base
+	for n := 1; st.taken[ns]; n++ {
+		if n == 1 {
+			ns = base + "." + kind
+		} else {
+			ns = base + "." + strconv.Itoa(n)
+		}
+	}
+	st.taken[ns] = true
+	return ns
+}
+
+// maxDerivedBase leaves room for a suffix (".signed", ".99") within
+// maxKeyNamespaceLen.
+const maxDerivedBase = maxKeyNamespaceLen - 16
+
+// siteNamespace is the namespace a site block's address gives: scheme
+// and path dropped, other characters outside the namespace's replaced
+// by '_' (tenant2.example.com, :4001, _.example.com). A named route
+// (&(name)) gives route.<name>.
+func siteNamespace(h httpcaddyfile.Helper) string {
+	addr := siteAddress(h) // a named route's is its name
+	if h.IsNamedRoute() {
+		addr = "route." + addr
+	} else {
+		if _, rest, ok := strings.Cut(addr, "://"); ok {
+			addr = rest
+		}
+		addr, _, _ = strings.Cut(addr, "/")
+	}
+	b := []byte(addr)
+	for i, c := range b {
+		if !keyNamespaceByte(c) {
+			b[i] = '_'
+		}
+	}
+	if len(b) > maxDerivedBase {
+		b = b[:maxDerivedBase]
+	}
+	if len(b) == 0 {
+		return "site"
+	}
+	return string(b)
+}
+
+// siteAddress is the first key of the site block the Helper is in.
+// Caddy keeps it in an unexported field (Helper.parentBlock) and has no
+// accessor, so it is read by reflection, read-only; if a Caddy version
+// moves it, the derived namespaces are "site", "site.2", … (still
+// unique; the golden key_namespaces.caddytest fails then).
+func siteAddress(h httpcaddyfile.Helper) string {
+	block := reflect.ValueOf(h).FieldByName("parentBlock")
+	if !block.IsValid() || block.Kind() != reflect.Struct {
+		return ""
+	}
+	keys := block.FieldByName("Keys")
+	if !keys.IsValid() || keys.Kind() != reflect.Slice || keys.Len() == 0 {
+		return ""
+	}
+	key := keys.Index(0)
+	if key.Kind() != reflect.Struct {
+		return ""
+	}
+	text := key.FieldByName("Text")
+	if !text.IsValid() || text.Kind() != reflect.String {
+		return ""
+	}
+	return text.String()
+}
+
+// keyNamespace is the namespace field of the key source of kind.
+func (h *Handler) keyNamespace(kind string) *string {
+	if kind == keySourceFile {
+		return &h.ClientKeysFileNamespace
+	}
+	return &h.ClientKeySecretsNamespace
+}
+
+// keySource is one live key source, as the registry compares it.
+type keySource struct {
+	namespace string
+	identity  string // the kind and the file's path, or a fingerprint of the secrets
+	describe  string // for the log: the option and where, never a secret
+}
+
+// liveKeySources is a handler's entries in the registry.
+type liveKeySources struct {
+	config  <-chan struct{}
+	sources []*keySource
+}
+
+// keySourceRegistry is every provisioned handler's key sources, by
+// config load. Every module of one config load gets a caddy.Context
+// whose context.Context derives from that load's one cancelable context
+// (caddy.go's NewContextWithCause); the HTTP app wraps it with a value
+// per server (ServerCtxKey), so the context itself differs between
+// sites, but its Done channel is the load's. A reload's new and old
+// configs, which live side by side for a moment, never meet.
+var keySourceRegistry = struct {
+	sync.Mutex
+	byConfig map[<-chan struct{}][]*keySource
+}{byConfig: map[<-chan struct{}][]*keySource{}}
+
+// keySourcesOf lists h's key sources (after provisionClientKeys).
+func (h *Handler) keySourcesOf() []*keySource {
+	var out []*keySource
+	if h.ClientKeysFile != "" {
+		path, err := filepath.Abs(caddy.NewReplacer().ReplaceAll(h.ClientKeysFile, ""))
+		if err != nil {
+			path = h.ClientKeysFile
+		}
+		out = append(out, &keySource{namespace: h.ClientKeysFileNamespace, identity: "file " + path,
+			describe: "client_keys_file " + path})
+	}
+	if len(h.keys.secrets) > 0 {
+		describe := "client_key_secret"
+		for _, s := range h.ClientKeySecrets {
+			if isPlaceholder(s) { // never a literal secret
+				describe += " " + s
+			}
+		}
+		out = append(out, &keySource{namespace: h.ClientKeySecretsNamespace, identity: "signed " + secretsFingerprint(h.keys.secrets),
+			describe: describe})
+	}
+	return out
+}
+
+// isPlaceholder reports whether s is one placeholder, such as
+// {env.CLIENT_KEY_SECRET}: the name of a secret, not a secret.
+func isPlaceholder(s string) bool {
+	return len(s) > 2 && s[0] == '{' && s[len(s)-1] == '}' && strings.Count(s, "{") == 1 && strings.Count(s, "}") == 1
+}
+
+// secretsFingerprint identifies a set of secrets without revealing any:
+// the HMAC of a fixed string under each secret, sorted, hashed.
+func secretsFingerprint(secrets [][]byte) string {
+	macs := make([]string, 0, len(secrets))
+	for _, s := range secrets {
+		m := hmac.New(sha256.New, s)
+		m.Write([]byte("ai_gateway_auth key source"))
+		macs = append(macs, string(m.Sum(nil)))
+	}
+	slices.Sort(macs)
+	macs = slices.Compact(macs)
+	sum := sha256.Sum256([]byte(strings.Join(macs, "")))
+	return hex.EncodeToString(sum[:16])
+}
+
+// registerKeySources adds h's key sources to the registry of its config
+// load, and warns for each other live source of that load that would
+// give the same ids: the same namespace, another source.
+func registerKeySources(ctx caddy.Context, h *Handler) *liveKeySources {
+	sources := h.keySourcesOf()
+	if len(sources) == 0 {
+		return nil
+	}
+	config := ctx.Done()
+	keySourceRegistry.Lock()
+	defer keySourceRegistry.Unlock()
+	live := keySourceRegistry.byConfig[config]
+	for _, s := range sources {
+		warned := map[string]bool{}
+		for _, o := range live {
+			if o.namespace != s.namespace || o.identity == s.identity || warned[o.identity] {
+				continue
+			}
+			warned[o.identity] = true
+			ns := s.namespace
+			if ns == "" {
+				ns = "(none)"
+			}
+			h.logger.Warn("two key sources give their clients the same ids, so their clients share limits, metrics and reports; name a different namespace on one of them: client_keys_file <path> { namespace <name> } or client_key_secret <secret> { namespace <name> }",
+				zap.String("namespace", ns), zap.String("source", s.describe), zap.String("other_source", o.describe))
+		}
+		live = append(live, s)
+	}
+	keySourceRegistry.byConfig[config] = live
+	return &liveKeySources{config: config, sources: sources}
+}
+
+// unregister removes the handler's key sources from the registry.
+func (l *liveKeySources) unregister() {
+	if l == nil {
+		return
+	}
+	keySourceRegistry.Lock()
+	defer keySourceRegistry.Unlock()
+	live := slices.DeleteFunc(keySourceRegistry.byConfig[l.config], func(s *keySource) bool {
+		return slices.Contains(l.sources, s)
+	})
+	if len(live) == 0 {
+		delete(keySourceRegistry.byConfig, l.config)
+	} else {
+		keySourceRegistry.byConfig[l.config] = live
+	}
+}
