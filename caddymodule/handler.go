@@ -347,6 +347,8 @@ func (h *Handler) Cleanup() error {
 // upstream one and calls the next handler. The response is not buffered:
 // SSE streams flow through as reverse_proxy writes them.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	// an HTTP/1.1 request that offers h2c is served as HTTP/1.1 (upgrade.go)
+	dropH2CUpgrade(r.Header)
 	if h.pushes != nil {
 		if t := h.pushes[r.URL.Path]; t != nil {
 			return h.servePush(w, r, t)
@@ -589,12 +591,6 @@ func (h *Handler) badRequest(w http.ResponseWriter, r *http.Request, client any,
 			zap.String("method", r.Method))
 	}
 	return writeError(w, r, http.StatusBadRequest, errInvalidRequest, code, message)
-}
-
-// upgradeRequest reports whether r asks to switch protocols: an HTTP/1.1
-// Upgrade, or an HTTP/2 or HTTP/3 extended CONNECT (RFC 8441, WebSockets).
-func upgradeRequest(r *http.Request) bool {
-	return len(r.Header["Upgrade"]) > 0 || r.Method == http.MethodConnect
 }
 
 func remoteIP(r *http.Request) string {
