@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -268,4 +269,63 @@ func TestAllowPathsDocComment(t *testing.T) {
 	if !slices.Equal(documented, defaultAllowPaths) {
 		t.Errorf("the AllowPaths comment gives the default as %q; the code's is %q", documented, defaultAllowPaths)
 	}
+}
+
+// modelPathOracle is the model rule written as a regular expression, to
+// check the hand-written matcher against.
+var modelPathOracle = regexp.MustCompile(`^/v1/models/[A-Za-z0-9._:-]+(/[A-Za-z0-9._:-]+)?(/endpoints)?$`)
+
+// FuzzAllowPaths: whatever request target a client sends (parsed as Go's
+// server does), a path any list allows decodes to itself as the list
+// read it: no dot segment, ;, backslash, %, control or non-ASCII byte
+// once decoded; and the default list allows only its exact paths and
+// what the model rule's regular expression matches.
+func FuzzAllowPaths(f *testing.F) {
+	for _, s := range []string{
+		"/v1/models/openai/gpt-5", "/v1/models/openai/gpt-5/endpoints", "/v1/models/..;/credits",
+		"/v1/models/%252e%252e/credits", "/v1/models/..%00/credits", "/v1/models/%C0%AE%C0%AE/credits",
+		"/v1/chat/completions?x=1", "/v1/models/open%41i/gpt-5", "/v1/%2e%2e/x", "/v1/models/a/b/c",
+		"/v1/models/./x", "/v1/models/x/..", "/v1/models/%3b", "/v1/models/a%2",
+	} {
+		f.Add(s)
+	}
+	lists := map[string]*pathAllowList{}
+	for _, patterns := range [][]string{{"default"}, {"/*"}, {"/v1/*"}} {
+		l, err := newPathAllowList(patterns)
+		if err != nil {
+			f.Fatal(err)
+		}
+		lists[patterns[0]] = l
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return
+		}
+		escaped := u.EscapedPath()
+		for name, l := range lists {
+			if !l.allows(escaped) {
+				continue
+			}
+			decoded := u.Path
+			if strings.ContainsAny(decoded, ";\\%") {
+				t.Fatalf("%s allows %q, which decodes to %q", name, escaped, decoded)
+			}
+			for i := 0; i < len(decoded); i++ {
+				if decoded[i] < 0x20 || decoded[i] >= 0x7f {
+					t.Fatalf("%s allows %q, which decodes to %q", name, escaped, decoded)
+				}
+			}
+			for seg := range strings.SplitSeq(decoded, "/") {
+				if seg == "." || seg == ".." {
+					t.Fatalf("%s allows %q, a dot segment once decoded (%q)", name, escaped, decoded)
+				}
+			}
+			if name == "default" && !slices.Contains(defaultAllowPaths, escaped) &&
+				(!modelPathOracle.MatchString(escaped) || strings.Contains(escaped, "/./") || strings.Contains(escaped, "/../") ||
+					strings.HasSuffix(escaped, "/.") || strings.HasSuffix(escaped, "/..")) {
+				t.Fatalf("the default list allows %q", escaped)
+			}
+		}
+	})
 }
