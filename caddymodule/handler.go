@@ -81,8 +81,25 @@ type Handler struct {
 	// rule, authenticated by their sandbox OIDC token.
 	VercelSandbox *VercelSandbox `json:"vercel_sandbox,omitempty"`
 
-	// Paths that may be sent upstream: exact paths or prefixes ending in
-	// *. Others get 403. Default: /v1/*.
+	// Paths that may be sent upstream; others get 403 path_not_allowed.
+	// Each is an exact path (/v1/models), a prefix ending in * (/v1/*;
+	// * or /* alone allows every path), the model rule
+	// "/v1/models/<model id>[/endpoints]" (a model id of one or two
+	// segments of letters, digits and - _ . :, then optionally
+	// /endpoints), or the word "default" for the default list, so
+	// ["default", "/v1/credits"] adds one path to it. Whatever the list, a
+	// path with a dot segment, a ; or an ambiguous percent-encoding (an
+	// encoded / \ . ; or %, a control byte, a byte of 0x80 or above) is
+	// refused.
+	//
+	// Default: AI Gateway's inference endpoints and model listing only:
+	// /v1/chat/completions, /v1/completions, /v1/responses,
+	// /v1/responses/compact, /v1/messages, /v1/messages/count_tokens,
+	// /v1/embeddings, /v1/images/generations, /v1/images/edits,
+	// /v1/audio/speech, /v1/audio/transcriptions, /v1/rerank, /v2/rerank,
+	// /v1/models and "/v1/models/<model id>[/endpoints]"; never the
+	// account's endpoints (/v1/report, /v1/credits, /v1/generation,
+	// /v1/quotas, /v1/realtime/client-secrets).
 	AllowPaths []string `json:"allow_paths,omitempty"`
 
 	// Request bodies up to this many bytes are kept while they stream
@@ -362,6 +379,8 @@ func (h *Handler) Cleanup() error {
 // upstream one and calls the next handler. The response is not buffered:
 // SSE streams flow through as reverse_proxy writes them.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	// an HTTP/1.1 request that offers h2c is served as HTTP/1.1 (upgrade.go)
+	dropH2CUpgrade(r.Header)
 	if h.pushes != nil {
 		if t := h.pushes[r.URL.Path]; t != nil {
 			return h.servePush(w, r, t)
@@ -604,12 +623,6 @@ func (h *Handler) badRequest(w http.ResponseWriter, r *http.Request, client any,
 			zap.String("method", r.Method))
 	}
 	return writeError(w, r, http.StatusBadRequest, errInvalidRequest, code, message)
-}
-
-// upgradeRequest reports whether r asks to switch protocols: an HTTP/1.1
-// Upgrade, or an HTTP/2 or HTTP/3 extended CONNECT (RFC 8441, WebSockets).
-func upgradeRequest(r *http.Request) bool {
-	return len(r.Header["Upgrade"]) > 0 || r.Method == http.MethodConnect
 }
 
 func remoteIP(r *http.Request) string {

@@ -402,6 +402,8 @@ func TestCaddyfileErrors(t *testing.T) {
 			[]string{`allow_paths pattern "v1/*" must start with /`}},
 		{"allow_paths inner star", site(block(okCreds, okClient, "\t\tallow_paths /v1/*/completions\n")), 5,
 			[]string{`allow_paths pattern "/v1/*/completions": only a trailing * is supported`}},
+		{"allow_paths model rule unquoted", site(block(okCreds, okClient, "\t\tallow_paths /v1/models/<model id>[/endpoints]\n")), 5,
+			[]string{`allow_paths pattern "/v1/models/<model": a path has no <, >, [, ] or space; the model rule is written "/v1/models/<model id>[/endpoints]", quoted in a Caddyfile`}},
 		// self-healing: retry_body_limit, push
 		{"retry_body_limit not a size", site(block(okCreds, okClient, "\t\tretry_body_limit big\n")), 5,
 			[]string{"retry_body_limit: 'big' is not a size up to 1GiB"}},

@@ -29,20 +29,29 @@ var defaultAllowPaths = []string{
 	"/v1/rerank",
 	"/v2/rerank",
 	"/v1/models",
-	"/v1/models/*",
+	modelPaths,
 }
+
+// modelPaths is the pattern for one model's details: /v1/models/ then a
+// model id (one or two segments, provider/model, of [A-Za-z0-9._:-], none
+// of them . or ..) and optionally /endpoints, and nothing else. A prefix
+// (/v1/models/*) let any tail through to a gateway that may resolve it:
+// ..;/credits, %252e%252e/credits, ..%00/credits.
+const modelPaths = "/v1/models/<model id>[/endpoints]"
 
 // allowPathsDefault is the allow_paths word for defaultAllowPaths, so a
 // list can add to the default (allow_paths default /v1/credits).
 const allowPathsDefault = "default"
 
 // pathAllowList matches request paths against patterns: an exact path,
-// or a prefix ending in "*". Paths with dot segments or encoded slashes
-// or dots are refused outright: the upstream could resolve them to a
-// path the list does not allow.
+// a prefix ending in "*", or modelPaths. A path the upstream could
+// resolve to another one (dot segments, ;, encoded separators and dots,
+// double encoding, encoded control or non-ASCII bytes) is refused
+// whatever the patterns say.
 type pathAllowList struct {
 	exact    map[string]bool
 	prefixes []string
+	models   bool // modelPaths is listed
 	any      bool
 }
 
@@ -56,6 +65,12 @@ func newPathAllowList(patterns []string) (*pathAllowList, error) {
 			}
 		case p == "*" || p == "/*":
 			l.any = true
+		case p == modelPaths:
+			l.addPattern(p)
+		case strings.ContainsAny(p, "<>[] "):
+			// e.g. the model rule unquoted in a Caddyfile: /v1/models/<model
+			// and id>[/endpoints]; no such path can match (it is escaped)
+			return nil, fmt.Errorf("allow_paths pattern %q: a path has no <, >, [, ] or space; the model rule is written %q, quoted in a Caddyfile", p, modelPaths)
 		case !strings.HasPrefix(p, "/"):
 			return nil, fmt.Errorf("allow_paths pattern %q must start with / (or be the word default, for AI Gateway's inference paths)", p)
 		case strings.Count(p, "*") > 1 || (strings.Contains(p, "*") && !strings.HasSuffix(p, "*")):
@@ -67,8 +82,13 @@ func newPathAllowList(patterns []string) (*pathAllowList, error) {
 	return l, nil
 }
 
-// addPattern adds a checked pattern: a prefix ending in *, or an exact path.
+// addPattern adds a checked pattern: modelPaths, a prefix ending in *,
+// or an exact path.
 func (l *pathAllowList) addPattern(p string) {
+	if p == modelPaths {
+		l.models = true
+		return
+	}
 	if prefix, ok := strings.CutSuffix(p, "*"); ok {
 		l.prefixes = append(l.prefixes, prefix)
 	} else {
@@ -78,10 +98,13 @@ func (l *pathAllowList) addPattern(p string) {
 
 // allows reports whether the request path (escaped form) may go upstream.
 func (l *pathAllowList) allows(escapedPath string) bool {
-	if hasDotSegmentOrEncoding(escapedPath) {
+	if ambiguousPath(escapedPath) {
 		return false
 	}
 	if l.any || l.exact[escapedPath] {
+		return true
+	}
+	if l.models && isModelPath(escapedPath) {
 		return true
 	}
 	for _, p := range l.prefixes {
@@ -92,14 +115,86 @@ func (l *pathAllowList) allows(escapedPath string) bool {
 	return false
 }
 
-func hasDotSegmentOrEncoding(p string) bool {
-	if strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
-		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") {
-		return true
-	}
-	if strings.IndexByte(p, '%') < 0 {
+// isModelPath reports whether p is one model's details or its endpoints
+// (modelPaths): /v1/models/<provider>/<model>[/endpoints], or a model id
+// of one segment.
+func isModelPath(p string) bool {
+	tail, ok := strings.CutPrefix(p, "/v1/models/")
+	if !ok {
 		return false
 	}
-	lower := strings.ToLower(p)
-	return strings.Contains(lower, "%2f") || strings.Contains(lower, "%2e") || strings.Contains(lower, "%5c")
+	segs := strings.Split(tail, "/")
+	if len(segs) == 3 && segs[2] == "endpoints" {
+		segs = segs[:2]
+	}
+	if len(segs) > 2 {
+		return false
+	}
+	for _, s := range segs {
+		if !isModelIDSegment(s) {
+			return false
+		}
+	}
+	return true
+}
+
+// isModelIDSegment reports whether s is one segment of a model id:
+// letters, digits, - _ . : and not a dot segment.
+func isModelIDSegment(s string) bool {
+	if s == "" || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// ambiguousPath reports whether a server could read the escaped path p as
+// another path than the allow list did, so that it is refused whatever
+// the patterns say:
+//   - a dot segment (/./, /../, or a trailing /. or /..);
+//   - a ; anywhere (servers that take path parameters read /..;/ as /../);
+//   - a percent-encoded /, \, . or ; (a server that decodes before it
+//     resolves sees a separator or a dot segment);
+//   - %25, an encoded %: decoded once it is another encoding
+//     (%252e%252e is %2e%2e);
+//   - an encoded control byte (%00-%1F, %7F), which a server may drop or
+//     stop at (..%00 is ..);
+//   - an encoded byte of %80 or above: no AI Gateway path needs one, and
+//     a lax UTF-8 decoder reads overlong forms as ASCII (%C0%AE is .);
+//   - a % not followed by two hex digits.
+func ambiguousPath(p string) bool {
+	if strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") || strings.IndexByte(p, ';') >= 0 {
+		return true
+	}
+	for i := strings.IndexByte(p, '%'); i >= 0; i = strings.IndexByte(p, '%') {
+		if i+2 >= len(p) || !ishex(p[i+1]) || !ishex(p[i+2]) {
+			return true
+		}
+		switch b := unhex(p[i+1])<<4 | unhex(p[i+2]); {
+		case b < 0x20, b >= 0x7f, b == '%', b == '/', b == '\\', b == '.', b == ';':
+			return true
+		}
+		p = p[i+3:]
+	}
+	return false
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
 }

@@ -4,8 +4,14 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 func TestPathAllowList(t *testing.T) {
@@ -51,6 +57,26 @@ func TestPathAllowList(t *testing.T) {
 		{"/v1/chat/completions/", false, false, true},
 		{"/v1/models/.well-known", true, true, true}, // a dot file, not a dot segment
 		{"/v1/models/a...b", true, true, true},
+		// the default list's model paths: a model id, one or two
+		// segments of [A-Za-z0-9._:-], then optionally /endpoints
+		{"/v1/models/openai/gpt-5/endpoints", true, true, true},
+		{"/v1/models/anthropic/claude-sonnet-4.5", true, true, true},
+		{"/v1/models/bedrock:anthropic.claude_v2", true, true, true},
+		{"/v1/models/endpoints", true, true, true},
+		{"/v1/models/openai/endpoints", true, true, true},
+		{"/v1/models/openai/gpt-5/extra", false, true, true},
+		{"/v1/models/openai/gpt-5/endpoints/x", false, true, true},
+		{"/v1/models/openai/gpt-5/endpoints/endpoints", false, true, true},
+		{"/v1/models/a/b/c/endpoints", false, true, true},
+		{"/v1/models/openai/gpt-5/", false, true, true},
+		{"/v1/models/openai/gpt-5/endpoints/", false, true, true},
+		{"/v1/models/", false, true, true},
+		{"/v1/models//gpt-5", false, true, true},
+		{"/v1/models/open%41i/gpt-5", false, true, true}, // no % in a model id; a harmless one passes a prefix
+		{"/v1/models/gpt%205", false, true, true},
+		{"/v1/models/gpt+5", false, true, true},
+		{"/v1/models/gpt~5", false, true, true},
+		{"/v1/modelsx", false, true, true},
 		// dot segments and encoded separators are refused by every list
 		{"/v1/../admin", false, false, false},
 		{"/v1/./chat/completions", false, false, false},
@@ -64,6 +90,29 @@ func TestPathAllowList(t *testing.T) {
 		{"/v1/chat%2Fcompletions", false, false, false},
 		{"/v1/..%5cadmin", false, false, false},
 		{"/v1/models%2F..%2F..%2Fadmin", false, false, false},
+		// what a server may read as a dot segment or a separator once it
+		// decodes, drops or stops at a byte: refused by every list
+		{"/v1/models/..;/credits", false, false, false},
+		{"/v1/models/openai;v=1/gpt-5", false, false, false},
+		{"/v1/chat/completions;x", false, false, false},
+		{"/v1/models/..%3b/credits", false, false, false},
+		{"/v1/models/..%3B/credits", false, false, false},
+		{"/v1/models/%252e%252e/credits", false, false, false},
+		{"/v1/models/%25/x", false, false, false},
+		{"/v1/models/..%00/credits", false, false, false},
+		{"/v1/models/..%09/credits", false, false, false},
+		{"/v1/models/..%0a/credits", false, false, false},
+		{"/v1/models/..%1F/credits", false, false, false},
+		{"/v1/models/..%7f/credits", false, false, false},
+		{"/v1/models/%C0%AE%C0%AE/credits", false, false, false},
+		{"/v1/models/%c0%ae%c0%ae/credits", false, false, false},
+		{"/v1/models/%e2%80%a4/x", false, false, false},
+		{"/v1/models/x%80", false, false, false},
+		{"/v1/models/x%FF", false, false, false},
+		{"/v1/models/x%", false, false, false},
+		{"/v1/models/x%2", false, false, false},
+		{"/v1/models/x%zz", false, false, false},
+		{"/v1/models/x%%41", false, false, false},
 	} {
 		for name, got := range map[string]bool{"default": def.allows(tc.path), "custom": custom.allows(tc.path), "/*": anyPath.allows(tc.path)} {
 			want := map[string]bool{"default": tc.def, "custom": tc.custom, "/*": tc.anyway}[name]
@@ -75,7 +124,7 @@ func TestPathAllowList(t *testing.T) {
 }
 
 func TestPathAllowListPatternErrors(t *testing.T) {
-	for _, p := range []string{"v1/*", "*/v1", "/v1/*/chat", "/v*/*", "/v1/**", ""} {
+	for _, p := range []string{"v1/*", "*/v1", "/v1/*/chat", "/v*/*", "/v1/**", "", "/v1/models/<model", "id>[/endpoints]", "/v1/models/<id>", "/v1/a b"} {
 		if _, err := newPathAllowList([]string{p}); err == nil {
 			t.Errorf("pattern %q accepted", p)
 		}
@@ -106,6 +155,9 @@ func TestHandlerAllowPaths(t *testing.T) {
 		{def, "/v1/%2e%2e/admin", false},
 		{def, "/v1%2Fchat%2Fcompletions", false},
 		{def, "/v1/chat/completions?x=/../admin", true}, // the query is not the path
+		{def, "/v1/models/openai/gpt-5/endpoints", true},
+		{def, "/v1/models/..;/credits", false},
+		{def, "/v1/models/%C0%AE%C0%AE/credits", false},
 		{narrow, "/v1/chat/completions", true},
 		{narrow, "/v1/models", true},
 		{narrow, "/v1/messages", false},
@@ -160,4 +212,120 @@ func TestAllowPathsDefaultWord(t *testing.T) {
 			t.Errorf("allow_paths default /v1/credits: allows(%q) = %v, want %v", path, got, want)
 		}
 	}
+}
+
+// The model rule of the default list can be listed on its own (quoted in
+// a Caddyfile: it has a space), and is the same rule there.
+func TestAllowPathsModelRule(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`ai_gateway_auth {
+		credential static k
+		client_key sk-placeholder
+		allow_paths /v1/chat/completions "/v1/models/<model id>[/endpoints]"
+	}`)
+	var h Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	l, err := newPathAllowList(h.AllowPaths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]bool{
+		"/v1/chat/completions": true, "/v1/models/openai/gpt-5": true, "/v1/models/openai/gpt-5/endpoints": true,
+		"/v1/models": false, "/v1/models/openai/gpt-5/x": false, "/v1/models/..;/credits": false,
+		"/v1/models/%3Cmodel%20id%3E%5B/endpoints%5D": false,
+	} {
+		if got := l.allows(path); got != want {
+			t.Errorf("allow_paths %q: allows(%q) = %v, want %v", h.AllowPaths, path, got, want)
+		}
+	}
+}
+
+// The AllowPaths doc comment (Caddy's JSON docs are built from it) names
+// the default list as the code has it, in order.
+func TestAllowPathsDocComment(t *testing.T) {
+	src, err := os.ReadFile("handler.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _, ok := strings.Cut(string(src), "\n\tAllowPaths []string")
+	if !ok {
+		t.Fatal("no AllowPaths field in handler.go")
+	}
+	var comment []string
+	lines := strings.Split(before, "\n")
+	for i := len(lines) - 1; i >= 0 && strings.HasPrefix(lines[i], "\t//"); i-- {
+		comment = append([]string{strings.TrimPrefix(lines[i], "\t//")}, comment...)
+	}
+	_, def, ok := strings.Cut(strings.Join(comment, " "), "Default:")
+	if !ok {
+		t.Fatalf("the AllowPaths comment says no Default: %q", comment)
+	}
+	def, _, _ = strings.Cut(def, "; never")
+	var documented []string
+	for _, m := range regexp.MustCompile(`"(/[^"]*)"|(/[A-Za-z0-9/_]+)`).FindAllStringSubmatch(def, -1) {
+		documented = append(documented, m[1]+m[2])
+	}
+	if !slices.Equal(documented, defaultAllowPaths) {
+		t.Errorf("the AllowPaths comment gives the default as %q; the code's is %q", documented, defaultAllowPaths)
+	}
+}
+
+// modelPathOracle is the model rule written as a regular expression, to
+// check the hand-written matcher against.
+var modelPathOracle = regexp.MustCompile(`^/v1/models/[A-Za-z0-9._:-]+(/[A-Za-z0-9._:-]+)?(/endpoints)?$`)
+
+// FuzzAllowPaths: whatever request target a client sends (parsed as Go's
+// server does), a path any list allows decodes to itself as the list
+// read it: no dot segment, ;, backslash, %, control or non-ASCII byte
+// once decoded; and the default list allows only its exact paths and
+// what the model rule's regular expression matches.
+func FuzzAllowPaths(f *testing.F) {
+	for _, s := range []string{
+		"/v1/models/openai/gpt-5", "/v1/models/openai/gpt-5/endpoints", "/v1/models/..;/credits",
+		"/v1/models/%252e%252e/credits", "/v1/models/..%00/credits", "/v1/models/%C0%AE%C0%AE/credits",
+		"/v1/chat/completions?x=1", "/v1/models/open%41i/gpt-5", "/v1/%2e%2e/x", "/v1/models/a/b/c",
+		"/v1/models/./x", "/v1/models/x/..", "/v1/models/%3b", "/v1/models/a%2",
+	} {
+		f.Add(s)
+	}
+	lists := map[string]*pathAllowList{}
+	for _, patterns := range [][]string{{"default"}, {"/*"}, {"/v1/*"}} {
+		l, err := newPathAllowList(patterns)
+		if err != nil {
+			f.Fatal(err)
+		}
+		lists[patterns[0]] = l
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return
+		}
+		escaped := u.EscapedPath()
+		for name, l := range lists {
+			if !l.allows(escaped) {
+				continue
+			}
+			decoded := u.Path
+			if strings.ContainsAny(decoded, ";\\%") {
+				t.Fatalf("%s allows %q, which decodes to %q", name, escaped, decoded)
+			}
+			for i := 0; i < len(decoded); i++ {
+				if decoded[i] < 0x20 || decoded[i] >= 0x7f {
+					t.Fatalf("%s allows %q, which decodes to %q", name, escaped, decoded)
+				}
+			}
+			for seg := range strings.SplitSeq(decoded, "/") {
+				if seg == "." || seg == ".." {
+					t.Fatalf("%s allows %q, a dot segment once decoded (%q)", name, escaped, decoded)
+				}
+			}
+			if name == "default" && !slices.Contains(defaultAllowPaths, escaped) &&
+				(!modelPathOracle.MatchString(escaped) || strings.Contains(escaped, "/./") || strings.Contains(escaped, "/../") ||
+					strings.HasSuffix(escaped, "/.") || strings.HasSuffix(escaped, "/..")) {
+				t.Fatalf("the default list allows %q", escaped)
+			}
+		}
+	})
 }

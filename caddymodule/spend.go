@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"net/http"
+	"net/textproto"
 	"strings"
 	"time"
 
@@ -94,10 +95,23 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*mete
 	return mw, mw.prepare(r, s.reporter != nil, user), nil
 }
 
-// encodedBody reports whether r has a body in a content coding (gzip...).
+// encodedBody reports whether r has a body in a content coding: any
+// Content-Encoding element but identity, in any of the header's lines
+// (a client can send several, and a comma list in each; reading only the
+// first line let `identity` then `gzip` through). Empty elements are
+// ignored, as RFC 9110's list syntax says.
 func encodedBody(r *http.Request) bool {
-	ce := r.Header.Get("Content-Encoding")
-	return ce != "" && !strings.EqualFold(ce, "identity") && r.Body != nil && r.Body != http.NoBody
+	if r.Body == nil || r.Body == http.NoBody {
+		return false
+	}
+	for _, line := range r.Header["Content-Encoding"] {
+		for coding := range strings.SplitSeq(line, ",") {
+			if coding = textproto.TrimString(coding); coding != "" && !strings.EqualFold(coding, "identity") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *spend) refuseEncoding(w http.ResponseWriter, r *http.Request, name string) error {

@@ -59,12 +59,14 @@ func rawExchange(conn net.Conn, method, target string, header map[string]string,
 
 // TestAllowPaths: by default only AI Gateway's inference endpoints and
 // model listing go upstream: a sandbox cannot read the account's spend
-// report, credits or generations with the proxy's credential; any other
-// path, and
-// any path with a dot segment or an encoded dot, slash or backslash (sent
-// as is on the request line, so no client cleans it first), gets 403
-// path_not_allowed and never reaches the gateway. A custom allow_paths
-// replaces the default; `/*` allows any path, but still not dot segments.
+// report, credits or generations with the proxy's credential. Under
+// /v1/models/ only a model id (then optionally /endpoints) passes. Any
+// other path, and any path a server could resolve to another one (a dot
+// segment, a ;, an encoded dot, slash, backslash, semicolon or %, an
+// encoded control or non-ASCII byte; sent as is on the request line, so
+// no client cleans it first), gets 403 path_not_allowed and never
+// reaches the gateway. A custom allow_paths replaces the default; `/*`
+// allows any path, but still not those.
 func TestAllowPaths(t *testing.T) {
 	t.Parallel()
 	apiKey := newAPIKey()
@@ -100,6 +102,16 @@ func TestAllowPaths(t *testing.T) {
 		"/v1/models%2F..%2Fx",
 		"/v1/..%5cadmin",
 		"/v1/%5C..%5Cadmin",
+		// what a server may resolve to /v1/credits once it reads a path
+		// parameter, decodes twice, drops or stops at a control byte, or
+		// reads overlong UTF-8 (all reached the gateway under
+		// /v1/models/* before)
+		"/v1/models/..;/credits",
+		"/v1/models/%252e%252e/credits",
+		"/v1/models/..%00/credits",
+		"/v1/models/..%09/credits",
+		"/v1/models/%C0%AE%C0%AE/credits",
+		"/v1/models/..%3B/credits",
 	}
 	cases := []struct {
 		base, target string
@@ -129,6 +141,15 @@ func TestAllowPaths(t *testing.T) {
 		{customURL, "/v1/messages", 403},
 		{anyURL, "/v1/models", 200},
 		{anyURL, "/admin", 404}, // allowed: the gateway answers
+		// one model's details and endpoints: a model id, then
+		// optionally /endpoints, and nothing else (the gateway answers)
+		{defaultURL, "/v1/models/openai/gpt-5", 404},
+		{defaultURL, "/v1/models/openai/gpt-5/endpoints", 404},
+		{defaultURL, "/v1/models/anthropic/claude-sonnet-4.5", 404},
+		{defaultURL, "/v1/models/openai/gpt-5/endpoints/x", 403},
+		{defaultURL, "/v1/models/openai/gpt-5/", 403},
+		{defaultURL, "/v1/models/a/b/c", 403},
+		{defaultURL, "/v1/models/open%61i/gpt-5", 403},
 	}
 	for _, d := range dotted {
 		cases = append(cases, struct {
