@@ -96,15 +96,19 @@ func (c *Catalog) Highest() Prices {
 // (and counts) an entry it cannot read, ignores members it does not know,
 // and fails when no model with token prices could be read.
 func ParseCatalog(r io.Reader) (*Catalog, error) {
-	lr := &io.LimitedReader{R: r, N: maxCatalogBytes + 1}
-	c, err := parseCatalog(json.NewDecoder(lr))
+	return parseCatalog(r, maxCatalogBytes, maxCatalogModels)
+}
+
+func parseCatalog(r io.Reader, maxBytes int64, maxModels int) (*Catalog, error) {
+	lr := &io.LimitedReader{R: r, N: maxBytes + 1}
+	c, err := decodeCatalog(json.NewDecoder(lr), maxModels)
 	if lr.N <= 0 {
-		return nil, fmt.Errorf("reading catalog: larger than %d MiB", maxCatalogBytes>>20)
+		return nil, fmt.Errorf("reading catalog: larger than %d bytes", maxBytes)
 	}
 	return c, err
 }
 
-func parseCatalog(dec *json.Decoder) (*Catalog, error) {
+func decodeCatalog(dec *json.Decoder, maxModels int) (*Catalog, error) {
 	if err := expectDelim(dec, '{'); err != nil {
 		return nil, err
 	}
@@ -131,8 +135,8 @@ func parseCatalog(dec *json.Decoder) (*Catalog, error) {
 		}
 		entries := 0
 		for dec.More() {
-			if entries++; entries > maxCatalogModels {
-				return nil, fmt.Errorf("reading catalog: more than %d models", maxCatalogModels)
+			if entries++; entries > maxModels {
+				return nil, fmt.Errorf("reading catalog: more than %d models", maxModels)
 			}
 			var raw json.RawMessage
 			if err := dec.Decode(&raw); err != nil {

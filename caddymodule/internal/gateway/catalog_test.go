@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -110,29 +109,37 @@ func TestParseCatalogIgnoresUnknownMembers(t *testing.T) {
 }
 
 func TestParseCatalogBounds(t *testing.T) {
-	t.Run("size", func(t *testing.T) {
-		// A valid catalog whose first entry carries 32 MiB of description.
-		head := `{"data":[{"id":"a/b","type":"language","pricing":{"input":"1","output":"1"},"description":"`
-		tail := `"}]}`
-		r := io.MultiReader(strings.NewReader(head), &repeatReader{b: 'x', n: maxCatalogBytes}, strings.NewReader(tail))
-		if _, err := ParseCatalog(r); err == nil || !strings.Contains(err.Error(), "larger than 32 MiB") {
-			t.Fatalf("err = %v, want larger than 32 MiB", err)
-		}
-	})
-	t.Run("models", func(t *testing.T) {
-		var b bytes.Buffer
+	entry := `{"id":"m/%d","type":"language","pricing":{"input":"0.000001","output":"0.000002"}}`
+	list := func(n int) string {
+		var b strings.Builder
 		b.WriteString(`{"data":[`)
-		for i := range maxCatalogModels + 1 {
+		for i := range n {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			fmt.Fprintf(&b, `{"id":"m/%d","pricing":{"input":"1","output":"1"}}`, i)
+			fmt.Fprintf(&b, entry, i)
 		}
 		b.WriteString(`]}`)
-		if _, err := ParseCatalog(&b); err == nil || !strings.Contains(err.Error(), "more than 100000 models") {
-			t.Fatalf("err = %v, want more than 100000 models", err)
-		}
-	})
+		return b.String()
+	}
+	ten := list(10)
+	if c, err := parseCatalog(strings.NewReader(ten), int64(len(ten)), 10); err != nil || c.Len() != 10 {
+		t.Fatalf("at both bounds: %v", err)
+	}
+	if _, err := parseCatalog(strings.NewReader(ten), int64(len(ten)-1), 10); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("a byte over: err = %v", err)
+	}
+	if _, err := parseCatalog(strings.NewReader(ten), int64(len(ten)), 9); err == nil || !strings.Contains(err.Error(), "more than 9 models") {
+		t.Fatalf("a model over: err = %v", err)
+	}
+	// An endless entry is cut at the bound, not read whole.
+	endless := io.MultiReader(strings.NewReader(`{"data":[{"id":"`), &repeatReader{b: 'x', n: 1 << 40})
+	if _, err := parseCatalog(endless, 1<<20, 10); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("endless: err = %v", err)
+	}
+	if maxCatalogBytes != 32<<20 || maxCatalogModels != 100_000 {
+		t.Fatal("ParseCatalog's bounds are 32 MiB and 100,000 models")
+	}
 }
 
 // repeatReader gives n copies of b.
