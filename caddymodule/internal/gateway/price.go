@@ -19,6 +19,7 @@ type Usage struct {
 // Cost prices u: uncached input at Input, cache reads at CacheRead, cache
 // writes at CacheWrite, output at Output. Negative counts count as 0, and
 // cached tokens beyond Input are priced as cached, never subtracted.
+// [Catalog.Prices] gives the prices to charge a model at.
 func (p Prices) Cost(u Usage) float64 {
 	in, out := max(u.Input, 0), max(u.Output, 0)
 	read, write := max(u.CacheRead, 0), max(u.CacheWrite, 0)

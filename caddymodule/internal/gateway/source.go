@@ -78,9 +78,10 @@ func NewCatalogSource(cfg SourceConfig) (*CatalogSource, error) {
 	if cfg.RetryMin <= 0 {
 		cfg.RetryMin = defaultRetryMin
 	}
-	if cfg.RetryMax < cfg.RetryMin {
-		cfg.RetryMax = max(defaultRetryMax, cfg.RetryMin)
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = defaultRetryMax
 	}
+	cfg.RetryMax = max(cfg.RetryMax, cfg.RetryMin)
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = defaultFetchTimeout
 	}
@@ -170,6 +171,10 @@ func (s *CatalogSource) run(ctx context.Context) {
 				s.setNext(next)
 				continue
 			}
+		}
+		select { // a Refresh asked for before now is this fetch
+		case <-s.refreshCh:
+		default:
 		}
 		last = time.Now()
 		s.mu.Lock()

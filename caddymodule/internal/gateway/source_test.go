@@ -266,6 +266,22 @@ func TestCatalogSourceRefreshIsCoalescedAndSpaced(t *testing.T) {
 	})
 }
 
+// A Refresh asked for before a fetch starts is that fetch.
+func TestCatalogSourceRefreshBeforeStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := catalogAnswers(t, func(int) bool { return false })
+		s := newSource(t, f, SourceConfig{})
+		defer s.Stop()
+		s.Refresh()
+		s.Start()
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		if f.count() != 1 {
+			t.Fatalf("%d fetches", f.count())
+		}
+	})
+}
+
 func TestCatalogSourceFetchTimeoutAndStop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &fake{answer: func(n int, w http.ResponseWriter, r *http.Request) { blockUntilCancelled(w, r) }}
