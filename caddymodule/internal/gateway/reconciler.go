@@ -131,7 +131,8 @@ func (r *Reconciler) SetCredential(f func(context.Context) (string, error)) {
 }
 
 // Enqueue asks for id to be looked up; cb is then called exactly once,
-// from one of the reconciler's goroutines (never from Enqueue), with the
+// from one of the reconciler's goroutines or from Stop (never from
+// Enqueue, so cb may take a lock held around Enqueue), with the
 // record or the final error: one wrapping [ErrRefused], [ErrNotYet] or a
 // transport error once the deadline has passed, or [ErrDropped]. cb must
 // not block for long. Enqueue returns [ErrInvalidID] for an id that is not
