@@ -63,6 +63,8 @@ func FuzzBodyEdit(f *testing.F) {
 		`{"a":1,` + strings.Repeat(" ", 500) + `"user":2}`,
 		`{"m":` + strings.Repeat("[", 999) + strings.Repeat("]", 999) + `}`,
 		`{}`,
+		`{"a":"` + strings.Repeat("QUJD", 40) + "\x01" + strings.Repeat("QUJD", 40) + `"}`,
+		`{"a":"` + strings.Repeat("plain prose ", 20) + "\xc3\xa9\xff" + strings.Repeat("x", 90) + `"}`,
 	}
 	for i, s := range seeds {
 		for mode := range uint8(16) {

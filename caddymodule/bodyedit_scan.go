@@ -602,7 +602,7 @@ func longPlainRun(s []byte) int {
 		b := binary.LittleEndian.Uint64(s[i+8:])
 		c := binary.LittleEndian.Uint64(s[i+16:])
 		d := binary.LittleEndian.Uint64(s[i+24:])
-		if (a-lo*0x20|a|b-lo*0x20|b|c-lo*0x20|c|d-lo*0x20|d)&hi != 0 {
+		if ((a-lo*0x20)|a|(b-lo*0x20)|b|(c-lo*0x20)|c|(d-lo*0x20)|d)&hi != 0 {
 			break
 		}
 	}
@@ -672,13 +672,16 @@ func (e *bodyEditor) utf8Lead(c byte) bool {
 }
 
 // special8 has the high bit set in each byte of x that is '"', '\', below
-// 0x20 or from 0x80, exactly for the lowest such byte (bytes above it may
-// be flagged too: a borrow only runs upwards).
+// 0x20 or from 0x80, exactly for the lowest such byte: bytes above it
+// may be flagged too (a borrow only runs upwards, and starts only at a
+// '"' or a '\'), so the caller checks each candidate. ((x^'"')-1 also
+// flags bytes from 0x80, which | x flags anyway.)
 func special8(x uint64) uint64 {
 	const lo, hi = 0x0101010101010101, 0x8080808080808080
-	q := x ^ (lo * '"')
+	q := x ^ (lo * '"') // a zero byte where x has '"'
 	b := x ^ (lo * '\\')
-	return ((q-lo)&^q | (b-lo)&^b | (x - lo*0x20) | x) & hi
+	// (- and | bind alike in Go: every difference is parenthesised)
+	return ((q - lo) | (b - lo) | (x - lo*0x20) | x) & hi
 }
 
 // unescapeName appends to dst the name a JSON parser reads from raw, the

@@ -2,10 +2,13 @@ package caddymodule
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -804,4 +807,67 @@ func TestBodyEditReader(t *testing.T) {
 		ed.Close()
 		wg.Wait()
 	})
+}
+
+// special8 flags every byte a string must look at, the lowest exactly;
+// longPlainRun never runs past one. Checked against a byte at a time on
+// words built from the bytes around each class's edges.
+func TestStringScanWords(t *testing.T) {
+	edges := []byte{'"', '\\', 0, 1, 0x1f, 0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7e, 0x7f, 0x80, 0xa0, 0xc3, 0xff, 'a', 'n'}
+	rng := rand.New(rand.NewPCG(7, 8))
+	buf := make([]byte, 256)
+	for range 200_000 {
+		for i := range buf[:8] {
+			buf[i] = edges[rng.IntN(len(edges))]
+		}
+		x := binary.LittleEndian.Uint64(buf)
+		m := special8(x)
+		first := -1
+		for i, c := range buf[:8] {
+			special := !plainByte[c]
+			if special && m&(0x80<<(8*i)) == 0 {
+				t.Fatalf("special8(%016x) misses byte %d (%#x)", x, i, c)
+			}
+			if special && first < 0 {
+				first = i
+			}
+		}
+		if first >= 0 && bits.TrailingZeros64(m)>>3 != first {
+			t.Fatalf("special8(%016x): lowest flag at byte %d, the first special is %d", x, bits.TrailingZeros64(m)>>3, first)
+		}
+	}
+	for range 20_000 {
+		for i := range buf {
+			buf[i] = 'a' + byte(rng.IntN(26))
+		}
+		n := rng.IntN(len(buf) + 1)
+		if n < len(buf) {
+			buf[n] = edges[rng.IntN(5)] // '"', '\\' or a control byte
+			if rng.IntN(2) == 0 {
+				buf[n] = 0x80 + byte(rng.IntN(128))
+			}
+		}
+		if got := longPlainRun(buf); got > n {
+			t.Fatalf("longPlainRun ran to %d past the special byte at %d (%#x)", got, n, buf[n])
+		}
+	}
+}
+
+// A bad byte deep in a long run of plain text (where the vectorised
+// search takes over) is refused wherever it falls.
+func TestBodyEditLongRuns(t *testing.T) {
+	for _, bad := range []string{"\x00", "\x1f", "\x7f\xff", "\xc3", "\xe2\x9c", "\xed\xa0\x80"} {
+		for _, at := range []int{0, 63, 64, 65, 100, 127, 128, 129, 1000, 2046, 2047, 2048, 2049, 4095} {
+			in := `{"a":"` + strings.Repeat("Q", at) + bad + strings.Repeat("Q", 3000) + `"}`
+			_, _, err := editAllWays(t, []byte(in), bodyEditOptions{})
+			if err == nil {
+				t.Fatalf("%q after %d plain bytes: accepted", bad, at)
+			}
+			if bad == "\x7f\xff" {
+				if !strings.Contains(err.Error(), fmt.Sprintf("invalid UTF-8 at byte %d", 6+at+1)) {
+					t.Fatalf("%q after %d plain bytes: %v", bad, at, err)
+				}
+			}
+		}
+	}
 }

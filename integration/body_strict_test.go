@@ -126,6 +126,20 @@ func TestHostileBodiesRefused(t *testing.T) {
 			t.Errorf("%s reached the gateway complete (read as %+v)", c, r.Read)
 		}
 	}
+	// the large ones did stream until the problem: the gateway saw them
+	// begin, then fail (all but UTF-16, refused at its second byte)
+	eventually(t, waitTimeout, "the large bodies reach the gateway incomplete", func() string {
+		aborted := 0
+		for _, r := range gw.Requests() {
+			if strings.HasPrefix(r.Header.Get("X-Test-Case"), "large/") && r.BodyErr != "" && len(r.Body) > 64<<10 {
+				aborted++
+			}
+		}
+		if aborted < len(hostileBodies)-1 {
+			return fmt.Sprintf("%d aborted after more than 64 KiB", aborted)
+		}
+		return ""
+	})
 	refused := readAdminMetric(t, p, `caddy_ai_gateway_auth_request_body_edits_total{result="refused"}`) - before
 	if refused != float64(2*len(hostileBodies)) {
 		t.Errorf("request_body_edits_total{result=refused} grew by %v, want %d", refused, 2*len(hostileBodies))
