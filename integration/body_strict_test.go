@@ -51,7 +51,9 @@ var hostileBodies = []hostileBody{
 	{"STREAM_OPTIONS", func(m string) string { return chatObject(m, `,"stream":true,"STREAM_OPTIONS":{"include_usage":false}`) }},
 	{"User", func(m string) string { return chatObject(m, `,"User":"bob"`) }},
 	{"ProviderOptions", func(m string) string { return chatObject(m, `,"ProviderOptions":{"gateway":{"user":"bob"}}`) }},
-	{"Gateway", func(m string) string { return chatObject(m, `,"providerOptions":{"Gateway":{"user":"bob","tags":["team-b"]}}`) }},
+	{"Gateway", func(m string) string {
+		return chatObject(m, `,"providerOptions":{"Gateway":{"user":"bob","tags":["team-b"]}}`)
+	}},
 	{"Tags", func(m string) string {
 		return chatObject(m, `,"providerOptions":{"gateway":{"Tags":["team-b"],"quotaEntityId":"api_key_of_bob"}}`)
 	}},
@@ -103,7 +105,9 @@ func TestHostileBodiesRefused(t *testing.T) {
 			}
 			res := tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions", map[string]string{
 				"Authorization": key, "X-Test-Case": size.name + "/" + hb.name}, body)
-			e := decodeJSON[struct{ Error struct{ Message, Type, Code string } }](t, res.Body)
+			e := decodeJSON[struct {
+				Error struct{ Message, Type, Code string }
+			}](t, res.Body)
 			if res.Status != http.StatusBadRequest || e.Error.Code != "invalid_request_body" || e.Error.Type != "invalid_request_error" ||
 				!strings.HasPrefix(e.Error.Message, "request body: ") {
 				t.Errorf("%s/%s: status %d: %s", size.name, hb.name, res.Status, res.Body)
@@ -222,7 +226,7 @@ func TestSDKBodiesPassByteForByte(t *testing.T) {
 	}{
 		{"openai chat", func(c option.RequestOption, _ aoption.RequestOption) error {
 			_, err := oc.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "openai/gpt-5",
-				Messages: []openai.ChatCompletionMessageParamUnion{openai.SystemMessage("You are terse."), openai.UserMessage(prompt)},
+				Messages:            []openai.ChatCompletionMessageParamUnion{openai.SystemMessage("You are terse."), openai.UserMessage(prompt)},
 				MaxCompletionTokens: openai.Int(512), Temperature: openai.Float(0.2)}, c)
 			return err
 		}},
