@@ -137,9 +137,12 @@ func (m *meterWriter) readJSONBody(r *http.Request, opts bodyEditOptions) error 
 			return err
 		}
 	}
-	r.Body = &heldBody{b: buf}
-	r.ContentLength = int64(len(buf))
-	r.Header["Content-Length"] = []string{strconv.Itoa(len(buf))}
+	m.readAhead.b = buf // in the meterWriter: one allocation less per request
+	r.Body = &m.readAhead
+	if int64(len(buf)) != r.ContentLength {
+		r.ContentLength = int64(len(buf))
+		r.Header["Content-Length"] = []string{strconv.Itoa(len(buf))}
+	}
 	return nil
 }
 

@@ -47,6 +47,9 @@ func bodyRequest(t *testing.T, client, path, body string, length int64) *http.Re
 	r := clientRequest(t, client, path)
 	r.Body = io.NopCloser(strings.NewReader(body))
 	r.ContentLength = length
+	if length >= 0 { // as a server reads it
+		r.Header.Set("Content-Length", strconv.FormatInt(length, 10))
+	}
 	r.Header.Set("Content-Type", "application/json")
 	return r
 }

@@ -105,6 +105,7 @@ type meterWriter struct {
 	body *bodyEditor // nil when the body is not read as JSON
 	// refusalAnswered: the editor's refusal was answered (answerRefused)
 	refusalAnswered bool
+	readAhead       heldBody      // a small body read ahead (bodyread.go)
 	injected        bool          // the editor asks for usage on the client's behalf
 	reqBytes        *countingBody // what the client sent, for an estimate
 	respBytes       int64

