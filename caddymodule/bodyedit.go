@@ -411,10 +411,13 @@ const (
 func (e *bodyEditor) take(n int) {
 	b := e.in[e.r : e.r+n]
 	e.r += n
-	switch e.mode {
-	case modeOut:
+	switch {
+	case e.mode == modeOut && n == 1: // most structure: no call to memmove
+		e.out[e.w] = b[0]
+		e.w++
+	case e.mode == modeOut:
 		e.w += copy(e.out[e.w:], b)
-	case modeHold:
+	case e.mode == modeHold:
 		e.nh += copy(e.hold[e.nh:], b)
 	default:
 		e.compare(b)

@@ -477,9 +477,8 @@ func (e *bodyEditor) scanLiteral() {
 // stringBytes validates string content at the start of s, up to and
 // including the closing quote (end), or all of s. It returns how many
 // bytes it validated; on a refusal, those before the bad byte. Escapes
-// and UTF-8 sequences may straddle two calls (e.sub). Plain bytes are
-// skipped 8 at a time: each word's candidates (special8) are taken in
-// turn without loading it again, and a long run goes to longPlainRun.
+// and UTF-8 sequences may straddle two calls (e.sub): they go a byte at
+// a time, the rest through stringRun.
 func (e *bodyEditor) stringBytes(s []byte) (n int, end bool) {
 	i := 0
 	for i < len(s) {
@@ -490,48 +489,60 @@ func (e *bodyEditor) stringBytes(s []byte) (n int, end bool) {
 			i++
 			continue
 		}
-		var m uint64 // the candidates of the word at i
-		for j := i; i+8 <= len(s); {
-			if m = special8(binary.LittleEndian.Uint64(s[i:])); m != 0 {
-				break
-			}
-			if i += 8; i-j >= 64 { // a long run (base64, prose)
-				i += longPlainRun(s[i:])
-				j = i
-			}
+		if i, end = e.stringRun(s, i); end || e.err != nil {
+			return i, end
 		}
-		if m == 0 { // fewer than 8 bytes left: a byte at a time
-			for i < len(s) && plainByte[s[i]] {
-				i++
-			}
-			if i < len(s) {
-				if i, end = e.stringSpecial(s, i); end || e.err != nil {
-					return i, end
-				}
+	}
+	return i, false
+}
+
+// stringRun validates s from i to the closing quote (end), the end of s,
+// a refusal, or an escape or character that goes on a byte at a time
+// (e.sub). Plain bytes are skipped 8 at a time: each word's candidates
+// (special8) are taken in turn without loading it again; after 64 plain
+// bytes, a long run (base64, prose) goes to longPlainRun.
+func (e *bodyEditor) stringRun(s []byte, i int) (next int, end bool) {
+	clean := 0
+	for i+8 <= len(s) {
+		m := special8(binary.LittleEndian.Uint64(s[i:]))
+		if m == 0 {
+			if i, clean = i+8, clean+8; clean >= 64 {
+				i += longPlainRun(s[i:])
+				clean = 0
 			}
 			continue
 		}
+		clean = 0
 		base := i
 		for ; m != 0; m &= m - 1 {
 			k := base + bits.TrailingZeros64(m)>>3
 			c := s[k]
 			switch {
-			case k < i || plainByte[c]:
-				// inside what the last one took, or not special after all
+			case k < i:
+				// inside what the last one took (a character, an escape)
 			case c == '\\' && k+1 < len(s) && simpleEscape[s[k+1]]:
 				i = k + 2
+			case c == '"':
+				return k + 1, true
+			case c >= 0xc2 && c <= 0xdf && k+1 < len(s) && s[k+1]&0xc0 == 0x80: // é
+				i = k + 2
+			case plainByte[c]:
+				// not special after all: a borrow's flag (special8)
 			default:
-				if i, end = e.stringSpecial(s, k); end || e.err != nil {
+				if i, end = e.stringSpecial(s, k); end || e.err != nil || e.sub != subNone {
 					return i, end
-				}
-				if e.sub != subNone {
-					m = 0 // the rest a byte at a time
-					continue
 				}
 			}
 		}
-		if e.sub == subNone {
-			i = max(i, base+8) // the rest of the word had no candidate
+		i = max(i, base+8) // the rest of the word had no candidate
+	}
+	for i < len(s) { // fewer than 8 bytes left: a byte at a time
+		if plainByte[s[i]] {
+			i++
+			continue
+		}
+		if i, end = e.stringSpecial(s, i); end || e.err != nil || e.sub != subNone {
+			return i, end
 		}
 	}
 	return i, false
