@@ -209,6 +209,15 @@ func (s *spend) refuseCharset(w http.ResponseWriter, r *http.Request, name strin
 		"send the request body as UTF-8 JSON: this proxy reads it as such (no charset but utf-8 in Content-Type)")
 }
 
+// countForwarded counts a request sent upstream, unless its body was
+// refused as it streamed: answerRefused counts that one a bad request.
+func countForwarded(w http.ResponseWriter) {
+	if m, ok := w.(*meterWriter); ok && m.body != nil && m.body.Refusal() != nil && !m.wroteHeader {
+		return
+	}
+	forwardedCounter.Inc()
+}
+
 // answerRefused gives the client 400 invalid_request_body for a body the
 // editor refused as it streamed, instead of the error reverse_proxy
 // returned when its upstream request was aborted; only while no answer

@@ -101,7 +101,7 @@ func TestBodyRefusedBeforeUpstream(t *testing.T) {
 			if tc.ctype != "" {
 				r.Header.Set("Content-Type", tc.ctype)
 			}
-			refused, bad := counterValue(bodyEditsTotal.WithLabelValues("refused")), counterValue(badRequestCounter)
+			refused, bad, fwd := counterValue(bodyEditsTotal.WithLabelValues("refused")), counterValue(badRequestCounter), counterValue(forwardedCounter)
 			logs.TakeAll()
 			next := &bodyRecorder{}
 			w := serve(t, h, r, next)
@@ -135,6 +135,9 @@ func TestBodyRefusedBeforeUpstream(t *testing.T) {
 			}
 			if got := counterValue(badRequestCounter); got != bad+1 {
 				t.Errorf("the 400 was counted %v times", got-bad)
+			}
+			if got := counterValue(forwardedCounter); got != fwd {
+				t.Errorf("the refused request was also counted forwarded")
 			}
 			if l := logs.FilterMessage("request refused").FilterField(zap.String("code", "invalid_request_body")); l.Len() != 1 {
 				t.Errorf("%d request refused log lines with code invalid_request_body", l.Len())

@@ -396,8 +396,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // 401 when the credential's source can replace it.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, src int, cred *Credential) error {
 	if h.refusables[src] == nil { // a static key: no replay
-		forwardedCounter.Inc()
-		return next.ServeHTTP(w, r)
+		err := next.ServeHTTP(w, r)
+		countForwarded(w)
+		return err
 	}
 	return h.serveWithReplay(w, r, next, src, cred, h.refusables[src])
 }
@@ -458,7 +459,7 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 	err := next.ServeHTTP(&a.rw, r)
 	if !a.rw.held {
 		r.Body = origBody
-		forwardedCounter.Inc()
+		countForwarded(w)
 		return err
 	}
 

@@ -18,11 +18,13 @@ import (
 // Metering that the request's shape cannot switch off. With metering on
 // (reporting, limits or usage_metrics):
 //
-//   - a request body is edited as it streams upstream (bodyedit.go): the
-//     proxy's attribution replaces the client's (with reporting), and a
-//     streamed Chat Completions request asks for its usage
-//     (stream_options.include_usage), whose usage-only chunk is then
-//     hidden from a client that did not ask for it;
+//   - a JSON request body is read strictly, and refused (400
+//     invalid_request_body) where a parser could read it otherwise than
+//     the proxy (bodyread.go); it is edited as it goes upstream
+//     (bodyedit.go): the proxy's attribution replaces the client's (with
+//     reporting), and a streamed Chat Completions request asks for its
+//     usage (stream_options.include_usage), whose usage-only chunk is
+//     then hidden from a client that did not ask for it;
 //   - a client that hangs up once the answer's content is complete
 //     (a finish_reason is out, only the usage chunk is left) does not
 //     stop the proxy from reading that chunk: the upstream request
