@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -283,5 +284,57 @@ func TestSDKBodiesPassByteForByte(t *testing.T) {
 		if r.ContentLength != int64(len(sent.body)) || sent.length != int64(len(sent.body)) {
 			t.Errorf("%s: the SDK sent Content-Length %d, the gateway got %d (-1: chunked) for %d bytes", c.name, sent.length, r.ContentLength, len(sent.body))
 		}
+	}
+}
+
+// TestHostileBodyAbortedOverHTTP2: AI Gateway is reached over HTTP/2,
+// where a request body ends with END_STREAM rather than a final chunk.
+// A large body the proxy refuses as it streams is reset there too: the
+// upstream's read of it fails, and the client gets the 400. (Before,
+// the body went whole.)
+func TestHostileBodyAbortedOverHTTP2(t *testing.T) {
+	t.Parallel()
+	type seen struct {
+		proto string
+		n     int
+		err   error
+	}
+	got := make(chan seen, 1)
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		got <- seen{r.Proto, len(b), err}
+		if err == nil {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}`)
+		}
+	}))
+	up.Config.Protocols = new(http.Protocols)
+	up.Config.Protocols.SetUnencryptedHTTP2(true) // h2c, as the TLS leg to AI Gateway negotiates h2
+	up.Start()
+	t.Cleanup(up.Close)
+	secret := newClientKeySecret()
+	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": newAPIKey(), "CLIENT_KEY_SECRET": secret}},
+		fmt.Sprintf(`	ai_gateway_auth {
+		credential static {env.AI_GATEWAY_API_KEY}
+		client_key_secret {env.CLIENT_KEY_SECRET}
+		usage_metrics
+	}
+	reverse_proxy h2c://%s`, strings.TrimPrefix(up.URL, "http://")))
+	tc := newTestClient(t)
+	key := "Bearer " + signedClientKey("h2", secret)
+	large := "[" + strings.Repeat(`{"role":"user","content":"`+strings.Repeat("x", 1000)+`"},`, 80) + `{"role":"user","content":"hi"}]`
+
+	res := tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions", map[string]string{"Authorization": key}, chatObject(large, `,"stream":true,"Stream":false`))
+	if res.Status != http.StatusBadRequest || res.Header.Get("X-Ai-Gateway-Auth-Error") != "invalid_request_body" {
+		t.Fatalf("status %d: %s", res.Status, res.Body)
+	}
+	s := <-got
+	if s.proto != "HTTP/2.0" || s.err == nil || s.n < 64<<10 {
+		t.Fatalf("the upstream read %d bytes over %s, then %v; want an HTTP/2 body reset after more than 64 KiB", s.n, s.proto, s.err)
+	}
+	// a good body goes whole over the same protocol
+	res = tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions", map[string]string{"Authorization": key}, chatObject(large, ""))
+	if s := <-got; res.Status != http.StatusOK || s.err != nil || s.proto != "HTTP/2.0" {
+		t.Fatalf("a good body: status %d, the upstream read %d bytes over %s, then %v", res.Status, s.n, s.proto, s.err)
 	}
 }
