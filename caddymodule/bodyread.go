@@ -57,9 +57,10 @@ var jsonPaths = map[string]bool{
 
 // jsonRequest reports whether r's body is to be read as JSON: a JSON
 // endpoint (a trailing slash changes nothing), or a JSON Content-Type;
-// and a body, or a method that has one (an empty POST is refused).
+// and a body, or a method that has one (an empty POST is refused, a
+// bodyless GET or OPTIONS is not read).
 func jsonRequest(r *http.Request) bool {
-	if r.ContentLength == 0 && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+	if r.ContentLength == 0 && r.Method != http.MethodPost && r.Method != http.MethodPut && r.Method != http.MethodPatch {
 		return false
 	}
 	if jsonPaths[strings.TrimRight(r.URL.Path, "/")] {

@@ -185,6 +185,15 @@ func TestBodyContentLength(t *testing.T) {
 			t.Fatalf("status %d, Content-Length %d %q, the body changed: %v", w.Code, next.contentLength, next.header.Get("Content-Length"), string(next.body) != body)
 		}
 	})
+	t.Run("bodyless GET and OPTIONS are not read", func(t *testing.T) {
+		for _, method := range []string{http.MethodGet, http.MethodOptions, http.MethodHead} {
+			r := bodyRequest(t, "length", "/v1/chat/completions", "", 0)
+			r.Method, r.Body = method, http.NoBody
+			if w := serve(t, h, r, &bodyRecorder{}); w.Code != http.StatusOK {
+				t.Errorf("%s: status %d", method, w.Code)
+			}
+		}
+	})
 	t.Run("multipart is not read", func(t *testing.T) {
 		body := "--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nm\r\n--x--\r\n"
 		r := bodyRequest(t, "length", "/v1/audio/transcriptions", body, int64(len(body)))
