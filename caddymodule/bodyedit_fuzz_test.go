@@ -3,44 +3,68 @@ package caddymodule
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
-// FuzzBodyEdit checks the editor against encoding/json as the oracle.
-// For any input: reading it in random small pieces from a source that
-// hands it out in random small pieces gives the same output and result as
-// one big read; an output that differs from the input says Edited; with no
-// edit asked for, the output is the input. For any input that
-// encoding/json accepts as an object: the output is valid JSON and,
-// decoded in order (duplicates kept), equals the input decoded with the
-// edits applied by a second implementation below; Streamed and
-// ClientUsage agree with it; and an input with nothing to edit comes out
-// byte for byte.
+// FuzzBodyEdit checks the editor against strict parsers. For any input
+// and options:
+//
+//   - reading it in random small pieces from a source that hands it out
+//     in random small pieces gives the same output, result and error as
+//     one big read;
+//   - either the editor refuses it, or the input was what it must accept:
+//     one JSON object (encoding/json's json.Valid, and valid UTF-8) no
+//     deeper than bodyEditMaxDepth, with every controlled member of an
+//     inspected object spelled exactly and once, and a boolean or null
+//     stream. Conversely every such input is accepted (the editor is
+//     exactly that strict);
+//   - when it accepts, its output is valid JSON, and a strict parser
+//     (encoding/json into map[string]any: case-sensitive, the last of
+//     two equal names wins, as JSON.parse) reads every controlled member
+//     as the editor decided: user the proxy's or absent, no tags nor
+//     quotaEntityId in providerOptions.gateway, stream as Result says,
+//     include_usage true when streamed and asked. Decoded in order, the
+//     output equals the input with the documented edits applied by a
+//     second implementation below; an input with nothing to edit, or no
+//     edit asked, comes out byte for byte.
 func FuzzBodyEdit(f *testing.F) {
 	seeds := []string{
 		`{"model":"m","messages":[{"role":"user","content":"hi \"there\"\n","user":"x"}],"stream":true,"user":"sandbox"}`,
-		`{"user":1,"USER":{"a":[1,2]},"us\u0065r":null,"uſer":"x","n":-1.5e+3}`,
-		`{"providerOptions":{"gateway":{"order":["a"],"user":"x","tags":["t"],"TAGS":[],"only":["b"]},"openai":{"user":"k"}}}`,
-		`{"providerOptions":{"x":{"gateway":{"user":"x"}}},"providerOptions":[1],"providerOptions":{"gateway":null}}`,
+		`{"user":1,"n":-1.5e+3,"m":[true,false,null]}`,
+		`{"providerOptions":{"gateway":{"order":["a"],"user":"x","tags":["t"],"only":["b"]},"openai":{"user":"k"}}}`,
+		`{"providerOptions":{"gateway":{"quotaEntityId":"api_key_id_other","order":["a"]}}}`,
+		`{"providerOptions":{"gateway":{"models":["x"],"quotaEntityId":{"id":"q"},"tags":[],"user":null}},"user":"u"}`,
+		`{"providerOptions":{"gateway":{"quotaEntityId":"a","quotaEntityId":"b"}}}`,
+		`{"providerOptions":{"gateway":{"QuotaEntityId":"q"}}}`,
+		`{"providerOptions":{"gateway":{"quotaEntit\u0079Id":"q"}}}`,
+		`{"providerOptions":{"x":{"gateway":{"user":"x"}}},"messages":[{"providerOptions":{"gateway":{"quotaEntityId":"q"}}}]}`,
 		`{"stream_options":null,"stream":true}`,
-		`{"stream_options":{"include_usage":false,"x":1},"stream":true,"stream":false,"stream":true}`,
-		`{"stream":true,"stream_options":{"include_usage":true,"INCLUDE_USAGE":false}}`,
-		`{"stream":true,"stream_options":7,"stream_options":{}}`,
+		`{"stream_options":{"include_usage":false,"x":1},"stream":true}`,
+		`{"stream":true,"stream_options":{"include_usage":true}}`,
+		`{"stream":true,"stream_options":7}`,
 		" \n{ \"user\" : \"a\" ,\t\"stream\" :true , \"b\":[ ] }\r\n",
-		`{"a":[[[[{"user":"x","stream":true}]]]],"b":"\\\"\u00e9\ud83d\ude00"}`,
-		"{\"content\":\"\xff\xfe\",\"\xffuser\":1,\"user\":\"\xff\"}",
+		"\xef\xbb\xbf{\"stream\":false,\"stream\":true}",
+		`{"a":[[[[{"user":"x","stream":true}]]]],"b":"\\\"\u00e9\ud83d\ude00\ud800"}`,
+		`{"model":"m","stream":true,"Stream":false}`,
+		`{"ſtream":false,"str\u0065am":1,"us\u0065r":"x","USER":"y"}`,
+		"{\"content\":\"\xff\xfe\",\"user\":\"\xe2\x9c\"}",
 		`{"a":1,,"user":"b"}`,
 		`{"user":"a"} {"user":"b"}`,
 		`[{"user":"a"}]`,
 		``,
 		`{"stream":tru`,
-		`{"us\er":1,"stream":"true"}`,
-		`{"` + strings.Repeat("x", 120) + `":1,"user":2}`,
+		`{"stream":"true"}`,
+		`{"` + strings.Repeat("x", 130) + `":1,"user":2}`,
 		`{"a":1,` + strings.Repeat(" ", 500) + `"user":2}`,
+		`{"m":` + strings.Repeat("[", 999) + strings.Repeat("]", 999) + `}`,
 		`{}`,
+		`{"a":"` + strings.Repeat("QUJD", 40) + "\x01" + strings.Repeat("QUJD", 40) + `"}`,
+		`{"a":"` + strings.Repeat("plain prose ", 20) + "\xc3\xa9\xff" + strings.Repeat("x", 90) + `"}`,
 	}
 	for i, s := range seeds {
 		for mode := range uint8(16) {
@@ -55,7 +79,7 @@ func FuzzBodyEdit(f *testing.F) {
 				opts.User = strPtr("ü\"<x>\\\x01\xff")
 			}
 		}
-		out, res := editAll(t, in, opts)
+		out, res, err := edit(t, in, opts, nil, nil)
 
 		// Any pieces give the same output.
 		rng := rand.New(rand.NewPCG(seed, uint64(len(in))))
@@ -66,15 +90,26 @@ func FuzzBodyEdit(f *testing.F) {
 			}
 			return s
 		}
-		ed := newBodyEditor(&chunkedReader{data: in, sizes: sizes()}, opts)
-		if got := readAllIn(t, ed, sizes()); !bytes.Equal(got, out) {
-			t.Fatalf("in pieces:\n%q\none read:\n%q", got, out)
+		got, r, e := edit(t, in, opts, sizes(), sizes())
+		if !bytes.Equal(got, out) || r != res || (e == nil) != (err == nil) || e != nil && e.Error() != err.Error() {
+			t.Fatalf("in pieces: %q %+v %v\none read: %q %+v %v", got, r, e, out, res, err)
 		}
-		if r := ed.Result(); r != res {
-			t.Fatalf("in pieces: %+v; one read: %+v", r, res)
+
+		why := mustRefuse(in)
+		if err != nil {
+			if !errors.Is(err, errBodyRefused) || !res.Refused || res.Done {
+				t.Fatalf("error %v, result %+v", err, res)
+			}
+			if why == "" {
+				t.Fatalf("refused %q (%v), which a strict parser reads as the proxy does", in, err)
+			}
+			return
 		}
-		if !res.Done {
-			t.Fatalf("not Done: %+v", res)
+		if why != "" {
+			t.Fatalf("accepted %q, which must be refused: %s", in, why)
+		}
+		if !res.Done || res.Refused {
+			t.Fatalf("accepted, but %+v", res)
 		}
 		if !res.Edited && !bytes.Equal(out, in) {
 			t.Fatalf("not Edited, but\n%q\nbecame\n%q", in, out)
@@ -82,28 +117,23 @@ func FuzzBodyEdit(f *testing.F) {
 		if !opts.Attribution && !opts.IncludeUsage && !bytes.Equal(out, in) {
 			t.Fatalf("no edit asked, but\n%q\nbecame\n%q", in, out)
 		}
-
-		// Valid objects: the oracle.
-		if !json.Valid(in) || bytes.TrimLeft(in, " \t\r\n")[0] != '{' {
-			return
-		}
-		if res.Malformed {
-			t.Fatalf("a valid object is Malformed: %q", in)
-		}
-		if !json.Valid(out) {
+		body, outBody := bytes.TrimPrefix(in, bom), bytes.TrimPrefix(out, bom)
+		if !json.Valid(outBody) {
 			t.Fatalf("invalid output\n%q\nfrom\n%q", out, in)
 		}
-		inTree, err := decodeOrdered(in)
+		checkStrictReading(t, outBody, opts, res)
+
+		inTree, err := decodeOrdered(body)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want, streamed, clientUsage, noEdit := expectBodyEdit(inTree.(jsonObject), opts)
-		got, err := decodeOrdered(out)
+		gotTree, err := decodeOrdered(outBody)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("input\n%s\noutput\n%s\ndecoded %v\nwant %v", in, out, got, want)
+		if !reflect.DeepEqual(gotTree, want) {
+			t.Fatalf("input\n%s\noutput\n%s\ndecoded %v\nwant %v", in, out, gotTree, want)
 		}
 		if res.Streamed != streamed || res.ClientUsage != clientUsage {
 			t.Fatalf("%+v, want Streamed %v, ClientUsage %v, for %s", res, streamed, clientUsage, in)
@@ -115,22 +145,157 @@ func FuzzBodyEdit(f *testing.F) {
 	})
 }
 
+var bom = []byte("\xef\xbb\xbf")
+
+// checkStrictReading decodes the output as JSON.parse would and checks
+// every controlled member is as the editor decided.
+func checkStrictReading(t *testing.T, out []byte, opts bodyEditOptions, res bodyEditResult) {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatalf("a strict parser refuses the output %q: %v", out, err)
+	}
+	var user any // as a strict parser reads the proxy's user back
+	if opts.User != nil {
+		b, _ := json.Marshal(*opts.User)
+		json.Unmarshal(b, &user)
+	}
+	userOK := func(v any, present bool) bool {
+		return !opts.Attribution || !present || opts.User != nil && v == user
+	}
+	if v, ok := m["user"]; !userOK(v, ok) {
+		t.Fatalf("the gateway reads user %v in %q", v, out)
+	}
+	if po, ok := m["providerOptions"].(map[string]any); ok {
+		if gw, ok := po["gateway"].(map[string]any); ok && opts.Attribution {
+			if v, ok := gw["user"]; !userOK(v, ok) {
+				t.Fatalf("the gateway reads providerOptions.gateway.user %v in %q", v, out)
+			}
+			for _, name := range []string{"tags", "quotaEntityId"} {
+				if v, ok := gw[name]; ok {
+					t.Fatalf("the gateway reads providerOptions.gateway.%s %v in %q", name, v, out)
+				}
+			}
+		}
+	}
+	if (m["stream"] == true) != res.Streamed {
+		t.Fatalf("the gateway reads stream %v, the editor Streamed %v, in %q", m["stream"], res.Streamed, out)
+	}
+	if opts.IncludeUsage && res.Streamed {
+		if so, _ := m["stream_options"].(map[string]any); so["include_usage"] != true {
+			t.Fatalf("a streamed request without include_usage: %q", out)
+		}
+	}
+}
+
+// mustRefuse says why the editor must refuse in, or "" if it must accept
+// it: the rule of bodyedit.go, by other means (encoding/json's validity,
+// its decoder's names with their raw spelling).
+func mustRefuse(in []byte) string {
+	body := bytes.TrimPrefix(in, bom)
+	if !json.Valid(body) || !utf8.Valid(body) {
+		return "not valid UTF-8 JSON"
+	}
+	v, err := decodeOrdered(body)
+	if err != nil {
+		return "undecodable: " + err.Error()
+	}
+	top, ok := v.(jsonObject)
+	switch {
+	case !ok:
+		return "not an object"
+	case jsonDepth(v) > bodyEditMaxDepth:
+		return "too deep"
+	}
+	if why := controlledNames(top, kindTop); why != "" {
+		return why
+	}
+	for _, m := range top {
+		switch m.Raw {
+		case `"stream"`:
+			if s := m.Value; s != true && s != false && s != nil {
+				return "stream not a boolean"
+			}
+		case `"stream_options"`:
+			if so, ok := m.Value.(jsonObject); ok {
+				if why := controlledNames(so, kindStreamOpts); why != "" {
+					return why
+				}
+			}
+		case `"providerOptions"`:
+			po, ok := m.Value.(jsonObject)
+			if !ok {
+				continue
+			}
+			if why := controlledNames(po, kindProvider); why != "" {
+				return why
+			}
+			for _, pm := range po {
+				if gw, ok := pm.Value.(jsonObject); ok && pm.Raw == `"gateway"` {
+					if why := controlledNames(gw, kindGateway); why != "" {
+						return why
+					}
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// controlledNames says which controlled name of an inspected object of
+// kind k is repeated, or spelled other than exactly.
+func controlledNames(o jsonObject, k beKind) string {
+	seen := map[string]bool{}
+	for _, m := range o {
+		for _, c := range beControlledNames[k] {
+			name := string(c.name)
+			switch {
+			case m.Raw == `"`+name+`"` && seen[name]:
+				return "duplicate " + name
+			case m.Raw == `"`+name+`"`:
+				seen[name] = true
+			case strings.EqualFold(m.Name, name):
+				return "a variant of " + name + ": " + m.Raw
+			}
+		}
+	}
+	return ""
+}
+
+func jsonDepth(v any) int {
+	d := 0
+	switch v := v.(type) {
+	case jsonObject:
+		for _, m := range v {
+			d = max(d, jsonDepth(m.Value))
+		}
+	case []any:
+		for _, e := range v {
+			d = max(d, jsonDepth(e))
+		}
+	default:
+		return 0
+	}
+	return d + 1
+}
+
 // jsonObject is a decoded object that keeps its members' order and
-// duplicates.
+// duplicates, and each name's raw spelling.
 type jsonObject []jsonMember
 
 type jsonMember struct {
 	Name  string
+	Raw   string // the name as written, with its quotes
 	Value any
 }
 
 func decodeOrdered(data []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	return decodeOrderedValue(dec)
+	return decodeOrderedValue(dec, data)
 }
 
-func decodeOrderedValue(dec *json.Decoder) (any, error) {
+func decodeOrderedValue(dec *json.Decoder, data []byte) (any, error) {
 	tok, err := dec.Token()
 	if err != nil {
 		return nil, err
@@ -139,22 +304,25 @@ func decodeOrderedValue(dec *json.Decoder) (any, error) {
 	case json.Delim('{'):
 		o := jsonObject{}
 		for dec.More() {
+			from := dec.InputOffset()
 			name, err := dec.Token()
 			if err != nil {
 				return nil, err
 			}
-			v, err := decodeOrderedValue(dec)
+			raw := data[from:dec.InputOffset()]
+			raw = raw[bytes.IndexByte(raw, '"'):]
+			v, err := decodeOrderedValue(dec, data)
 			if err != nil {
 				return nil, err
 			}
-			o = append(o, jsonMember{name.(string), v})
+			o = append(o, jsonMember{name.(string), string(raw), v})
 		}
 		_, err = dec.Token()
 		return o, err
 	case json.Delim('['):
 		a := []any{}
 		for dec.More() {
-			v, err := decodeOrderedValue(dec)
+			v, err := decodeOrderedValue(dec, data)
 			if err != nil {
 				return nil, err
 			}
@@ -168,40 +336,43 @@ func decodeOrderedValue(dec *json.Decoder) (any, error) {
 
 // expectBodyEdit applies the edits to a decoded top-level object, as the
 // editor's documentation states them. noEdit: nothing in the object is
-// one the editor may change.
+// one the editor may change. Names are matched exactly: the input is one
+// the editor accepts.
 func expectBodyEdit(in jsonObject, opts bodyEditOptions) (out jsonObject, streamed, clientUsage, noEdit bool) {
-	fold := strings.EqualFold
 	var user string // as a JSON parser reads it back
 	if opts.User != nil {
 		b, _ := json.Marshal(*opts.User)
 		json.Unmarshal(b, &user)
 	}
-	usageTrue := jsonObject{{"include_usage", true}}
+	usageTrue := jsonObject{{"include_usage", `"include_usage"`, true}}
 	out, noEdit = jsonObject{}, true
 	soOK := false
 	for _, m := range in {
-		switch {
-		case opts.Attribution && fold(m.Name, "user"):
+		switch m.Name {
+		case "user":
+			if !opts.Attribution {
+				break
+			}
 			noEdit = false
 			if opts.User == nil {
 				continue
 			}
-			m.Value = user
-		case opts.Attribution && fold(m.Name, "providerOptions"):
+			m.Value, m.Raw = user, `"user"`
+		case "providerOptions":
 			po, ok := m.Value.(jsonObject)
-			if !ok {
+			if !ok || !opts.Attribution {
 				break
 			}
 			edited := jsonObject{}
 			for _, pm := range po {
-				if gw, ok := pm.Value.(jsonObject); ok && fold(pm.Name, "gateway") {
+				if gw, ok := pm.Value.(jsonObject); ok && pm.Name == "gateway" {
 					g := jsonObject{}
 					for _, gm := range gw {
-						switch {
-						case fold(gm.Name, "tags"), fold(gm.Name, "quotaEntityId"):
+						switch gm.Name {
+						case "tags", "quotaEntityId":
 							noEdit = false
 							continue
-						case fold(gm.Name, "user"):
+						case "user":
 							noEdit = false
 							if opts.User == nil {
 								continue
@@ -215,9 +386,9 @@ func expectBodyEdit(in jsonObject, opts bodyEditOptions) (out jsonObject, stream
 				edited = append(edited, pm)
 			}
 			m.Value = edited
-		case fold(m.Name, "stream"):
+		case "stream":
 			streamed = m.Value == true
-		case fold(m.Name, "stream_options"):
+		case "stream_options":
 			if opts.IncludeUsage {
 				noEdit = false
 			}
@@ -231,7 +402,7 @@ func expectBodyEdit(in jsonObject, opts bodyEditOptions) (out jsonObject, stream
 			}
 			edited, seen := jsonObject{}, false
 			for _, sm := range so {
-				if fold(sm.Name, "include_usage") {
+				if sm.Name == "include_usage" {
 					seen = true
 					clientUsage = sm.Value == true
 					if opts.IncludeUsage {
@@ -250,7 +421,7 @@ func expectBodyEdit(in jsonObject, opts bodyEditOptions) (out jsonObject, stream
 	if opts.IncludeUsage && streamed {
 		noEdit = false
 		if !soOK {
-			out = append(out, jsonMember{"stream_options", usageTrue})
+			out = append(out, jsonMember{"stream_options", `"stream_options"`, usageTrue})
 		}
 	}
 	return out, streamed, clientUsage, noEdit

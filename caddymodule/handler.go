@@ -431,18 +431,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		repl.Set("ai_gateway_auth.client_id", client.id)
 		repl.Set("ai_gateway_auth.credential_source", h.sourceKinds[src])
 	}
-	if h.spend != nil { // limits, reporting headers, metering (spend.go), by client id
-		mw, req, err := h.spend.begin(w, r, client.id)
-		if mw == nil {
-			return err
-		}
-		r = req
-		defer mw.end()
-		w = mw
+	if h.spend == nil {
+		return h.forward(w, r, next, src, cred)
 	}
+	// limits, reporting headers, metering (spend.go), by client id
+	mw, req, err := h.spend.begin(w, r, client.id)
+	if mw == nil {
+		return err
+	}
+	defer mw.end()
+	return mw.answerRefused(h.forward(mw, req, next, src, cred))
+}
+
+// forward hands the request to the next handler, with a replay after a
+// 401 when the credential's source can replace it.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, src int, cred *Credential) error {
 	if h.refusables[src] == nil { // a static key: no replay
-		forwardedCounter.Inc()
-		return next.ServeHTTP(w, r)
+		err := next.ServeHTTP(w, r)
+		countForwarded(w)
+		return err
 	}
 	return h.serveWithReplay(w, r, next, src, cred, h.refusables[src])
 }
@@ -503,7 +510,7 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 	err := next.ServeHTTP(&a.rw, r)
 	if !a.rw.held {
 		r.Body = origBody
-		forwardedCounter.Inc()
+		countForwarded(w)
 		return err
 	}
 
@@ -517,6 +524,11 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 		return a.rw.sendHeld()
 	}
 	body, err := a.body.replayable()
+	if errors.Is(err, errBodyRefused) {
+		// the body editor refused the rest: answered 400 (answerRefused)
+		a.restoreHeader(w.Header())
+		return err
+	}
 	if err != nil {
 		// The credential is replaced, so sending the request again works:
 		// the SDKs (OpenAI's, Anthropic's) retry an answer so marked at

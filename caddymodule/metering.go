@@ -18,11 +18,13 @@ import (
 // Metering that the request's shape cannot switch off. With metering on
 // (reporting, limits or usage_metrics):
 //
-//   - a request body is edited as it streams upstream (bodyedit.go): the
-//     proxy's attribution replaces the client's (with reporting), and a
-//     streamed Chat Completions request asks for its usage
-//     (stream_options.include_usage), whose usage-only chunk is then
-//     hidden from a client that did not ask for it;
+//   - a JSON request body is read strictly, and refused (400
+//     invalid_request_body) where a parser could read it otherwise than
+//     the proxy (bodyread.go); it is edited as it goes upstream
+//     (bodyedit.go): the proxy's attribution replaces the client's (with
+//     reporting), and a streamed Chat Completions request asks for its
+//     usage (stream_options.include_usage), whose usage-only chunk is
+//     then hidden from a client that did not ask for it;
 //   - a client that hangs up once the answer's content is complete
 //     (a finish_reason is out, only the usage chunk is left) does not
 //     stop the proxy from reading that chunk: the upstream request
@@ -66,7 +68,7 @@ var (
 	bodyEditsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
 		Name:      "request_body_edits_total",
-		Help:      "Request bodies passed through the body editor (metering or reporting on), by result: edited (attribution set or usage asked for), unchanged, malformed (not a JSON object: passed on unedited from where the problem is).",
+		Help:      "Request bodies passed through the body editor (metering or reporting on), by result: edited (attribution set or usage asked for), unchanged, refused (not one well-formed UTF-8 JSON object, or a controlled member repeated or spelled otherwise: answered 400 invalid_request_body, never forwarded whole).",
 	}, []string{"result"})
 
 	usageEstimatesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -102,11 +104,14 @@ type meterWriter struct {
 	status      int
 	scan        usageScanner
 
-	body       *bodyEditor   // nil when the body is not edited
-	injected   bool          // the editor asks for usage on the client's behalf
-	reqBytes   *countingBody // what the client sent, for an estimate
-	respBytes  int64
-	generation bool // an estimate is charged if the answer ends without usage
+	body *bodyEditor // nil when the body is not read as JSON
+	// refusalAnswered: the editor's refusal was answered (answerRefused)
+	refusalAnswered bool
+	readAhead       heldBody      // a small body read ahead (bodyread.go)
+	injected        bool          // the editor asks for usage on the client's behalf
+	reqBytes        *countingBody // what the client sent, for an estimate
+	respBytes       int64
+	generation      bool // an estimate is charged if the answer ends without usage
 
 	// the usage-only chunk the proxy asked for is hidden from a client
 	// that did not: lines are forwarded whole
@@ -137,29 +142,28 @@ func (c *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// prepare sets up the request for metering: its body counted and, if
-// asked, edited; and, for a generation endpoint, an upstream request that
-// outlives its client long enough to read the usage. It returns the
-// request to forward.
-func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string) *http.Request {
+// prepare sets up the request for metering: its body counted and, for a
+// JSON request, read strictly and edited as asked (bodyread.go); and, for
+// a generation endpoint, an upstream request that outlives its client
+// long enough to read the usage. It returns the request to forward, or
+// the body's refusal (or the client's error reading a small body).
+func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string) (*http.Request, error) {
 	path := r.URL.Path
 	m.generation = generationPaths[path]
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		m.reqBytes = &countingBody{ReadCloser: r.Body}
 		r.Body = m.reqBytes
+	}
+	if jsonRequest(r) {
 		m.injected = usagePaths[path]
-		if attribution || m.injected {
-			m.body = newBodyEditor(r.Body, bodyEditOptions{Attribution: attribution, User: user, IncludeUsage: m.injected})
-			r.Body = m.body
-			// an edit changes the length; the body goes chunked
-			r.ContentLength = -1
-			delete(r.Header, "Content-Length")
+		if err := m.readJSONBody(r, bodyEditOptions{Attribution: attribution, User: user, IncludeUsage: m.injected}); err != nil {
+			return r, err
 		}
 	}
 	if !m.generation {
-		return r
+		return r, nil
 	}
-	return m.watch(r)
+	return m.watch(r), nil
 }
 
 // watch detaches the upstream request from its client's cancellation:
@@ -288,7 +292,7 @@ func (m *meterWriter) hideUsageChunk(line []byte) bool {
 		return false
 	}
 	res := m.body.Result()
-	if !res.Done || res.Malformed || !res.Streamed || res.ClientUsage {
+	if !res.Done || !res.Streamed || res.ClientUsage {
 		return false
 	}
 	var chunk struct {
@@ -356,10 +360,11 @@ func (m *meterWriter) end() {
 		m.held = nil
 	}
 	if m.body != nil {
-		if res := m.body.Result(); res.Done {
+		// a refusal answered 400 was counted by refuseBody
+		if res := m.body.Result(); res.Refused && !m.refusalAnswered {
+			bodyEditsTotal.WithLabelValues("refused").Inc()
+		} else if res.Done {
 			switch {
-			case res.Malformed:
-				bodyEditsTotal.WithLabelValues("malformed").Inc()
 			case res.Edited:
 				bodyEditsTotal.WithLabelValues("edited").Inc()
 			default:

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,7 +64,7 @@ func chatRequest(t *testing.T, client, body string) *http.Request {
 	r := clientRequest(t, client, "/v1/chat/completions")
 	r.Body = io.NopCloser(strings.NewReader(body))
 	r.ContentLength = int64(len(body))
-	r.Header.Set("Content-Length", "1") // any value: it must not reach the upstream
+	r.Header.Set("Content-Length", strconv.Itoa(len(body))) // as a server reads it
 	return r
 }
 
@@ -100,8 +101,8 @@ func TestUsageInjectedAndHidden(t *testing.T) {
 			if tc.name == "other stream_options" && sent.StreamOptions["x"] != float64(1) {
 				t.Errorf("the client's other stream_options were lost: %s", got)
 			}
-			if hdr.Get("Content-Length") != "" {
-				t.Errorf("the upstream got Content-Length %q for an edited body", hdr.Get("Content-Length"))
+			if hdr.Get("Content-Length") != strconv.Itoa(len(got)) {
+				t.Errorf("the upstream got Content-Length %q for a body of %d bytes", hdr.Get("Content-Length"), len(got))
 			}
 			want := strings.Join(chatChunks, "")
 			if !tc.clientAsked {
@@ -166,17 +167,20 @@ func TestBodyAttributionIsTheProxys(t *testing.T) {
 	if string(got) != plain {
 		t.Errorf("an unedited body changed: %q", got)
 	}
-	// malformed JSON passes as it is, counted as such, never a 500
-	before := counterValue(bodyEditsTotal.WithLabelValues("malformed"))
-	bad := `{"user":"bob", oops`
-	if w := serve(t, h, chatRequest(t, "alice", bad), upstreamStub(&got, nil)); w.Code != http.StatusOK {
-		t.Errorf("malformed body: status %d", w.Code)
+	// a body the proxy cannot read as the gateway would does not go
+	// upstream: refused, counted as such, never a 500
+	before := counterValue(bodyEditsTotal.WithLabelValues("refused"))
+	for _, bad := range []string{`{"user":"bob", oops`, `{"user":"bob","USER":"carol"}`, `{"us\u0065r":"bob"}`} {
+		got = nil
+		if w := serve(t, h, chatRequest(t, "alice", bad), upstreamStub(&got, nil)); w.Code != http.StatusBadRequest {
+			t.Errorf("%s: status %d", bad, w.Code)
+		}
+		if got != nil {
+			t.Errorf("%s: the upstream got %q", bad, got)
+		}
 	}
-	if !strings.HasSuffix(string(got), ` oops`) {
-		t.Errorf("malformed body: the upstream got %q", got)
-	}
-	if counterValue(bodyEditsTotal.WithLabelValues("malformed")) != before+1 {
-		t.Error("a malformed body was not counted as such")
+	if counterValue(bodyEditsTotal.WithLabelValues("refused")) != before+3 {
+		t.Error("the refused bodies were not counted as such")
 	}
 }
 

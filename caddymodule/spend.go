@@ -68,13 +68,18 @@ func (h *Handler) cleanupSpend() {
 
 // begin checks the client's limits (writing a 429 if one refuses the
 // request, and then returning nil), stamps the reporting headers, sets up
-// the body's edits and returns the writer that meters the response and
-// the request to forward. Call end on the writer when the request is done.
+// the body's reading and edits (refusing a small body the editor refuses,
+// bodyread.go) and returns the writer that meters the response and the
+// request to forward. Call answerRefused with what the next handler
+// returned, then end, on the writer when the request is done.
 func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*meterWriter, *http.Request, error) {
 	name, _ := client.(string)
 	if encodedBody(r) {
 		// a compressed body could carry attribution past the editor
 		return nil, r, s.refuseEncoding(w, r, name)
+	}
+	if foreignCharset(r) { // bodyread.go
+		return nil, r, s.refuseCharset(w, r, name)
 	}
 	if s.limited {
 		if limit, retry := s.admit(name, time.Now()); limit != "" {
@@ -92,7 +97,11 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*mete
 	// metered too; the leg between proxy and gateway stays compressed.
 	delete(r.Header, "Accept-Encoding")
 	mw := &meterWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, spend: s, id: name, r: r}
-	return mw, mw.prepare(r, s.reporter != nil, user), nil
+	req, err := mw.prepare(r, s.reporter != nil, user)
+	if err != nil { // a body refused before anything went upstream (bodyread.go)
+		return nil, r, s.refuseBody(w, r, name, err)
+	}
+	return mw, req, nil
 }
 
 // encodedBody reports whether r has a body in a content coding: any

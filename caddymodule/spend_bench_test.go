@@ -89,7 +89,7 @@ func benchSpend(b *testing.B, on, sse bool) {
 	b.ReportAllocs()
 	for b.Loop() {
 		src.Reset(body)
-		req.Body = reqBody
+		req.Body, req.ContentLength = reqBody, int64(len(body)) // as a server sets them
 		req.Header["Authorization"] = clientAuth
 		clear(w.h)
 		if err := h.ServeHTTP(w, req, next); err != nil {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"compress/gzip"
 	"crypto/rsa"
 	"encoding/base64"
@@ -58,6 +59,9 @@ type gatewayRequest struct {
 	RawQuery string
 	Header   http.Header
 	Body     []byte
+	// ContentLength is the request's Content-Length, -1 when it came
+	// chunked.
+	ContentLength int64
 	// Trailer holds the request trailers that arrived after the body.
 	Trailer http.Header
 	// AuthMethod is what the credential turned out to be ("api-key" or
@@ -69,6 +73,36 @@ type gatewayRequest struct {
 	// Usage is the token usage (and cost) the gateway reported in its
 	// answer, zero when it reported none.
 	Usage fakeUsage
+	// BodyErr is why the body could not be read whole (the proxy aborted
+	// it before its end): such a request was never complete, and no
+	// inference could run on it.
+	BodyErr string
+	// Read is what the gateway read in a POST's body, as a strict parser.
+	Read gatewayReading
+}
+
+// gatewayReading is what AI Gateway reads in a request body. It parses
+// as request.json() does (JSON.parse after UTF-8 decoding, which drops
+// a byte order mark): names are case-sensitive, and of two equal names
+// the last wins.
+type gatewayReading struct {
+	Model        string
+	Stream       bool // only the JSON true is a stream
+	IncludeUsage bool
+	User         any            // the top-level user, nil when absent
+	Gateway      map[string]any // providerOptions.gateway, when an object
+}
+
+func readStrictly(body []byte) (gatewayReading, error) {
+	var m map[string]any
+	if err := json.Unmarshal(bytes.TrimPrefix(body, []byte("\xef\xbb\xbf")), &m); err != nil {
+		return gatewayReading{}, err
+	}
+	so, _ := m["stream_options"].(map[string]any)
+	po, _ := m["providerOptions"].(map[string]any)
+	gw, _ := po["gateway"].(map[string]any)
+	model, _ := m["model"].(string)
+	return gatewayReading{Model: model, Stream: m["stream"] == true, IncludeUsage: so["include_usage"] == true, User: m["user"], Gateway: gw}, nil
 }
 
 // ackHeader names the stream whose events wait for the test's
@@ -126,10 +160,6 @@ func (g *fakeGateway) ackChan(id string) chan struct{} {
 
 func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
 	rec := gatewayRequest{
 		At:       time.Now(),
 		Method:   r.Method,
@@ -138,6 +168,16 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		Header:   r.Header.Clone(),
 		Body:     body,
 		Trailer:  r.Trailer.Clone(),
+		// -1: chunked
+		ContentLength: r.ContentLength,
+	}
+	if err != nil {
+		// the body never ended (the proxy aborted it): recorded as such,
+		// and no answer could be read
+		rec.BodyErr, rec.Status = err.Error(), http.StatusBadRequest
+		g.record(rec)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
 	}
 	rec.AuthMethod, rec.Credential, err = g.authenticate(r)
 	if err != nil {
@@ -149,15 +189,9 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	var req struct {
-		Model         string `json:"model"`
-		Stream        bool   `json:"stream"`
-		StreamOptions struct {
-			IncludeUsage bool `json:"include_usage"`
-		} `json:"stream_options"`
-	}
+	var req gatewayReading
 	if r.Method == http.MethodPost {
-		if err := json.Unmarshal(body, &req); err != nil || req.Model == "" {
+		if req, err = readStrictly(body); err != nil || req.Model == "" {
 			rec.Status = http.StatusBadRequest
 			g.record(rec)
 			writeJSON(w, http.StatusBadRequest, map[string]any{
@@ -166,9 +200,10 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	rec.Read = req
 	rec.Status = http.StatusOK
 	u := g.usageFor(body)
-	if r.Method == http.MethodPost && (r.URL.Path != "/v1/chat/completions" || !req.Stream || req.StreamOptions.IncludeUsage) {
+	if r.Method == http.MethodPost && (r.URL.Path != "/v1/chat/completions" || !req.Stream || req.IncludeUsage) {
 		rec.Usage = u // what the answer below reports
 		if r.URL.Path != "/v1/chat/completions" {
 			rec.Usage.Cost = 0 // only chat completions carry a cost here
@@ -196,7 +231,7 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/chat/completions":
 		if req.Stream {
 			events := chatCompletionEvents(req.Model)
-			if req.StreamOptions.IncludeUsage { // a last chunk with usage, before [DONE]
+			if req.IncludeUsage { // a last chunk with usage, before [DONE]
 				events = append(events[:len(events)-1:len(events)-1], chatUsageChunk(req.Model, u), events[len(events)-1])
 			}
 			g.stream(w, r, events)
@@ -213,6 +248,12 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 			m["usage"] = u.anthropic()
 			writeJSON(w, http.StatusOK, m)
 		}
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/embeddings":
+		writeJSON(w, http.StatusOK, map[string]any{
+			"object": "list", "model": req.Model,
+			"data":  []map[string]any{{"object": "embedding", "index": 0, "embedding": []float64{0.25, -0.5, 0.125}}},
+			"usage": map[string]int{"prompt_tokens": u.Input, "total_tokens": u.Input},
+		})
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/responses":
 		if req.Stream {
 			g.stream(w, r, responseEvents(req.Model, u))

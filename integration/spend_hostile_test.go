@@ -36,9 +36,11 @@ func signedKeysProxy(t *testing.T, gw *fakeGateway, apiKey, extra string) (*cadd
 
 // TestBodyAttributionIsTheProxys: with reporting, a sandbox that writes
 // someone else into its body (Chat Completions' user,
-// providerOptions.gateway.user and .tags, escaped or in capitals) reaches
-// AI Gateway as itself; everything else in the body passes as sent.
-// (Before, a request from alice with "user":"bob" arrived saying bob.)
+// providerOptions.gateway.user, .tags and .quotaEntityId) reaches AI
+// Gateway as itself; everything else in the body passes as sent. A body
+// that spells one of them otherwise (escaped, in capitals) is refused and
+// the gateway never sees it. (Before, a request from alice with
+// "user":"bob" arrived saying bob, and with "us\u0065r":"bob" too.)
 func TestBodyAttributionIsTheProxys(t *testing.T) {
 	t.Parallel()
 	apiKey := newAPIKey()
@@ -46,33 +48,37 @@ func TestBodyAttributionIsTheProxys(t *testing.T) {
 	p, secret := signedKeysProxy(t, gw, apiKey, "reporting {\n\t\t\ttags sandboxes\n\t\t}")
 	tc := newTestClient(t)
 	alice := map[string]string{"Authorization": "Bearer " + signedClientKey("alice", secret)}
+	body := `{"model":"openai/gpt-5","user":"bob","messages":[{"role":"user","content":"hi"}],"providerOptions":{"gateway":{"order":["bedrock"],"user":"bob","tags":["team-b"],"quotaEntityId":"api_key_of_bob"}}}`
+	if res := tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions", alice, body); res.Status != http.StatusOK {
+		t.Fatalf("status %d: %s", res.Status, res.Body)
+	}
+	r := lastRequest(t, gw)
+	if r.Read.User != "key:alice" {
+		t.Errorf("the gateway read user %v, want alice's id: %s", r.Read.User, r.Body)
+	}
+	if g := r.Read.Gateway; g["user"] != "key:alice" || g["tags"] != nil || g["quotaEntityId"] != nil {
+		t.Errorf("the gateway read providerOptions.gateway %v, want user key:alice and no tags nor quotaEntityId", g)
+	}
+	if !strings.Contains(string(r.Body), `"order":["bedrock"]`) {
+		t.Errorf("providerOptions.gateway.order changed: %s", r.Body)
+	}
+	if r.Header.Get("Ai-Reporting-User") != "key:alice" {
+		t.Errorf("ai-reporting-user %q", r.Header.Get("Ai-Reporting-User"))
+	}
+
+	before := len(gw.Requests())
 	for _, body := range []string{
-		`{"model":"openai/gpt-5","user":"bob","messages":[{"role":"user","content":"hi"}],"providerOptions":{"gateway":{"order":["bedrock"],"user":"bob","tags":["team-b"]}}}`,
-		`{"model":"openai/gpt-5","us\u0065r":"bob","USER":"bob","messages":[],"providerOptions":{"gateway":{"user":"bob"}}}`,
+		`{"model":"openai/gpt-5","us\u0065r":"bob","messages":[]}`,
+		`{"model":"openai/gpt-5","USER":"bob","messages":[]}`,
+		`{"model":"openai/gpt-5","messages":[],"providerOptions":{"gateway":{"QuotaEntityId":"api_key_of_bob"}}}`,
 	} {
-		if res := tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions", alice, body); res.Status != http.StatusOK {
-			t.Fatalf("status %d: %s", res.Status, res.Body)
+		res := tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions", alice, body)
+		if res.Status != http.StatusBadRequest || res.Header.Get("X-Ai-Gateway-Auth-Error") != "invalid_request_body" {
+			t.Errorf("%s: status %d: %s", body, res.Status, res.Body)
 		}
-		r := lastRequest(t, gw)
-		var sent map[string]any
-		if err := json.Unmarshal(r.Body, &sent); err != nil {
-			t.Fatalf("the gateway got invalid JSON %s: %v", r.Body, err)
-		}
-		for k, v := range sent {
-			if strings.EqualFold(k, "user") && v != "key:alice" {
-				t.Errorf("the gateway got %s %q in the body, want alice's id: %s", k, v, r.Body)
-			}
-		}
-		gateway, _ := sent["providerOptions"].(map[string]any)["gateway"].(map[string]any)
-		if gateway["user"] != "key:alice" || gateway["tags"] != nil {
-			t.Errorf("the gateway got providerOptions.gateway %v, want user key:alice and no tags", gateway)
-		}
-		if strings.Contains(string(r.Body), `"order"`) && !strings.Contains(string(r.Body), `"order":["bedrock"]`) {
-			t.Errorf("providerOptions.gateway.order changed: %s", r.Body)
-		}
-		if r.Header.Get("Ai-Reporting-User") != "key:alice" {
-			t.Errorf("ai-reporting-user %q", r.Header.Get("Ai-Reporting-User"))
-		}
+	}
+	if n := len(gw.Requests()); n != before {
+		t.Errorf("the gateway got %d of the refused bodies", n-before)
 	}
 }
 

@@ -1,0 +1,236 @@
+package caddymodule
+
+import (
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// One reading per request: with metering on, every JSON request body is
+// read strictly by the body editor (bodyedit.go), whether or not it is
+// edited, and what the editor refuses never reaches the upstream whole.
+//
+//   - A body with a Content-Length of at most bodyReadAhead is read whole
+//     through the editor before the next handler is called: a refusal is
+//     answered 400 invalid_request_body and nothing goes upstream; else
+//     the edited bytes go with their exact Content-Length (an unedited
+//     body byte for byte, with its own). The buffer is let go of as soon
+//     as the upstream has read it.
+//   - A larger body, or one without a Content-Length, streams through the
+//     editor (chunked: an edit changes its length). Where the editor
+//     refuses, its Read fails: the transport aborts the upstream request
+//     before the body ends (no chunked terminator), reverse_proxy returns
+//     an error, and the client gets the same 400 instead of a 502 (unless
+//     an answer had already started).
+//
+// JSON endpoints are AI Gateway's JSON APIs (jsonPaths) and any request
+// whose Content-Type is JSON. Multipart uploads (/v1/images/edits,
+// /v1/audio/transcriptions) are not read.
+
+// bodyReadAhead is the largest body read whole before the upstream is
+// called.
+const bodyReadAhead = 64 << 10
+
+// jsonPaths are the endpoints whose request body is JSON whatever its
+// Content-Type says.
+var jsonPaths = map[string]bool{
+	"/v1/chat/completions":      true,
+	"/v1/completions":           true,
+	"/v1/responses":             true,
+	"/v1/responses/compact":     true,
+	"/v1/messages":              true,
+	"/v1/messages/count_tokens": true,
+	"/v1/embeddings":            true,
+	"/v1/images/generations":    true,
+	"/v1/audio/speech":          true,
+	"/v1/rerank":                true,
+	"/v2/rerank":                true,
+}
+
+// jsonRequest reports whether r's body is to be read as JSON: a JSON
+// endpoint (a trailing slash changes nothing), or a JSON Content-Type;
+// and a body, or a method that has one (an empty POST is refused, a
+// bodyless GET or OPTIONS is not read).
+func jsonRequest(r *http.Request) bool {
+	if r.ContentLength == 0 && r.Method != http.MethodPost && r.Method != http.MethodPut && r.Method != http.MethodPatch {
+		return false
+	}
+	if jsonPaths[strings.TrimRight(r.URL.Path, "/")] {
+		return true
+	}
+	for _, ct := range r.Header["Content-Type"] {
+		mt, _, _ := strings.Cut(ct, ";")
+		mt = strings.TrimSpace(mt)
+		if strings.EqualFold(mt, "application/json") || len(mt) > 5 && strings.EqualFold(mt[len(mt)-5:], "+json") {
+			return true
+		}
+	}
+	return false
+}
+
+// foreignCharset reports whether a JSON request declares a charset other
+// than UTF-8 (or a Content-Type the proxy cannot read a charset from):
+// the editor reads UTF-8, and the gateway might decode the declared one.
+func foreignCharset(r *http.Request) bool {
+	if !jsonRequest(r) {
+		return false
+	}
+	for _, ct := range r.Header["Content-Type"] {
+		if !containsFold(ct, "charset") {
+			continue
+		}
+		_, params, err := mime.ParseMediaType(ct)
+		if err != nil {
+			return true
+		}
+		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
+			return true
+		}
+	}
+	return false
+}
+
+// containsFold reports whether s contains the lower-case ASCII word,
+// in any case.
+func containsFold(s, word string) bool {
+	for i := 0; i+len(word) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(word)], word) {
+			return true
+		}
+	}
+	return false
+}
+
+// readJSONBody puts the body editor on r's body (see the file comment)
+// and, for a small body, reads it whole. It returns the editor's
+// refusal, or the client's error reading the body.
+func (m *meterWriter) readJSONBody(r *http.Request, opts bodyEditOptions) error {
+	src := r.Body
+	if src == nil {
+		src = http.NoBody
+	}
+	m.body = newBodyEditor(src, opts)
+	if r.ContentLength < 0 || r.ContentLength > bodyReadAhead {
+		r.Body = m.body
+		r.ContentLength = -1 // an edit changes the length: send it chunked
+		delete(r.Header, "Content-Length")
+		return nil
+	}
+	buf := make([]byte, 0, r.ContentLength+128) // room for the usual edits
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := m.body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	m.readAhead.b = buf // in the meterWriter: one allocation less per request
+	r.Body = &m.readAhead
+	if int64(len(buf)) != r.ContentLength {
+		r.ContentLength = int64(len(buf))
+		r.Header["Content-Length"] = []string{strconv.Itoa(len(buf))}
+	}
+	return nil
+}
+
+// heldBody is a small request body read ahead. It lets go of its bytes
+// as soon as they are read (or at Close): a stream that lasts minutes
+// does not keep them. Reads after Close fail.
+type heldBody struct {
+	mu     sync.Mutex
+	b      []byte
+	closed bool
+}
+
+func (h *heldBody) Read(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return 0, errBodyEditorClosed
+	}
+	if len(h.b) == 0 {
+		h.b = nil
+		return 0, io.EOF
+	}
+	n := copy(p, h.b)
+	if h.b = h.b[n:]; len(h.b) == 0 {
+		h.b = nil
+	}
+	return n, nil
+}
+
+func (h *heldBody) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed, h.b = true, nil
+	return nil
+}
+
+// refuseBody answers a body the editor refused with 400
+// invalid_request_body, in the shape the client's SDK parses, and counts
+// it. Any other error (the client's, reading its body) is returned as
+// Caddy's: 413 for a body over a request_body limit, else 400.
+func (s *spend) refuseBody(w http.ResponseWriter, r *http.Request, name string, err error) error {
+	ref, ok := errors.AsType[*bodyRefusal](err)
+	if !ok {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
+		}
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
+	badRequestCounter.Inc()
+	bodyEditsTotal.WithLabelValues("refused").Inc()
+	if c := s.logger.Check(zapcore.InfoLevel, "request refused"); c != nil {
+		c.Write(zap.String("code", "invalid_request_body"), zap.String("client", name), zap.String("method", r.Method),
+			zap.String("reason", ref.msg))
+	}
+	return writeError(w, r, http.StatusBadRequest, errInvalidRequest, "invalid_request_body", ref.Error())
+}
+
+func (s *spend) refuseCharset(w http.ResponseWriter, r *http.Request, name string) error {
+	badRequestCounter.Inc()
+	if c := s.logger.Check(zapcore.InfoLevel, "request refused"); c != nil {
+		c.Write(zap.String("code", "request_encoding_not_allowed"), zap.String("client", name), zap.String("method", r.Method))
+	}
+	return writeError(w, r, http.StatusUnsupportedMediaType, errInvalidRequest, "request_encoding_not_allowed",
+		"send the request body as UTF-8 JSON: this proxy reads it as such (no charset but utf-8 in Content-Type)")
+}
+
+// countForwarded counts a request sent upstream, unless its body was
+// refused as it streamed: answerRefused counts that one a bad request.
+func countForwarded(w http.ResponseWriter) {
+	if m, ok := w.(*meterWriter); ok && m.body != nil && m.body.Refusal() != nil && !m.wroteHeader {
+		return
+	}
+	forwardedCounter.Inc()
+}
+
+// answerRefused gives the client 400 invalid_request_body for a body the
+// editor refused as it streamed, instead of the error reverse_proxy
+// returned when its upstream request was aborted; only while no answer
+// has started.
+func (m *meterWriter) answerRefused(err error) error {
+	if m.body == nil || m.wroteHeader {
+		return err
+	}
+	ref := m.body.Refusal()
+	if ref == nil {
+		return err
+	}
+	m.refusalAnswered = true
+	return m.spend.refuseBody(m, m.r, m.id, ref)
+}
