@@ -119,7 +119,7 @@ cat <<EOF
    The README's Python snippets (pip install openai anthropic) work as they are, with
    base_url $proxy/v1 (OpenAI) or $proxy (Anthropic) and the key sk-placeholder.
    The answers come from the fake, whatever you ask. For real ones, stop this and run
-   the proxy with a credential: see "Start in 60 seconds" in README.md.
+   the proxy with a credential: see "Quick start" in README.md.
 
 EOF
 echo "== the proxy's log follows"
