@@ -48,16 +48,17 @@ var (
 	localSite = regexp.MustCompile(`^http://:(4000|\{\$[A-Z_]+:4000\})$`)
 )
 
-// header is a Caddyfile's leading comment.
+// header is a Caddyfile's leading comment, as one line of words.
 func header(text string) string {
-	var b strings.Builder
+	var words []string
 	for line := range strings.SplitSeq(text, "\n") {
-		if !strings.HasPrefix(line, "#") {
+		comment, ok := strings.CutPrefix(line, "#")
+		if !ok {
 			break
 		}
-		b.WriteString(line + "\n")
+		words = append(words, strings.Fields(comment)...)
 	}
-	return b.String()
+	return strings.Join(words, " ")
 }
 
 // localExamples sorts the Caddyfiles: those meant for local use, which
@@ -74,7 +75,7 @@ func localExamples(t *testing.T) []string {
 			t.Errorf("%s: no site block", f)
 			continue
 		}
-		hdr := strings.Join(strings.Fields(header(text)), " ")
+		hdr := header(text)
 		switch {
 		case notLocal[f] != "":
 			if !strings.Contains(hdr, notLocal[f]) {
