@@ -67,6 +67,23 @@ type resolvedPush struct {
 	Project string   `json:"project,omitempty"`
 }
 
+// pushUnresolved fails a load whose push team or project is given but
+// resolves to nothing (an unset {env.X}), naming it: such a push block
+// would otherwise compare pushes with nothing until the source holds a
+// token.
+func pushUnresolved(p *PushConfig) error {
+	if p == nil {
+		return nil
+	}
+	repl := caddy.NewReplacer()
+	for _, o := range [][2]string{{"team", p.Team}, {"project", p.Project}} {
+		if o[1] != "" && strings.TrimSpace(repl.ReplaceAll(o[1], "")) == "" {
+			return fmt.Errorf("push %s %s resolved to nothing: set the variable, or leave %s out", o[0], o[1], o[0])
+		}
+	}
+	return nil
+}
+
 // resolvePush resolves p; mint, if not nil, supplies defaults.
 func resolvePush(p *PushConfig, mint *MintConfig) *resolvedPush {
 	if p == nil {

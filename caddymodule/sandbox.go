@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -94,6 +95,7 @@ func newSandboxVerifier(cfg VercelSandbox, jwks *jwksCache) (*sandboxVerifier, e
 		}
 		return out
 	}
+	configuredTeams := cfg.Teams // as written, to name them if they resolve to nothing
 	cfg.Audience = strings.TrimSpace(repl.ReplaceAll(cfg.Audience, ""))
 	cfg.Issuer = strings.TrimSpace(repl.ReplaceAll(cfg.Issuer, ""))
 	cfg.JWKSURL = strings.TrimSpace(repl.ReplaceAll(cfg.JWKSURL, ""))
@@ -109,7 +111,7 @@ func newSandboxVerifier(cfg VercelSandbox, jwks *jwksCache) (*sandboxVerifier, e
 		return nil, errors.New("vercel_sandbox needs `audience <forwardURL>`: the URL of the sandbox policy's forwardURL (is its placeholder set?)")
 	}
 	if len(cfg.Teams) == 0 {
-		return nil, errors.New("vercel_sandbox needs at least one `team team_…`: the teams whose sandboxes may use the proxy (are their placeholders set?)")
+		return nil, fmt.Errorf("vercel_sandbox needs at least one `team team_…`: the teams whose sandboxes may use the proxy (%s resolved to nothing: are the variables set?)", strings.Join(configuredTeams, " "))
 	}
 
 	var issuers []string

@@ -141,6 +141,9 @@ func (s *VercelOIDCSource) Provision(ctx caddy.Context) error {
 	if cfg.Env != "" {
 		cfg.EnvValueHash = hashString(os.Getenv(cfg.Env))
 	}
+	if err := pushUnresolved(s.Push); err != nil {
+		return err
+	}
 	cfg.Push = resolvePush(s.Push, s.Mint)
 	if s.Share {
 		if err := cfg.resolveShare(ctx); err != nil {

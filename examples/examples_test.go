@@ -233,11 +233,15 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
-// TestCaddyfilesValidate is `caddy adapt` + `caddy validate` on every
-// example Caddyfile and on the repository's root Caddyfile, in process and
-// offline, with dummy secrets in the environment and the files they name
-// replaced by temporary ones.
-func TestCaddyfilesValidate(t *testing.T) {
+// testEnv is what the example Caddyfiles need to load offline: dummy
+// secrets in the environment, and paths replaces the files they name
+// with temporary ones.
+type testEnv struct {
+	paths *strings.Replacer
+}
+
+func exampleEnv(t *testing.T) testEnv {
+	t.Helper()
 	tmp := t.TempDir()
 	keysFile := filepath.Join(tmp, "keys")
 	writeFile(t, keysFile, "# name key\nsandbox-1 sk-test-0001\nsandbox-2 sk-test-0002\n")
@@ -262,22 +266,33 @@ func TestCaddyfilesValidate(t *testing.T) {
 	t.Setenv("VERCEL_TEAM_ID", "team_example")
 	t.Setenv("CLIENT_KEY_SECRET", dummyClientKeySecret)
 	t.Setenv("LIMITS_REDIS_URL", "redis://:"+dummyRedisPassword+"@127.0.0.1:6379/0") // never dialled: Provision connects to nothing
+	return testEnv{paths: paths}
+}
 
-	files, err := filepath.Glob("caddyfiles/*.Caddyfile")
-	if err != nil {
-		t.Fatal(err)
+// signedKey is the module's signed client key for name under secret.
+func signedKey(name, secret string) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(name))
+	return "sk-aigw-" + name + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// TestCaddyfilesValidate is `caddy adapt` + `caddy validate` on every
+// example Caddyfile and on the repository's root Caddyfile, in process and
+// offline, with dummy secrets in the environment and the files they name
+// replaced by temporary ones.
+func TestCaddyfilesValidate(t *testing.T) {
+	paths := exampleEnv(t).paths
+	files := allCaddyfiles(t)
+	if len(files) < 8 {
+		t.Fatalf("found %d Caddyfiles, want at least 8: %v", len(files), files)
 	}
-	if len(files) < 4 {
-		t.Fatalf("found %d example Caddyfiles, want at least 4: %v", len(files), files)
-	}
-	files = append(files, filepath.Join("..", "Caddyfile"), "fleet/Caddyfile", "fleet/local.Caddyfile")
 
 	adapter := caddyconfig.GetAdapter("caddyfile")
 	if adapter == nil {
 		t.Fatal("the caddyfile adapter is not registered")
 	}
 	for _, file := range files {
-		t.Run(filepath.Base(file), func(t *testing.T) {
+		t.Run(file, func(t *testing.T) {
 			body := paths.Replace(string(readFile(t, file)))
 			cfgJSON, warnings, err := adapter.Adapt([]byte(body), map[string]any{"filename": file})
 			if err != nil {

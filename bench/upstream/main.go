@@ -3,7 +3,10 @@
 // ~600-byte OpenAI chat.completion, or, when the body's first 4 KiB have
 // "stream":true (or the query has stream=1), with SSE chunks and
 // `data: [DONE]`; the query parameters chunks=N and delay=<duration>
-// override the flags for one request.
+// override the flags for one request. For ./try.sh, it also answers
+// GET /v1/models (a short OpenAI model list) and POST /v1/messages (a
+// non-streamed Anthropic message), so that the README's SDK snippets get
+// an answer offline.
 //
 // With -key and/or -jwt it checks the Authorization header of every
 // request and counts the ones that carry neither the expected key nor a
@@ -43,6 +46,16 @@ const usageChunk = `data: {"id":"chatcmpl-bench0123456789abcdef","object":"chat.
 	`"created":1767225600,"model":"openai/gpt-4o-mini","choices":[],"usage":{"prompt_tokens":42,"completion_tokens":64,` +
 	`"total_tokens":106,"cost":0.0000384}}` + "\n\n"
 
+// models is the answer to GET /v1/models: AI Gateway's shape, two models.
+const models = `{"object":"list","data":[` +
+	`{"id":"openai/gpt-5","object":"model","created":1767225600,"owned_by":"openai","type":"language"},` +
+	`{"id":"anthropic/claude-sonnet-5.5","object":"model","created":1767225600,"owned_by":"anthropic","type":"language"}]}` + "\n"
+
+// message is the answer to POST /v1/messages: an Anthropic message.
+const message = `{"id":"msg_bench0123456789abcdef","type":"message","role":"assistant","model":"anthropic/claude-sonnet-5.5",` +
+	`"content":[{"type":"text","text":"Here is a short answer from the fake upstream. Nothing in it depends on the request."}],` +
+	`"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":42,"output_tokens":18}}` + "\n"
+
 type server struct {
 	chunks int
 	delay  time.Duration
@@ -65,6 +78,8 @@ func main() {
 	s := &server{chunks: *chunks, delay: *delay, key: *key, jwt: *acceptJWT}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", s.complete)
+	mux.HandleFunc("GET /v1/models", s.fixed(models))
+	mux.HandleFunc("POST /v1/messages", s.fixed(message))
 	mux.HandleFunc("GET /stats", s.stats)
 	log.Printf("upstream listening on %s", *addr)
 	log.Fatal((&http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}).ListenAndServe())
@@ -87,6 +102,20 @@ func (s *server) complete(w http.ResponseWriter, r *http.Request) {
 	h["Content-Type"] = []string{"application/json"}
 	h["Content-Length"] = []string{strconv.Itoa(len(completion))}
 	io.WriteString(w, completion)
+}
+
+// fixed answers every request with body, as JSON, after the same
+// credential check as a completion.
+func (s *server) fixed(body string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		s.check(r.Header.Get("Authorization"))
+		io.Copy(io.Discard, r.Body)
+		h := w.Header()
+		h["Content-Type"] = []string{"application/json"}
+		h["Content-Length"] = []string{strconv.Itoa(len(body))}
+		io.WriteString(w, body)
+	}
 }
 
 func (s *server) stream(w http.ResponseWriter, r *http.Request) {

@@ -29,6 +29,7 @@ type manifest struct {
 	Plugin        struct {
 		Module   string `json:"module"`
 		Package  string `json:"package"`
+		Version  string `json:"version"`
 		LocalDir string `json:"local_dir"`
 	} `json:"plugin"`
 	Env struct {
@@ -142,8 +143,8 @@ func TestManifestPluginPackage(t *testing.T) {
 func expectedCommand(m manifest) string {
 	return "GONOPROXY=" + m.Env.GONOPROXY + " GOVCS=" + m.Env.GOVCS +
 		" xcaddy build " + m.CaddyVersion +
-		" --with " + m.Plugin.Package +
-		" --replace " + m.Plugin.Module + "=" + m.Plugin.LocalDir
+		" --with " + m.Plugin.Package + "@" + m.Plugin.Version +
+		" --replace " + m.Plugin.Module + "@" + m.Plugin.Version + "=" + m.Plugin.LocalDir
 }
 
 func TestManifestCommand(t *testing.T) {
@@ -190,12 +191,13 @@ func TestXcaddyBuild(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", m.Command, err, out)
 	}
-	out, err := exec.Command(bin, "list-modules").CombinedOutput()
+	out, err := exec.Command(bin, "list-modules", "--versions", "--skip-standard").CombinedOutput()
 	if err != nil {
 		t.Fatalf("caddy list-modules: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "http.handlers.ai_gateway_auth\n") {
-		t.Errorf("the xcaddy-built Caddy lacks http.handlers.ai_gateway_auth:\n%s", out)
+	t.Logf("caddy list-modules --versions --skip-standard:\n%s", out)
+	if want := "http.handlers.ai_gateway_auth " + m.Plugin.Version + "\n"; !strings.Contains(string(out), want) {
+		t.Errorf("the xcaddy-built Caddy's `list-modules --versions` lacks %q:\n%s", want, out)
 	}
 	out, err = exec.Command(bin, "version").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), m.CaddyVersion+" ") {

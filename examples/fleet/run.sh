@@ -19,7 +19,8 @@
 #
 # Ports (loopback): Redis 16379, upstream 18080, Vercel 18081, proxies
 # 4101-4103, their admin endpoints 2101-2103; change them with the
-# variables below if they are taken.
+# variables below if they are taken (the script checks first and says
+# which one is; bench/run.sh uses 18080-18094).
 set -euo pipefail
 
 REDIS_PORT=${REDIS_PORT:-16379}
@@ -33,6 +34,26 @@ TOKEN_TTL=20 # seconds; local.Caddyfile refreshes 5 s before expiry
 cd "$(dirname "$0")/../.."
 command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install redis-server)" >&2; exit 1; }
 command -v curl >/dev/null || { echo "curl is not installed" >&2; exit 1; }
+
+# Every port must be free: a port another process holds would send the
+# instances to it (a fake Vercel API that is not ours mints nothing, and
+# the instances answer 503 for want of a token).
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+taken=0
+check_port() { # check_port <port> <what it is for> <the variable that sets it>
+	if port_taken "$1"; then
+		echo "port $1 on 127.0.0.1 is taken; it is for $2: stop what listens there, or set $3 to free ports" >&2
+		taken=1
+	fi
+}
+check_port "$REDIS_PORT" "Redis" REDIS_PORT
+check_port "$UPSTREAM_PORT" "the fake upstream" UPSTREAM_PORT
+check_port "$VERCEL_PORT" "the fake Vercel API" VERCEL_PORT
+for i in 0 1 2; do
+	check_port "${PROXY_PORTS[$i]}" "instance $((i + 1))" PROXY_PORTS
+	check_port "${ADMIN_PORTS[$i]}" "instance $((i + 1))'s admin endpoint" ADMIN_PORTS
+done
+[ $taken = 0 ] || exit 1
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ai-gateway-auth-fleet.XXXXXX")
 pids=()
@@ -60,6 +81,16 @@ start_redis
 pids+=($!)
 "$work/fakevercel" -addr "127.0.0.1:$VERCEL_PORT" -ttl "${TOKEN_TTL}s" >"$work/vercel.log" 2>&1 &
 pids+=($!)
+# the helpers answer before the instances start: a first mint that finds
+# no fake Vercel API would fail and back off
+for what in "Redis:$REDIS_PORT:redis.log" "the fake upstream:$UPSTREAM_PORT:upstream.log" "the fake Vercel API:$VERCEL_PORT:vercel.log"; do
+	IFS=: read -r name port log <<<"$what"
+	for _ in $(seq 100); do
+		port_taken "$port" && break
+		sleep 0.1
+	done
+	port_taken "$port" || { echo "$name did not start on 127.0.0.1:$port:" >&2; cat "$work/$log" >&2; exit 1; }
+done
 
 # Secrets from the environment, as in production: the Caddyfile names
 # them with {env.X}, so neither the config nor the admin API shows them.
@@ -75,16 +106,38 @@ for i in 0 1 2; do
 	pids+=($!)
 done
 
-status() { curl -sf "http://127.0.0.1:${ADMIN_PORTS[$1]}/ai_gateway_auth/status"; }
+# status prints an instance's status route (200: it has a token; 503:
+# it is up, with none yet).
+status() { curl -s "http://127.0.0.1:${ADMIN_PORTS[$1]}/ai_gateway_auth/status"; }
+status_code() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${ADMIN_PORTS[$1]}/ai_gateway_auth/status"; }
 # limits_line prints an instance's "limits" object on one line.
 limits_line() { status "$1" | tr -d '\n' | grep -o '"limits":{[^}]*}' || echo '(no status)'; }
+# Each instance is started when its admin endpoint answers, and ready when
+# its status is 200: the status route starts its token source (the first
+# mint) and its first connection to Redis. On a busy machine the first
+# mint, behind the storage lock the three share, can take a few seconds.
 for i in 0 1 2; do
-	for _ in $(seq 100); do
-		status "$i" >/dev/null 2>&1 && break
+	code=000
+	for _ in $(seq 300); do
+		code=$(status_code "$i") || true
+		[ "$code" = 200 ] && break
 		sleep 0.1
 	done
-	status "$i" >/dev/null || { echo "instance $((i + 1)) did not start:" >&2; cat "$work/caddy$i.log" >&2; exit 1; }
-	# the status route also starts each instance's first connection to Redis
+	case $code in
+	200) ;;
+	000)
+		echo "instance $((i + 1)) did not start: nothing answers on its admin endpoint 127.0.0.1:${ADMIN_PORTS[$i]}" >&2
+		cat "$work/caddy$i.log" >&2
+		exit 1
+		;;
+	*)
+		echo "instance $((i + 1)) started but has no token after 30 s (its status route answers $code):" >&2
+		status "$i" >&2
+		echo "the fake Vercel API's log:" >&2
+		cat "$work/vercel.log" >&2
+		exit 1
+		;;
+	esac
 done
 sleep 1
 echo "== three instances up: ${PROXY_PORTS[*]} (admin ${ADMIN_PORTS[*]})"
