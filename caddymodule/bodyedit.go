@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"sync/atomic"
+
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 )
 
 // Body reading and editing: a JSON request body (Chat Completions,
@@ -615,9 +617,9 @@ func (e *bodyEditor) match(f *beFrame) (beAction, bool) {
 		where := beKindWhere[f.kind]
 		switch {
 		case !exact:
-			e.refuse("member \"%s\"%s at byte %d is a case variant of %q"+fix, clipped(string(raw)), where, e.namePos, c.name)
+			e.refuse("member \"%s\"%s at byte %d is a case variant of %q"+fix, safetext.Clipped(string(raw)), where, e.namePos, c.name)
 		case escaped:
-			e.refuse("member \"%s\"%s at byte %d is an escaped spelling of %q"+fix, clipped(string(raw)), where, e.namePos, c.name)
+			e.refuse("member \"%s\"%s at byte %d is an escaped spelling of %q"+fix, safetext.Clipped(string(raw)), where, e.namePos, c.name)
 		case f.seen&(1<<i) != 0:
 			e.refuse("duplicate member %q%s at byte %d"+fix, c.name, where, e.namePos)
 		default:

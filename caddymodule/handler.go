@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -391,7 +392,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.sandbox != nil && firstValue(r.Header, headerSandboxToken) != "" {
 		var err error
 		if client, err = h.sandbox.identify(r); err != nil {
-			return h.forbid(w, r, "sandbox_rejected", publicText(err, "the sandbox token could not be verified"), err.Error())
+			return h.forbid(w, r, "sandbox_rejected", safetext.Public(err, "the sandbox token could not be verified"), err.Error())
 		}
 		useForwardedPath(r)
 	} else {
@@ -402,7 +403,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if !h.paths.allows(r.URL.EscapedPath()) {
 		return h.forbid(w, r, "path_not_allowed", "this path is not allowed through this proxy (allow_paths)",
-			"path "+clipped(r.URL.EscapedPath())+" is not allowed through this proxy (allow_paths)")
+			"path "+safetext.Clipped(r.URL.EscapedPath())+" is not allowed through this proxy (allow_paths)")
 	}
 
 	if h.spend != nil && upgradeRequest(r) {
@@ -411,7 +412,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// with limits, reporting or metering, it would bypass them
 		return h.forbid(w, r, "upgrade_not_allowed",
 			"WebSocket and other upgraded connections cannot be metered on this proxy; use HTTP streaming (SSE)",
-			"an upgrade to "+clipped(r.Header.Get("Upgrade"))+" with metering on")
+			"an upgrade to "+safetext.Clipped(r.Header.Get("Upgrade"))+" with metering on")
 	}
 	if credentialInTrailers(r) {
 		return h.badRequest(w, r, client.name, "credential_in_trailer",
@@ -472,9 +473,9 @@ func (h *Handler) credential(ctx context.Context) (int, *Credential, error) {
 			return i, c, nil
 		}
 		reasons = append(reasons, s.Kind()+": "+err.Error())
-		public = append(public, s.Kind()+" ("+publicText(err, "unavailable")+")")
+		public = append(public, s.Kind()+" ("+safetext.Public(err, "unavailable")+")")
 	}
-	return -1, nil, refuse(strings.Join(public, "; "), strings.Join(reasons, "; "))
+	return -1, nil, safetext.Refuse(strings.Join(public, "; "), strings.Join(reasons, "; "))
 }
 
 // setUpstreamAuth removes every credential the client sent (and the
@@ -580,7 +581,7 @@ func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, client *p
 	clientRejectedCounter.Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "client rejected"); c != nil {
 		fields := []zap.Field{zap.String("reason", reason), zap.String("remote_ip", remoteIP(r)),
-			zap.String("method", r.Method), zap.String("path", clipped(r.URL.Path))}
+			zap.String("method", r.Method), zap.String("path", safetext.Clipped(r.URL.Path))}
 		if client != nil {
 			fields = append(fields, zap.Any("client", client.name))
 		}
@@ -623,7 +624,7 @@ func (h *Handler) noCredential(w http.ResponseWriter, r *http.Request, client an
 	// ("vercel_oidc (mint: failed)"); names, paths and addresses are for
 	// the log and the admin status route.
 	return writeError(w, r, http.StatusServiceUnavailable, errUnavailable, "no_upstream_credential",
-		"the proxy has no usable upstream credential right now; tried "+publicText(err, "every source")+
+		"the proxy has no usable upstream credential right now; tried "+safetext.Public(err, "every source")+
 			"; retry after the time in the Retry-After header")
 }
 

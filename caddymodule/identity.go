@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 )
 
 // principal is who a request comes from. Its name is for people (logs,
@@ -70,11 +72,11 @@ const maxKeyNamespaceLen = 64
 // the namespace in an id).
 func checkKeyNamespace(ns string) error {
 	if ns == "" || len(ns) > maxKeyNamespaceLen {
-		return fmt.Errorf("namespace %q must be 1 to %d characters", clipped(ns), maxKeyNamespaceLen)
+		return fmt.Errorf("namespace %q must be 1 to %d characters", safetext.Clipped(ns), maxKeyNamespaceLen)
 	}
 	for i := 0; i < len(ns); i++ {
 		if !keyNamespaceByte(ns[i]) {
-			return fmt.Errorf("namespace %q may hold only A-Z, a-z, 0-9, '.', '_', ':' and '-' (no '/' or placeholder)", clipped(ns))
+			return fmt.Errorf("namespace %q may hold only A-Z, a-z, 0-9, '.', '_', ':' and '-' (no '/' or placeholder)", safetext.Clipped(ns))
 		}
 	}
 	return nil

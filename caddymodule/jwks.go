@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/sync/singleflight"
 )
@@ -104,7 +105,7 @@ func (s *jwksSet) missing(jwksURL, kid string) error {
 	if s.err != nil {
 		return fmt.Errorf("fetching JWKS %s: %v", jwksURL, s.err)
 	}
-	return fmt.Errorf("no key %s in JWKS %s", logValue(kid), jwksURL)
+	return fmt.Errorf("no key %s in JWKS %s", safetext.Quoted(kid), jwksURL)
 }
 
 func (c *jwksCache) lookup(jwksURL string) *jwksSet {
@@ -155,7 +156,7 @@ func (c *jwksCache) fetch(ctx context.Context, jwksURL string) (map[string]*rsa.
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return nil, errors.New(scrubURLError(err))
+		return nil, errors.New(safetext.TransportError(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -271,7 +272,7 @@ func (p issuerPolicy) check(iss string) (string, error) {
 		trusted = isVercelIssuer(want)
 	}
 	if !trusted {
-		return "", fmt.Errorf("issuer %s is not a trusted issuer (%s)", logValue(iss), strings.Join(p.issuers, ", "))
+		return "", fmt.Errorf("issuer %s is not a trusted issuer (%s)", safetext.Quoted(iss), strings.Join(p.issuers, ", "))
 	}
 	if p.jwksURL != "" {
 		return p.jwksURL, nil
@@ -378,7 +379,7 @@ func verifyError(err error) error {
 		if i := strings.LastIndex(reason, ": "); i >= 0 && errors.Is(err, jwt.ErrTokenUnverifiable) {
 			reason = reason[i+2:]
 		}
-		reason = clipped(reason)
+		reason = safetext.Clipped(reason)
 	}
 	return &tokenError{problem: problem, reason: reason}
 }

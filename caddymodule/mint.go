@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -137,7 +138,7 @@ func (m *minter) mint(ctx context.Context) (*Credential, error) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, fmt.Errorf("%s: no answer within %s", where, m.timeout)
 		}
-		return nil, fmt.Errorf("%s: %s", where, scrubURLError(err))
+		return nil, fmt.Errorf("%s: %s", where, safetext.TransportError(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64*1024))
@@ -191,13 +192,4 @@ func redactQuery(u string) string {
 		return u[:i]
 	}
 	return u
-}
-
-// scrubURLError keeps a transport error's cause without repeating the URL.
-func scrubURLError(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
-	}
-	return err.Error()
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -162,20 +163,20 @@ func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *pushTarge
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
 		return h.pushRefused(w, r, http.StatusRequestEntityTooLarge, "payload_too_large",
-			refuse("the body is larger than 64 KiB", "body is larger than 64 KiB"))
+			safetext.Refuse("the body is larger than 64 KiB", "body is larger than 64 KiB"))
 	}
 	if err != nil {
 		return h.pushRefused(w, r, http.StatusBadRequest, "invalid_request",
-			refuse("the body could not be read", "reading body: "+err.Error()))
+			safetext.Refuse("the body could not be read", "reading body: "+err.Error()))
 	}
 	token, err := tokenFromPushBody(body)
 	if err != nil {
-		return h.pushRefused(w, r, http.StatusBadRequest, "invalid_request", refuse(err.Error(), err.Error()))
+		return h.pushRefused(w, r, http.StatusBadRequest, "invalid_request", safetext.Refuse(err.Error(), err.Error()))
 	}
 	var claims oidcClaims
 	if err := h.jwks.verify(r.Context(), token, t.policy, "", &claims); err != nil {
 		return h.pushRefused(w, r, http.StatusUnauthorized, "invalid_token",
-			refuse(pushTokenProblems[tokenProblemOf(err)], err.Error()))
+			safetext.Refuse(pushTokenProblems[tokenProblemOf(err)], err.Error()))
 	}
 	team, project := t.team, t.project
 	if cur := t.source.state.refresher.current.Load(); cur != nil {
@@ -188,19 +189,21 @@ func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *pushTarge
 	}
 	if team == "" || project == "" {
 		return h.pushRefused(w, r, http.StatusUnprocessableEntity, "unexpected_token",
-			refuse("this proxy cannot check which project a pushed token is for yet",
-				"no expected team and project to check the token against: set push { team … project … }"))
+			safetext.Refuse("this proxy cannot check which project a pushed token is for yet",
+				"no expected team and project to check the token against: set push { team … project … }"),
+		)
 	}
 	if claims.OwnerID != team || claims.ProjectID != project {
 		return h.pushRefused(w, r, http.StatusUnprocessableEntity, "unexpected_token",
-			refuse("the token is not for this proxy's team and project",
+			safetext.Refuse("the token is not for this proxy's team and project",
 				fmt.Sprintf("token is for owner %s project %s, not %q %q",
-					logValue(claims.OwnerID), logValue(claims.ProjectID), team, project)))
+					safetext.Quoted(claims.OwnerID), safetext.Quoted(claims.ProjectID), team, project)),
+		)
 	}
 	cred, _, err := parseOIDCToken(token, time.Now())
 	if err != nil { // verified, so expired within the leeway
 		return h.pushRefused(w, r, http.StatusUnauthorized, "invalid_token",
-			refuse(pushTokenProblems[tokenExpired], err.Error()))
+			safetext.Refuse(pushTokenProblems[tokenExpired], err.Error()))
 	}
 	used := t.source.Offer(cred)
 	h.logger.Info("token pushed", pushFields(r, cred, used)...)
@@ -216,7 +219,7 @@ func (h *Handler) pushRefused(w http.ResponseWriter, r *http.Request, status int
 	h.logger.Warn("token push refused", pushRefusedFields(r, status, err.Error())...)
 	pushesTotal.WithLabelValues("refused").Inc()
 	return writeError(w, r, status, errInvalidRequest, code,
-		"token push refused: "+publicText(err, "the token could not be verified"))
+		"token push refused: "+safetext.Public(err, "the token could not be verified"))
 }
 
 // What a pusher is told when its token does not verify.

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 )
@@ -131,8 +132,9 @@ func (r *refresher) Fetch(ctx context.Context) (*Credential, error) {
 	if wait > 0 && lastErr != nil {
 		if c != nil {
 			// lastErr predates the token's expiry: say why there is none now
-			lastErr = refuse("token expired; last refresh: "+publicText(lastErr, "failed"),
+			lastErr = safetext.Refuse("token expired; last refresh: "+safetext.Public(lastErr, "failed"),
 				fmt.Sprintf("token expired at %s; last refresh: %v", c.expires.UTC().Format(time.RFC3339), lastErr))
+
 		}
 		return nil, fmt.Errorf("%w (next attempt in %s)", lastErr, wait.Round(time.Second))
 	}
@@ -144,7 +146,7 @@ func (r *refresher) Fetch(ctx context.Context) (*Credential, error) {
 		}
 		return res.Val.(*Credential), nil
 	case <-ctx.Done():
-		return nil, refuse("still refreshing", fmt.Sprintf("still refreshing after waiting: %v", context.Cause(ctx)))
+		return nil, safetext.Refuse("still refreshing", fmt.Sprintf("still refreshing after waiting: %v", context.Cause(ctx)))
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -137,8 +138,9 @@ func (v *sandboxVerifier) identify(r *http.Request) (*principal, error) {
 			h = h[:i]
 		}
 		if !slices.Contains(v.cfg.ForwardedHosts, h) {
-			return nil, refuse("the request was forwarded for a host this proxy does not serve",
-				"forwarded host "+logValue(host)+" is not an allowed gateway host")
+			return nil, safetext.Refuse("the request was forwarded for a host this proxy does not serve",
+				"forwarded host "+safetext.Quoted(host)+" is not an allowed gateway host")
+
 		}
 	}
 	token := r.Header.Get(headerSandboxToken)
@@ -172,19 +174,19 @@ func (v *sandboxVerifier) verify(ctx context.Context, token string) (*sandboxCla
 	sandboxVerificationsTotal.Inc()
 	var claims sandboxClaims
 	if err := v.jwks.verify(ctx, token, v.policy, "", &claims); err != nil {
-		return nil, refuse(sandboxTokenProblems[tokenProblemOf(err)], "sandbox token: "+err.Error())
+		return nil, safetext.Refuse(sandboxTokenProblems[tokenProblemOf(err)], "sandbox token: "+err.Error())
 	}
 	if !slices.ContainsFunc(claims.Audience, func(a string) bool { return strings.TrimRight(a, "/") == v.audience }) {
-		return nil, refuse(sandboxTokenProblems[tokenWrongAudience], "sandbox token: audience is not this proxy's forwardURL")
+		return nil, safetext.Refuse(sandboxTokenProblems[tokenWrongAudience], "sandbox token: audience is not this proxy's forwardURL")
 	}
 	if !slices.Contains(v.cfg.Teams, claims.TeamID) {
-		return nil, refuse(sandboxNotAllowed, "sandbox token: team "+logValue(claims.TeamID)+" is not allowed")
+		return nil, safetext.Refuse(sandboxNotAllowed, "sandbox token: team "+safetext.Quoted(claims.TeamID)+" is not allowed")
 	}
 	if len(v.cfg.Projects) > 0 && !slices.Contains(v.cfg.Projects, claims.ProjectID) {
-		return nil, refuse(sandboxNotAllowed, "sandbox token: project "+logValue(claims.ProjectID)+" is not allowed")
+		return nil, safetext.Refuse(sandboxNotAllowed, "sandbox token: project "+safetext.Quoted(claims.ProjectID)+" is not allowed")
 	}
 	if claims.SandboxID == "" { // the sandbox's identity: a name alone could be anyone's
-		return nil, refuse("the sandbox token names no sandbox", "sandbox token: no sandbox_id")
+		return nil, safetext.Refuse("the sandbox token names no sandbox", "sandbox token: no sandbox_id")
 	}
 	return &claims, nil
 }

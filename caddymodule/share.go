@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
@@ -115,7 +116,7 @@ type shareProject struct {
 // check says why a token for owner and project is not for p.
 func (p shareProject) check(owner, project string) error {
 	if p.fromToken && (owner != p.Team || project != p.Project) {
-		return fmt.Errorf("token is for owner %s project %s, not %q %q", logValue(owner), logValue(project), p.Team, p.Project)
+		return fmt.Errorf("token is for owner %s project %s, not %q %q", safetext.Quoted(owner), safetext.Quoted(project), p.Team, p.Project)
 	}
 	return checkClaims(&oidcClaims{OwnerID: owner, ProjectID: project}, p.Team, p.Project)
 }
@@ -284,7 +285,7 @@ func (st *oidcState) learnProject(token string) {
 	p := shareProject{Team: claims.OwnerID, Project: claims.ProjectID, fromToken: true}
 	if id := newShareIdent(&st.cfg, p); sh.ident.CompareAndSwap(nil, id) {
 		sh.log().Info("sharing this source's token with the instances of its project",
-			zap.String("key", id.key), zap.String("team", logValue(p.Team)), zap.String("project", logValue(p.Project)))
+			zap.String("key", id.key), zap.String("team", safetext.Quoted(p.Team)), zap.String("project", safetext.Quoted(p.Project)))
 	}
 }
 
@@ -343,7 +344,7 @@ func (id *shareIdent) decode(raw []byte, now time.Time) (*sharedRecord, *Credent
 		return nil, nil, fmt.Errorf("not JSON: %v", err)
 	}
 	if rec.Version != shareRecordVersion || rec.Source != id.id {
-		return nil, nil, fmt.Errorf("foreign value (version %d, source %s)", rec.Version, logValue(rec.Source))
+		return nil, nil, fmt.Errorf("foreign value (version %d, source %s)", rec.Version, safetext.Quoted(rec.Source))
 	}
 	if rec.Token == "" {
 		return &rec, nil, nil

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 )
@@ -60,10 +61,10 @@ func (s *StaticSource) Fetch(context.Context) (*Credential, error) {
 
 func (s *StaticSource) emptyError() error {
 	if s.Key == "" {
-		return refuse("no key", "no key configured")
+		return safetext.Refuse("no key", "no key configured")
 	}
 	// s.Key is the placeholder as configured, e.g. {env.AI_GATEWAY_API_KEY}
-	return refuse("no key", "key is empty ("+s.Key+" resolved to nothing)")
+	return safetext.Refuse("no key", "key is empty ("+s.Key+" resolved to nothing)")
 }
 
 // Kind implements Source.

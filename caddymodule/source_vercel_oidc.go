@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
@@ -396,15 +397,15 @@ func (st *oidcState) load(ctx context.Context, current *Credential, force bool) 
 	}
 	if best == nil {
 		if force && len(reasons) == 0 {
-			return nil, refuse("no different token", "no input has a different token")
+			return nil, safetext.Refuse("no different token", "no input has a different token")
 		}
 		if len(reasons) == 0 {
-			return nil, refuse("no token pushed yet", "no token yet (this source only accepts pushed tokens)")
+			return nil, safetext.Refuse("no token pushed yet", "no token yet (this source only accepts pushed tokens)")
 		}
-		return nil, refuse(strings.Join(public, ", "), strings.Join(reasons, "; "))
+		return nil, safetext.Refuse(strings.Join(public, ", "), strings.Join(reasons, "; "))
 	}
 	if len(reasons) > 0 && now.After(refreshPoint(best, st.cfg.RefreshBefore)) && best == current {
-		return best, refuse(strings.Join(public, ", "), strings.Join(reasons, "; "))
+		return best, safetext.Refuse(strings.Join(public, ", "), strings.Join(reasons, "; "))
 	}
 	return best, nil
 }
