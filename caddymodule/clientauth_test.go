@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/filewatch"
 )
 
 func TestClientKeyFromRequest(t *testing.T) {
@@ -207,7 +209,7 @@ func stillAccepted(t *testing.T, accepts func(string) bool, key string) {
 		if !accepts(key) {
 			t.Fatalf("%s no longer accepted after the keys file became unusable", key)
 		}
-		time.Sleep(fileWatchInterval)
+		time.Sleep(filewatch.Interval)
 	}
 }
 

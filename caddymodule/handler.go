@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/filewatch"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -140,7 +141,7 @@ type Handler struct {
 	paths        *pathAllowList
 	pushes       map[string]*pushTarget
 	jwks         *jwksCache
-	watchers     []*fileWatcher
+	watchers     []*filewatch.Watcher
 	logger       *zap.Logger
 	statusHandle *statusEntry
 	spend        *spend // nil unless reporting, limits or usage_metrics
@@ -291,7 +292,7 @@ func (h *Handler) watch(option, file string, apply func([]byte) error) error {
 	}
 	var firstErr error
 	first := true
-	w := watchFile(path, func(content []byte, err error) {
+	w := filewatch.Watch(path, func(content []byte, err error) {
 		if err == nil {
 			err = apply(content)
 		}
@@ -368,7 +369,7 @@ const noClientAuthMessage = "no client authentication: anyone who reaches the pr
 // Cleanup stops the file watchers. Sources clean up themselves.
 func (h *Handler) Cleanup() error {
 	for _, w := range h.watchers {
-		w.stop()
+		w.Stop()
 	}
 	unregisterStatus(h.statusHandle)
 	h.keySources.unregister()

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/filewatch"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -34,7 +35,7 @@ const (
 func TestMain(m *testing.M) {
 	// Watched files are polled; poll fast so that file tests do not wait
 	// a second per change. Set once, before any watcher starts.
-	fileWatchInterval = 10 * time.Millisecond
+	filewatch.Interval = 10 * time.Millisecond
 	os.Exit(m.Run())
 }
 

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/filewatch"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
@@ -276,7 +277,7 @@ type oidcState struct {
 	fileMu   sync.Mutex
 	fileCred *Credential
 	fileErr  error
-	watcher  *fileWatcher
+	watcher  *filewatch.Watcher
 }
 
 func newOIDCState(cfg resolvedOIDCConfig, id string, logger *zap.Logger) *oidcState {
@@ -301,7 +302,7 @@ func newOIDCState(cfg resolvedOIDCConfig, id string, logger *zap.Logger) *oidcSt
 		}
 	}
 	if cfg.File != "" {
-		st.watcher = watchFile(cfg.File, st.fileChanged)
+		st.watcher = filewatch.Watch(cfg.File, st.fileChanged)
 	}
 	return st
 }
@@ -453,7 +454,7 @@ func orExpired(err error, c *Credential) string {
 func (st *oidcState) Destruct() error {
 	st.refresher.Stop()
 	st.share.stop()
-	st.watcher.stop()
+	st.watcher.Stop()
 	return nil
 }
 
