@@ -9,13 +9,14 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
 // One reading per request: with metering on, every JSON request body is
-// read strictly by the body editor (bodyedit.go), whether or not it is
+// read strictly by the body editor (package jsonbody), whether or not it is
 // edited, and what the editor refuses never reaches the upstream whole.
 //
 //   - A body with a Content-Length of at most bodyReadAhead is read whole
@@ -112,12 +113,12 @@ func containsFold(s, word string) bool {
 // readJSONBody puts the body editor on r's body (see the file comment)
 // and, for a small body, reads it whole. It returns the editor's
 // refusal, or the client's error reading the body.
-func (m *meterWriter) readJSONBody(r *http.Request, opts bodyEditOptions) error {
+func (m *meterWriter) readJSONBody(r *http.Request, opts jsonbody.Options) error {
 	src := r.Body
 	if src == nil {
 		src = http.NoBody
 	}
-	m.body = newBodyEditor(src, opts)
+	m.body = jsonbody.NewEditor(src, opts)
 	if r.ContentLength < 0 || r.ContentLength > bodyReadAhead {
 		r.Body = m.body
 		r.ContentLength = -1 // an edit changes the length: send it chunked
@@ -160,7 +161,7 @@ func (h *heldBody) Read(p []byte) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return 0, errBodyEditorClosed
+		return 0, jsonbody.ErrClosed
 	}
 	if len(h.b) == 0 {
 		h.b = nil
@@ -185,7 +186,7 @@ func (h *heldBody) Close() error {
 // it. Any other error (the client's, reading its body) is returned as
 // Caddy's: 413 for a body over a request_body limit, else 400.
 func (s *spend) refuseBody(w http.ResponseWriter, r *http.Request, name string, err error) error {
-	ref, ok := errors.AsType[*bodyRefusal](err)
+	ref, ok := errors.AsType[*jsonbody.Refusal](err)
 	if !ok {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
@@ -196,7 +197,7 @@ func (s *spend) refuseBody(w http.ResponseWriter, r *http.Request, name string, 
 	bodyEditsTotal.WithLabelValues("refused").Inc()
 	if c := s.logger.Check(zapcore.InfoLevel, "request refused"); c != nil {
 		c.Write(zap.String("code", "invalid_request_body"), zap.String("client", name), zap.String("method", r.Method),
-			zap.String("reason", ref.msg))
+			zap.String("reason", ref.Reason()))
 	}
 	return writeError(w, r, http.StatusBadRequest, errInvalidRequest, "invalid_request_body", ref.Error())
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
@@ -125,7 +126,7 @@ func TestBodyRefusedBeforeUpstream(t *testing.T) {
 			switch {
 			case !streamed && next.called != 0:
 				t.Errorf("the upstream was called with %q", next.body)
-			case streamed && (next.called != 1 || !errors.Is(next.readErr, errBodyRefused)):
+			case streamed && (next.called != 1 || !errors.Is(next.readErr, jsonbody.ErrRefused)):
 				t.Errorf("streamed: the upstream was called %d times, its read ended with %v", next.called, next.readErr)
 			case streamed && bytes.Contains(next.body, []byte("Stream")):
 				t.Errorf("the refused member went upstream")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/filewatch"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -526,7 +527,7 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 		return a.rw.sendHeld()
 	}
 	body, err := a.body.replayable()
-	if errors.Is(err, errBodyRefused) {
+	if errors.Is(err, jsonbody.ErrRefused) {
 		// the body editor refused the rest: answered 400 (answerRefused)
 		a.restoreHeader(w.Header())
 		return err

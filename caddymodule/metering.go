@@ -3,13 +3,13 @@ package caddymodule
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"sync/atomic"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -102,9 +102,9 @@ type meterWriter struct {
 	r           *http.Request
 	wroteHeader bool
 	status      int
-	scan        usageScanner
+	scan        jsonbody.UsageScanner
 
-	body *bodyEditor // nil when the body is not read as JSON
+	body *jsonbody.Editor // nil when the body is not read as JSON
 	// refusalAnswered: the editor's refusal was answered (answerRefused)
 	refusalAnswered bool
 	readAhead       heldBody      // a small body read ahead (bodyread.go)
@@ -156,7 +156,7 @@ func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string) (
 	}
 	if jsonRequest(r) {
 		m.injected = usagePaths[path]
-		if err := m.readJSONBody(r, bodyEditOptions{Attribution: attribution, User: user, IncludeUsage: m.injected}); err != nil {
+		if err := m.readJSONBody(r, jsonbody.Options{Attribution: attribution, User: user, IncludeUsage: m.injected}); err != nil {
 			return r, err
 		}
 	}
@@ -186,8 +186,8 @@ func (m *meterWriter) WriteHeader(status int) {
 	if !m.wroteHeader && status >= 200 {
 		m.wroteHeader = true
 		m.status = status
-		m.scan.start(status, m.Header())
-		m.hiding = m.injected && m.body != nil && m.scan.mode == scanSSE
+		m.scan.Start(status, m.Header())
+		m.hiding = m.injected && m.body != nil && m.scan.SSE()
 	}
 	m.ResponseWriter.WriteHeader(status)
 }
@@ -198,9 +198,9 @@ func (m *meterWriter) Write(p []byte) (int, error) {
 	}
 	// what the upstream sent is metered, whether or not the client is
 	// still there to get it
-	m.scan.write(p)
+	m.scan.Write(p)
 	m.respBytes += int64(len(p))
-	if m.scan.final && !m.final.Load() {
+	if m.scan.Final() && !m.final.Load() {
 		m.final.Store(true)
 	}
 	if m.gone {
@@ -235,7 +235,7 @@ func (m *meterWriter) discard(n int) (int, error) {
 // on behalf of a client that did not ask. An unfinished line is held
 // until its end.
 func (m *meterWriter) writeHiding(p []byte) error {
-	if len(m.held) == 0 && !m.passing && len(p) > 0 && p[len(p)-1] == '\n' && !m.dropBlank && !hasUsageObject(p) {
+	if len(m.held) == 0 && !m.passing && len(p) > 0 && p[len(p)-1] == '\n' && !m.dropBlank && !jsonbody.HasUsageObject(p) {
 		_, err := m.ResponseWriter.Write(p) // the common case: whole lines, no usage
 		return err
 	}
@@ -287,37 +287,11 @@ func (m *meterWriter) writeHiding(p []byte) error {
 // Chat Completions stream (no choices, a usage object) that the client
 // did not ask for.
 func (m *meterWriter) hideUsageChunk(line []byte) bool {
-	data, ok := bytes.CutPrefix(line, sseData)
-	if !ok || !hasUsageObject(data) {
+	if !jsonbody.UsageOnlyChunk(line) {
 		return false
 	}
 	res := m.body.Result()
-	if !res.Done || !res.Streamed || res.ClientUsage {
-		return false
-	}
-	var chunk struct {
-		Choices *[]json.RawMessage `json:"choices"`
-		Usage   map[string]any     `json:"usage"`
-	}
-	return json.Unmarshal(data, &chunk) == nil && chunk.Choices != nil && len(*chunk.Choices) == 0 && chunk.Usage != nil
-}
-
-// hasUsageObject reports whether b has a "usage" key whose value is an
-// object (every other chunk of such a stream has "usage":null).
-func hasUsageObject(b []byte) bool {
-	for {
-		i := bytes.Index(b, usageKey)
-		if i < 0 {
-			return false
-		}
-		j := skipSpace(b, i+len(usageKey))
-		if j < len(b) && b[j] == ':' {
-			if j = skipSpace(b, j+1); j < len(b) && b[j] == '{' {
-				return true
-			}
-		}
-		b = b[i+len(usageKey):]
-	}
+	return res.Done && res.Streamed && !res.ClientUsage
 }
 
 // ReadFrom keeps io.Copy from bypassing Write.
@@ -372,9 +346,9 @@ func (m *meterWriter) end() {
 			}
 		}
 	}
-	u, found := m.scan.finish()
+	u, found := meteredUsage(m.scan.Finish())
 	series := clientSeriesFor(m.id)
-	if m.generation && m.status >= 200 && m.status < 300 && !m.scan.complete {
+	if m.generation && m.status >= 200 && m.status < 300 && !m.scan.Complete() {
 		in, out := m.estimate()
 		in, out = max(in-u.input, 0), max(out-u.output, 0) // what the partial usage lacks
 		u.input += in
@@ -412,10 +386,23 @@ func (m *meterWriter) estimate() (input, output int64) {
 	if m.reqBytes != nil {
 		input = (m.reqBytes.n.Load() + bytesPerToken - 1) / bytesPerToken
 	}
-	if m.scan.events > 0 {
-		output = m.scan.events
+	if n := m.scan.Events(); n > 0 {
+		output = n
 	} else {
 		output = (m.respBytes + bytesPerToken - 1) / bytesPerToken
 	}
 	return input, output
+}
+
+// usage is a request's usage as the ledger counts it (limits.go,
+// limits_redis.go): what the response reported, or an estimate.
+type usage struct {
+	input, output int64
+	cost          float64
+	hasCost       bool
+}
+
+// meteredUsage is what the usage scanner found, as the ledger counts it.
+func meteredUsage(u jsonbody.Usage, found bool) (usage, bool) {
+	return usage{input: u.Input, output: u.Output, cost: u.Cost, hasCost: u.HasCost}, found
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -146,6 +147,35 @@ func TestReportingConfigErrors(t *testing.T) {
 	}
 }
 
+// meteringAnswer is an answer of internal/jsonbody/testdata/answers.json
+// (the usage scanner's own cases) and the usage it reports, if any.
+type meteringAnswer struct {
+	Name        string       `json:"name"`
+	ContentType string       `json:"content_type"`
+	Body        string       `json:"body"`
+	Usage       *answerUsage `json:"usage"`
+}
+
+type answerUsage struct {
+	Input   int64   `json:"input"`
+	Output  int64   `json:"output"`
+	Cost    float64 `json:"cost"`
+	HasCost bool    `json:"has_cost"`
+}
+
+func meteringAnswers(t *testing.T) []meteringAnswer {
+	t.Helper()
+	b, err := os.ReadFile("internal/jsonbody/testdata/answers.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []meteringAnswer
+	if err := json.Unmarshal(b, &cases); err != nil {
+		t.Fatal(err)
+	}
+	return cases
+}
+
 // Usage read from streamed and whole answers of every API lands in the
 // client's counters and in the placeholders for the access log.
 func TestMeteringPerClient(t *testing.T) {
@@ -153,30 +183,35 @@ func TestMeteringPerClient(t *testing.T) {
 	name := fmt.Sprintf("meter-%d", time.Now().UnixNano())
 	client := "key:" + name // metrics and the status count by id
 	var wantIn, wantOut, wantCost float64
-	for _, tc := range usageCases {
+	cases := meteringAnswers(t)
+	for _, tc := range cases {
 		// not a generation endpoint: answers without usage are not
 		// estimated here (TestUsageEstimates)
 		r := clientRequest(t, name, "/v1/embeddings")
-		w := serve(t, h, r, answering(tc.contentType, tc.body, nil))
-		if w.Body.String() != tc.body {
-			t.Fatalf("%s: the client got a changed body", tc.name)
+		w := serve(t, h, r, answering(tc.ContentType, tc.Body, nil))
+		if w.Body.String() != tc.Body {
+			t.Fatalf("%s: the client got a changed body", tc.Name)
 		}
 		repl := replacerOf(r)
 		in, inOK := repl.Get("ai_gateway_auth.usage.input_tokens")
 		out, outOK := repl.Get("ai_gateway_auth.usage.output_tokens")
-		if tc.found != inOK || tc.found != outOK || tc.found && (in != tc.want.input || out != tc.want.output) {
-			t.Errorf("%s: placeholders %v/%v (%v, %v), want %d/%d", tc.name, in, out, inOK, outOK, tc.want.input, tc.want.output)
+		found := tc.Usage != nil
+		if !found {
+			tc.Usage = &answerUsage{}
 		}
-		wantIn += float64(tc.want.input)
-		wantOut += float64(tc.want.output)
-		wantCost += tc.want.cost
+		if found != inOK || found != outOK || found && (in != tc.Usage.Input || out != tc.Usage.Output) {
+			t.Errorf("%s: placeholders %v/%v (%v, %v), want %d/%d", tc.Name, in, out, inOK, outOK, tc.Usage.Input, tc.Usage.Output)
+		}
+		wantIn += float64(tc.Usage.Input)
+		wantOut += float64(tc.Usage.Output)
+		wantCost += tc.Usage.Cost
 	}
 	for series, c := range map[string]struct {
 		got, want float64
 	}{
 		"client_tokens_total input":  {counterValue(clientTokensTotal.WithLabelValues(client, "input")), wantIn},
 		"client_tokens_total output": {counterValue(clientTokensTotal.WithLabelValues(client, "output")), wantOut},
-		"client_requests_total":      {counterValue(clientRequestsTotal.WithLabelValues(client)), float64(len(usageCases))},
+		"client_requests_total":      {counterValue(clientRequestsTotal.WithLabelValues(client)), float64(len(cases))},
 		"client_cost_total":          {counterValue(clientCostTotal.WithLabelValues(client)), wantCost},
 	} {
 		if c.got != c.want {
@@ -187,7 +222,7 @@ func TestMeteringPerClient(t *testing.T) {
 	found := false
 	for _, c := range top {
 		if c.Client == client {
-			found = c.InputTokens == int64(wantIn) && c.OutputTokens == int64(wantOut) && c.Requests == int64(len(usageCases))
+			found = c.InputTokens == int64(wantIn) && c.OutputTokens == int64(wantOut) && c.Requests == int64(len(cases))
 		}
 	}
 	if !found {

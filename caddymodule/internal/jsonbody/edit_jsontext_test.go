@@ -1,13 +1,13 @@
 //go:build goexperiment.jsonv2
 
-package caddymodule
+package jsonbody
 
-// The measurement behind bodyedit.go's choice of a byte-level scanner
+// The measurement behind edit.go's choice of a byte-level scanner
 // over encoding/json/jsontext (the standard library's copy of
 // github.com/go-json-experiment/json/jsontext, built only with
 // GOEXPERIMENT=jsonv2):
 //
-//	GOEXPERIMENT=jsonv2 go test ./caddymodule -run '^$' -bench BodyEditJSONText -benchmem
+//	GOEXPERIMENT=jsonv2 go test ./caddymodule/internal/jsonbody -run '^$' -bench BodyEditJSONText -benchmem
 //
 // Both edit the same 2 MiB agent body whose last message carries a 1 MiB
 // base64 string (a screenshot), replacing its top-level user. The
@@ -116,7 +116,7 @@ func screenshotAgentBody() []byte {
 
 func BenchmarkBodyEditJSONText(b *testing.B) {
 	body := screenshotAgentBody()
-	want, _ := editAll(b, body, optsAttr)
+	want, _, _ := edit(b, body, optsAttr, nil, nil)
 	for _, bc := range []string{"jsontext-tokens", "jsontext-skip", "scanner"} {
 		b.Run(bc, func(b *testing.B) {
 			buf := make([]byte, 32<<10)
@@ -128,7 +128,7 @@ func BenchmarkBodyEditJSONText(b *testing.B) {
 				src.Reset(body)
 				switch bc {
 				case "scanner":
-					ed := newBodyEditor(readerOnly{src}, optsAttr)
+					ed := NewEditor(readerOnly{src}, optsAttr)
 					if _, err := io.CopyBuffer(discardOnly{}, ed, buf); err != nil {
 						b.Fatal(err)
 					}

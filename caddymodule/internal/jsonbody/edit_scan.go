@@ -1,4 +1,4 @@
-package caddymodule
+package jsonbody
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 // a number, a literal, what follows a value), each a step of a state
 // machine that resumes where the last read of the source stopped. A step
 // consumes input in the editor's current output mode (bodyEditor.take);
-// the inspected objects' members are decided in bodyedit.go.
+// the inspected objects' members are decided in edit.go.
 
 // Scanner states.
 type beState uint8
@@ -81,7 +81,7 @@ type beScanState struct {
 // scan consumes input from e.in[e.r:e.n] and writes output to out, until
 // out is full, the input is used up, pending output was set, or the body
 // was refused. It returns the number of bytes written.
-func (e *bodyEditor) scan(out []byte) int {
+func (e *Editor) scan(out []byte) int {
 	e.out, e.w = out, 0
 	for e.r < e.n && e.w < len(e.out) && len(e.pend) == 0 && e.err == nil {
 		switch e.st {
@@ -115,7 +115,7 @@ func (e *bodyEditor) scan(out []byte) int {
 func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // takeSpace consumes the whitespace at the start of the available input.
-func (e *bodyEditor) takeSpace() {
+func (e *Editor) takeSpace() {
 	in := e.avail()
 	n := 0
 	for n < len(in) && isJSONSpace(in[n]) {
@@ -125,7 +125,7 @@ func (e *bodyEditor) takeSpace() {
 }
 
 // unexpected refuses the byte at e.in[e.r], saying what was expected.
-func (e *bodyEditor) unexpected(expected string) {
+func (e *Editor) unexpected(expected string) {
 	c := e.in[e.r]
 	shown := "'" + string(c) + "'"
 	if c < 0x20 || c >= 0x7f {
@@ -136,7 +136,7 @@ func (e *bodyEditor) unexpected(expected string) {
 
 // scanBefore reads what comes before the top-level value: a UTF-8 byte
 // order mark at the very start (passed on), whitespace, then '{'.
-func (e *bodyEditor) scanBefore() {
+func (e *Editor) scanBefore() {
 	c := e.in[e.r]
 	const bom = "\xef\xbb\xbf"
 	switch at := e.pos(e.r); {
@@ -164,7 +164,7 @@ func isValueStart(c byte) bool {
 
 // open opens an object or an array at its first byte, or refuses one
 // too deep. It reports whether it opened.
-func (e *bodyEditor) open(obj bool) bool {
+func (e *Editor) open(obj bool) bool {
 	if e.depth == bodyEditMaxDepth {
 		e.refuse("nesting deeper than %d levels at byte %d", bodyEditMaxDepth, e.pos(e.r))
 		return false
@@ -183,18 +183,18 @@ func (e *bodyEditor) open(obj bool) bool {
 }
 
 // inObject reports whether the innermost container open is an object.
-func (e *bodyEditor) inObject() bool {
+func (e *Editor) inObject() bool {
 	d := e.depth - 1
 	return e.kinds[d>>6]&(1<<(d&63)) != 0
 }
 
 // inspected reports whether the innermost container open is an
 // inspected object.
-func (e *bodyEditor) inspected() bool { return e.nf > 0 && e.depth == e.nf }
+func (e *Editor) inspected() bool { return e.nf > 0 && e.depth == e.nf }
 
 // scanValue reads the start of a value (after ':', ',' in an array, or
 // '['), or an empty array's ']'.
-func (e *bodyEditor) scanValue() {
+func (e *Editor) scanValue() {
 	c := e.in[e.r]
 	switch {
 	case isJSONSpace(c):
@@ -238,7 +238,7 @@ func (e *bodyEditor) scanValue() {
 
 // valueEnd follows a value that ended: the top-level one, or one in an
 // array or object.
-func (e *bodyEditor) valueEnd() {
+func (e *Editor) valueEnd() {
 	if e.depth == 0 {
 		e.st = stTrailing
 		return
@@ -251,7 +251,7 @@ func (e *bodyEditor) valueEnd() {
 
 // closeContainer closes the innermost array or object at its closer c,
 // after what an inspected object gets added before its '}'.
-func (e *bodyEditor) closeContainer(c byte) {
+func (e *Editor) closeContainer(c byte) {
 	if obj := e.inObject(); obj != (c == '}') {
 		e.unexpected(closerName(obj))
 		return
@@ -278,7 +278,7 @@ func closerName(obj bool) string {
 // scanMember reads what starts an object's member: whitespace, then the
 // opening quote of its name; or an empty object's '}'. In an inspected
 // object the name is held back.
-func (e *bodyEditor) scanMember() {
+func (e *Editor) scanMember() {
 	c := e.in[e.r]
 	switch {
 	case isJSONSpace(c) && e.mode == modeHold:
@@ -317,7 +317,7 @@ func (e *bodyEditor) scanMember() {
 
 // scanName reads a held member name of an inspected object. A name too
 // long to be a controlled one goes out and streams as any string.
-func (e *bodyEditor) scanName() {
+func (e *Editor) scanName() {
 	room := e.nameAt + 1 + bodyEditMaxName + 1 - e.nh
 	if room <= 0 {
 		e.pend = e.hold[:e.nh]
@@ -336,7 +336,7 @@ func (e *bodyEditor) scanName() {
 }
 
 // scanColon reads what follows a member name: whitespace, then ':'.
-func (e *bodyEditor) scanColon() {
+func (e *Editor) scanColon() {
 	switch c := e.in[e.r]; {
 	case isJSONSpace(c):
 		e.takeSpace()
@@ -352,7 +352,7 @@ func (e *bodyEditor) scanColon() {
 // then ',' or the closer. In an inspected object where a member can be
 // removed, the comma is held back (or dropped, if no member went out
 // before it).
-func (e *bodyEditor) scanAfter() {
+func (e *Editor) scanAfter() {
 	c := e.in[e.r]
 	switch {
 	case isJSONSpace(c):
@@ -380,7 +380,7 @@ func (e *bodyEditor) scanAfter() {
 }
 
 // scanTrailing reads what follows the top-level value: whitespace only.
-func (e *bodyEditor) scanTrailing() {
+func (e *Editor) scanTrailing() {
 	c := e.in[e.r]
 	switch {
 	case isJSONSpace(c):
@@ -394,7 +394,7 @@ func (e *bodyEditor) scanTrailing() {
 
 // scanString reads a string's content up to its closing quote: a value,
 // or a member name that is not held.
-func (e *bodyEditor) scanString() {
+func (e *Editor) scanString() {
 	n, end := e.stringBytes(e.avail())
 	e.take(n)
 	if !end {
@@ -410,7 +410,7 @@ func (e *bodyEditor) scanString() {
 // scanNumber reads a number by the grammar
 // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?; the byte after it
 // ends it.
-func (e *bodyEditor) scanNumber() {
+func (e *Editor) scanNumber() {
 	in := e.avail()
 	n := 0
 	for ; n < len(in); n++ {
@@ -456,7 +456,7 @@ func numNext(s beNum, c byte) beNum {
 }
 
 // scanLiteral reads true, false or null.
-func (e *bodyEditor) scanLiteral() {
+func (e *Editor) scanLiteral() {
 	in := e.avail()
 	n := 0
 	for n < len(in) && e.li < len(e.lit) {
@@ -479,7 +479,7 @@ func (e *bodyEditor) scanLiteral() {
 // bytes it validated; on a refusal, those before the bad byte. Escapes
 // and UTF-8 sequences may straddle two calls (e.sub): they go a byte at
 // a time, the rest through stringRun.
-func (e *bodyEditor) stringBytes(s []byte) (n int, end bool) {
+func (e *Editor) stringBytes(s []byte) (n int, end bool) {
 	i := 0
 	for i < len(s) {
 		if e.sub != subNone {
@@ -501,7 +501,7 @@ func (e *bodyEditor) stringBytes(s []byte) (n int, end bool) {
 // (e.sub). Plain bytes are skipped 8 at a time: each word's candidates
 // (special8) are taken in turn without loading it again; after 64 plain
 // bytes, a long run (base64, prose) goes to longPlainRun.
-func (e *bodyEditor) stringRun(s []byte, i int) (next int, end bool) {
+func (e *Editor) stringRun(s []byte, i int) (next int, end bool) {
 	clean := 0
 	for i+8 <= len(s) {
 		m := special8(binary.LittleEndian.Uint64(s[i:]))
@@ -551,7 +551,7 @@ func (e *bodyEditor) stringRun(s []byte, i int) (next int, end bool) {
 // stringSpecial takes the byte at s[k] that is not plain: the closing
 // quote (end), an escape, a multibyte character, or a refusal. It
 // returns where the next byte to look at is.
-func (e *bodyEditor) stringSpecial(s []byte, k int) (next int, end bool) {
+func (e *Editor) stringSpecial(s []byte, k int) (next int, end bool) {
 	switch c := s[k]; {
 	case c == '"':
 		return k + 1, true
@@ -624,7 +624,7 @@ func isHex(c byte) bool { return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20
 
 // stringSub takes byte c (at s[i] of stringBytes) inside an escape or a
 // UTF-8 sequence; it reports false when it refused c.
-func (e *bodyEditor) stringSub(c byte, i int) bool {
+func (e *Editor) stringSub(c byte, i int) bool {
 	switch e.sub {
 	case subEsc:
 		switch {
@@ -658,7 +658,7 @@ func (e *bodyEditor) stringSub(c byte, i int) bool {
 // utf8Lead starts a multibyte character at its lead byte c, or reports
 // false for a byte no valid UTF-8 starts with (RFC 3629: no overlong
 // forms, no surrogates, nothing above U+10FFFF).
-func (e *bodyEditor) utf8Lead(c byte) bool {
+func (e *Editor) utf8Lead(c byte) bool {
 	need, lo, hi := uint8(0), byte(0x80), byte(0xbf)
 	switch {
 	case c >= 0xc2 && c <= 0xdf:

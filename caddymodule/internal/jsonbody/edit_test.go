@@ -1,4 +1,4 @@
-package caddymodule
+package jsonbody
 
 import (
 	"bytes"
@@ -21,11 +21,11 @@ const testReportingUser = "proxy-user"
 func strPtr(s string) *string { return &s }
 
 var (
-	optsAttr    = bodyEditOptions{Attribution: true, User: strPtr(testReportingUser)}
-	optsAttrNil = bodyEditOptions{Attribution: true}
-	optsUsage   = bodyEditOptions{IncludeUsage: true}
-	optsBoth    = bodyEditOptions{Attribution: true, User: strPtr(testReportingUser), IncludeUsage: true}
-	optsBothNil = bodyEditOptions{Attribution: true, IncludeUsage: true}
+	optsAttr    = Options{Attribution: true, User: strPtr(testReportingUser)}
+	optsAttrNil = Options{Attribution: true}
+	optsUsage   = Options{IncludeUsage: true}
+	optsBoth    = Options{Attribution: true, User: strPtr(testReportingUser), IncludeUsage: true}
+	optsBothNil = Options{Attribution: true, IncludeUsage: true}
 )
 
 // chunkedReader hands out its data in reads of the sizes given, in turn
@@ -85,9 +85,9 @@ func readAllIn(t testing.TB, r io.Reader, sizes []int) ([]byte, error) {
 // edit runs the editor over in, read from a source in reads of src sizes
 // (nil: as asked), in reads of out sizes (nil: 64 KiB). A refused body
 // keeps refusing: a second Read returns the same error, never io.EOF.
-func edit(t testing.TB, in []byte, opts bodyEditOptions, src, out []int) ([]byte, bodyEditResult, error) {
+func edit(t testing.TB, in []byte, opts Options, src, out []int) ([]byte, Result, error) {
 	t.Helper()
-	ed := newBodyEditor(&chunkedReader{data: in, sizes: src}, opts)
+	ed := NewEditor(&chunkedReader{data: in, sizes: src}, opts)
 	got, err := readAllIn(t, ed, out)
 	if err != nil {
 		if _, again := ed.Read(make([]byte, 10)); again != err {
@@ -118,7 +118,7 @@ var readWays = []struct{ src, out []int }{
 
 // editAllWays edits in every way of readWays and fails unless all agree
 // on the output, the result and the error.
-func editAllWays(t testing.TB, in []byte, opts bodyEditOptions) ([]byte, bodyEditResult, error) {
+func editAllWays(t testing.TB, in []byte, opts Options) ([]byte, Result, error) {
 	t.Helper()
 	out, res, err := edit(t, in, opts, nil, nil)
 	for _, w := range readWays[1:] {
@@ -135,7 +135,7 @@ func editAllWays(t testing.TB, in []byte, opts bodyEditOptions) ([]byte, bodyEdi
 		t.Fatalf("result not Done after EOF: %+v", res)
 	case err != nil && !res.Refused:
 		t.Fatalf("error %v but the result is %+v", err, res)
-	case err != nil && (!errors.Is(err, errBodyRefused) || errors.Is(err, io.EOF)):
+	case err != nil && (!errors.Is(err, ErrRefused) || errors.Is(err, io.EOF)):
 		t.Fatalf("error %v is not a refusal", err)
 	case err == nil && !res.Edited && !bytes.Equal(out, in):
 		t.Fatalf("Edited false but output differs:\n%q\n%q", trunc(in), trunc(out))
@@ -152,10 +152,10 @@ func trunc(b []byte) string {
 
 type bodyEditCase struct {
 	name string
-	opts bodyEditOptions
+	opts Options
 	in   string
 	want string // "" means: unchanged
-	res  bodyEditResult
+	res  Result
 }
 
 func runBodyEditCases(t *testing.T, cases []bodyEditCase) {
@@ -184,7 +184,7 @@ func runBodyEditCases(t *testing.T, cases []bodyEditCase) {
 	}
 }
 
-var edited = bodyEditResult{Edited: true}
+var edited = Result{Edited: true}
 
 func TestBodyEditAttribution(t *testing.T) {
 	runBodyEditCases(t, []bodyEditCase{
@@ -208,7 +208,7 @@ func TestBodyEditAttribution(t *testing.T) {
 			in: `{"user":true}`, want: `{"user":"proxy-user"}`, res: edited},
 		{name: "not user", opts: optsAttr,
 			in: `{"users":"v","use":"w","user ":"x","\u0075ser\u0000":"y","usér":"z"}`},
-		{name: "user needs escaping", opts: bodyEditOptions{Attribution: true, User: strPtr("a\"b\\c\n")},
+		{name: "user needs escaping", opts: Options{Attribution: true, User: strPtr("a\"b\\c\n")},
 			in: `{"user":"x"}`, want: `{"user":"a\"b\\c\n"}`, res: edited},
 		{name: "attribution off", opts: optsUsage,
 			in: `{"user":"victim","providerOptions":{"gateway":{"user":"v","tags":["t"],"quotaEntityId":"q"}}}`},
@@ -258,8 +258,8 @@ func TestBodyEditAttribution(t *testing.T) {
 }
 
 func TestBodyEditUsage(t *testing.T) {
-	streamed := bodyEditResult{Streamed: true}
-	streamedEdited := bodyEditResult{Streamed: true, Edited: true}
+	streamed := Result{Streamed: true}
+	streamedEdited := Result{Streamed: true, Edited: true}
 	runBodyEditCases(t, []bodyEditCase{
 		{name: "stream without options", opts: optsUsage,
 			in: `{"model":"m","stream":true}`, want: `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`, res: streamedEdited},
@@ -277,9 +277,9 @@ func TestBodyEditUsage(t *testing.T) {
 		{name: "options after stream, include_usage false", opts: optsUsage,
 			in: `{"stream":true,"stream_options":{"include_usage":false}}`, want: `{"stream":true,"stream_options":{"include_usage":true}}`, res: streamedEdited},
 		{name: "options after stream, include_usage true", opts: optsUsage,
-			in: `{"stream":true,"stream_options":{"include_usage":true}}`, res: bodyEditResult{Streamed: true, ClientUsage: true}},
+			in: `{"stream":true,"stream_options":{"include_usage":true}}`, res: Result{Streamed: true, ClientUsage: true}},
 		{name: "options before stream, include_usage true", opts: optsUsage,
-			in: `{"stream_options":{"include_usage":true},"stream":true}`, res: bodyEditResult{Streamed: true, ClientUsage: true}},
+			in: `{"stream_options":{"include_usage":true},"stream":true}`, res: Result{Streamed: true, ClientUsage: true}},
 		{name: "options before stream, include_usage false", opts: optsUsage,
 			in: `{"stream_options":{"include_usage":false},"stream":true}`, want: `{"stream_options":{"include_usage":true},"stream":true}`, res: streamedEdited},
 		{name: "options empty", opts: optsUsage,
@@ -301,7 +301,7 @@ func TestBodyEditUsage(t *testing.T) {
 		{name: "options object, not streamed", opts: optsUsage,
 			in: `{"stream_options":{"include_usage":false}}`, want: `{"stream_options":{"include_usage":true}}`, res: edited},
 		{name: "usage off still reports", opts: optsAttr,
-			in: `{"stream":true,"stream_options":{"include_usage":true}}`, res: bodyEditResult{Streamed: true, ClientUsage: true}},
+			in: `{"stream":true,"stream_options":{"include_usage":true}}`, res: Result{Streamed: true, ClientUsage: true}},
 		{name: "usage off, no stream_options", opts: optsAttr,
 			in: `{"stream":true,"stream_options":{"include_usage":false}}`, res: streamed},
 		{name: "both edits", opts: optsBoth,
@@ -448,7 +448,7 @@ var bodyRefusalCases = []struct{ name, in, msg string }{
 func TestBodyEditRefusals(t *testing.T) {
 	for _, tc := range bodyRefusalCases {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, opts := range []bodyEditOptions{{}, optsBoth, optsBothNil} {
+			for _, opts := range []Options{{}, optsBoth, optsBothNil} {
 				out, res, err := editAllWays(t, []byte(tc.in), opts)
 				if err == nil {
 					t.Fatalf("accepted, output %q", trunc(out))
@@ -459,7 +459,7 @@ func TestBodyEditRefusals(t *testing.T) {
 				if !res.Refused || res.Done {
 					t.Fatalf("result %+v", res)
 				}
-				if opts == (bodyEditOptions{}) && !bytes.HasPrefix([]byte(tc.in), out) {
+				if opts == (Options{}) && !bytes.HasPrefix([]byte(tc.in), out) {
 					t.Fatalf("with no edit, %q went out: not a prefix of the body", trunc(out))
 				}
 				if len(err.Error()) > 400 {
@@ -501,7 +501,7 @@ func TestBodyEditValidJSON(t *testing.T) {
 			if !json.Valid([]byte(strings.TrimPrefix(in, "\xef\xbb\xbf"))) {
 				t.Fatalf("test body is not valid JSON")
 			}
-			out, res, err := editAllWays(t, []byte(in), bodyEditOptions{})
+			out, res, err := editAllWays(t, []byte(in), Options{})
 			if err != nil {
 				t.Fatalf("refused: %v", err)
 			}
@@ -579,11 +579,11 @@ func TestBodyEditLongTokens(t *testing.T) {
 		{name: "huge strings", opts: optsBoth,
 			in:   `{"messages":[{"role":"tool","content":"` + strings.Repeat(`line \"quoted\"\n`, 16<<10) + `"},{"role":"user","content":"` + strings.Repeat("QUJD", 64<<10) + `"}],"stream":true,"user":"` + strings.Repeat("u", 256<<10) + `"}`,
 			want: `{"messages":[{"role":"tool","content":"` + strings.Repeat(`line \"quoted\"\n`, 16<<10) + `"},{"role":"user","content":"` + strings.Repeat("QUJD", 64<<10) + `"}],"stream":true,"user":"proxy-user","stream_options":{"include_usage":true}}`,
-			res:  bodyEditResult{Edited: true, Streamed: true}},
+			res:  Result{Edited: true, Streamed: true}},
 		{name: "long user value", opts: optsAttr,
 			in: `{"user":"` + long + `"}`, want: `{"user":"proxy-user"}`, res: edited},
 	})
-	if _, _, err := editAllWays(t, []byte(`{"`+esc+`":1}`), bodyEditOptions{}); err == nil || !strings.Contains(err.Error(), `escaped spelling of "max_completion_tokens"`) {
+	if _, _, err := editAllWays(t, []byte(`{"`+esc+`":1}`), Options{}); err == nil || !strings.Contains(err.Error(), `escaped spelling of "max_completion_tokens"`) {
 		t.Fatalf("the longest escaped spelling: %v", err)
 	}
 }
@@ -664,7 +664,7 @@ func TestBodyEditReader(t *testing.T) {
 	t.Run("io.Copy to a ReaderFrom, from a WriterTo source", func(t *testing.T) {
 		// bytes.Reader is a WriterTo and bytes.Buffer a ReaderFrom:
 		// neither may go around the editor.
-		ed := newBodyEditor(io.NopCloser(bytes.NewReader(in)), optsBoth)
+		ed := NewEditor(io.NopCloser(bytes.NewReader(in)), optsBoth)
 		if _, ok := any(ed).(io.WriterTo); ok {
 			t.Fatal("the editor must not be a WriterTo of its own")
 		}
@@ -678,11 +678,11 @@ func TestBodyEditReader(t *testing.T) {
 	})
 
 	t.Run("iotest", func(t *testing.T) {
-		ed := newBodyEditor(io.NopCloser(iotest.HalfReader(bytes.NewReader(in))), optsBoth)
+		ed := NewEditor(io.NopCloser(iotest.HalfReader(bytes.NewReader(in))), optsBoth)
 		if err := iotest.TestReader(ed, []byte(want)); err != nil {
 			t.Fatal(err)
 		}
-		ed = newBodyEditor(io.NopCloser(iotest.DataErrReader(bytes.NewReader(in))), optsBoth)
+		ed = NewEditor(io.NopCloser(iotest.DataErrReader(bytes.NewReader(in))), optsBoth)
 		if err := iotest.TestReader(ed, []byte(want)); err != nil {
 			t.Fatal(err)
 		}
@@ -691,7 +691,7 @@ func TestBodyEditReader(t *testing.T) {
 	t.Run("source error", func(t *testing.T) {
 		boom := errors.New("connection reset")
 		src := io.MultiReader(bytes.NewReader(in[:20]), iotest.ErrReader(boom))
-		ed := newBodyEditor(io.NopCloser(src), optsBoth)
+		ed := NewEditor(io.NopCloser(src), optsBoth)
 		out, err := io.ReadAll(ed)
 		if !errors.Is(err, boom) {
 			t.Fatalf("err %v, want the source's", err)
@@ -708,7 +708,7 @@ func TestBodyEditReader(t *testing.T) {
 	})
 
 	t.Run("source error mid-value", func(t *testing.T) {
-		ed := newBodyEditor(io.NopCloser(iotest.TimeoutReader(bytes.NewReader(in))), optsBoth)
+		ed := NewEditor(io.NopCloser(iotest.TimeoutReader(bytes.NewReader(in))), optsBoth)
 		out := make([]byte, 100)
 		n, err := ed.Read(out)
 		if err != nil || n == 0 {
@@ -721,7 +721,7 @@ func TestBodyEditReader(t *testing.T) {
 	})
 
 	t.Run("EOF with data", func(t *testing.T) {
-		ed := newBodyEditor(io.NopCloser(iotest.DataErrReader(strings.NewReader(`{"a":[1]}`))), optsBoth)
+		ed := NewEditor(io.NopCloser(iotest.DataErrReader(strings.NewReader(`{"a":[1]}`))), optsBoth)
 		out, err := io.ReadAll(ed)
 		if err != nil || string(out) != `{"a":[1]}` {
 			t.Fatalf("%q, %v", out, err)
@@ -735,9 +735,9 @@ func TestBodyEditReader(t *testing.T) {
 		// a refused body never reads as ended: the transport must not
 		// finish the upstream body
 		for _, in := range []string{`{"a":[1]`, `{"a":1} x`, `{"stream":1}`} {
-			ed := newBodyEditor(io.NopCloser(iotest.DataErrReader(strings.NewReader(in))), optsBoth)
+			ed := NewEditor(io.NopCloser(iotest.DataErrReader(strings.NewReader(in))), optsBoth)
 			_, err := io.ReadAll(ed)
-			if !errors.Is(err, errBodyRefused) {
+			if !errors.Is(err, ErrRefused) {
 				t.Fatalf("%s: %v, want a refusal", in, err)
 			}
 			if r := ed.Result(); r.Done || !r.Refused || ed.Refusal() == nil {
@@ -750,15 +750,15 @@ func TestBodyEditReader(t *testing.T) {
 		// the bad byte is refused at once, even when the client stalls
 		// after it: the source's next read would block, and is not made
 		src := &stallAfter{data: []byte(`{"model":"m","Stream":true,`)}
-		ed := newBodyEditor(src, optsBoth)
+		ed := NewEditor(src, optsBoth)
 		_, err := io.ReadAll(ed)
-		if !errors.Is(err, errBodyRefused) || src.stalled {
+		if !errors.Is(err, ErrRefused) || src.stalled {
 			t.Fatalf("%v (stalled %v)", err, src.stalled)
 		}
 	})
 
 	t.Run("empty reads", func(t *testing.T) {
-		ed := newBodyEditor(io.NopCloser(bytes.NewReader(in)), optsBoth)
+		ed := NewEditor(io.NopCloser(bytes.NewReader(in)), optsBoth)
 		if n, err := ed.Read(nil); n != 0 || err != nil {
 			t.Fatalf("Read(nil) = %d, %v", n, err)
 		}
@@ -766,7 +766,7 @@ func TestBodyEditReader(t *testing.T) {
 
 	t.Run("close", func(t *testing.T) {
 		src := &chunkedReader{data: in}
-		ed := newBodyEditor(src, optsBoth)
+		ed := NewEditor(src, optsBoth)
 		if _, err := ed.Read(make([]byte, 5)); err != nil {
 			t.Fatal(err)
 		}
@@ -776,7 +776,7 @@ func TestBodyEditReader(t *testing.T) {
 		if !src.closed {
 			t.Fatal("source not closed")
 		}
-		if _, err := ed.Read(make([]byte, 5)); !errors.Is(err, errBodyEditorClosed) {
+		if _, err := ed.Read(make([]byte, 5)); !errors.Is(err, ErrClosed) {
 			t.Fatalf("read after close: %v", err)
 		}
 		if err := ed.Close(); err != nil {
@@ -789,7 +789,7 @@ func TestBodyEditReader(t *testing.T) {
 		// its writer reads it, and the response side asks for the result
 		// from its own: -race checks this.
 		big := realisticAgentBody(256<<10, true, true)
-		ed := newBodyEditor(io.NopCloser(bytes.NewReader(big)), optsBoth)
+		ed := NewEditor(io.NopCloser(bytes.NewReader(big)), optsBoth)
 		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() {
@@ -859,7 +859,7 @@ func TestBodyEditLongRuns(t *testing.T) {
 	for _, bad := range []string{"\x00", "\x1f", "\x7f\xff", "\xc3", "\xe2\x9c", "\xed\xa0\x80"} {
 		for _, at := range []int{0, 63, 64, 65, 100, 127, 128, 129, 1000, 2046, 2047, 2048, 2049, 4095} {
 			in := `{"a":"` + strings.Repeat("Q", at) + bad + strings.Repeat("Q", 3000) + `"}`
-			_, _, err := editAllWays(t, []byte(in), bodyEditOptions{})
+			_, _, err := editAllWays(t, []byte(in), Options{})
 			if err == nil {
 				t.Fatalf("%q after %d plain bytes: accepted", bad, at)
 			}

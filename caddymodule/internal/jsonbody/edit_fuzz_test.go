@@ -1,4 +1,4 @@
-package caddymodule
+package jsonbody
 
 import (
 	"bytes"
@@ -72,7 +72,7 @@ func FuzzBodyEdit(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, in []byte, mode uint8, seed uint64) {
-		opts := bodyEditOptions{Attribution: mode&1 != 0, IncludeUsage: mode&4 != 0}
+		opts := Options{Attribution: mode&1 != 0, IncludeUsage: mode&4 != 0}
 		if mode&2 == 0 {
 			opts.User = strPtr(testReportingUser)
 			if mode&8 != 0 {
@@ -97,7 +97,7 @@ func FuzzBodyEdit(f *testing.F) {
 
 		why := mustRefuse(in)
 		if err != nil {
-			if !errors.Is(err, errBodyRefused) || !res.Refused || res.Done {
+			if !errors.Is(err, ErrRefused) || !res.Refused || res.Done {
 				t.Fatalf("error %v, result %+v", err, res)
 			}
 			if why == "" {
@@ -149,7 +149,7 @@ var bom = []byte("\xef\xbb\xbf")
 
 // checkStrictReading decodes the output as JSON.parse would and checks
 // every controlled member is as the editor decided.
-func checkStrictReading(t *testing.T, out []byte, opts bodyEditOptions, res bodyEditResult) {
+func checkStrictReading(t *testing.T, out []byte, opts Options, res Result) {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(out, &m); err != nil {
@@ -189,7 +189,7 @@ func checkStrictReading(t *testing.T, out []byte, opts bodyEditOptions, res body
 }
 
 // mustRefuse says why the editor must refuse in, or "" if it must accept
-// it: the rule of bodyedit.go, by other means (encoding/json's validity,
+// it: the rule of edit.go, by other means (encoding/json's validity,
 // its decoder's names with their raw spelling).
 func mustRefuse(in []byte) string {
 	body := bytes.TrimPrefix(in, bom)
@@ -338,7 +338,7 @@ func decodeOrderedValue(dec *json.Decoder, data []byte) (any, error) {
 // editor's documentation states them. noEdit: nothing in the object is
 // one the editor may change. Names are matched exactly: the input is one
 // the editor accepts.
-func expectBodyEdit(in jsonObject, opts bodyEditOptions) (out jsonObject, streamed, clientUsage, noEdit bool) {
+func expectBodyEdit(in jsonObject, opts Options) (out jsonObject, streamed, clientUsage, noEdit bool) {
 	var user string // as a JSON parser reads it back
 	if opts.User != nil {
 		b, _ := json.Marshal(*opts.User)

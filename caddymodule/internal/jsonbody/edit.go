@@ -1,4 +1,4 @@
-package caddymodule
+package jsonbody
 
 import (
 	"bytes"
@@ -11,41 +11,51 @@ import (
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 )
 
-// Body reading and editing: a JSON request body (Chat Completions,
-// Responses, Anthropic Messages, embeddings...) is read strictly and
-// edited as it streams upstream, in O(1) memory whatever its size and
-// whatever the size of any one string in it (agents send the whole
-// conversation every time, 0.25–5 MiB, sometimes a base64 image of
-// several MiB in one string).
+// Package jsonbody owns the proxy's one reading of JSON: the request
+// body, read strictly and edited as it streams upstream ([Editor]), and
+// the response, whose token usage is read as it streams to the client
+// ([UsageScanner]). Bytes in, bytes out, plus what was read.
 //
-// # API
+// It never decides what to do with what it read (attribution values,
+// limits and metrics are the caller's), never buffers a body whole, never
+// logs, and knows nothing of HTTP handlers: a response is a status, its
+// header and the bytes written.
 //
-//	ed := newBodyEditor(r.Body, bodyEditOptions{Attribution: true, User: &user, IncludeUsage: true})
+// # The request body
+//
+// A JSON request body (Chat Completions, Responses, Anthropic Messages,
+// embeddings...) is read strictly and edited as it streams upstream, in
+// O(1) memory whatever its size and whatever the size of any one string
+// in it (agents send the whole conversation every time, 0.25–5 MiB,
+// sometimes a base64 image of several MiB in one string).
+//
+//	ed := jsonbody.NewEditor(r.Body, jsonbody.Options{Attribution: true, User: &user, IncludeUsage: true})
 //	r.Body = ed            // the upstream reads the edited body; Close closes the source
 //	r.ContentLength = -1   // an edit changes the length: send it chunked
 //	...
 //	res := ed.Result()     // once the upstream has read the body (res.Done), or res.Refused
 //
-// (bodyread.go reads a small body whole through the editor before the
+// (The module reads a small body whole through the editor before the
 // upstream is called, and sends what came out with its exact length.)
-// Make the editor the source of the replay tee (replay.go), not the other
-// way round, so that the copy kept for a replay is the edited body. The
-// response side hides the usage-only chunk when IncludeUsage was asked
-// and res.Streamed && !res.ClientUsage. An upstream answers after it has
-// read the body, so the result is normally Done before the response
-// starts; until Done it describes what was read so far.
+// Make the editor the source of the replay tee (package replay), not the
+// other way round, so that the copy kept for a replay is the edited body.
+// The response side hides the usage-only chunk ([UsageOnlyChunk]) when
+// IncludeUsage was asked and res.Streamed && !res.ClientUsage. An
+// upstream answers after it has read the body, so the result is normally
+// Done before the response starts; until Done it describes what was read
+// so far.
 //
-// bodyEditor is an io.ReadCloser and nothing else (no WriterTo, so io.Copy
+// Editor is an io.ReadCloser and nothing else (no WriterTo, so io.Copy
 // cannot go around it to the source). Read never returns more than asked,
 // works with any buffer size down to one byte, and returns the source's
-// errors as the source returned them. Its own errors are
-// errBodyEditorClosed after Close, and a *bodyRefusal (errors.Is
-// errBodyRefused) for a body it refuses; it never returns io.EOF for a
-// refused body, so a transport never ends the upstream body (no chunked
-// terminator, a short Content-Length): the upstream request is aborted
-// and no inference runs. Close closes the source; it may be called from
-// another goroutine while a Read runs (net/http's transport does), and
-// Result and Refusal may be called from any goroutine at any time.
+// errors as the source returned them. Its own errors are [ErrClosed]
+// after Close, and a *[Refusal] (errors.Is [ErrRefused]) for a body it
+// refuses; it never returns io.EOF for a refused body, so a transport
+// never ends the upstream body (no chunked terminator, a short
+// Content-Length): the upstream request is aborted and no inference
+// runs. Close closes the source; it may be called from another goroutine
+// while a Read runs (net/http's transport does), and Result and Refusal
+// may be called from any goroutine at any time.
 //
 // # One reading: what is refused
 //
@@ -83,7 +93,7 @@ import (
 //
 // # The edits
 //
-//   - Attribution (bodyEditOptions.Attribution): the top-level `user` and
+//   - Attribution (Options.Attribution): the top-level `user` and
 //     `providerOptions.gateway.user` get the value User, as a JSON string,
 //     whatever their original type; with a nil User they are removed.
 //     `providerOptions.gateway.tags` is removed (the proxy's tags go in a
@@ -92,7 +102,7 @@ import (
 //     request is charged to). Nothing else in providerOptions is touched,
 //     and a `gateway` anywhere else (inside a message, or providerOptions
 //     not an object) is not providerOptions.gateway of the top level.
-//   - Usage (bodyEditOptions.IncludeUsage): a streamed request (its
+//   - Usage (Options.IncludeUsage): a streamed request (its
 //     `stream` is `true`) must carry stream_options.include_usage: true.
 //     Since `stream_options` can come before `stream`, a stream_options
 //     OBJECT is always made to carry it (its include_usage becomes `true`,
@@ -133,7 +143,7 @@ import (
 // # Tokenizer: why a byte-level scanner and not jsontext
 //
 // encoding/json/jsontext (go-json-experiment/json) was measured first
-// (bodyedit_jsontext_test.go, GOEXPERIMENT=jsonv2): its Decoder returns
+// (edit_jsontext_test.go, GOEXPERIMENT=jsonv2): its Decoder returns
 // each token whole, so its buffer holds the whole of the largest string,
 // and SkipValue buffers the whole value it skips. On a 2 MiB agent body
 // with a 1 MiB base64 string, a token-by-token Decoder→Encoder copy
@@ -142,7 +152,7 @@ import (
 // 3.1 KB and ran 4–7 times faster. With jsontext, memory per concurrent
 // request follows the body and the sandbox's largest string (a 4 MiB
 // image: 4+ MiB). It would also re-encode what it passes on unless the
-// raw bytes were kept beside it. So the scanner (bodyedit_scan.go, one
+// raw bytes were kept beside it. So the scanner (edit_scan.go, one
 // function per piece of RFC 8259's grammar) validates as it streams and
 // captures only member names of the inspected objects (bounded). Strings,
 // most of any body, are checked 8 bytes at a time for a quote, a
@@ -174,23 +184,29 @@ const (
 	bodyEditMaxDepth = 1000
 )
 
-// errBodyEditorClosed is what Read returns after Close.
-var errBodyEditorClosed = errors.New("read on closed request body")
+// ErrClosed is what Read returns after Close.
+var ErrClosed = errors.New("read on closed request body")
 
-// errBodyRefused is what every refusal of the editor is (errors.Is).
-var errBodyRefused = errors.New("request body refused")
+// ErrRefused is what every refusal of the editor is (errors.Is).
+var ErrRefused = errors.New("request body refused")
 
-// bodyRefusal is why the editor refused a body: a short message a client
+// Refusal is why the editor refused a body: a short message a client
 // may see (it names the member or the problem and the byte offset, and
 // clips what it quotes of the body).
-type bodyRefusal struct{ msg string }
+type Refusal struct{ msg string }
 
-func (r *bodyRefusal) Error() string        { return "request body: " + r.msg }
-func (r *bodyRefusal) Is(target error) bool { return target == errBodyRefused }
+func (r *Refusal) Error() string { return "request body: " + r.msg }
 
-// bodyEditOptions says which edits to make. The zero value edits nothing
+// Is makes every Refusal ErrRefused for errors.Is.
+func (r *Refusal) Is(target error) bool { return target == ErrRefused }
+
+// Reason is the refusal's message without the "request body: " that
+// Error puts before it (for a log line's reason field).
+func (r *Refusal) Reason() string { return r.msg }
+
+// Options says which edits to make. The zero value edits nothing
 // (and still reads strictly, and reports Streamed and ClientUsage).
-type bodyEditOptions struct {
+type Options struct {
 	// Attribution makes the body's attribution the proxy's: top-level
 	// `user` and providerOptions.gateway.user become User, or are removed
 	// when User is nil; providerOptions.gateway.tags and .quotaEntityId
@@ -202,9 +218,9 @@ type bodyEditOptions struct {
 	IncludeUsage bool
 }
 
-// bodyEditResult is what the editor saw. Until Done (or Refused), it
+// Result is what the editor saw. Until Done (or Refused), it
 // describes the part of the body read so far.
-type bodyEditResult struct {
+type Result struct {
 	// Done: the source reached io.EOF after one whole JSON object; the
 	// result is final.
 	Done bool
@@ -219,15 +235,15 @@ type bodyEditResult struct {
 	ClientUsage bool
 }
 
-// bodyEditor reads and edits a JSON request body as it streams; see the
+// Editor reads and edits a JSON request body as it streams; see the
 // file comment. One per request, never reused.
-type bodyEditor struct {
+type Editor struct {
 	src     io.ReadCloser
-	opts    bodyEditOptions
+	opts    Options
 	user    []byte // User, encoded
 	closed  atomic.Bool
 	res     atomic.Uint32 // published bodyEditResult bits
-	refusal atomic.Pointer[bodyRefusal]
+	refusal atomic.Pointer[Refusal]
 
 	srcErr   error // the source's error, returned once the input is drained
 	finished bool  // the end of input was handled
@@ -271,9 +287,9 @@ type bodyEditor struct {
 	done        bool
 }
 
-// newBodyEditor returns a reader of src edited as opts says.
-func newBodyEditor(src io.ReadCloser, opts bodyEditOptions) *bodyEditor {
-	e := &bodyEditor{src: src, opts: opts}
+// NewEditor returns a reader of src edited as opts says.
+func NewEditor(src io.ReadCloser, opts Options) *Editor {
+	e := &Editor{src: src, opts: opts}
 	if opts.Attribution && opts.User != nil {
 		e.user, _ = json.Marshal(*opts.User) // a string always encodes
 	}
@@ -281,9 +297,9 @@ func newBodyEditor(src io.ReadCloser, opts bodyEditOptions) *bodyEditor {
 }
 
 // Result returns what the editor saw so far; final once Done or Refused.
-func (e *bodyEditor) Result() bodyEditResult {
+func (e *Editor) Result() Result {
 	b := e.res.Load()
-	return bodyEditResult{
+	return Result{
 		Done:        b&1 != 0,
 		Edited:      b&2 != 0,
 		Refused:     b&4 != 0,
@@ -293,9 +309,9 @@ func (e *bodyEditor) Result() bodyEditResult {
 }
 
 // Refusal returns why the body was refused, or nil.
-func (e *bodyEditor) Refusal() *bodyRefusal { return e.refusal.Load() }
+func (e *Editor) Refusal() *Refusal { return e.refusal.Load() }
 
-func (e *bodyEditor) publish() {
+func (e *Editor) publish() {
 	var b uint32
 	for i, f := range [...]bool{e.done, e.edited, e.err != nil, e.streamTrue, e.clientUsage} {
 		if f {
@@ -306,7 +322,7 @@ func (e *bodyEditor) publish() {
 }
 
 // Close closes the source. Reads after it fail.
-func (e *bodyEditor) Close() error {
+func (e *Editor) Close() error {
 	if e.closed.Swap(true) {
 		return nil
 	}
@@ -314,9 +330,9 @@ func (e *bodyEditor) Close() error {
 }
 
 // Read reads the edited body.
-func (e *bodyEditor) Read(p []byte) (int, error) {
+func (e *Editor) Read(p []byte) (int, error) {
 	if e.closed.Load() {
-		return 0, errBodyEditorClosed
+		return 0, ErrClosed
 	}
 	if len(p) == 0 {
 		return 0, nil
@@ -349,7 +365,7 @@ func (e *bodyEditor) Read(p []byte) (int, error) {
 
 // finish handles the end of the input: a body that ended anywhere but
 // after its top-level object is refused.
-func (e *bodyEditor) finish() {
+func (e *Editor) finish() {
 	e.finished = true
 	if e.srcErr != io.EOF || e.err != nil {
 		return
@@ -365,7 +381,7 @@ func (e *bodyEditor) finish() {
 }
 
 // fill writes pending output and edited input into p.
-func (e *bodyEditor) fill(p []byte) int {
+func (e *Editor) fill(p []byte) int {
 	w := 0
 	for w < len(p) {
 		if len(e.pend) > 0 {
@@ -385,11 +401,11 @@ func (e *bodyEditor) fill(p []byte) int {
 // refuse refuses the body where the scanner is: nothing from there on,
 // nor anything held, goes out. format's arguments are the caller's,
 // already clipped.
-func (e *bodyEditor) refuse(format string, args ...any) {
+func (e *Editor) refuse(format string, args ...any) {
 	if e.err != nil {
 		return
 	}
-	ref := &bodyRefusal{msg: fmt.Sprintf(format, args...)}
+	ref := &Refusal{msg: fmt.Sprintf(format, args...)}
 	e.err = ref
 	e.refusal.Store(ref)
 	e.st = stRefused
@@ -397,7 +413,7 @@ func (e *bodyEditor) refuse(format string, args ...any) {
 }
 
 // pos is the offset in the body of e.in[i].
-func (e *bodyEditor) pos(i int) int64 { return e.off + int64(i) }
+func (e *Editor) pos(i int) int64 { return e.off + int64(i) }
 
 // Output modes: where the bytes the scanner consumes go.
 type beMode uint8
@@ -410,7 +426,7 @@ const (
 
 // take consumes n input bytes in the current mode. The caller has made
 // sure they fit: in out[w:] (avail) or in the hold.
-func (e *bodyEditor) take(n int) {
+func (e *Editor) take(n int) {
 	b := e.in[e.r : e.r+n]
 	e.r += n
 	switch {
@@ -427,7 +443,7 @@ func (e *bodyEditor) take(n int) {
 }
 
 // avail is the unread input the current mode has room for.
-func (e *bodyEditor) avail() []byte {
+func (e *Editor) avail() []byte {
 	end := e.n
 	if e.mode == modeOut {
 		end = min(end, e.r+len(e.out)-e.w)
@@ -532,7 +548,7 @@ var (
 )
 
 // push opens an inspected object of kind k, whose '{' went out.
-func (e *bodyEditor) push(k beKind) {
+func (e *Editor) push(k beKind) {
 	f := &e.frames[e.nf]
 	*f = beFrame{kind: k}
 	switch k {
@@ -546,7 +562,7 @@ func (e *bodyEditor) push(k beKind) {
 }
 
 // pop ends the innermost inspected object after its '}' went out.
-func (e *bodyEditor) pop() {
+func (e *Editor) pop() {
 	e.nf--
 	if f := &e.frames[e.nf]; f.kind == kindStreamOpts {
 		e.clientUsage = f.iuTrue
@@ -556,7 +572,7 @@ func (e *bodyEditor) pop() {
 
 // beforeClose sets what goes before an inspected object's '}'; it
 // reports whether it set anything.
-func (e *bodyEditor) beforeClose() bool {
+func (e *Editor) beforeClose() bool {
 	f := &e.frames[e.nf-1]
 	var add []byte
 	switch {
@@ -580,7 +596,7 @@ func (e *bodyEditor) beforeClose() bool {
 
 // endName decides what to do with the member whose name (with its
 // quotes) is held at hold[nameAt:nh], or refuses it.
-func (e *bodyEditor) endName() {
+func (e *Editor) endName() {
 	f := &e.frames[e.nf-1]
 	act, ok := e.match(f)
 	if !ok {
@@ -602,7 +618,7 @@ func (e *bodyEditor) endName() {
 
 // match returns the action for the held member name of f, or refuses a
 // variant or a repeat of a controlled name.
-func (e *bodyEditor) match(f *beFrame) (beAction, bool) {
+func (e *Editor) match(f *beFrame) (beAction, bool) {
 	raw := e.hold[e.nameAt+1 : e.nh-1]
 	name, escaped := raw, bytes.IndexByte(raw, '\\') >= 0
 	if escaped {
@@ -632,7 +648,7 @@ func (e *bodyEditor) match(f *beFrame) (beAction, bool) {
 }
 
 // action is what the options make of a controlled member's action.
-func (e *bodyEditor) action(a beAction) beAction {
+func (e *Editor) action(a beAction) beAction {
 	switch a {
 	case actUser:
 		switch {
@@ -653,7 +669,7 @@ func (e *bodyEditor) action(a beAction) beAction {
 // inspected object at its first byte c. It returns false when it handled
 // c itself (an inspected object opened, or a refusal); otherwise the
 // value is scanned as any other, dropped and replaced if so decided.
-func (e *bodyEditor) memberValue(c byte) bool {
+func (e *Editor) memberValue(c byte) bool {
 	e.vfirst = c
 	switch e.act {
 	case actProvider, actGateway, actStreamOpts:
@@ -687,13 +703,13 @@ func (e *bodyEditor) memberValue(c byte) bool {
 
 // replace puts b out in place of the current value, which is dropped and
 // compared with b: equal bytes are no edit.
-func (e *bodyEditor) replace(b []byte) {
+func (e *Editor) replace(b []byte) {
 	e.pend = b
 	e.mode = modeDrop
 	e.cmp, e.cmpN, e.cmpBad = b, 0, false
 }
 
-func (e *bodyEditor) compare(b []byte) {
+func (e *Editor) compare(b []byte) {
 	if e.cmp == nil || e.cmpBad {
 		return
 	}
@@ -706,7 +722,7 @@ func (e *bodyEditor) compare(b []byte) {
 
 // memberEnd ends the current member of the innermost inspected object,
 // after its value.
-func (e *bodyEditor) memberEnd() {
+func (e *Editor) memberEnd() {
 	if e.cmp != nil {
 		if e.cmpBad || e.cmpN != len(e.cmp) {
 			e.edited = true

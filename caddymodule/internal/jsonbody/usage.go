@@ -1,7 +1,8 @@
-package caddymodule
+package jsonbody
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -51,9 +52,9 @@ const (
 	fieldCost
 )
 
-// usageScanner finds token usage in a response body written to it in
+// UsageScanner finds token usage in a response body written to it in
 // pieces of any size. The zero value scans nothing until start.
-type usageScanner struct {
+type UsageScanner struct {
 	mode scanMode
 	// SSE: the unfinished line (its tail); JSON: the body's tail.
 	carry []byte
@@ -74,15 +75,20 @@ type usageScanner struct {
 	complete bool
 }
 
-// usage is what a response reported.
-type usage struct {
-	input, output int64
-	cost          float64
-	hasCost       bool
+// Usage is what a response reported.
+type Usage struct {
+	// Input counts every input token the way OpenAI does: cache reads
+	// and writes included (Anthropic's are added to its input_tokens).
+	Input int64
+	// Output counts every output token, reasoning tokens included.
+	Output int64
+	// Cost is AI Gateway's cost (USD), when HasCost.
+	Cost    float64
+	HasCost bool
 }
 
-// start picks how to scan from the response's status and headers.
-func (s *usageScanner) start(status int, h http.Header) {
+// Start picks how to scan from the response's status and headers.
+func (s *UsageScanner) Start(status int, h http.Header) {
 	s.mode = scanNone
 	if status < 200 || status > 299 {
 		return
@@ -105,8 +111,8 @@ func (s *usageScanner) start(status int, h http.Header) {
 	}
 }
 
-// write scans the next piece of the body.
-func (s *usageScanner) write(p []byte) {
+// Write scans the next piece of the body.
+func (s *UsageScanner) Write(p []byte) {
 	switch s.mode {
 	case scanJSON:
 		s.keepTail(p)
@@ -115,7 +121,7 @@ func (s *usageScanner) write(p []byte) {
 	}
 }
 
-func (s *usageScanner) writeSSE(p []byte) {
+func (s *UsageScanner) writeSSE(p []byte) {
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
@@ -147,7 +153,7 @@ const maxIdleCarry = 4 << 10
 // bytes before it is trimmed back to maxUsageCarry, so that trimming,
 // a copy of maxUsageCarry bytes, happens at most once per maxUsageCarry
 // bytes written rather than on every small write.
-func (s *usageScanner) keepTail(p []byte) {
+func (s *UsageScanner) keepTail(p []byte) {
 	if len(p) >= maxUsageCarry {
 		s.carry = append(s.carry[:0], p[len(p)-maxUsageCarry:]...)
 		return
@@ -170,7 +176,7 @@ func (s *usageScanner) keepTail(p []byte) {
 }
 
 // tail is what counts of carry: its last maxUsageCarry bytes.
-func (s *usageScanner) tail() []byte {
+func (s *UsageScanner) tail() []byte {
 	if n := len(s.carry) - maxUsageCarry; n > 0 {
 		return s.carry[n:]
 	}
@@ -181,7 +187,7 @@ func (s *usageScanner) tail() []byte {
 // Only `data:` lines carry JSON; event names and comments never contain
 // the usage key, so the line's kind need not be known (a cut line has
 // lost its prefix anyway).
-func (s *usageScanner) scanLine(line []byte) {
+func (s *UsageScanner) scanLine(line []byte) {
 	if s.mode == scanSSE && bytes.HasPrefix(line, sseData) && !bytes.Equal(bytes.TrimSpace(line[len(sseData):]), sseDone) {
 		s.events++
 	}
@@ -228,7 +234,7 @@ var (
 // last one with token counts is the response's own (a tool schema may
 // have a "usage" property earlier on). That also holds for a tail
 // that lost the beginning of its line or body.
-func (s *usageScanner) findUsage(b []byte) bool {
+func (s *UsageScanner) findUsage(b []byte) bool {
 	end := len(b)
 	for {
 		i := bytes.LastIndex(b[:end], usageKey)
@@ -250,7 +256,7 @@ func (s *usageScanner) findUsage(b []byte) bool {
 // applyUsageObject reads the members of the JSON object at the start of
 // b and overwrites the counts it names. It reports whether the object
 // was well formed and had a token count; a malformed one changes nothing.
-func (s *usageScanner) applyUsageObject(b []byte) bool {
+func (s *UsageScanner) applyUsageObject(b []byte) bool {
 	var seen uint8
 	var vals [7]int64
 	var cost float64
@@ -333,27 +339,44 @@ func usageField(key []byte) (uint8, int) {
 	return 0, 0
 }
 
-// finish ends the body and returns what it reported, if anything.
-func (s *usageScanner) finish() (usage, bool) {
+// SSE reports whether the answer is scanned as an SSE stream (set by
+// Start).
+func (s *UsageScanner) SSE() bool { return s.mode == scanSSE }
+
+// Final reports whether the answer's content is complete: a JSON body,
+// or an SSE line with a finish_reason, stop_reason or
+// response.completed was seen, so that only its usage can follow.
+func (s *UsageScanner) Final() bool { return s.final }
+
+// Complete reports whether a usage object was found at or after the
+// point the answer became Final: the answer's whole usage.
+func (s *UsageScanner) Complete() bool { return s.complete }
+
+// Events counts the SSE data lines seen (but [DONE]): about a token
+// each, for an estimate when an answer ends without its usage.
+func (s *UsageScanner) Events() int64 { return s.events }
+
+// Finish ends the body and returns what it reported, if anything.
+func (s *UsageScanner) Finish() (Usage, bool) {
 	if len(s.carry) > 0 { // a JSON body, or a last SSE line without its newline
 		s.scanLine(s.tail())
 	}
 	s.carry, s.mode = nil, scanNone
 	if s.seen&^fieldCost == 0 {
-		return usage{}, false
+		return Usage{}, false
 	}
-	var u usage
+	var u Usage
 	if s.seen&fieldPrompt != 0 { // OpenAI chat: prompt_tokens counts cached input too
-		u.input = s.prompt
+		u.Input = s.prompt
 	} else { // Anthropic counts cache reads and writes apart from input_tokens
-		u.input = s.input + s.cacheCreation + s.cacheRead
+		u.Input = s.input + s.cacheCreation + s.cacheRead
 	}
 	if s.seen&fieldCompletion != 0 {
-		u.output = s.completion
+		u.Output = s.completion
 	} else {
-		u.output = s.output
+		u.Output = s.output
 	}
-	u.cost, u.hasCost = s.cost, s.seen&fieldCost != 0
+	u.Cost, u.HasCost = s.cost, s.seen&fieldCost != 0
 	return u, true
 }
 
@@ -442,4 +465,38 @@ func parseCost(b []byte) (float64, bool) {
 		return 0, false
 	}
 	return f, true
+}
+
+// HasUsageObject reports whether b has a "usage" key whose value is an
+// object (every other chunk of a Chat Completions stream that asked for
+// usage has "usage":null).
+func HasUsageObject(b []byte) bool {
+	for {
+		i := bytes.Index(b, usageKey)
+		if i < 0 {
+			return false
+		}
+		j := skipSpace(b, i+len(usageKey))
+		if j < len(b) && b[j] == ':' {
+			if j = skipSpace(b, j+1); j < len(b) && b[j] == '{' {
+				return true
+			}
+		}
+		b = b[i+len(usageKey):]
+	}
+}
+
+// UsageOnlyChunk reports whether an SSE line is the usage-only chunk of
+// a Chat Completions stream: a data line whose JSON has an empty choices
+// array and a usage object.
+func UsageOnlyChunk(line []byte) bool {
+	data, ok := bytes.CutPrefix(line, sseData)
+	if !ok || !HasUsageObject(data) {
+		return false
+	}
+	var chunk struct {
+		Choices *[]json.RawMessage `json:"choices"`
+		Usage   map[string]any     `json:"usage"`
+	}
+	return json.Unmarshal(data, &chunk) == nil && chunk.Choices != nil && len(*chunk.Choices) == 0 && chunk.Usage != nil
 }

@@ -1,4 +1,4 @@
-package caddymodule
+package jsonbody
 
 import (
 	"bytes"
@@ -105,7 +105,7 @@ func BenchmarkBodyEdit(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		body []byte
-		opts bodyEditOptions
+		opts Options
 		edit bool // no editor: the baseline
 	}{
 		{"edit/256KiB", realisticAgentBody(256<<10, true, true), optsBoth, true},
@@ -125,7 +125,7 @@ func BenchmarkBodyEdit(b *testing.B) {
 				src.Reset(bc.body)
 				var r io.Reader
 				if bc.edit {
-					r = newBodyEditor(readerOnly{src}, bc.opts)
+					r = NewEditor(readerOnly{src}, bc.opts)
 				} else {
 					r = readerOnly{src}
 				}
@@ -149,7 +149,7 @@ func TestBodyEditMemory(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		body string
-		opts bodyEditOptions
+		opts Options
 	}{
 		{"string in a message", `{"messages":` + string(msgs[:len(msgs)-1]) + `,{"role":"user","content":"` + big + `"}],"stream":true,"user":"a"}`, optsBoth},
 		{"string as user", `{"messages":` + string(msgs) + `,"user":"` + big + `","stream":true}`, optsBoth},
@@ -165,7 +165,7 @@ func TestBodyEditMemory(t *testing.T) {
 			}
 			buf := make([]byte, 32<<10)
 			run := func() {
-				ed := newBodyEditor(readerOnly{bytes.NewReader(body)}, tc.opts)
+				ed := NewEditor(readerOnly{bytes.NewReader(body)}, tc.opts)
 				if _, err := io.CopyBuffer(discardOnly{}, ed, buf); err != nil {
 					t.Fatal(err)
 				}

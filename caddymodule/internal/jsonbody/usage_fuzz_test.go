@@ -1,0 +1,43 @@
+package jsonbody
+
+import (
+	"net/http"
+	"testing"
+)
+
+// FuzzUsageScanner: any response body, split anywhere, with SSE events
+// cut across writes or malformed, never panics, gives the same usage
+// however it is split, and never reports a negative count.
+func FuzzUsageScanner(f *testing.F) {
+	for _, tc := range usageCases {
+		f.Add(tc.ContentType == "text/event-stream", tc.Body, uint16(len(tc.Body)/3), uint16(len(tc.Body)/2))
+	}
+	f.Add(true, "data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n", uint16(9), uint16(30))
+	f.Add(true, "data: {\"usage\":{\"input_tokens\":1,\"output_tokens\"", uint16(3), uint16(20))
+	f.Add(true, "data: {\"usage\":{\"a\":{\"b\":[\"}\\\"\",{}]},\"output_tokens\":3}}\r\n\r\n", uint16(5), uint16(40))
+	f.Add(false, "{\"usage\":{\"cost\":\"1e400\",\"output_tokens\":999999999999999}}", uint16(1), uint16(2))
+	f.Add(false, "{\"usage\":{\"input_tokens\":1,\"usage\":{\"output_tokens\":2}}}", uint16(0), uint16(0))
+	f.Fuzz(func(t *testing.T, sse bool, body string, a, b uint16) {
+		ct := "application/json"
+		if sse {
+			ct = "text/event-stream"
+		}
+		whole, wholeFound := scanAll(t, ct, body, http.StatusOK, 0, nil)
+		i, j := min(int(a), len(body)), min(int(b), len(body))
+		if i > j {
+			i, j = j, i
+		}
+		var s UsageScanner
+		s.Start(http.StatusOK, http.Header{"Content-Type": {ct}})
+		s.Write([]byte(body[:i]))
+		s.Write([]byte(body[i:j]))
+		s.Write([]byte(body[j:]))
+		split, splitFound := s.Finish()
+		if split != whole || splitFound != wholeFound {
+			t.Fatalf("split at %d and %d: %+v (%v); whole: %+v (%v)", i, j, split, splitFound, whole, wholeFound)
+		}
+		if whole.Input < 0 || whole.Output < 0 || whole.Cost < 0 {
+			t.Fatalf("negative usage %+v", whole)
+		}
+	})
+}

@@ -1,0 +1,194 @@
+package jsonbody
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+)
+
+// usageCase is a response shaped as AI Gateway sends it, with the usage
+// it reports (none: Usage is nil).
+type usageCase struct {
+	Name        string `json:"name"`
+	ContentType string `json:"content_type"`
+	Body        string `json:"body"`
+	Usage       *struct {
+		Input   int64   `json:"input"`
+		Output  int64   `json:"output"`
+		Cost    float64 `json:"cost"`
+		HasCost bool    `json:"has_cost"`
+	} `json:"usage"`
+}
+
+// want is the Usage the case reports, and whether it reports one.
+func (c usageCase) want() (Usage, bool) {
+	if c.Usage == nil {
+		return Usage{}, false
+	}
+	return Usage{Input: c.Usage.Input, Output: c.Usage.Output, Cost: c.Usage.Cost, HasCost: c.Usage.HasCost}, true
+}
+
+// usageCases are the answers of testdata/answers.json (the module's
+// metering tests read the same file): every API's JSON and SSE answers,
+// a "usage" key inside a string and in a tool schema, cumulative
+// Anthropic deltas, malformed usage objects, a body that is neither.
+var usageCases = func() []usageCase {
+	b, err := os.ReadFile("testdata/answers.json")
+	if err != nil {
+		panic(err)
+	}
+	var cases []usageCase
+	if err := json.Unmarshal(b, &cases); err != nil {
+		panic(err)
+	}
+	return cases
+}()
+
+// scanAll runs a body through a scanner in pieces of size n (0: whole).
+func scanAll(t testing.TB, contentType, body string, status, n int, hdr http.Header) (Usage, bool) {
+	t.Helper()
+	if hdr == nil {
+		hdr = http.Header{}
+	}
+	hdr.Set("Content-Type", contentType)
+	var s UsageScanner
+	s.Start(status, hdr)
+	b := []byte(body)
+	for n > 0 && len(b) > n {
+		s.Write(b[:n])
+		b = b[n:]
+	}
+	s.Write(b)
+	return s.Finish()
+}
+
+func TestUsageScanner(t *testing.T) {
+	for _, tc := range usageCases {
+		want, wantFound := tc.want()
+		t.Run(tc.Name, func(t *testing.T) {
+			// every way of splitting the body gives the same answer
+			for _, n := range []int{0, 1, 2, 3, 7, 64, 1000} {
+				got, found := scanAll(t, tc.ContentType, tc.Body, http.StatusOK, n, nil)
+				if found != wantFound || got != want {
+					t.Fatalf("pieces of %d: got %+v (found %v), want %+v (found %v)", n, got, found, want, wantFound)
+				}
+			}
+		})
+	}
+}
+
+// Nothing is read from error answers or compressed bodies.
+func TestUsageScannerSkips(t *testing.T) {
+	body := usageCases[0].Body
+	if _, found := scanAll(t, "application/json", body, http.StatusBadRequest, 0, nil); found {
+		t.Error("usage read from a 400 answer")
+	}
+	if _, found := scanAll(t, "application/json", body, http.StatusOK, 0, http.Header{"Content-Encoding": {"gzip"}}); found {
+		t.Error("usage read from a gzip body")
+	}
+	if _, found := scanAll(t, "application/json", body, http.StatusOK, 0, http.Header{"Content-Encoding": {"identity"}}); !found {
+		t.Error("usage not read from an identity-encoded body")
+	}
+}
+
+// Bodies far larger than the carry are scanned in bounded memory: the
+// usage at the end of a 1 MiB JSON body, or of a 1 MiB SSE line, is found
+// and the carry never grows past its cap.
+func TestUsageScannerBounded(t *testing.T) {
+	big := strings.Repeat("x", 1<<20)
+	for _, tc := range []struct{ ct, body string }{
+		{"application/json", `{"output":[{"text":"` + big + `"}],"usage":{"input_tokens":1,"output_tokens":2}}`},
+		{"text/event-stream", "data: {\"type\":\"response.completed\",\"response\":{\"output\":\"" + big + "\",\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}}\n\n"},
+	} {
+		var s UsageScanner
+		s.Start(http.StatusOK, http.Header{"Content-Type": {tc.ct}})
+		b := []byte(tc.body)
+		for len(b) > 0 {
+			n := min(len(b), 32<<10)
+			s.Write(b[:n])
+			b = b[n:]
+			if cap(s.carry) > 2*maxUsageCarry {
+				t.Fatalf("%s: carry grew to %d bytes", tc.ct, cap(s.carry))
+			}
+		}
+		if got, found := s.Finish(); !found || got != (Usage{Input: 1, Output: 2}) {
+			t.Errorf("%s: got %+v (found %v)", tc.ct, got, found)
+		}
+	}
+}
+
+// A long SSE line written in small pieces is trimmed to its tail (usage
+// at its end is found, usage only in its cut-off head is not), and once
+// it is scanned its large buffer is dropped rather than kept for the
+// rest of the stream.
+func TestUsageScannerLongLineReleased(t *testing.T) {
+	pad := strings.Repeat("x", 3*maxUsageCarry)
+	for _, tc := range []struct {
+		line string
+		want Usage
+		ok   bool
+	}{
+		{"data: {\"output\":\"" + pad + "\",\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}\n", Usage{Input: 1, Output: 2}, true},
+		{"data: {\"usage\":{\"input_tokens\":1,\"output_tokens\":2},\"output\":\"" + pad + "\"}\n", Usage{}, false},
+	} {
+		for _, piece := range []int{1000, 4093, 70 << 10} {
+			var s UsageScanner
+			s.Start(http.StatusOK, http.Header{"Content-Type": {"text/event-stream"}})
+			for b := []byte(tc.line); len(b) > 0; {
+				n := min(len(b), piece)
+				s.Write(b[:n])
+				b = b[n:]
+				if cap(s.carry) > 2*maxUsageCarry {
+					t.Fatalf("pieces of %d: carry grew to %d bytes", piece, cap(s.carry))
+				}
+			}
+			if cap(s.carry) > maxIdleCarry {
+				t.Errorf("pieces of %d: carry kept %d bytes after the line", piece, cap(s.carry))
+			}
+			s.Write([]byte("event: ping\n"))
+			if got, found := s.Finish(); found != tc.ok || got != tc.want {
+				t.Errorf("pieces of %d: got %+v (found %v), want %+v (found %v)", piece, got, found, tc.want, tc.ok)
+			}
+		}
+	}
+}
+
+func BenchmarkUsageScannerSSE(b *testing.B) {
+	body := []byte(usageCases[2].Body)
+	hdr := http.Header{"Content-Type": {"text/event-stream"}}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var s UsageScanner
+		s.Start(http.StatusOK, hdr)
+		for _, ev := range bytes.SplitAfter(body, []byte("\n\n")) {
+			s.Write(ev)
+		}
+		s.Finish()
+	}
+}
+
+// The usage-only chunk of a Chat Completions stream is told apart from
+// every other line, however the usage key is spaced.
+func TestUsageOnlyChunk(t *testing.T) {
+	for line, want := range map[string]bool{
+		`data: {"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}` + "\n": true,
+		`data:{"choices":[] , "usage" :  {"prompt_tokens":1}}`:                                   true,
+		`data: {"id":"c","choices":[{"delta":{}}],"usage":{"prompt_tokens":1}}`:                  false, // content
+		`data: {"id":"c","choices":[],"usage":null}`:                                             false,
+		`data: {"id":"c","usage":{"prompt_tokens":1}}`:                                           false, // no choices
+		`{"choices":[],"usage":{"prompt_tokens":1}}`:                                             false, // not a data line
+		`data: {"choices":[],"usage":{"prompt_tokens":1}`:                                        false, // cut
+		`data: [DONE]`: false,
+	} {
+		if got := UsageOnlyChunk([]byte(line)); got != want {
+			t.Errorf("UsageOnlyChunk(%s) = %v, want %v", line, got, want)
+		}
+		if want && !HasUsageObject([]byte(line)) {
+			t.Errorf("HasUsageObject(%s) = false", line)
+		}
+	}
+}
