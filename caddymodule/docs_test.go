@@ -20,7 +20,7 @@ import (
 )
 
 // The reference under docs/ is held to the code: the parser's option
-// tables (caddyfileBlocks), the metrics registry (collectors), the
+// tables (caddyfileBlocks), the metrics registry (allCollectors), the
 // placeholders and log messages the module's source sets, and every
 // Caddyfile snippet in the README and the docs, which must adapt.
 
@@ -246,7 +246,7 @@ func registeredMetrics(t *testing.T) map[string]docMetric {
 	out := map[string]docMetric{}
 	nameRe := regexp.MustCompile(`fqName: "([^"]+)"`)
 	labelsRe := regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
-	for _, c := range collectors {
+	for _, c := range allCollectors() {
 		var kind string
 		switch c.(type) {
 		case *prometheus.CounterVec, prometheus.Counter:

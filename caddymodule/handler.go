@@ -4,7 +4,6 @@
 package caddymodule
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/filewatch"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/replay"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -146,7 +146,7 @@ type Handler struct {
 	logger       *zap.Logger
 	statusHandle *statusEntry
 	spend        *spend // nil unless reporting, limits or usage_metrics
-	replayBudget *replayBudget
+	replayBudget *replay.Budget
 	keySources   *liveKeySources // this handler's entries in the registry of key sources (keynamespace.go)
 
 	// the key sources in the order the Caddyfile block names them
@@ -173,9 +173,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.CredentialWait = caddy.Duration(defaultCredentialWait)
 	}
 	if h.RetryBodyLimit == 0 {
-		h.RetryBodyLimit = defaultRetryBodyLimit
+		h.RetryBodyLimit = replay.DefaultBodyLimit
 	}
-	h.replayBudget = newReplayBudget(h.RetryMemoryLimit, h.RetryBodyLimit)
+	h.replayBudget = replay.NewBudget(h.RetryMemoryLimit, h.RetryBodyLimit)
 	if err := registerMetrics(ctx); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
@@ -506,12 +506,12 @@ func setCredential(hdr http.Header, cred *Credential) {
 func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler,
 	src int, cred *Credential, source refusable) error {
 	origBody := r.Body
-	h.replayBudget.enter()
-	defer h.replayBudget.leave()
-	a := newAttempt(w, r, h.RetryBodyLimit, h.replayBudget)
-	defer a.end()
-	err := next.ServeHTTP(&a.rw, r)
-	if !a.rw.held {
+	h.replayBudget.Enter()
+	defer h.replayBudget.Leave()
+	a := replay.Begin(w, r, h.RetryBodyLimit, h.replayBudget)
+	defer a.End()
+	err := next.ServeHTTP(a.Writer(), r)
+	if !a.Held() {
 		r.Body = origBody
 		countForwarded(w)
 		return err
@@ -524,12 +524,12 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 	cancel()
 	if fresh == nil {
 		forwardedCounter.Inc()
-		return a.rw.sendHeld()
+		return a.SendHeld()
 	}
-	body, err := a.body.replayable()
+	body, err := a.Body()
 	if errors.Is(err, jsonbody.ErrRefused) {
 		// the body editor refused the rest: answered 400 (answerRefused)
-		a.restoreHeader(w.Header())
+		a.Discard(w.Header())
 		return err
 	}
 	if err != nil {
@@ -539,10 +539,9 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 		w.Header().Set("X-Should-Retry", "true")
 		h.logNoReplay(src, err)
 		forwardedCounter.Inc()
-		return a.rw.sendHeld()
+		return a.SendHeld()
 	}
-	a.restoreHeader(w.Header())
-	a.rw.heldBody = bytes.Buffer{} // not needed while the replay streams
+	a.Discard(w.Header()) // the held 401 is not needed while the replay streams
 	if origBody == nil || origBody == http.NoBody {
 		r.Body = origBody
 	} else {
@@ -565,12 +564,12 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 func (h *Handler) logNoReplay(src int, why error) {
 	kind := zap.String("source", h.sources[src].Kind())
 	switch why {
-	case errBodyTooLarge:
+	case replay.ErrBodyTooLarge:
 		h.logger.Warn("upstream refused the credential; request body too large to replay",
 			kind, zap.Int64("retry_body_limit", h.RetryBodyLimit))
-	case errReplayMemory:
+	case replay.ErrMemory:
 		h.logger.Warn("upstream refused the credential; replay memory in use, request body not kept",
-			kind, zap.Int64("retry_memory_limit", h.replayBudget.limit()))
+			kind, zap.Int64("retry_memory_limit", h.replayBudget.Limit()))
 	default:
 		h.logger.Warn("upstream refused the credential; request body could not be read again",
 			kind, zap.Error(why))

@@ -2,8 +2,10 @@ package caddymodule
 
 import (
 	"errors"
+	"slices"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/replay"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -55,12 +57,6 @@ var (
 		Help:      "Token pushes, by result: used, older (valid but not fresher than the cached token), refused.",
 	}, []string{"result"})
 
-	replayCopiesSkippedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: metricsNamespace,
-		Name:      "replay_copies_skipped_total",
-		Help:      "Request bodies sent upstream without a copy for a replay after a 401, by reason: body_too_large (over retry_body_limit), memory_limit (the copies in flight used retry_memory_limit).",
-	}, []string{"reason"})
-
 	sandboxVerificationsTotal = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
 		Name:      "sandbox_token_verifications_total",
@@ -80,8 +76,6 @@ var (
 	noCredentialCounter   = requestsTotal.WithLabelValues(outcomeNoCredential)
 	replayedCounter       = requestsTotal.WithLabelValues(outcomeReplayed)
 	badRequestCounter     = requestsTotal.WithLabelValues(outcomeBadRequest)
-	replayCopyTooLarge    = replayCopiesSkippedTotal.WithLabelValues("body_too_large")
-	replayCopyNoMemory    = replayCopiesSkippedTotal.WithLabelValues("memory_limit")
 )
 
 // expiryCollector reports, at scrape time, each live OIDC source's time
@@ -103,7 +97,13 @@ func (expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 }
 
-var collectors = []prometheus.Collector{requestsTotal, refreshesTotal, refreshSeconds, forcedRefreshesTotal, pushesTotal, replayCopiesSkippedTotal, sandboxVerificationsTotal, expiryCollector{}}
+var collectors = []prometheus.Collector{requestsTotal, refreshesTotal, refreshSeconds, forcedRefreshesTotal, pushesTotal, sandboxVerificationsTotal, expiryCollector{}}
+
+// allCollectors is every metric of the module: the glue's own
+// (collectors) and each engine's.
+func allCollectors() []prometheus.Collector {
+	return slices.Concat(collectors, replay.Collectors())
+}
 
 // registerMetrics adds the collectors to this config's registry.
 func registerMetrics(ctx caddy.Context) error {
@@ -111,7 +111,7 @@ func registerMetrics(ctx caddy.Context) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range collectors {
+	for _, c := range allCollectors() {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

@@ -23,6 +23,33 @@ func counterValue(c prometheus.Counter) float64 {
 	return m.GetCounter().GetValue()
 }
 
+// engineCounter is the value of an engine's counter name{label=value}
+// (0 before it counted anything), read through the module's collectors
+// as a scrape would: the engines keep their counters to themselves.
+func engineCounter(name, label, value string) float64 {
+	reg := prometheus.NewRegistry()
+	for _, c := range allCollectors() {
+		reg.MustRegister(c)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		panic(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
 var allOutcomes = []string{outcomeForwarded, outcomeClientRejected, outcomeForbidden, outcomeNoCredential, outcomeReplayed}
 
 // outcomeCounts snapshots requests_total for every outcome.

@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -634,60 +633,6 @@ func TestReplayHeld401NeverReachesClient(t *testing.T) {
 		t.Errorf("the 401's body reached the client: %q", w.Body)
 	}
 }
-
-// interceptWriter passes informational statuses and non-401 answers
-// straight through, and keeps only a bounded part of a held 401's body.
-func TestInterceptWriter(t *testing.T) {
-	statuses := &statusLog{ResponseRecorder: httptest.NewRecorder()}
-	iw := &interceptWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: statuses}}
-	iw.WriteHeader(http.StatusEarlyHints)
-	iw.WriteHeader(http.StatusUnauthorized) // final: held
-	iw.WriteHeader(http.StatusOK)           // a second final status is ignored
-	if !iw.held || fmt.Sprint(statuses.codes) != "[103]" {
-		t.Errorf("103 then 401: held %v, statuses written %v; want held, [103]", iw.held, statuses.codes)
-	}
-
-	rec := httptest.NewRecorder()
-	iw = &interceptWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: rec}}
-	iw.WriteHeader(http.StatusTooManyRequests)
-	iw.Write([]byte("slow down"))
-	if iw.held || rec.Code != http.StatusTooManyRequests || rec.Body.String() != "slow down" {
-		t.Errorf("429: held %v, recorder %d %q", iw.held, rec.Code, rec.Body)
-	}
-	// a body without a status is a 200, passed through
-	rec = httptest.NewRecorder()
-	iw = &interceptWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: rec}}
-	iw.Write([]byte("ok"))
-	if iw.held || rec.Code != http.StatusOK || rec.Body.String() != "ok" {
-		t.Errorf("implicit 200: held %v, recorder %d %q", iw.held, rec.Code, rec.Body)
-	}
-
-	rec = httptest.NewRecorder()
-	iw = &interceptWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: rec}}
-	iw.WriteHeader(http.StatusUnauthorized)
-	big := bytes.Repeat([]byte("z"), 3*max401Body)
-	if n, err := iw.Write(big); n != len(big) || err != nil {
-		t.Errorf("Write = %d, %v", n, err)
-	}
-	iw.Flush()
-	if !iw.held || rec.Body.Len() != 0 || rec.Flushed {
-		t.Fatalf("held 401 written or flushed: held %v, %d bytes, flushed %v", iw.held, rec.Body.Len(), rec.Flushed)
-	}
-	if iw.heldBody.Len() != max401Body {
-		t.Errorf("kept %d bytes of the 401's body, want %d", iw.heldBody.Len(), max401Body)
-	}
-	if err := iw.sendHeld(); err != nil || rec.Code != http.StatusUnauthorized || rec.Body.Len() != max401Body {
-		t.Errorf("sendHeld: %v, %d, %d bytes", err, rec.Code, rec.Body.Len())
-	}
-}
-
-// statusLog records every status written to it.
-type statusLog struct {
-	*httptest.ResponseRecorder
-	codes []int
-}
-
-func (s *statusLog) WriteHeader(code int) { s.codes = append(s.codes, code) }
 
 // The transport may still read a request body after the attempt that
 // used it has returned (the http.RoundTripper contract allows it until it

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -43,7 +42,7 @@ func TestReplayBudgetBurst(t *testing.T) {
 			rig.gw.before401 = func() {
 				read.Done()
 				read.Wait() // every first attempt has read its body
-				once.Do(func() { peak = budget.used.Load() })
+				once.Do(func() { peak = budget.Status().MemoryInUse })
 			}
 			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 				if r.Header.Get("Authorization") == "Bearer "+rig.first {
@@ -52,7 +51,7 @@ func TestReplayBudgetBurst(t *testing.T) {
 				}
 				return rig.gw.ServeHTTP(w, r)
 			})
-			skipped := counterValue(replayCopyNoMemory)
+			skipped := engineCounter("caddy_ai_gateway_auth_replay_copies_skipped_total", "reason", "memory_limit")
 
 			body := strings.Repeat("a", size)
 			results := make([]*httptest.ResponseRecorder, requests)
@@ -86,10 +85,10 @@ func TestReplayBudgetBurst(t *testing.T) {
 			if replayed != tc.replayed || retry != requests-tc.replayed {
 				t.Errorf("%d replayed, %d marked for a retry; want %d and %d", replayed, retry, tc.replayed, requests-tc.replayed)
 			}
-			if got := counterValue(replayCopyNoMemory) - skipped; got != float64(requests-tc.replayed) {
+			if got := engineCounter("caddy_ai_gateway_auth_replay_copies_skipped_total", "reason", "memory_limit") - skipped; got != float64(requests-tc.replayed) {
 				t.Errorf("replay_copies_skipped_total{reason=memory_limit} grew by %v, want %d", got, requests-tc.replayed)
 			}
-			if u, o := budget.used.Load(), budget.open.Load(); u != 0 || o != 0 {
+			if u, o := budget.Status().MemoryInUse, budget.Status().RequestsInFlight; u != 0 || o != 0 {
 				t.Errorf("after the burst: %d bytes reserved, %d requests open; want none", u, o)
 			}
 			// the retry the client was told to make goes through
@@ -97,58 +96,5 @@ func TestReplayBudgetBurst(t *testing.T) {
 				t.Errorf("retry: status %d, %d bytes", w.Code, w.Body.Len())
 			}
 		})
-	}
-}
-
-// The budget counts only requests in flight: it grows by 4 KiB with
-// each, and once a burst is over a lone request has room for a whole
-// retry_body_limit body again. A body of unknown length takes its chunks
-// one at a time, never past the budget, and gives them all back when the
-// next would not fit.
-func TestReplayBudgetReserve(t *testing.T) {
-	b := newReplayBudget(0, 100<<10) // rounded up to 7 chunks: 112 KiB
-	if got := b.limit(); got != 7*chunkSize {
-		t.Fatalf("limit with nothing in flight: %d, want %d", got, 7*chunkSize)
-	}
-	for range 40 {
-		b.enter()
-	}
-	if got, want := b.limit(), int64(40*autoPerRequest); got != want || want != 10*chunkSize {
-		t.Fatalf("limit with 40 in flight: %d, want %d (10 chunks)", got, want)
-	}
-	var tee teeBody
-	tee.limit, tee.budget = 1<<20, b
-	tee.src = io.NopCloser(strings.NewReader(""))
-	chunk := make([]byte, chunkSize)
-	for i := range 11 {
-		tee.keep(chunk)
-		if tee.dropped {
-			if i != 10 {
-				t.Fatalf("copy dropped at chunk %d, want at chunk 10 (past %d bytes)", i, b.limit())
-			}
-			break
-		}
-	}
-	if !tee.dropped || tee.why != errReplayMemory || b.used.Load() != 0 {
-		t.Errorf("dropped %v (%v), %d bytes reserved; want dropped for memory, nothing reserved", tee.dropped, tee.why, b.used.Load())
-	}
-	for range 40 {
-		b.leave()
-	}
-	if got := b.limit(); got != 7*chunkSize {
-		t.Errorf("limit once the burst is over: %d, want %d", got, 7*chunkSize)
-	}
-
-	fixed := newReplayBudget(64<<10, 1<<20)
-	fixed.enter()
-	if got := fixed.limit(); got != 64<<10 {
-		t.Errorf("fixed limit %d, want %d whatever is in flight", got, 64<<10)
-	}
-	if !fixed.reserve(64<<10) || fixed.reserve(1) {
-		t.Error("a fixed budget of 64 KiB did not hold exactly 64 KiB")
-	}
-	fixed.give(64 << 10)
-	if fixed.used.Load() != 0 {
-		t.Errorf("%d bytes still reserved", fixed.used.Load())
 	}
 }

@@ -1,4 +1,4 @@
-package caddymodule
+package replay
 
 import (
 	"bytes"
@@ -37,9 +37,9 @@ func FuzzReplayCopy(f *testing.F) {
 			rd = unknownLength{rd}
 		}
 		r := httptest.NewRequest(http.MethodPost, "/v1/messages", rd)
-		budget := newReplayBudget(int64(fixed), int64(limit))
-		budget.enter()
-		a := newAttempt(httptest.NewRecorder(), r, int64(limit), budget)
+		budget := NewBudget(int64(fixed), int64(limit))
+		budget.Enter()
+		a := Begin(httptest.NewRecorder(), r, int64(limit), budget)
 
 		// the upstream reads up to statusAt bytes, in reads of the given
 		// sizes (each 1..256 KiB), then answers
@@ -63,7 +63,7 @@ func FuzzReplayCopy(f *testing.F) {
 			if u := budget.used.Load(); u != 0 {
 				t.Fatalf("%d bytes reserved after a 200", u)
 			}
-			a.end()
+			a.End()
 			return
 		}
 		a.rw.WriteHeader(http.StatusUnauthorized)
@@ -77,24 +77,28 @@ func FuzzReplayCopy(f *testing.F) {
 			if int64(len(body)) > int64(limit) {
 				t.Fatalf("a %d-byte body replayed over the %d-byte limit", len(body), limit)
 			}
-		case errors.Is(err, errBodyTooLarge):
+		case errors.Is(err, ErrBodyTooLarge):
 			if int64(len(body)) <= int64(limit) {
 				t.Fatalf("a %d-byte body refused as over the %d-byte limit", len(body), limit)
 			}
-		case errors.Is(err, errReplayMemory):
+		case errors.Is(err, ErrMemory):
 			// alone in flight, a body within the limit always fits the
 			// auto budget, and a fixed one when its copy does
 			size := max(r.ContentLength, 0)
 			if need := memory(size, max(size, int64(len(body)))); fixed == 0 || need <= int64(fixed) {
-				t.Fatalf("a %d-byte body (copy of %d bytes) found the budget (%d) in use with nothing else in flight", len(body), need, budget.limit())
+				t.Fatalf("a %d-byte body (copy of %d bytes) found the budget (%d) in use with nothing else in flight", len(body), need, budget.Limit())
 			}
 		default:
 			t.Fatalf("replayable: %v", err)
 		}
-		a.end()
-		budget.leave()
+		a.End()
+		budget.Leave()
 		if u, o := budget.used.Load(), budget.open.Load(); u != 0 || o != 0 {
 			t.Fatalf("after the attempt: %d bytes reserved, %d in flight", u, o)
 		}
 	})
 }
+
+// unknownLength hides a reader's length from http.NewRequest (as a
+// chunked upload's): Content-Length is -1.
+type unknownLength struct{ io.Reader }

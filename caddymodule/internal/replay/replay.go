@@ -1,4 +1,20 @@
-package caddymodule
+// Package replay owns what a replay after an upstream 401 needs while
+// the first attempt runs: a copy of the request body (teed as it streams
+// upstream, never read ahead) within a memory [Budget], and the first
+// response, held back only if it is a 401. When the gateway answers 401
+// to a request that carried a refreshable credential, the module drops
+// that credential, gets a fresh one and sends the request once more
+// through [Attempt.Body], so the client sees the second answer.
+//
+// It never decides whether to replay (the credential's source does),
+// never touches a credential or a request header, never logs, and knows
+// nothing of Caddy: a response writer is an http.ResponseWriter.
+//
+// The copy is a memory budget: agents send 100 KiB to 1 MiB with every
+// request and keep the answer streaming for tens of seconds. It exists
+// only while a replay is still possible, from the first byte the
+// upstream reads until its status is known; any status but 401 drops it.
+package replay
 
 import (
 	"bytes"
@@ -8,48 +24,40 @@ import (
 	"maps"
 	"net/http"
 	"sync"
-
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-// Refresh-and-replay: when the gateway answers 401 to a request that
-// carried a refreshable credential, the handler drops that credential,
-// gets a fresh one and sends the request once more, so the client sees
-// the second answer. This needs two things kept while the first attempt
-// runs: a copy of the request body (teed as it streams upstream, never
-// read ahead) and the first response, held back only if it is a 401.
-//
-// The copy is a memory budget: agents send 100 KiB to 1 MiB with every
-// request and keep the answer streaming for tens of seconds. It exists
-// only while a replay is still possible, from the first byte the
-// upstream reads until its status is known; any status but 401 drops it.
-
 const (
-	defaultRetryBodyLimit = 1 << 20
+	// DefaultBodyLimit is the largest body kept for a replay unless
+	// configured otherwise (retry_body_limit).
+	DefaultBodyLimit = 1 << 20
 	// max401Body is how much of a held-back 401's body is kept to pass on
 	// when no replay is possible; the gateway's 401 bodies are tiny.
 	max401Body = 64 * 1024
 )
 
-// attempt is one request's replay state, one allocation per request.
+// Attempt is one request's replay state, one allocation per request.
 // Nothing is pooled: a body the transport may still read from its own
 // goroutine after the attempt (the RoundTripper contract allows it until
 // Close, and HTTP/2 may read once more after Close) belongs to its
 // request only, so a late read can never reach another request's data.
-type attempt struct {
+type Attempt struct {
 	rw     interceptWriter
 	body   teeBody
 	header headerSnapshot
 }
 
-func newAttempt(w http.ResponseWriter, r *http.Request, limit int64, budget *replayBudget) *attempt {
-	a := &attempt{}
+// Begin starts the first attempt of r, answered through w: r's body is
+// teed (up to limit bytes, within budget) as the upstream reads it, and
+// the response header map is saved as it is. Send the request through
+// Writer; call End when the request, and its replay if any, is over.
+func Begin(w http.ResponseWriter, r *http.Request, limit int64, budget *Budget) *Attempt {
+	a := &Attempt{}
 	a.rw.ResponseWriter = w
 	a.rw.tee = &a.body
 	a.body.src, a.body.limit, a.body.budget = r.Body, limit, budget
 	// A body known to be larger than the limit is not kept at all.
 	if limit <= 0 || r.ContentLength > limit {
-		a.body.dropped, a.body.why = true, errBodyTooLarge
+		a.body.dropped, a.body.why = true, ErrBodyTooLarge
 		replayCopyTooLarge.Inc()
 	}
 	if r.ContentLength > 0 {
@@ -62,13 +70,34 @@ func newAttempt(w http.ResponseWriter, r *http.Request, limit int64, budget *rep
 	return a
 }
 
-// end drops whatever is left of the copy: the attempt (and its replay,
+// End drops whatever is left of the copy: the attempt (and its replay,
 // if any) is over.
-func (a *attempt) end() { a.body.release() }
+func (a *Attempt) End() { a.body.release() }
 
-// restoreHeader puts the response header map back as it was before the
-// first attempt.
-func (a *attempt) restoreHeader(h http.Header) { a.header.restore(h) }
+// Writer is the writer the first attempt answers through: everything
+// passes to the client's writer but a 401 as the first final status,
+// which is held back.
+func (a *Attempt) Writer() http.ResponseWriter { return &a.rw }
+
+// Held reports whether the first attempt's answer was a 401, held back.
+func (a *Attempt) Held() bool { return a.rw.held }
+
+// SendHeld writes the held-back 401 to the client unchanged.
+func (a *Attempt) SendHeld() error { return a.rw.sendHeld() }
+
+// Body returns a body that reads like the original from the start, for
+// the replay, or why none can be had: [ErrBodyTooLarge], [ErrMemory], or
+// the error of the original body (which may be a body editor's
+// refusal). Call it at most once, after a 401 was held.
+func (a *Attempt) Body() (io.ReadCloser, error) { return a.body.replayable() }
+
+// Discard puts the response header map h back as it was before the
+// first attempt (the 401's headers must not leak into the answer that
+// replaces it) and lets go of the held 401's body.
+func (a *Attempt) Discard(h http.Header) {
+	a.header.restore(h)
+	a.rw.heldBody = bytes.Buffer{}
+}
 
 // headerSnapshot is the response header map as it was before the first
 // attempt (e.g. set by the header directive), put back before a replay
@@ -109,7 +138,7 @@ func (s *headerSnapshot) restore(h http.Header) {
 // max401Body) is held back for the handler to decide on. Any other final
 // status means no replay: the copy of the body is dropped at once.
 type interceptWriter struct {
-	caddyhttp.ResponseWriterWrapper
+	http.ResponseWriter
 	tee         *teeBody // nil: nothing to drop
 	wroteHeader bool
 	held        bool
@@ -146,6 +175,22 @@ func (w *interceptWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap returns the client's writer, for http.ResponseController.
+func (w *interceptWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// errNotImplemented is what Push returns when the writer below cannot
+// push (the message of Caddy's own wrappers').
+var errNotImplemented = errors.New("method not implemented")
+
+// Push implements http.Pusher, passing a push on when the writer below
+// can push, as Caddy's response writer wrappers do.
+func (w *interceptWriter) Push(target string, opts *http.PushOptions) error {
+	if p, ok := w.ResponseWriter.(http.Pusher); ok {
+		return p.Push(target, opts)
+	}
+	return errNotImplemented
 }
 
 // ReadFrom keeps io.Copy from bypassing Write.
@@ -190,7 +235,7 @@ type teeBody struct {
 	src    io.ReadCloser
 	limit  int64
 	size   int64 // Content-Length, when known
-	budget *replayBudget
+	budget *Budget
 
 	// readMu serializes reads of src (the transport's and the replay's).
 	readMu   sync.Mutex
@@ -208,8 +253,11 @@ type teeBody struct {
 
 var (
 	errBodyDetached = errors.New("request body read after its attempt ended")
-	errBodyTooLarge = errors.New("request body larger than retry_body_limit")
-	errReplayMemory = errors.New("the replay copies in flight used retry_memory_limit")
+	// ErrBodyTooLarge is why a body over the limit has no replay.
+	ErrBodyTooLarge = errors.New("request body larger than retry_body_limit")
+	// ErrMemory is why a body whose copy found the budget spent has no
+	// replay.
+	ErrMemory = errors.New("the replay copies in flight used retry_memory_limit")
 )
 
 func (b *teeBody) Read(p []byte) (int, error) {
@@ -236,12 +284,12 @@ func (b *teeBody) keep(p []byte) {
 	}
 	need := b.copy.n + int64(len(p))
 	if need > b.limit {
-		b.drop(errBodyTooLarge)
+		b.drop(ErrBodyTooLarge)
 		replayCopyTooLarge.Inc()
 		return
 	}
 	if need > b.reserved && !b.reserve(need) {
-		b.drop(errReplayMemory)
+		b.drop(ErrMemory)
 		replayCopyNoMemory.Inc()
 		return
 	}
@@ -306,7 +354,7 @@ func (b *teeBody) replayable() (io.ReadCloser, error) {
 	b.copy, b.dropped = chunks{}, true
 	b.mu.Unlock()
 	if dropped {
-		return nil, cmp.Or(why, errBodyTooLarge)
+		return nil, cmp.Or(why, ErrBodyTooLarge)
 	}
 	if !b.eof {
 		if err := b.copyRest(&c); err != nil {
@@ -334,11 +382,11 @@ func (b *teeBody) copyRest(c *chunks) error {
 			need := c.n + int64(n)
 			if need > b.limit {
 				replayCopyTooLarge.Inc()
-				return errBodyTooLarge
+				return ErrBodyTooLarge
 			}
 			if !b.reserveRest(need) {
 				replayCopyNoMemory.Inc()
-				return errReplayMemory
+				return ErrMemory
 			}
 			c.write(buf[:n])
 		}

@@ -1,8 +1,8 @@
-package caddymodule
+package replay
 
 import "sync/atomic"
 
-// replayBudget caps the memory that the replay copies of one handler's
+// Budget caps the memory that the replay copies of one handler's
 // requests in flight use together. Each copy lives only from the first
 // byte the upstream reads until its status, but uploads that happen at
 // the same moment each need theirs at that moment: 300 agents sending
@@ -10,7 +10,7 @@ import "sync/atomic"
 // hostile client uploading slowly could hold copies for as long as it
 // likes. A body that finds the budget spent streams upstream without a
 // copy; if its answer is a 401, the client gets that 401 marked for a
-// retry (see serveWithReplay), which the OpenAI and Anthropic SDKs do
+// retry (see the module's replay), which the OpenAI and Anthropic SDKs do
 // at once.
 //
 // The default grows with the traffic: autoPerRequest for each request in
@@ -19,7 +19,7 @@ import "sync/atomic"
 // and, under any traffic shape, the copies add at most that much per open
 // stream to what plain Caddy holds (twice that with the GC's headroom,
 // which grows with the live heap).
-type replayBudget struct {
+type Budget struct {
 	fixed int64 // > 0: retry_memory_limit, a fixed total
 	floor int64 // the default's minimum: the chunks of a retry_body_limit body
 
@@ -32,28 +32,34 @@ type replayBudget struct {
 // 8% with the GC's headroom, within issue 9's 15%.
 const autoPerRequest = 4 << 10
 
-func newReplayBudget(fixed, bodyLimit int64) *replayBudget {
+// NewBudget returns a budget of fixed bytes (retry_memory_limit), or,
+// for 0, the default that grows with the requests in flight and holds
+// at least one body of bodyLimit bytes (retry_body_limit).
+func NewBudget(fixed, bodyLimit int64) *Budget {
 	// a copy takes whole chunks
-	return &replayBudget{fixed: fixed, floor: (bodyLimit + chunkSize - 1) / chunkSize * chunkSize}
+	return &Budget{fixed: fixed, floor: (bodyLimit + chunkSize - 1) / chunkSize * chunkSize}
 }
 
-func (b *replayBudget) limit() int64 {
+// Limit is the budget at the moment, in bytes.
+func (b *Budget) Limit() int64 {
 	if b.fixed > 0 {
 		return b.fixed
 	}
 	return max(b.floor, autoPerRequest*b.open.Load())
 }
 
-// enter and leave bracket a request that may be replayed.
-func (b *replayBudget) enter() { b.open.Add(1) }
-func (b *replayBudget) leave() { b.open.Add(-1) }
+// Enter and Leave bracket a request that may be replayed.
+func (b *Budget) Enter() { b.open.Add(1) }
+
+// Leave ends what Enter began.
+func (b *Budget) Leave() { b.open.Add(-1) }
 
 // reserve takes n bytes for a copy, or reports that the copies in flight
 // already use the budget.
-func (b *replayBudget) reserve(n int64) bool {
+func (b *Budget) reserve(n int64) bool {
 	for {
 		used := b.used.Load()
-		if used+n > b.limit() {
+		if used+n > b.Limit() {
 			return false
 		}
 		if b.used.CompareAndSwap(used, used+n) {
@@ -63,20 +69,21 @@ func (b *replayBudget) reserve(n int64) bool {
 }
 
 // give returns n reserved bytes.
-func (b *replayBudget) give(n int64) {
+func (b *Budget) give(n int64) {
 	if n > 0 {
 		b.used.Add(-n)
 	}
 }
 
-// ReplayStatus is a handler's replay budget at the moment, in the admin
-// status route: what to look at when sizing retry_memory_limit.
-type ReplayStatus struct {
+// Status is a handler's replay budget at the moment, in the admin status
+// route: what to look at when sizing retry_memory_limit.
+type Status struct {
 	RequestsInFlight int64 `json:"requests_in_flight"` // that may be replayed
 	MemoryInUse      int64 `json:"memory_in_use"`      // bytes held by their copies
 	MemoryLimit      int64 `json:"memory_limit"`       // bytes, at this moment
 }
 
-func (b *replayBudget) status() ReplayStatus {
-	return ReplayStatus{RequestsInFlight: b.open.Load(), MemoryInUse: b.used.Load(), MemoryLimit: b.limit()}
+// Status is the budget at the moment.
+func (b *Budget) Status() Status {
+	return Status{RequestsInFlight: b.open.Load(), MemoryInUse: b.used.Load(), MemoryLimit: b.Limit()}
 }

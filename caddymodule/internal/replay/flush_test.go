@@ -1,4 +1,4 @@
-package caddymodule
+package replay
 
 import (
 	"net/http"
@@ -21,8 +21,8 @@ func (u unwrapOnly) Unwrap() http.ResponseWriter { return u.rec }
 func TestInterceptWriterFlushesThroughUnwrap(t *testing.T) {
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", http.NoBody)
-	a := newAttempt(unwrapOnly{rec}, req, 1024, newReplayBudget(0, 1024))
-	defer a.end()
+	a := Begin(unwrapOnly{rec}, req, 1024, NewBudget(0, 1024))
+	defer a.End()
 
 	a.rw.WriteHeader(http.StatusOK)
 	if _, err := a.rw.Write([]byte("data: 1\n\n")); err != nil {
@@ -37,8 +37,8 @@ func TestInterceptWriterFlushesThroughUnwrap(t *testing.T) {
 
 	// a held 401 is never flushed to the client
 	rec2 := httptest.NewRecorder()
-	b := newAttempt(unwrapOnly{rec2}, req, 1024, newReplayBudget(0, 1024))
-	defer b.end()
+	b := Begin(unwrapOnly{rec2}, req, 1024, NewBudget(0, 1024))
+	defer b.End()
 	b.rw.WriteHeader(http.StatusUnauthorized)
 	b.rw.Flush()
 	if rec2.Flushed {
