@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -77,7 +78,7 @@ func TestStatusRoute(t *testing.T) {
 // With every handler's credential usable: 200, each source described,
 // never a credential.
 func TestStatusHealthy(t *testing.T) {
-	token := testOIDCToken(t, time.Now().Add(time.Hour))
+	token := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	t.Setenv("AIGW_TEST_STATUS_OIDC", token)
 	t.Setenv("AIGW_TEST_STATUS_EMPTY", "")
 	h := provisionHandler(t, &Handler{
@@ -121,7 +122,7 @@ func TestStatusHealthy(t *testing.T) {
 func TestStatusMintFailureAndRecovery(t *testing.T) {
 	var failing atomic.Bool
 	failing.Store(true)
-	token := testOIDCToken(t, time.Now().Add(time.Hour))
+	token := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	mint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if failing.Load() {
 			w.WriteHeader(http.StatusInternalServerError)
@@ -134,7 +135,7 @@ func TestStatusMintFailureAndRecovery(t *testing.T) {
 	t.Setenv("AIGW_TEST_STATUS_ACCESS", "vercel-access-token-status-secret")
 	h := provisionHandler(t, &Handler{
 		CredentialsRaw: []json.RawMessage{oidcSourceJSON(VercelOIDCSource{Mint: &MintConfig{
-			Project: testProject, Team: testTeam, AccessToken: "{env.AIGW_TEST_STATUS_ACCESS}", API: mint.URL,
+			Project: oidctest.Project, Team: oidctest.Team, AccessToken: "{env.AIGW_TEST_STATUS_ACCESS}", API: mint.URL,
 		}})},
 		ClientKeys: []string{"sk-placeholder"},
 	})
@@ -211,11 +212,11 @@ func TestStatusPushClearsFailure(t *testing.T) {
 		w.WriteHeader(http.StatusBadGateway)
 	}))
 	defer mint.Close()
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	h := provisionHandler(t, &Handler{
 		CredentialsRaw: []json.RawMessage{oidcSourceJSON(VercelOIDCSource{
-			Mint: &MintConfig{Project: testProject, Team: testTeam, AccessToken: "vercel-access", API: mint.URL},
-			Push: &PushConfig{Path: testPushPath, Issuer: testIssuer, JWKSURL: jwks.jwksURL()},
+			Mint: &MintConfig{Project: oidctest.Project, Team: oidctest.Team, AccessToken: "vercel-access", API: mint.URL},
+			Push: &PushConfig{Path: testPushPath, Issuer: testIssuer, JWKSURL: jwks.JWKSURL()},
 		})},
 		ClientKeys: []string{"sk-placeholder"},
 	})
@@ -224,7 +225,7 @@ func TestStatusPushClearsFailure(t *testing.T) {
 		_, sources := handlerStatusOf(t, body, h)
 		return code == http.StatusServiceUnavailable && strings.Contains(sources[0].LastError, "502")
 	})
-	tok := testOIDCToken(t, time.Now().Add(time.Hour))
+	tok := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	if w := pushJSON(t, h, tok); w.Code != http.StatusNoContent {
 		t.Fatalf("push: status %d: %s", w.Code, w.Body)
 	}

@@ -3,13 +3,15 @@ package caddymodule
 import (
 	"bufio"
 	"strings"
+
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
 )
 
 // tokenFromFileContent returns the token in a token file: either the file
 // is a raw JWT, or it is a dotenv file (as `vercel env pull` writes
 // .env.local) and the token is the value of variable.
 func tokenFromFileContent(content, variable string) (string, bool) {
-	if t := strings.TrimSpace(content); looksLikeJWT(t) {
+	if t := strings.TrimSpace(content); oidc.LooksLikeJWT(t) {
 		return t, true
 	}
 	v, ok := dotenvValue(content, variable)

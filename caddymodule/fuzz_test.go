@@ -1,16 +1,13 @@
 package caddymodule
 
 import (
-	"context"
-	"encoding/base64"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // Fuzz tests: run each for a few seconds with
@@ -98,7 +95,7 @@ func FuzzTokenFromFileContent(f *testing.F) {
 		if ok && tok != strings.TrimSpace(tok) {
 			t.Fatalf("token %q not trimmed", tok)
 		}
-		if raw := strings.TrimSpace(content); looksLikeJWT(raw) && (!ok || tok != raw) {
+		if raw := strings.TrimSpace(content); oidc.LooksLikeJWT(raw) && (!ok || tok != raw) {
 			t.Fatalf("raw JWT file not returned as is: %q -> %q", raw, tok)
 		}
 	})
@@ -144,44 +141,6 @@ func FuzzCaddyfile(f *testing.F) {
 		}
 		if len(h.CredentialsRaw) == 0 || !h.hasClientAuth() {
 			t.Fatalf("accepted a config without credential or client auth: %q", input)
-		}
-	})
-}
-
-// FuzzVerifyHostileToken: a keyless token with any issuer and kid (and
-// any raw token) never panics, never verifies, makes no fetch unless its
-// issuer is one the configuration names, leaves at most that one JWKS in
-// the cache, and is refused with a reason of bounded length.
-func FuzzVerifyHostileToken(f *testing.F) {
-	f.Add("https://oidc.vercel.com/team_a", "test-kid", "a.b.c")
-	f.Add("https://oidc.vercel.com/team_a/", "made-up", "eyJhbGciOiJub25lIn0.e30.")
-	f.Add("https://oidc.vercel.com/"+strings.Repeat("x", 6000), strings.Repeat("k", 3000), "")
-	f.Add("https://oidc.vercel.com/team_a?x=1", "", "...")
-	f.Add("https://oidc.vercel.com/team_a#f", "kid\x00\"\\", "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOjF9.c2ln")
-	f.Add("https://user@oidc.vercel.com/team_a", "k", "")
-	f.Add("https://oidc.vercel.com/%74eam_a", "k", "")
-	f.Fuzz(func(t *testing.T, iss, kid, raw string) {
-		const trusted = "https://oidc.vercel.com/team_a"
-		c := newJWKSCache()
-		fetches := inProcessJWKS(c, keyDoc)
-		p := newIssuerPolicy("", "", trusted)
-		header, _ := json.Marshal(map[string]any{"alg": "RS256", "typ": "JWT", "kid": kid})
-		claims, _ := json.Marshal(map[string]any{"iss": iss, "exp": time.Now().Add(time.Hour).Unix()})
-		tok := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(claims) + ".c2lnbmF0dXJl"
-		for i, token := range []string{tok, raw} {
-			err := c.verify(context.Background(), token, p, "", &jwt.RegisteredClaims{})
-			if err == nil {
-				t.Fatalf("a keyless token verified: %q", token)
-			}
-			if len(err.Error()) > 600 {
-				t.Fatalf("a %d-byte reason: client values are not cut short", len(err.Error()))
-			}
-			if i == 0 && strings.TrimRight(iss, "/") != trusted && fetches.Load() > 0 {
-				t.Fatalf("issuer %.80q made the cache fetch", iss)
-			}
-		}
-		if n := cachedURLs(c); n > 1 {
-			t.Fatalf("%d JWKS documents cached; the configuration names one", n)
 		}
 	})
 }

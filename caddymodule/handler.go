@@ -16,6 +16,7 @@ import (
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/filewatch"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/replay"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
@@ -141,7 +142,7 @@ type Handler struct {
 	sandbox      *sandboxVerifier
 	paths        *pathAllowList
 	pushes       map[string]*pushTarget
-	jwks         *jwksCache
+	jwks         *oidc.Cache
 	watchers     []*filewatch.Watcher
 	logger       *zap.Logger
 	statusHandle *statusEntry
@@ -179,7 +180,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)
 	}
-	h.jwks = newJWKSCache()
+	h.jwks = oidc.NewCache()
 
 	mods, err := ctx.LoadModule(h, "CredentialsRaw")
 	if err != nil {

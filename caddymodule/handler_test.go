@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -218,7 +219,7 @@ func assertErrorShape(t *testing.T, body []byte, anthropic bool, errType, code s
 // With no usable credential anywhere: 503, Retry-After, and a message that
 // names each source and why it has nothing, never a credential.
 func TestHandlerNoCredential(t *testing.T) {
-	expired := testOIDCToken(t, time.Now().Add(-time.Minute))
+	expired := oidctest.OIDCToken(t, time.Now().Add(-time.Minute))
 	t.Setenv("AIGW_TEST_EMPTY_KEY", "")
 	t.Setenv("AIGW_TEST_EXPIRED_OIDC", expired)
 	h := provisionHandler(t, &Handler{
@@ -283,7 +284,7 @@ func TestHandlerNoCredential(t *testing.T) {
 // Sources are tried in order: an empty static key is skipped for the
 // next source; a set one wins over a later source.
 func TestHandlerSourcePriority(t *testing.T) {
-	token := testOIDCToken(t, time.Now().Add(time.Hour))
+	token := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	t.Setenv("AIGW_TEST_PRIO_OIDC", token)
 	t.Setenv("AIGW_TEST_PRIO_KEY", testStaticKey)
 	t.Setenv("AIGW_TEST_PRIO_EMPTY", "")
@@ -344,7 +345,7 @@ func TestHandlerSourcePriority(t *testing.T) {
 // Many concurrent requests (run with -race): each upstream request
 // carries exactly the upstream credential.
 func TestHandlerConcurrentRequests(t *testing.T) {
-	token := testOIDCToken(t, time.Now().Add(time.Hour))
+	token := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	t.Setenv("AIGW_TEST_CONC_OIDC", token)
 	h := provisionHandler(t, &Handler{
 		CredentialsRaw: []json.RawMessage{oidcSourceJSON(VercelOIDCSource{Env: "AIGW_TEST_CONC_OIDC"})},

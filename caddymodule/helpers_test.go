@@ -2,8 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -19,7 +17,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -27,65 +24,11 @@ import (
 
 // Shared test fixtures and helpers.
 
-const (
-	testTeam    = "team_testteam"
-	testProject = "prj_testproject"
-)
-
 func TestMain(m *testing.M) {
 	// Watched files are polled; poll fast so that file tests do not wait
 	// a second per change. Set once, before any watcher starts.
 	filewatch.Interval = 10 * time.Millisecond
 	os.Exit(m.Run())
-}
-
-// testSigningKey signs every test JWT (RS256, as Vercel does).
-var testSigningKey = sync.OnceValue(func() *rsa.PrivateKey {
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		panic(err)
-	}
-	return k
-})
-
-// signTestJWT signs claims with RS256 and a kid, like a Vercel token.
-func signTestJWT(t testing.TB, claims jwt.MapClaims) string {
-	t.Helper()
-	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
-	tok.Header["kid"] = "test-kid"
-	s, err := tok.SignedString(testSigningKey())
-	if err != nil {
-		t.Fatalf("signing test JWT: %v", err)
-	}
-	return s
-}
-
-// oidcClaimsFor returns Vercel-like OIDC claims expiring at exp, issued
-// now, for testTeam/testProject.
-func oidcClaimsFor(exp time.Time) jwt.MapClaims {
-	now := time.Now()
-	return jwt.MapClaims{
-		"iss":         "https://oidc.vercel.com/acme",
-		"aud":         "https://vercel.com/acme",
-		"sub":         "owner:acme:project:demo:environment:development",
-		"owner_id":    testTeam,
-		"project_id":  testProject,
-		"environment": "development",
-		"iat":         now.Unix(),
-		"nbf":         now.Unix(),
-		"exp":         exp.Unix(),
-	}
-}
-
-// testOIDCToken is a signed Vercel-like OIDC token expiring at exp
-// (second precision, as in a JWT). edit, if given, changes the claims.
-func testOIDCToken(t testing.TB, exp time.Time, edit ...func(jwt.MapClaims)) string {
-	t.Helper()
-	c := oidcClaimsFor(exp)
-	for _, e := range edit {
-		e(c)
-	}
-	return signTestJWT(t, c)
 }
 
 func caddyDuration(d time.Duration) caddy.Duration { return caddy.Duration(d) }

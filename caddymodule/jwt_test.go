@@ -7,13 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/golang-jwt/jwt/v5"
 )
 
 func TestParseOIDCTokenValid(t *testing.T) {
 	now := time.Now()
 	exp := now.Add(time.Hour)
-	tok := testOIDCToken(t, exp)
+	tok := oidctest.OIDCToken(t, exp)
 
 	c, claims, err := parseOIDCToken(tok, now)
 	if err != nil {
@@ -31,7 +32,7 @@ func TestParseOIDCTokenValid(t *testing.T) {
 	if got := c.authHeader; len(got) != 1 || got[0] != "Bearer "+tok {
 		t.Error("auth header is not Bearer <token>")
 	}
-	if claims.OwnerID != testTeam || claims.ProjectID != testProject {
+	if claims.OwnerID != oidctest.Team || claims.ProjectID != oidctest.Project {
 		t.Errorf("claims owner_id=%q project_id=%q", claims.OwnerID, claims.ProjectID)
 	}
 	// the margin before exp is a tenth of the lifetime, at most 5s
@@ -48,11 +49,11 @@ func TestParseOIDCTokenValid(t *testing.T) {
 
 func TestParseOIDCTokenRejects(t *testing.T) {
 	now := time.Now()
-	expired := testOIDCToken(t, now.Add(-time.Minute))
-	atExp := testOIDCToken(t, now) // exp == now (truncated to the second): not usable
-	noExp := testOIDCToken(t, time.Time{}, func(c jwt.MapClaims) { delete(c, "exp") })
-	badExp := testOIDCToken(t, time.Time{}, func(c jwt.MapClaims) { c["exp"] = "tomorrow" })
-	parts := strings.Split(testOIDCToken(t, now.Add(time.Hour)), ".")
+	expired := oidctest.OIDCToken(t, now.Add(-time.Minute))
+	atExp := oidctest.OIDCToken(t, now) // exp == now (truncated to the second): not usable
+	noExp := oidctest.OIDCToken(t, time.Time{}, func(c jwt.MapClaims) { delete(c, "exp") })
+	badExp := oidctest.OIDCToken(t, time.Time{}, func(c jwt.MapClaims) { c["exp"] = "tomorrow" })
+	parts := strings.Split(oidctest.OIDCToken(t, now.Add(time.Hour)), ".")
 	badPayload := parts[0] + ".bm90LWpzb24." + parts[2] // base64url of "not-json"
 
 	for _, tc := range []struct {
@@ -81,53 +82,6 @@ func TestParseOIDCTokenRejects(t *testing.T) {
 				assertNotContains(t, "error", err.Error(), tc.token, parts[1])
 			}
 		})
-	}
-}
-
-func TestCheckClaims(t *testing.T) {
-	claims := &oidcClaims{OwnerID: testTeam, ProjectID: testProject}
-	for _, tc := range []struct {
-		team, project string
-		want          string // "" means accepted
-	}{
-		{testTeam, testProject, ""},
-		{"", testProject, ""},
-		{"acme", "my-project", ""}, // slugs and names cannot be compared with id claims
-		{testTeam, "prj_other", `token is for project "prj_testproject", not "prj_other"`},
-		{"team_other", testProject, `token is for owner "team_testteam", not "team_other"`},
-	} {
-		err := checkClaims(claims, tc.team, tc.project)
-		switch {
-		case tc.want == "" && err != nil:
-			t.Errorf("checkClaims(%q, %q) = %v, want nil", tc.team, tc.project, err)
-		case tc.want != "" && (err == nil || err.Error() != tc.want):
-			t.Errorf("checkClaims(%q, %q) = %v, want %q", tc.team, tc.project, err, tc.want)
-		}
-	}
-}
-
-func TestLooksLikeJWT(t *testing.T) {
-	for s, want := range map[string]bool{
-		"a.b.c":     true,
-		"a.b":       false,
-		"a.b.c.d":   false,
-		".b.c":      false,
-		"a..c":      false,
-		"a.b.":      false,
-		"sk-abc":    false,
-		"":          false,
-		"eyJ.eyJ.s": true,
-		"eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjF9.c2ln-_": true,
-		// a one-line dotenv file has the token's two dots only
-		"VERCEL_OIDC_TOKEN=eyJ.eyJ.s": false,
-		"export T=eyJ.eyJ.s":          false,
-		"eyJ.eyJ.s\nX=1":              false,
-		"a b.c.d":                     false,
-		"a.b.c=":                      false, // base64url in JWTs is unpadded
-	} {
-		if got := looksLikeJWT(s); got != want {
-			t.Errorf("looksLikeJWT(%q) = %v, want %v", s, got, want)
-		}
 	}
 }
 

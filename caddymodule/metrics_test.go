@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -171,7 +172,7 @@ func TestRegisterMetricsTwice(t *testing.T) {
 // request chose: label values come from small fixed sets.
 func TestMetricsLabelsBounded(t *testing.T) {
 	ctx := newTestContext(t)
-	token := testOIDCToken(t, time.Now().Add(time.Hour))
+	token := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	t.Setenv("AIGW_TEST_METRICS_OIDC", token)
 	h := &Handler{
 		CredentialsRaw: []json.RawMessage{oidcSourceJSON(VercelOIDCSource{Env: "AIGW_TEST_METRICS_OIDC"})},
@@ -255,7 +256,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 func TestExpirySeriesOnlyWithAToken(t *testing.T) {
 	t.Setenv("AIGW_TEST_EXPIRY_EMPTY", "")
 	empty := provisionOIDC(t, &VercelOIDCSource{Env: "AIGW_TEST_EXPIRY_EMPTY"})
-	t.Setenv("AIGW_TEST_EXPIRY_SET", testOIDCToken(t, time.Now().Add(time.Hour)))
+	t.Setenv("AIGW_TEST_EXPIRY_SET", oidctest.OIDCToken(t, time.Now().Add(time.Hour)))
 	set := provisionOIDC(t, &VercelOIDCSource{Env: "AIGW_TEST_EXPIRY_SET"})
 
 	series := map[string]float64{}

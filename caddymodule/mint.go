@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 )
@@ -161,7 +162,7 @@ func (m *minter) mint(ctx context.Context) (*Credential, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: minted token: %v", where, err)
 	}
-	if err := checkClaims(claims, m.team, m.project); err != nil {
+	if err := oidc.CheckProject(claims, m.team, m.project); err != nil {
 		return nil, fmt.Errorf("%s: minted token: %v", where, err)
 	}
 	return cred, nil

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -49,7 +50,7 @@ func (f *fakeVercelAPI) requests() []*http.Request {
 
 func newTestMinter(t *testing.T, api string, edit ...func(*MintConfig)) *minter {
 	t.Helper()
-	cfg := &MintConfig{Project: testProject, Team: testTeam, AccessToken: testAccessToken, API: api}
+	cfg := &MintConfig{Project: oidctest.Project, Team: oidctest.Team, AccessToken: testAccessToken, API: api}
 	for _, e := range edit {
 		e(cfg)
 	}
@@ -73,7 +74,7 @@ func respondJSON(status int, body string) http.HandlerFunc {
 // as a bearer, no body; the answer's token becomes the credential.
 func TestMintSuccess(t *testing.T) {
 	exp := time.Now().Add(time.Hour)
-	tok := testOIDCToken(t, exp)
+	tok := oidctest.OIDCToken(t, exp)
 	for _, status := range []int{http.StatusOK, http.StatusCreated} {
 		api := newFakeVercelAPI(t, respondJSON(status, fmt.Sprintf(`{"token":%q}`, tok)))
 		c, err := newTestMinter(t, api.URL+"/").mint(context.Background())
@@ -88,11 +89,11 @@ func TestMintSuccess(t *testing.T) {
 			t.Fatalf("%d calls", len(reqs))
 		}
 		r := reqs[0]
-		if r.Method != http.MethodPost || r.URL.Path != "/v1/projects/"+testProject+"/token" {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/projects/"+oidctest.Project+"/token" {
 			t.Errorf("called %s %s", r.Method, r.URL.Path)
 		}
 		q := r.URL.Query()
-		if q.Get("teamId") != testTeam || q.Get("source") != "ai-gateway-auth" || len(q) != 2 {
+		if q.Get("teamId") != oidctest.Team || q.Get("source") != "ai-gateway-auth" || len(q) != 2 {
 			t.Errorf("query %q", r.URL.RawQuery)
 		}
 		if got := r.Header.Get("Authorization"); got != "Bearer "+testAccessToken {
@@ -106,7 +107,7 @@ func TestMintSuccess(t *testing.T) {
 
 // No team: no teamId parameter (a personal account).
 func TestMintWithoutTeam(t *testing.T) {
-	tok := testOIDCToken(t, time.Now().Add(time.Hour))
+	tok := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	api := newFakeVercelAPI(t, respondJSON(200, fmt.Sprintf(`{"token":%q}`, tok)))
 	m := newTestMinter(t, api.URL, func(c *MintConfig) { c.Team = "" })
 	if _, err := m.mint(context.Background()); err != nil {
@@ -120,9 +121,9 @@ func TestMintWithoutTeam(t *testing.T) {
 // Every failure says what went wrong (endpoint, status, Vercel's own
 // message) and never contains the access token or a token.
 func TestMintErrors(t *testing.T) {
-	expired := testOIDCToken(t, time.Now().Add(-time.Minute))
-	otherProject := testOIDCToken(t, time.Now().Add(time.Hour), func(c jwt.MapClaims) { c["project_id"] = "prj_other" })
-	otherTeam := testOIDCToken(t, time.Now().Add(time.Hour), func(c jwt.MapClaims) { c["owner_id"] = "team_other" })
+	expired := oidctest.OIDCToken(t, time.Now().Add(-time.Minute))
+	otherProject := oidctest.OIDCToken(t, time.Now().Add(time.Hour), func(c jwt.MapClaims) { c["project_id"] = "prj_other" })
+	otherTeam := oidctest.OIDCToken(t, time.Now().Add(time.Hour), func(c jwt.MapClaims) { c["owner_id"] = "team_other" })
 	for _, tc := range []struct {
 		name    string
 		respond http.HandlerFunc
@@ -131,7 +132,7 @@ func TestMintErrors(t *testing.T) {
 	}{
 		{
 			"401", respondJSON(401, `{"error":{"code":"forbidden","message":"Not authorized","invalidToken":true}}`),
-			[]string{"POST http://", "/v1/projects/" + testProject + "/token:", "401 Unauthorized: forbidden Not authorized"}, nil,
+			[]string{"POST http://", "/v1/projects/" + oidctest.Project + "/token:", "401 Unauthorized: forbidden Not authorized"}, nil,
 		},
 		{
 			"403", respondJSON(403, `{"error":{"code":"forbidden","message":"You don't have permission to access this project"}}`),
@@ -144,11 +145,11 @@ func TestMintErrors(t *testing.T) {
 		{"expired", respondJSON(200, fmt.Sprintf(`{"token":%q}`, expired)), []string{"minted token: token expired at"}, []string{expired}},
 		{
 			"another project", respondJSON(200, fmt.Sprintf(`{"token":%q}`, otherProject)),
-			[]string{`minted token: token is for project "prj_other", not "` + testProject + `"`}, []string{otherProject},
+			[]string{`minted token: token is for project "prj_other", not "` + oidctest.Project + `"`}, []string{otherProject},
 		},
 		{
 			"another team", respondJSON(200, fmt.Sprintf(`{"token":%q}`, otherTeam)),
-			[]string{`minted token: token is for owner "team_other", not "` + testTeam + `"`}, []string{otherTeam},
+			[]string{`minted token: token is for owner "team_other", not "` + oidctest.Team + `"`}, []string{otherTeam},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/golang-jwt/jwt/v5"
@@ -51,7 +52,7 @@ const maxPushBody = 64 * 1024
 // pushTarget is a source accepting pushes with its resolved expectations.
 type pushTarget struct {
 	source  *VercelOIDCSource
-	policy  issuerPolicy
+	policy  oidc.IssuerPolicy
 	team    string
 	project string
 }
@@ -106,9 +107,9 @@ func resolvePush(p *PushConfig, mint *MintConfig) *resolvedPush {
 		}
 	}
 	if rp.Issuer == "" {
-		rp.Issuers = []string{vercelIssuer("")}
+		rp.Issuers = []string{oidc.VercelIssuer("")}
 		for _, team := range []string{rp.Team, mintTeam} {
-			if iss := vercelIssuer(team); team != "" && !slices.Contains(rp.Issuers, iss) {
+			if iss := oidc.VercelIssuer(team); team != "" && !slices.Contains(rp.Issuers, iss) {
 				rp.Issuers = append(rp.Issuers, iss)
 			}
 		}
@@ -119,14 +120,14 @@ func resolvePush(p *PushConfig, mint *MintConfig) *resolvedPush {
 // newPushTarget is the push target of source s.
 func newPushTarget(s *VercelOIDCSource) *pushTarget {
 	rp := resolvePush(s.Push, s.Mint)
-	policy := newIssuerPolicy(rp.Issuer, rp.JWKSURL, rp.Issuers...)
+	policy := oidc.NewIssuerPolicy(rp.Issuer, rp.JWKSURL, rp.Issuers...)
 	if rp.Issuer == "" {
-		policy.current = func() string { return currentIssuer(s) }
+		policy.Current = func() string { return currentIssuer(s) }
 		// With the keys pinned by jwks_url, the iss path adds nothing a
 		// client could use (no fetch follows it), so the documented
 		// default holds: https://oidc.vercel.com or any path under it.
 		// The token's owner_id and project_id are still checked.
-		policy.anyVercelIssuer = rp.JWKSURL != ""
+		policy.AnyVercelIssuer = rp.JWKSURL != ""
 	}
 	return &pushTarget{source: s, policy: policy, team: rp.Team, project: rp.Project}
 }
@@ -173,10 +174,10 @@ func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *pushTarge
 	if err != nil {
 		return h.pushRefused(w, r, http.StatusBadRequest, "invalid_request", safetext.Refuse(err.Error(), err.Error()))
 	}
-	var claims oidcClaims
-	if err := h.jwks.verify(r.Context(), token, t.policy, "", &claims); err != nil {
+	var claims oidc.Claims
+	if err := h.jwks.Verify(r.Context(), token, t.policy, "", &claims); err != nil {
 		return h.pushRefused(w, r, http.StatusUnauthorized, "invalid_token",
-			safetext.Refuse(pushTokenProblems[tokenProblemOf(err)], err.Error()))
+			safetext.Refuse(pushTokenProblems[oidc.ProblemOf(err)], err.Error()))
 	}
 	team, project := t.team, t.project
 	if cur := t.source.state.refresher.current.Load(); cur != nil {
@@ -203,7 +204,7 @@ func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *pushTarge
 	cred, _, err := parseOIDCToken(token, time.Now())
 	if err != nil { // verified, so expired within the leeway
 		return h.pushRefused(w, r, http.StatusUnauthorized, "invalid_token",
-			safetext.Refuse(pushTokenProblems[tokenExpired], err.Error()))
+			safetext.Refuse(pushTokenProblems[oidc.ProblemExpired], err.Error()))
 	}
 	used := t.source.Offer(cred)
 	h.logger.Info("token pushed", pushFields(r, cred, used)...)
@@ -223,11 +224,11 @@ func (h *Handler) pushRefused(w http.ResponseWriter, r *http.Request, status int
 }
 
 // What a pusher is told when its token does not verify.
-var pushTokenProblems = map[tokenProblem]string{
-	tokenUnverified:    "the token could not be verified",
-	tokenExpired:       "the token has expired",
-	tokenNotYetValid:   "the token is not valid yet",
-	tokenWrongAudience: "the token could not be verified",
+var pushTokenProblems = map[oidc.Problem]string{
+	oidc.ProblemUnverified:    "the token could not be verified",
+	oidc.ProblemExpired:       "the token has expired",
+	oidc.ProblemNotYetValid:   "the token is not valid yet",
+	oidc.ProblemWrongAudience: "the token could not be verified",
 }
 
 // tokenFromPushBody accepts {"token":"<jwt>"} or the raw JWT.
@@ -246,7 +247,7 @@ func tokenFromPushBody(body []byte) (string, error) {
 		}
 		token = strings.TrimSpace(v.Token)
 	}
-	if !looksLikeJWT(token) {
+	if !oidc.LooksLikeJWT(token) {
 		return "", errors.New("no JWT in the body: send {\"token\":\"<jwt>\"} or the raw JWT")
 	}
 	return token, nil

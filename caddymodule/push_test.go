@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -30,13 +31,13 @@ const testIssuer = "https://oidc.vercel.com/acme"
 // pushHandler provisions a handler whose vercel_oidc source accepts
 // pushes issued by testIssuer, verified with keys from jwks (jwks_url),
 // and starts with initial (if not empty) from an env variable.
-func pushHandler(t *testing.T, jwks *fakeJWKS, initial string, edit func(*VercelOIDCSource)) *Handler {
+func pushHandler(t *testing.T, jwks *oidctest.JWKS, initial string, edit func(*VercelOIDCSource)) *Handler {
 	t.Helper()
 	env := fmt.Sprintf("AIGW_TEST_PUSH_OIDC_%d", pushEnvSeq.Add(1))
 	t.Setenv(env, initial)
 	src := VercelOIDCSource{
 		Env:  env,
-		Push: &PushConfig{Path: testPushPath, Issuer: testIssuer, JWKSURL: jwks.jwksURL(), Team: testTeam, Project: testProject},
+		Push: &PushConfig{Path: testPushPath, Issuer: testIssuer, JWKSURL: jwks.JWKSURL(), Team: oidctest.Team, Project: oidctest.Project},
 	}
 	if edit != nil {
 		edit(&src)
@@ -81,14 +82,14 @@ func upstreamToken(t *testing.T, h *Handler) string {
 // A valid push is accepted (204) and used for the next requests, as JSON
 // or as the raw JWT, with no client key.
 func TestPushAccepted(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	h := pushHandler(t, jwks, "", nil)
 	logs := observeLogs(h)
 	if tok := upstreamToken(t, h); tok != "" {
 		t.Fatalf("a token before any push: %.20s…", tok)
 	}
 
-	t1 := testOIDCToken(t, time.Now().Add(time.Hour))
+	t1 := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	w := pushJSON(t, h, t1)
 	if w.Code != http.StatusNoContent || w.Body.Len() != 0 {
 		t.Fatalf("push: status %d: %s", w.Code, w.Body)
@@ -100,14 +101,14 @@ func TestPushAccepted(t *testing.T) {
 		t.Errorf("upstream did not get the pushed token")
 	}
 
-	t2 := testOIDCToken(t, time.Now().Add(2*time.Hour))
+	t2 := oidctest.OIDCToken(t, time.Now().Add(2*time.Hour))
 	if w := push(t, h, http.MethodPost, strings.NewReader("\n"+t2+"\n")); w.Code != http.StatusNoContent {
 		t.Fatalf("raw push: status %d: %s", w.Code, w.Body)
 	}
 	if got := upstreamToken(t, h); got != t2 {
 		t.Errorf("upstream did not get the later pushed token")
 	}
-	if n := jwks.fetches.Load(); n != 1 {
+	if n := jwks.Fetches(); n != 1 {
 		t.Errorf("JWKS fetched %d times for two pushes, want 1", n)
 	}
 	assertLogsClean(t, logs, t1, t2, strings.Split(t1, ".")[2])
@@ -119,17 +120,17 @@ func TestPushAccepted(t *testing.T) {
 // A valid token that expires no later than the current one is verified
 // (204) but not used.
 func TestPushOlderTokenNotUsed(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	// one base time: a later time.Now() could be a second later, and a
 	// token expiring a second after the current one is not older
 	base := time.Now()
-	current := testOIDCToken(t, base.Add(2*time.Hour))
+	current := oidctest.OIDCToken(t, base.Add(2*time.Hour))
 	h := pushHandler(t, jwks, current, nil)
 	used := pushesTotal.WithLabelValues("used")
 	older := pushesTotal.WithLabelValues("older")
 	u0, o0 := counterValue(used), counterValue(older)
 	for _, exp := range []time.Duration{time.Hour, 2 * time.Hour} {
-		w := pushJSON(t, h, testOIDCToken(t, base.Add(exp)))
+		w := pushJSON(t, h, oidctest.OIDCToken(t, base.Add(exp)))
 		if w.Code != http.StatusNoContent || w.Header().Get("Ai-Gateway-Auth-Token-Used") != "false" {
 			t.Errorf("older push: status %d, used %q", w.Code, w.Header().Get("Ai-Gateway-Auth-Token-Used"))
 		}
@@ -145,17 +146,17 @@ func TestPushOlderTokenNotUsed(t *testing.T) {
 // Every bad push is refused with its status and a JSON reason, and
 // nothing changes: the upstream still gets the token from before.
 func TestPushRefused(t *testing.T) {
-	jwks := newFakeJWKS(t)
-	current := testOIDCToken(t, time.Now().Add(time.Hour))
+	jwks := oidctest.NewJWKS(t)
+	current := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	h := pushHandler(t, jwks, current, nil)
 	logs := observeLogs(h)
 	later := time.Now().Add(3 * time.Hour)
 	claims := func(edit func(jwt.MapClaims)) jwt.MapClaims {
-		c := oidcClaimsFor(later)
+		c := oidctest.OIDCClaims(later)
 		edit(c)
 		return c
 	}
-	tok := func(edit func(jwt.MapClaims)) string { return signTestJWT(t, claims(edit)) }
+	tok := func(edit func(jwt.MapClaims)) string { return oidctest.Sign(t, claims(edit)) }
 	asJSON := func(v string) string { return `{"token":"` + v + `"}` }
 
 	type refusal struct {
@@ -170,13 +171,13 @@ func TestPushRefused(t *testing.T) {
 		otherOne   = "the token is not for this proxy's team and project"
 	)
 	cases := map[string]refusal{
-		"signed by another key": {strings.NewReader(asJSON(signJWT(jwt.SigningMethodRS256, otherSigningKey(), testKid, oidcClaimsFor(later)))),
+		"signed by another key": {strings.NewReader(asJSON(oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), oidctest.Kid, oidctest.OIDCClaims(later)))),
 			401, "invalid_token", unverified, "signature is invalid"},
-		"unknown kid": {strings.NewReader(asJSON(signJWT(jwt.SigningMethodRS256, otherSigningKey(), "kid-x", oidcClaimsFor(later)))),
-			401, "invalid_token", unverified, `no key "kid-x" in JWKS ` + jwks.jwksURL()},
+		"unknown kid": {strings.NewReader(asJSON(oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), "kid-x", oidctest.OIDCClaims(later)))),
+			401, "invalid_token", unverified, `no key "kid-x" in JWKS ` + jwks.JWKSURL()},
 		// an empty signature part is not even a JWT's shape
-		"alg none": {strings.NewReader(asJSON(unsignedJWT(oidcClaimsFor(later)))), 400, "invalid_request", "no JWT", "no JWT"},
-		"alg none with a signature": {strings.NewReader(asJSON(unsignedJWT(oidcClaimsFor(later)) + "c2ln")),
+		"alg none": {strings.NewReader(asJSON(oidctest.Unsigned(oidctest.OIDCClaims(later)))), 400, "invalid_request", "no JWT", "no JWT"},
+		"alg none with a signature": {strings.NewReader(asJSON(oidctest.Unsigned(oidctest.OIDCClaims(later)) + "c2ln")),
 			401, "invalid_token", unverified, "signature is invalid"},
 		"expired": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-5 * time.Minute).Unix() }))),
 			401, "invalid_token", "the token has expired", "token has expired"},
@@ -187,7 +188,7 @@ func TestPushRefused(t *testing.T) {
 		"untrusted issuer": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["iss"] = "https://evil.example/acme" }))),
 			401, "invalid_token", unverified, `issuer "https://evil.example/acme" is not a trusted issuer (` + testIssuer + ")"},
 		"other project": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["project_id"] = "prj_other" }))),
-			422, "unexpected_token", otherOne, `project "prj_other", not "` + testTeam + `" "` + testProject + `"`},
+			422, "unexpected_token", otherOne, `project "prj_other", not "` + oidctest.Team + `" "` + oidctest.Project + `"`},
 		"other team": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["owner_id"] = "team_other" }))),
 			422, "unexpected_token", otherOne, `owner "team_other"`},
 		"long claims": {strings.NewReader(asJSON(tok(func(c jwt.MapClaims) { c["owner_id"] = strings.Repeat("o", 5000) }))),
@@ -205,7 +206,7 @@ func TestPushRefused(t *testing.T) {
 	}
 	// what a pusher must never be told: the configuration, or what it
 	// sent, at length
-	configured := []string{testTeam, testProject, testIssuer, "acme", jwks.URL, strings.TrimPrefix(jwks.URL, "http://"),
+	configured := []string{oidctest.Team, oidctest.Project, testIssuer, "acme", jwks.URL, strings.TrimPrefix(jwks.URL, "http://"),
 		"/.well-known/jwks", "prj_other", "team_other", "kid-x", "evil", "ooooooooo"}
 	refusedCounter := pushesTotal.WithLabelValues("refused")
 	refused0 := counterValue(refusedCounter)
@@ -240,13 +241,13 @@ func TestPushRefused(t *testing.T) {
 
 // Concurrent pushes leave the token that expires last.
 func TestPushConcurrentLatestWins(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	h := pushHandler(t, jwks, "", nil)
 	const n = 30
 	tokens := make([]string, n)
 	base := time.Now().Add(time.Hour)
 	for i := range tokens {
-		tokens[i] = testOIDCToken(t, base.Add(time.Duration(i)*time.Minute))
+		tokens[i] = oidctest.OIDCToken(t, base.Add(time.Duration(i)*time.Minute))
 	}
 	order := rand.Perm(n)
 	var wg sync.WaitGroup
@@ -269,7 +270,7 @@ func TestPushConcurrentLatestWins(t *testing.T) {
 // Only POST: other methods get 405 with Allow: POST, and never reach the
 // upstream.
 func TestPushMethodNotAllowed(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	h := pushHandler(t, jwks, "", nil)
 	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodHead} {
 		w := push(t, h, m, nil)
@@ -282,44 +283,44 @@ func TestPushMethodNotAllowed(t *testing.T) {
 // The expected team and project default to the mint block's, then to
 // those of the token the source has; with neither, pushes are refused.
 func TestPushExpectationDefaults(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	other := func(c jwt.MapClaims) { c["project_id"] = "prj_other"; c["owner_id"] = "team_other" }
 	later := time.Now().Add(2 * time.Hour)
 
 	// from mint (never called: the env token is fresh)
-	h := pushHandler(t, jwks, testOIDCToken(t, time.Now().Add(time.Hour)), func(s *VercelOIDCSource) {
+	h := pushHandler(t, jwks, oidctest.OIDCToken(t, time.Now().Add(time.Hour)), func(s *VercelOIDCSource) {
 		s.Push.Team, s.Push.Project = "", ""
 		s.Mint = &MintConfig{Project: "prj_other", Team: "team_other", AccessToken: "x", API: "http://127.0.0.1:1"}
 	})
-	if w := pushJSON(t, h, testOIDCToken(t, later)); w.Code != http.StatusUnprocessableEntity {
+	if w := pushJSON(t, h, oidctest.OIDCToken(t, later)); w.Code != http.StatusUnprocessableEntity {
 		t.Errorf("mint's project: push for another project: status %d", w.Code)
 	}
-	if w := pushJSON(t, h, testOIDCToken(t, later, other)); w.Code != http.StatusNoContent {
+	if w := pushJSON(t, h, oidctest.OIDCToken(t, later, other)); w.Code != http.StatusNoContent {
 		t.Errorf("mint's project: matching push: status %d: %s", w.Code, w.Body)
 	}
 
 	// a mint block naming its project and team by name/slug (allowed
 	// there) gives nothing to compare the token's ids with: the current
 	// token's ids are used
-	h = pushHandler(t, jwks, testOIDCToken(t, time.Now().Add(time.Hour)), func(s *VercelOIDCSource) {
+	h = pushHandler(t, jwks, oidctest.OIDCToken(t, time.Now().Add(time.Hour)), func(s *VercelOIDCSource) {
 		s.Push.Team, s.Push.Project = "", ""
 		s.Mint = &MintConfig{Project: "my-app", Team: "acme", AccessToken: "x", API: "http://127.0.0.1:1"}
 	})
-	if w := pushJSON(t, h, testOIDCToken(t, later)); w.Code != http.StatusNoContent {
+	if w := pushJSON(t, h, oidctest.OIDCToken(t, later)); w.Code != http.StatusNoContent {
 		t.Errorf("mint by slug: matching push: status %d: %s", w.Code, w.Body)
 	}
-	if w := pushJSON(t, h, testOIDCToken(t, later.Add(time.Hour), other)); w.Code != http.StatusUnprocessableEntity {
+	if w := pushJSON(t, h, oidctest.OIDCToken(t, later.Add(time.Hour), other)); w.Code != http.StatusUnprocessableEntity {
 		t.Errorf("mint by slug: push for another project: status %d", w.Code)
 	}
 
 	// from the current token
-	h = pushHandler(t, jwks, testOIDCToken(t, time.Now().Add(time.Hour)), func(s *VercelOIDCSource) {
+	h = pushHandler(t, jwks, oidctest.OIDCToken(t, time.Now().Add(time.Hour)), func(s *VercelOIDCSource) {
 		s.Push.Team, s.Push.Project = "", ""
 	})
-	if w := pushJSON(t, h, testOIDCToken(t, later, other)); w.Code != http.StatusUnprocessableEntity {
+	if w := pushJSON(t, h, oidctest.OIDCToken(t, later, other)); w.Code != http.StatusUnprocessableEntity {
 		t.Errorf("current token's project: push for another: status %d", w.Code)
 	}
-	if w := pushJSON(t, h, testOIDCToken(t, later)); w.Code != http.StatusNoContent {
+	if w := pushJSON(t, h, oidctest.OIDCToken(t, later)); w.Code != http.StatusNoContent {
 		t.Errorf("current token's project: matching push: status %d: %s", w.Code, w.Body)
 	}
 
@@ -327,7 +328,7 @@ func TestPushExpectationDefaults(t *testing.T) {
 	// only that its token cannot be checked
 	h = pushHandler(t, jwks, "", func(s *VercelOIDCSource) { s.Push.Team, s.Push.Project = "", "" })
 	logs := observeLogs(h)
-	w := pushJSON(t, h, testOIDCToken(t, later))
+	w := pushJSON(t, h, oidctest.OIDCToken(t, later))
 	if w.Code != http.StatusUnprocessableEntity || strings.Contains(w.Body.String(), "set push") {
 		t.Errorf("no expectation: status %d: %s", w.Code, w.Body)
 	}
@@ -342,14 +343,14 @@ func TestPushExpectationDefaults(t *testing.T) {
 // A configured issuer is the only one accepted, its keys at
 // <iss>/.well-known/jwks by default (a loopback issuer in this test).
 func TestPushConfiguredIssuer(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	h := pushHandler(t, jwks, "", func(s *VercelOIDCSource) { s.Push.Issuer, s.Push.JWKSURL = jwks.URL, "" })
 	own := func(c jwt.MapClaims) { c["iss"] = jwks.URL }
-	if w := pushJSON(t, h, testOIDCToken(t, time.Now().Add(time.Hour), own)); w.Code != http.StatusNoContent {
+	if w := pushJSON(t, h, oidctest.OIDCToken(t, time.Now().Add(time.Hour), own)); w.Code != http.StatusNoContent {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
 	}
 	// the default issuer is not accepted when another is configured
-	if w := pushJSON(t, h, testOIDCToken(t, time.Now().Add(2*time.Hour))); w.Code != http.StatusUnauthorized {
+	if w := pushJSON(t, h, oidctest.OIDCToken(t, time.Now().Add(2*time.Hour))); w.Code != http.StatusUnauthorized {
 		t.Errorf("token of another issuer: status %d", w.Code)
 	}
 }
@@ -359,9 +360,9 @@ func TestPushConfiguredIssuer(t *testing.T) {
 // push path with a client key on another handler, is an ordinary
 // request.
 func TestPushPathRouting(t *testing.T) {
-	jwks := newFakeJWKS(t)
-	h := pushHandler(t, jwks, testOIDCToken(t, time.Now().Add(time.Hour)), nil)
-	tok := testOIDCToken(t, time.Now().Add(2*time.Hour))
+	jwks := oidctest.NewJWKS(t)
+	h := pushHandler(t, jwks, oidctest.OIDCToken(t, time.Now().Add(time.Hour)), nil)
+	tok := oidctest.OIDCToken(t, time.Now().Add(2*time.Hour))
 	r := httptest.NewRequest(http.MethodPost, testPushPath+"/x", strings.NewReader(tok))
 	r, _ = withReplacer(r)
 	if w := serve(t, h, r, neverNext(t)); w.Code != http.StatusUnauthorized {
@@ -408,18 +409,18 @@ func TestPushConfigErrors(t *testing.T) {
 
 // Placeholders in push are resolved at provision.
 func TestPushConfigPlaceholders(t *testing.T) {
-	jwks := newFakeJWKS(t)
-	t.Setenv("AIGW_TEST_PUSH_TEAM", testTeam)
-	t.Setenv("AIGW_TEST_PUSH_PROJECT", testProject)
-	t.Setenv("AIGW_TEST_PUSH_JWKS", jwks.jwksURL())
+	jwks := oidctest.NewJWKS(t)
+	t.Setenv("AIGW_TEST_PUSH_TEAM", oidctest.Team)
+	t.Setenv("AIGW_TEST_PUSH_PROJECT", oidctest.Project)
+	t.Setenv("AIGW_TEST_PUSH_JWKS", jwks.JWKSURL())
 	h := pushHandler(t, jwks, "", func(s *VercelOIDCSource) {
 		s.Push.Team, s.Push.Project, s.Push.JWKSURL = "{env.AIGW_TEST_PUSH_TEAM}", "{env.AIGW_TEST_PUSH_PROJECT}", "{env.AIGW_TEST_PUSH_JWKS}"
 	})
-	tok := testOIDCToken(t, time.Now().Add(time.Hour))
+	tok := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	if w := pushJSON(t, h, tok); w.Code != http.StatusNoContent {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
 	}
-	if w := pushJSON(t, h, testOIDCToken(t, time.Now().Add(2*time.Hour), func(c jwt.MapClaims) { c["project_id"] = "prj_other" })); w.Code != http.StatusUnprocessableEntity {
+	if w := pushJSON(t, h, oidctest.OIDCToken(t, time.Now().Add(2*time.Hour), func(c jwt.MapClaims) { c["project_id"] = "prj_other" })); w.Code != http.StatusUnprocessableEntity {
 		t.Errorf("other project: status %d", w.Code)
 	}
 }
@@ -428,11 +429,11 @@ func TestPushConfigPlaceholders(t *testing.T) {
 // first push, requests get a 503 (the log says why); then the pushed
 // token is used.
 func TestPushOnlySource(t *testing.T) {
-	jwks := newFakeJWKS(t)
-	t.Setenv("VERCEL_OIDC_TOKEN", testOIDCToken(t, time.Now().Add(3*time.Hour)))
+	jwks := oidctest.NewJWKS(t)
+	t.Setenv("VERCEL_OIDC_TOKEN", oidctest.OIDCToken(t, time.Now().Add(3*time.Hour)))
 	h := provisionHandler(t, &Handler{
 		CredentialsRaw: []json.RawMessage{oidcSourceJSON(VercelOIDCSource{
-			Push: &PushConfig{Path: testPushPath, Issuer: testIssuer, JWKSURL: jwks.jwksURL(), Team: testTeam, Project: testProject},
+			Push: &PushConfig{Path: testPushPath, Issuer: testIssuer, JWKSURL: jwks.JWKSURL(), Team: oidctest.Team, Project: oidctest.Project},
 		})},
 		ClientKeys:     []string{"sk-placeholder"},
 		CredentialWait: caddyDuration(time.Minute),
@@ -448,7 +449,7 @@ func TestPushOnlySource(t *testing.T) {
 	if l := logs.FilterMessage("no upstream credential").All(); len(l) != 1 || !strings.Contains(fmt.Sprint(l[0].ContextMap()), "only accepts pushed tokens") {
 		t.Errorf("before a push: log %v, want the reason", l)
 	}
-	tok := testOIDCToken(t, time.Now().Add(time.Hour))
+	tok := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	if w := pushJSON(t, h, tok); w.Code != http.StatusNoContent {
 		t.Fatalf("push: status %d: %s", w.Code, w.Body)
 	}
@@ -472,25 +473,25 @@ func TestPushDefaultIssuers(t *testing.T) {
 		refused  []string
 	}{
 		{"push team only", false, nil,
-			[]string{"https://oidc.vercel.com", "https://oidc.vercel.com/" + testTeam},
-			[]string{testIssuer, "https://oidc.vercel.com/team_other", "https://oidc.vercel.com/" + testTeam + "/x", "https://oidc.vercel.com/" + strings.Repeat("x", 3000)}},
+			[]string{"https://oidc.vercel.com", "https://oidc.vercel.com/" + oidctest.Team},
+			[]string{testIssuer, "https://oidc.vercel.com/team_other", "https://oidc.vercel.com/" + oidctest.Team + "/x", "https://oidc.vercel.com/" + strings.Repeat("x", 3000)}},
 		{"mint team slug", false, func(s *VercelOIDCSource) {
-			s.Mint = &MintConfig{Project: testProject, Team: "acme", AccessToken: "x", API: "http://127.0.0.1:1"}
+			s.Mint = &MintConfig{Project: oidctest.Project, Team: "acme", AccessToken: "x", API: "http://127.0.0.1:1"}
 		}, []string{testIssuer, "https://oidc.vercel.com"}, []string{"https://oidc.vercel.com/other"}},
 		{"mint team id", false, func(s *VercelOIDCSource) {
 			s.Push.Team = ""
-			s.Mint = &MintConfig{Project: testProject, Team: testTeam, AccessToken: "x", API: "http://127.0.0.1:1"}
-		}, []string{"https://oidc.vercel.com/" + testTeam}, []string{testIssuer}},
+			s.Mint = &MintConfig{Project: oidctest.Project, Team: oidctest.Team, AccessToken: "x", API: "http://127.0.0.1:1"}
+		}, []string{"https://oidc.vercel.com/" + oidctest.Team}, []string{testIssuer}},
 		{"the current token's issuer", true, nil,
 			[]string{testIssuer, "https://oidc.vercel.com"}, []string{"https://oidc.vercel.com/other"}},
-		{"explicit issuer", true, func(s *VercelOIDCSource) { s.Push.Issuer = "https://oidc.vercel.com/" + testTeam },
-			[]string{"https://oidc.vercel.com/" + testTeam}, []string{"https://oidc.vercel.com", testIssuer}},
+		{"explicit issuer", true, func(s *VercelOIDCSource) { s.Push.Issuer = "https://oidc.vercel.com/" + oidctest.Team },
+			[]string{"https://oidc.vercel.com/" + oidctest.Team}, []string{"https://oidc.vercel.com", testIssuer}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			jwks := newFakeJWKS(t)
+			jwks := oidctest.NewJWKS(t)
 			initial := ""
 			if tc.initial {
-				initial = testOIDCToken(t, time.Now().Add(time.Hour))
+				initial = oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 			}
 			h := pushHandler(t, jwks, initial, func(s *VercelOIDCSource) {
 				s.Push.Issuer, s.Push.JWKSURL = "", ""
@@ -501,24 +502,24 @@ func TestPushDefaultIssuers(t *testing.T) {
 			exp := time.Now().Add(2 * time.Hour)
 			for _, iss := range tc.refused {
 				exp = exp.Add(time.Minute)
-				w := pushJSON(t, h, testOIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss }))
+				w := pushJSON(t, h, oidctest.OIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss }))
 				if w.Code != http.StatusUnauthorized {
 					t.Errorf("issuer %.60s: status %d, want 401", iss, w.Code)
 				}
 			}
-			if n := jwks.fetches.Load(); n != 0 {
+			if n := jwks.Fetches(); n != 0 {
 				t.Errorf("%d JWKS fetches for untrusted issuers", n)
 			}
 			// the fake counts only its own URL: the refusal must come from
 			// the policy, before any fetch from anywhere
 			policy := h.pushes[testPushPath].policy
 			for _, iss := range tc.refused {
-				if u, err := policy.check(iss); err == nil {
+				if u, err := policy.Check(iss); err == nil {
 					t.Errorf("issuer %.60s trusted (keys at %s), want it refused before any fetch", iss, u)
 				}
 			}
 			for _, iss := range tc.accepted {
-				if got, err := policy.check(iss); err != nil || got != strings.TrimRight(iss, "/")+"/.well-known/jwks" {
+				if got, err := policy.Check(iss); err != nil || got != strings.TrimRight(iss, "/")+"/.well-known/jwks" {
 					t.Errorf("issuer %s: JWKS %q, %v; want it trusted, keys at <iss>/.well-known/jwks", iss, got, err)
 				}
 			}
@@ -533,34 +534,34 @@ func TestPushDefaultIssuers(t *testing.T) {
 // leaves nothing behind. Other hosts, deeper or odd paths are refused, and
 // the token must still be for the team and project.
 func TestPushDefaultIssuersPinnedJWKS(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	h := pushHandler(t, jwks, "", func(s *VercelOIDCSource) { s.Push.Issuer = "" })
 	exp := time.Now().Add(2 * time.Hour)
-	for _, iss := range []string{"https://oidc.vercel.com", "https://oidc.vercel.com/acme", "https://oidc.vercel.com/" + testTeam, testIssuer} {
+	for _, iss := range []string{"https://oidc.vercel.com", "https://oidc.vercel.com/acme", "https://oidc.vercel.com/" + oidctest.Team, testIssuer} {
 		exp = exp.Add(time.Minute)
-		if w := pushJSON(t, h, testOIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss })); w.Code != http.StatusNoContent {
+		if w := pushJSON(t, h, oidctest.OIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss })); w.Code != http.StatusNoContent {
 			t.Errorf("issuer %s: status %d, want 204: %s", iss, w.Code, w.Body)
 		}
 	}
 	for _, iss := range []string{"https://evil.example/acme", "http://oidc.vercel.com/acme", "https://oidc.vercel.com/acme/x",
 		"https://oidc.vercel.com/" + strings.Repeat("x", 3000)} {
 		exp = exp.Add(time.Minute)
-		if w := pushJSON(t, h, testOIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss })); w.Code != http.StatusUnauthorized {
+		if w := pushJSON(t, h, oidctest.OIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss })); w.Code != http.StatusUnauthorized {
 			t.Errorf("issuer %.60s: status %d, want 401", iss, w.Code)
 		}
 	}
 	exp = exp.Add(time.Minute)
-	other := testOIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = "https://oidc.vercel.com/acme"; c["project_id"] = "prj_other" })
+	other := oidctest.OIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = "https://oidc.vercel.com/acme"; c["project_id"] = "prj_other" })
 	if w := pushJSON(t, h, other); w.Code != http.StatusUnprocessableEntity {
 		t.Errorf("a token for another project: status %d, want 422", w.Code)
 	}
 	// 1,000 fresh issuer paths: the keys come from the one configured URL
-	before := jwks.fetches.Load()
+	before := jwks.Fetches()
 	for i := range 1000 {
 		iss := fmt.Sprintf("https://oidc.vercel.com/p%d", i)
-		pushJSON(t, h, testOIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss }))
+		pushJSON(t, h, oidctest.OIDCToken(t, exp, func(c jwt.MapClaims) { c["iss"] = iss }))
 	}
-	if n := jwks.fetches.Load() - before; n > 1 {
+	if n := jwks.Fetches() - before; n > 1 {
 		t.Errorf("%d JWKS fetches for 1,000 issuer paths, want at most 1", n)
 	}
 }
@@ -570,22 +571,22 @@ func TestPushDefaultIssuersPinnedJWKS(t *testing.T) {
 // by the other's handler. Sources with the same settings still share one
 // (a reload keeps the token).
 func TestPushStateIsolated(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	pushOnly := func(path, project, issuer string) *Handler {
 		return provisionHandler(t, &Handler{
 			CredentialsRaw: []json.RawMessage{oidcSourceJSON(VercelOIDCSource{
-				Push: &PushConfig{Path: path, Issuer: issuer, JWKSURL: jwks.jwksURL(), Team: testTeam, Project: project},
+				Push: &PushConfig{Path: path, Issuer: issuer, JWKSURL: jwks.JWKSURL(), Team: oidctest.Team, Project: project},
 			})},
 			ClientKeys:     []string{"sk-placeholder"},
 			CredentialWait: caddyDuration(time.Millisecond),
 		})
 	}
-	a := pushOnly(testPushPath, testProject, testIssuer)
+	a := pushOnly(testPushPath, oidctest.Project, testIssuer)
 	b := pushOnly(testPushPath, "prj_other", testIssuer)
-	otherIssuer := pushOnly(testPushPath, testProject, "https://oidc.vercel.com/"+testTeam)
-	sameAsA := pushOnly("/another/path", testProject, testIssuer)
+	otherIssuer := pushOnly(testPushPath, oidctest.Project, "https://oidc.vercel.com/"+oidctest.Team)
+	sameAsA := pushOnly("/another/path", oidctest.Project, testIssuer)
 
-	tokA := testOIDCToken(t, time.Now().Add(time.Hour))
+	tokA := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	if w := pushJSON(t, a, tokA); w.Code != http.StatusNoContent {
 		t.Fatalf("push to a: status %d: %s", w.Code, w.Body)
 	}
@@ -604,7 +605,7 @@ func TestPushStateIsolated(t *testing.T) {
 	if w := pushJSON(t, b, tokA); w.Code != http.StatusUnprocessableEntity {
 		t.Errorf("a's token pushed to b: status %d, want 422", w.Code)
 	}
-	tokB := testOIDCToken(t, time.Now().Add(2*time.Hour), func(c jwt.MapClaims) { c["project_id"] = "prj_other" })
+	tokB := oidctest.OIDCToken(t, time.Now().Add(2*time.Hour), func(c jwt.MapClaims) { c["project_id"] = "prj_other" })
 	if w := pushJSON(t, b, tokB); w.Code != http.StatusNoContent {
 		t.Fatalf("push to b: status %d: %s", w.Code, w.Body)
 	}

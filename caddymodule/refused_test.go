@@ -6,6 +6,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -146,7 +147,7 @@ func TestExpiryMargin(t *testing.T) {
 
 	// a token read late in its life keeps the margin of its whole life
 	// (from iat), not a tenth of what is left
-	tok := testOIDCToken(t, now.Add(10*time.Minute), func(c jwt.MapClaims) { c["iat"] = now.Add(-50 * time.Minute).Unix() })
+	tok := oidctest.OIDCToken(t, now.Add(10*time.Minute), func(c jwt.MapClaims) { c["iat"] = now.Add(-50 * time.Minute).Unix() })
 	cred, _, err := parseOIDCToken(tok, now)
 	if err != nil {
 		t.Fatal(err)

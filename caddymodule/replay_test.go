@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/golang-jwt/jwt/v5"
@@ -119,7 +120,7 @@ var replayEnvSeq atomic.Int32
 func newReplayRig(t *testing.T, edit func(*Handler)) *replayRig {
 	t.Helper()
 	rig := &replayRig{gw: &fakeGateway{}}
-	rig.first = testOIDCToken(t, time.Now().Add(time.Hour))
+	rig.first = oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	rig.gw.refuse(rig.first)
 	env := fmt.Sprintf("AIGW_TEST_REPLAY_OIDC_%d", replayEnvSeq.Add(1))
 	t.Setenv(env, rig.first)
@@ -132,7 +133,7 @@ func newReplayRig(t *testing.T, edit func(*Handler)) *replayRig {
 			return
 		}
 		// each mint a distinct token, expiring later than T1
-		tok := signJWT(jwt.SigningMethodRS256, testSigningKey(), testKid, oidcClaimsFor(time.Now().Add(2*time.Hour+time.Duration(n)*time.Second)))
+		tok := oidctest.SignWith(jwt.SigningMethodRS256, oidctest.Key(), oidctest.Kid, oidctest.OIDCClaims(time.Now().Add(2*time.Hour+time.Duration(n)*time.Second)))
 		rig.mintedMu.Lock()
 		rig.minted = append(rig.minted, tok)
 		rig.mintedMu.Unlock()
@@ -143,7 +144,7 @@ func newReplayRig(t *testing.T, edit func(*Handler)) *replayRig {
 	h := &Handler{
 		CredentialsRaw: []json.RawMessage{oidcSourceJSON(VercelOIDCSource{
 			Env:  env,
-			Mint: &MintConfig{Project: testProject, Team: testTeam, AccessToken: "vercel-access-token", API: rig.mintServer.URL},
+			Mint: &MintConfig{Project: oidctest.Project, Team: oidctest.Team, AccessToken: "vercel-access-token", API: rig.mintServer.URL},
 			// every round of these tests revokes and replays at once; the
 			// forced-refresh throttle has tests of its own (refused_test.go)
 			ForcedRefreshInterval: caddy.Duration(time.Nanosecond),

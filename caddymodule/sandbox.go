@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/golang-jwt/jwt/v5"
@@ -72,8 +73,8 @@ type sandboxClaims struct {
 type sandboxVerifier struct {
 	cfg      VercelSandbox
 	audience string
-	policy   issuerPolicy
-	jwks     *jwksCache
+	policy   oidc.IssuerPolicy
+	jwks     *oidc.Cache
 
 	mu       sync.Mutex
 	verified map[[sha256.Size]byte]verifiedSandbox
@@ -84,7 +85,7 @@ type verifiedSandbox struct {
 	expires time.Time
 }
 
-func newSandboxVerifier(cfg VercelSandbox, jwks *jwksCache) (*sandboxVerifier, error) {
+func newSandboxVerifier(cfg VercelSandbox, jwks *oidc.Cache) (*sandboxVerifier, error) {
 	// placeholders ({env.X}) are resolved here, as everywhere in the config
 	repl := caddy.NewReplacer()
 	resolve := func(vs []string) []string {
@@ -117,12 +118,12 @@ func newSandboxVerifier(cfg VercelSandbox, jwks *jwksCache) (*sandboxVerifier, e
 
 	var issuers []string
 	for _, team := range cfg.Teams {
-		issuers = append(issuers, vercelIssuer(team))
+		issuers = append(issuers, oidc.VercelIssuer(team))
 	}
 	return &sandboxVerifier{
 		cfg:      cfg,
 		audience: strings.TrimRight(cfg.Audience, "/"),
-		policy:   newIssuerPolicy(cfg.Issuer, cfg.JWKSURL, issuers...),
+		policy:   oidc.NewIssuerPolicy(cfg.Issuer, cfg.JWKSURL, issuers...),
 		jwks:     jwks,
 		verified: map[[sha256.Size]byte]verifiedSandbox{},
 	}, nil
@@ -156,7 +157,7 @@ func (v *sandboxVerifier) identify(r *http.Request) (*principal, error) {
 	if err != nil {
 		return nil, err
 	}
-	entry := verifiedSandbox{client: sandboxPrincipal(claims), expires: claims.ExpiresAt.Add(jwtLeeway)}
+	entry := verifiedSandbox{client: sandboxPrincipal(claims), expires: claims.ExpiresAt.Add(oidc.Leeway)}
 	v.mu.Lock()
 	if len(v.verified) >= maxVerifiedSandboxTokens {
 		for k, e := range v.verified {
@@ -173,11 +174,11 @@ func (v *sandboxVerifier) identify(r *http.Request) (*principal, error) {
 func (v *sandboxVerifier) verify(ctx context.Context, token string) (*sandboxClaims, error) {
 	sandboxVerificationsTotal.Inc()
 	var claims sandboxClaims
-	if err := v.jwks.verify(ctx, token, v.policy, "", &claims); err != nil {
-		return nil, safetext.Refuse(sandboxTokenProblems[tokenProblemOf(err)], "sandbox token: "+err.Error())
+	if err := v.jwks.Verify(ctx, token, v.policy, "", &claims); err != nil {
+		return nil, safetext.Refuse(sandboxTokenProblems[oidc.ProblemOf(err)], "sandbox token: "+err.Error())
 	}
 	if !slices.ContainsFunc(claims.Audience, func(a string) bool { return strings.TrimRight(a, "/") == v.audience }) {
-		return nil, safetext.Refuse(sandboxTokenProblems[tokenWrongAudience], "sandbox token: audience is not this proxy's forwardURL")
+		return nil, safetext.Refuse(sandboxTokenProblems[oidc.ProblemWrongAudience], "sandbox token: audience is not this proxy's forwardURL")
 	}
 	if !slices.Contains(v.cfg.Teams, claims.TeamID) {
 		return nil, safetext.Refuse(sandboxNotAllowed, "sandbox token: team "+safetext.Quoted(claims.TeamID)+" is not allowed")
@@ -193,11 +194,11 @@ func (v *sandboxVerifier) verify(ctx context.Context, token string) (*sandboxCla
 
 // What a sandbox is told when its token is refused: categories, never a
 // configured value or what the token carried.
-var sandboxTokenProblems = map[tokenProblem]string{
-	tokenUnverified:    "the sandbox token could not be verified",
-	tokenExpired:       "the sandbox token has expired",
-	tokenNotYetValid:   "the sandbox token is not valid yet",
-	tokenWrongAudience: "the sandbox token is not for this proxy's forward URL",
+var sandboxTokenProblems = map[oidc.Problem]string{
+	oidc.ProblemUnverified:    "the sandbox token could not be verified",
+	oidc.ProblemExpired:       "the sandbox token has expired",
+	oidc.ProblemNotYetValid:   "the sandbox token is not valid yet",
+	oidc.ProblemWrongAudience: "the sandbox token is not for this proxy's forward URL",
 }
 
 const sandboxNotAllowed = "the sandbox's team or project may not use this proxy"

@@ -13,6 +13,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -31,8 +33,8 @@ func sandboxTokenClaims(iss string) jwt.MapClaims {
 		"iss":          iss,
 		"aud":          testForwardURL,
 		"sub":          "owner:acme:project:demo:environment:production",
-		"team_id":      testTeam,
-		"project_id":   testProject,
+		"team_id":      oidctest.Team,
+		"project_id":   oidctest.Project,
 		"sandbox_id":   "sbx_0123456789",
 		"sandbox_name": "agent-7",
 		"iat":          now.Unix(),
@@ -44,11 +46,11 @@ func sandboxTokenClaims(iss string) jwt.MapClaims {
 // sandboxHandler is a handler that accepts sandboxes of testTeam whose
 // tokens are issued by jwks (keys at the default <iss>/.well-known/jwks),
 // with a static upstream key.
-func sandboxHandler(t *testing.T, jwks *fakeJWKS, edit ...func(*Handler)) *Handler {
+func sandboxHandler(t *testing.T, jwks *oidctest.JWKS, edit ...func(*Handler)) *Handler {
 	t.Helper()
 	h := &Handler{
 		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
-		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{"team_other", testTeam}, Issuer: jwks.URL},
+		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{"team_other", oidctest.Team}, Issuer: jwks.URL},
 	}
 	for _, e := range edit {
 		e(h)
@@ -83,7 +85,7 @@ func sandboxRequest(token string, headers map[string]string) *http.Request {
 // the injected credential, none of the sandbox's headers, and the
 // placeholder names the sandbox.
 func TestSandboxAccepted(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	h := sandboxHandler(t, jwks)
 	logs := observeLogs(h)
 
@@ -111,7 +113,7 @@ func TestSandboxAccepted(t *testing.T) {
 			if tc.edit != nil {
 				tc.edit(claims)
 			}
-			token := signTestJWT(t, claims)
+			token := oidctest.Sign(t, claims)
 			r, repl := withReplacer(sandboxRequest(token, tc.headers))
 			var next recordingNext
 			w := serve(t, h, r, next.handler())
@@ -139,8 +141,8 @@ func TestSandboxAccepted(t *testing.T) {
 				t.Errorf("{ai_gateway_auth.client} = %v, want %s", v, tc.wantClient)
 			}
 			// the id is team, project and sandbox id, never the name
-			if v, _ := repl.Get("ai_gateway_auth.client_id"); v != fmt.Sprintf("sandbox:%s/%s/sbx_0123456789", claims["team_id"], testProject) {
-				t.Errorf("{ai_gateway_auth.client_id} = %v, want sandbox:%s/%s/sbx_0123456789", v, claims["team_id"], testProject)
+			if v, _ := repl.Get("ai_gateway_auth.client_id"); v != fmt.Sprintf("sandbox:%s/%s/sbx_0123456789", claims["team_id"], oidctest.Project) {
+				t.Errorf("{ai_gateway_auth.client_id} = %v, want sandbox:%s/%s/sbx_0123456789", v, claims["team_id"], oidctest.Project)
 			}
 			if v, _ := repl.Get("ai_gateway_auth.credential_source"); v != "static" {
 				t.Errorf("{ai_gateway_auth.credential_source} = %v", v)
@@ -163,9 +165,9 @@ func flatten(h http.Header) []string {
 // Every bad sandbox request is refused with 403 (401 with no token at
 // all), and the upstream is never contacted.
 func TestSandboxRefused(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	h := sandboxHandler(t, jwks, func(h *Handler) {
-		h.VercelSandbox.Projects = []string{testProject, "prj_second"}
+		h.VercelSandbox.Projects = []string{oidctest.Project, "prj_second"}
 	})
 	logs := observeLogs(h)
 	now := time.Now()
@@ -189,62 +191,62 @@ func TestSandboxRefused(t *testing.T) {
 		otherPath  = "this path is not allowed through this proxy"
 	)
 	cases := map[string]refusal{
-		"wrong key": {token: signJWT(jwt.SigningMethodRS256, otherSigningKey(), testKid, sandboxTokenClaims(jwks.URL)),
+		"wrong key": {token: oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), oidctest.Kid, sandboxTokenClaims(jwks.URL)),
 			status: 403, want: "signature is invalid", public: unverified},
-		"unknown kid": {token: signJWT(jwt.SigningMethodRS256, otherSigningKey(), "kid-nobody-knows", sandboxTokenClaims(jwks.URL)),
+		"unknown kid": {token: oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), "kid-nobody-knows", sandboxTokenClaims(jwks.URL)),
 			status: 403, want: `no key "kid-nobody-knows"`, public: unverified},
-		"wrong aud": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["aud"] = "https://proxy.example.com/other" })),
+		"wrong aud": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { c["aud"] = "https://proxy.example.com/other" })),
 			status: 403, want: "audience", public: otherAud},
-		"aud prefix": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["aud"] = testForwardURL + "/x" })),
+		"aud prefix": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { c["aud"] = testForwardURL + "/x" })),
 			status: 403, want: "audience", public: otherAud},
-		"no aud": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { delete(c, "aud") })),
+		"no aud": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { delete(c, "aud") })),
 			status: 403, want: "audience", public: otherAud},
-		"expired": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["exp"] = now.Add(-2 * time.Minute).Unix() })),
+		"expired": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { c["exp"] = now.Add(-2 * time.Minute).Unix() })),
 			status: 403, want: "expired", public: "the sandbox token has expired"},
-		"no exp": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { delete(c, "exp") })),
+		"no exp": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { delete(c, "exp") })),
 			status: 403, want: "exp", public: unverified},
-		"future nbf": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["nbf"] = now.Add(3 * time.Minute).Unix() })),
+		"future nbf": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { c["nbf"] = now.Add(3 * time.Minute).Unix() })),
 			status: 403, want: "not valid yet", public: "the sandbox token is not valid yet"},
-		"other team": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["team_id"] = "team_intruder" })),
+		"other team": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { c["team_id"] = "team_intruder" })),
 			status: 403, want: `team "team_intruder" is not allowed`, public: notAllowed},
-		"no team": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { delete(c, "team_id") })),
+		"no team": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { delete(c, "team_id") })),
 			status: 403, want: "is not allowed", public: notAllowed},
-		"other project": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["project_id"] = "prj_intruder" })),
+		"other project": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { c["project_id"] = "prj_intruder" })),
 			status: 403, want: `project "prj_intruder" is not allowed`, public: notAllowed},
-		"no sandbox id": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { delete(c, "sandbox_id"); delete(c, "sandbox_name") })),
+		"no sandbox id": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { delete(c, "sandbox_id"); delete(c, "sandbox_name") })),
 			status: 403, want: "no sandbox_id", public: "the sandbox token names no sandbox"},
-		"other issuer": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["iss"] = "https://oidc.vercel.com/acme" })),
+		"other issuer": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { c["iss"] = "https://oidc.vercel.com/acme" })),
 			status: 403, want: `issuer "https://oidc.vercel.com/acme" is not a trusted issuer`, public: unverified},
-		"long issuer": {token: signTestJWT(t, claims(func(c jwt.MapClaims) { c["iss"] = "https://oidc.vercel.com/" + strings.Repeat("a", 6000) })),
+		"long issuer": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { c["iss"] = "https://oidc.vercel.com/" + strings.Repeat("a", 6000) })),
 			status: 403, want: "(6024 bytes)", public: unverified},
-		"alg none": {token: unsignedJWT(sandboxTokenClaims(jwks.URL)), status: 403, want: "sandbox token", public: unverified},
+		"alg none": {token: oidctest.Unsigned(sandboxTokenClaims(jwks.URL)), status: 403, want: "sandbox token", public: unverified},
 		"garbage":  {token: "not.a.jwt", status: 403, want: "malformed", public: unverified},
-		"forbidden forwarded host": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+		"forbidden forwarded host": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Host": "evil.example.com"}, status: 403, want: `forwarded host "evil.example.com"`, public: otherHost},
-		"forwarded host suffix": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+		"forwarded host suffix": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Host": "ai-gateway.vercel.sh.evil.example"}, status: 403, want: "forwarded host", public: otherHost},
-		"forwarded host prefix": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+		"forwarded host prefix": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Host": "evil-ai-gateway.vercel.sh"}, status: 403, want: "forwarded host", public: otherHost},
-		"long forwarded host": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+		"long forwarded host": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Host": strings.Repeat("h", 5000) + ".example"}, status: 403, want: "(5008 bytes)", public: otherHost},
-		"forwarded path outside allow_paths": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+		"forwarded path outside allow_paths": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Path": "/v2/admin"}, status: 403, want: "path /v2/admin", public: otherPath},
-		"forwarded path with dot segments": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+		"forwarded path with dot segments": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Path": "/v1/../admin"}, status: 403, want: "allow_paths", public: otherPath},
-		"forwarded path with encoded dots": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+		"forwarded path with encoded dots": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Path": "/v1/%2e%2e/admin"}, status: 403, want: "allow_paths", public: otherPath},
-		"long forwarded path": {token: signTestJWT(t, sandboxTokenClaims(jwks.URL)),
+		"long forwarded path": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Path": "/v2/" + strings.Repeat("p", 5000)}, status: 403, want: "path /v2/ppp", public: otherPath},
 		// the agent's inert key is not a client key of this proxy
 		"missing token":    {token: "", status: 401, public: "invalid client key"},
 		"no token, no key": {token: "", headers: map[string]string{"Authorization": ""}, status: 401, public: "missing client key"},
 	}
-	for name, tok := range hs256WithPublicKey(sandboxTokenClaims(jwks.URL)) {
+	for name, tok := range oidctest.HS256WithPublicKey(sandboxTokenClaims(jwks.URL)) {
 		cases["HS256 with the public key as secret ("+name+")"] = refusal{token: tok, status: 403, want: "signature is invalid", public: unverified}
 	}
 	// what the client must never be told: the configuration, or what it
 	// sent, at length
-	configured := []string{testTeam, "team_other", testProject, "prj_second", jwks.URL, strings.TrimPrefix(jwks.URL, "http://"),
+	configured := []string{oidctest.Team, "team_other", oidctest.Project, "prj_second", jwks.URL, strings.TrimPrefix(jwks.URL, "http://"),
 		testForwardURL, "/.well-known/jwks", "team_intruder", "prj_intruder", "kid-nobody-knows", "evil", "hhhhhhhhhh", "pppppppppp", "aaaaaaaaaa"}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -283,7 +285,7 @@ func TestSandboxRefused(t *testing.T) {
 			assertLogsClean(t, logs, tc.token, strings.Split(tc.token, ".")[1])
 		}
 	}
-	if n := jwks.fetches.Load(); n > 2 {
+	if n := jwks.Fetches(); n > 2 {
 		t.Errorf("JWKS fetched %d times (once, plus at most one for the unknown kid)", n)
 	}
 }
@@ -302,7 +304,7 @@ func lastLogReason(t *testing.T, logs *observer.ObservedLogs, msg string) string
 // A handler with vercel_sandbox and client keys accepts both kinds of
 // client; a request that carries a sandbox token is judged by it alone.
 func TestSandboxWithClientKeys(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	h := sandboxHandler(t, jwks, func(h *Handler) { h.ClientKeys = []string{"sk-placeholder"} })
 
 	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader("{}"))
@@ -316,7 +318,7 @@ func TestSandboxWithClientKeys(t *testing.T) {
 		t.Errorf("client %v", v)
 	}
 
-	bad := signJWT(jwt.SigningMethodRS256, otherSigningKey(), testKid, sandboxTokenClaims(jwks.URL))
+	bad := oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), oidctest.Kid, sandboxTokenClaims(jwks.URL))
 	r, _ = withReplacer(sandboxRequest(bad, map[string]string{"Authorization": "Bearer sk-placeholder"}))
 	if w := serve(t, h, r, neverNext(t)); w.Code != http.StatusForbidden {
 		t.Errorf("bad sandbox token with a good client key: status %d, want 403", w.Code)
@@ -326,9 +328,9 @@ func TestSandboxWithClientKeys(t *testing.T) {
 // N requests with one token cost one RSA verification (and one JWKS
 // fetch); the cached verdict still checks the forwarded host per request.
 func TestSandboxVerificationCached(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	h := sandboxHandler(t, jwks)
-	token := signTestJWT(t, sandboxTokenClaims(jwks.URL))
+	token := oidctest.Sign(t, sandboxTokenClaims(jwks.URL))
 	before := counterValue(sandboxVerificationsTotal)
 
 	send := func(token string, headers map[string]string) int {
@@ -362,7 +364,7 @@ func TestSandboxVerificationCached(t *testing.T) {
 	// another sandbox's token costs one more verification
 	other := sandboxTokenClaims(jwks.URL)
 	other["sandbox_name"] = "agent-8"
-	token2 := signTestJWT(t, other)
+	token2 := oidctest.Sign(t, other)
 	for range 10 {
 		if code := send(token2, nil); code != http.StatusOK {
 			t.Fatalf("status %d", code)
@@ -373,7 +375,7 @@ func TestSandboxVerificationCached(t *testing.T) {
 	}
 	// refused tokens are not cached as accepted: each is verified (and
 	// refused) again
-	bad := signJWT(jwt.SigningMethodRS256, otherSigningKey(), testKid, sandboxTokenClaims(jwks.URL))
+	bad := oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), oidctest.Kid, sandboxTokenClaims(jwks.URL))
 	for range 5 {
 		if code := send(bad, nil); code != http.StatusForbidden {
 			t.Fatalf("bad token: status %d", code)
@@ -382,7 +384,7 @@ func TestSandboxVerificationCached(t *testing.T) {
 	if n := counterValue(sandboxVerificationsTotal) - before; n != 7 {
 		t.Errorf("%v verifications after 5 refused requests, want 7", n)
 	}
-	if n := jwks.fetches.Load(); n != 1 {
+	if n := jwks.Fetches(); n != 1 {
 		t.Errorf("JWKS fetched %d times, want 1", n)
 	}
 }
@@ -392,18 +394,19 @@ func TestSandboxVerificationCached(t *testing.T) {
 // On synctest's fake clock, with the JWKS served in process.
 func TestSandboxCacheEndsWithToken(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		const iss = "https://oidc.vercel.com/" + testTeam // what the team implies
-		jwks := newJWKSCache()
-		inProcessJWKS(jwks, func() (int, []byte) {
-			return http.StatusOK, jwksJSON(map[string]*rsa.PublicKey{testKid: &testSigningKey().PublicKey})
+		const iss = "https://oidc.vercel.com/" + oidctest.Team // what the team implies
+		jwks := oidc.NewCache()
+		rt, _ := oidctest.InProcess(func() (int, []byte) {
+			return http.StatusOK, oidctest.JWKSDocument(map[string]*rsa.PublicKey{oidctest.Kid: &oidctest.Key().PublicKey})
 		})
-		v, err := newSandboxVerifier(VercelSandbox{Audience: testForwardURL, Teams: []string{testTeam}}, jwks)
+		jwks.SetTransport(rt)
+		v, err := newSandboxVerifier(VercelSandbox{Audience: testForwardURL, Teams: []string{oidctest.Team}}, jwks)
 		if err != nil {
 			t.Fatal(err)
 		}
 		claims := sandboxTokenClaims(iss)
 		claims["exp"] = time.Now().Add(10 * time.Second).Unix()
-		token := signTestJWT(t, claims)
+		token := oidctest.Sign(t, claims)
 		identify := func() error {
 			r := sandboxRequest(token, nil)
 			_, err := v.identify(r)
@@ -432,8 +435,8 @@ func TestSandboxCacheEndsWithToken(t *testing.T) {
 
 // The verification cache is bounded.
 func TestSandboxCacheBounded(t *testing.T) {
-	jwks := newFakeJWKS(t)
-	v, err := newSandboxVerifier(VercelSandbox{Audience: testForwardURL, Teams: []string{testTeam}, Issuer: jwks.URL}, newJWKSCache())
+	jwks := oidctest.NewJWKS(t)
+	v, err := newSandboxVerifier(VercelSandbox{Audience: testForwardURL, Teams: []string{oidctest.Team}, Issuer: jwks.URL}, oidc.NewCache())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +446,7 @@ func TestSandboxCacheBounded(t *testing.T) {
 		v.verified[[32]byte{byte(i), byte(i >> 8), 1}] = verifiedSandbox{client: keyPrincipal("", "x"), expires: time.Now().Add(time.Hour)}
 	}
 	v.mu.Unlock()
-	if _, err := v.identify(sandboxRequest(signTestJWT(t, sandboxTokenClaims(jwks.URL)), nil)); err != nil {
+	if _, err := v.identify(sandboxRequest(oidctest.Sign(t, sandboxTokenClaims(jwks.URL)), nil)); err != nil {
 		t.Fatal(err)
 	}
 	v.mu.Lock()
@@ -456,7 +459,7 @@ func TestSandboxCacheBounded(t *testing.T) {
 
 func TestSandboxConfigErrors(t *testing.T) {
 	for name, cfg := range map[string]VercelSandbox{
-		"no audience": {Teams: []string{testTeam}},
+		"no audience": {Teams: []string{oidctest.Team}},
 		"no team":     {Audience: testForwardURL},
 	} {
 		err := tryProvisionHandler(t, &Handler{
@@ -470,7 +473,7 @@ func TestSandboxConfigErrors(t *testing.T) {
 	// vercel_sandbox alone is enough client authentication
 	h := &Handler{
 		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
-		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{testTeam}},
+		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{oidctest.Team}},
 	}
 	if err := tryProvisionHandler(t, h); err != nil {
 		t.Fatal(err)
@@ -483,10 +486,10 @@ func TestSandboxConfigErrors(t *testing.T) {
 // Placeholders in vercel_sandbox are resolved at provision, and hosts are
 // compared case-insensitively.
 func TestSandboxConfigPlaceholders(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	t.Setenv("AIGW_TEST_SBX_AUD", testForwardURL)
-	t.Setenv("AIGW_TEST_SBX_TEAM", testTeam)
-	t.Setenv("AIGW_TEST_SBX_PROJECT", testProject)
+	t.Setenv("AIGW_TEST_SBX_TEAM", oidctest.Team)
+	t.Setenv("AIGW_TEST_SBX_PROJECT", oidctest.Project)
 	t.Setenv("AIGW_TEST_SBX_ISS", jwks.URL)
 	t.Setenv("AIGW_TEST_SBX_EMPTY", "")
 	h := provisionHandler(t, &Handler{
@@ -499,7 +502,7 @@ func TestSandboxConfigPlaceholders(t *testing.T) {
 			ForwardedHosts: []string{"AI-Gateway.Vercel.sh"},
 		},
 	})
-	r, repl := withReplacer(sandboxRequest(signTestJWT(t, sandboxTokenClaims(jwks.URL)), nil))
+	r, repl := withReplacer(sandboxRequest(oidctest.Sign(t, sandboxTokenClaims(jwks.URL)), nil))
 	var next recordingNext
 	if w := serve(t, h, r, next.handler()); w.Code != http.StatusOK {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
@@ -509,7 +512,7 @@ func TestSandboxConfigPlaceholders(t *testing.T) {
 	}
 	other := sandboxTokenClaims(jwks.URL)
 	other["project_id"] = "prj_other"
-	r, _ = withReplacer(sandboxRequest(signTestJWT(t, other), nil))
+	r, _ = withReplacer(sandboxRequest(oidctest.Sign(t, other), nil))
 	if w := serve(t, h, r, neverNext(t)); w.Code != http.StatusForbidden {
 		t.Errorf("other project: status %d", w.Code)
 	}
@@ -528,7 +531,7 @@ func TestSandboxConfigPlaceholders(t *testing.T) {
 // keeps its own path, whatever that header says (and the header does not
 // reach the upstream).
 func TestForwardedPathOnlyForSandboxes(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	h := sandboxHandler(t, jwks, func(h *Handler) { h.ClientKeys = []string{"sk-placeholder"} })
 	for _, fp := range []string{"/v1/models", "/admin"} {
 		r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader("{}"))
@@ -552,10 +555,10 @@ func TestForwardedPathOnlyForSandboxes(t *testing.T) {
 // fetch and leave nothing in the JWKS cache; made-up kids at a trusted
 // issuer cost at most one fetch per floor.
 func TestSandboxDefaultIssuers(t *testing.T) {
-	jwks := newFakeJWKS(t)
+	jwks := oidctest.NewJWKS(t)
 	h := provisionHandler(t, &Handler{
 		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
-		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{"team_other", testTeam}, JWKSURL: jwks.jwksURL()},
+		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{"team_other", oidctest.Team}, JWKSURL: jwks.JWKSURL()},
 	})
 	send := func(token string) *httptest.ResponseRecorder {
 		t.Helper()
@@ -567,18 +570,18 @@ func TestSandboxDefaultIssuers(t *testing.T) {
 		}
 		return w
 	}
-	for _, team := range []string{testTeam, "team_other"} {
-		c := sandboxTokenClaims(vercelIssuer(team))
+	for _, team := range []string{oidctest.Team, "team_other"} {
+		c := sandboxTokenClaims(oidc.VercelIssuer(team))
 		c["team_id"] = team
-		if w := send(signTestJWT(t, c)); w.Code != http.StatusOK {
+		if w := send(oidctest.Sign(t, c)); w.Code != http.StatusOK {
 			t.Fatalf("issuer of team %s: status %d: %s", team, w.Code, w.Body)
 		}
 	}
-	if n := jwks.fetches.Load(); n != 1 {
+	if n := jwks.Fetches(); n != 1 {
 		t.Fatalf("%d JWKS fetches, want 1", n)
 	}
-	for _, iss := range []string{"https://oidc.vercel.com", "https://oidc.vercel.com/acme", "https://oidc.vercel.com/" + testTeam + "/x"} {
-		if w := send(signTestJWT(t, sandboxTokenClaims(iss))); w.Code != http.StatusForbidden {
+	for _, iss := range []string{"https://oidc.vercel.com", "https://oidc.vercel.com/acme", "https://oidc.vercel.com/" + oidctest.Team + "/x"} {
+		if w := send(oidctest.Sign(t, sandboxTokenClaims(iss))); w.Code != http.StatusForbidden {
 			t.Errorf("issuer %s: status %d, want 403", iss, w.Code)
 		}
 	}
@@ -589,7 +592,7 @@ func TestSandboxDefaultIssuers(t *testing.T) {
 		iss := "https://oidc.vercel.com/" + strings.Repeat(fmt.Sprintf("p%d-", i), 500)
 		// jwks_url maps every trusted issuer to one URL: the refusal must
 		// come from the issuer policy, not from the signature
-		if _, err := h.sandbox.policy.check(iss); err == nil {
+		if _, err := h.sandbox.policy.Check(iss); err == nil {
 			t.Fatalf("issuer path %d trusted", i)
 		}
 		c := sandboxTokenClaims(iss)
@@ -600,25 +603,25 @@ func TestSandboxDefaultIssuers(t *testing.T) {
 		}
 	}
 	for i := range 50 {
-		tok := signJWT(jwt.SigningMethodRS256, testSigningKey(), fmt.Sprintf("made-up-%d", i), sandboxTokenClaims(vercelIssuer(testTeam)))
+		tok := oidctest.SignWith(jwt.SigningMethodRS256, oidctest.Key(), fmt.Sprintf("made-up-%d", i), sandboxTokenClaims(oidc.VercelIssuer(oidctest.Team)))
 		if w := send(tok); w.Code != http.StatusForbidden {
 			t.Fatalf("made-up kid %d: status %d", i, w.Code)
 		}
 	}
-	if n := jwks.fetches.Load(); n > 2 {
+	if n := jwks.Fetches(); n > 2 {
 		t.Errorf("%d JWKS fetches for hostile tokens, want at most 2 (one per floor)", n)
 	}
-	if n := cachedURLs(h.jwks); n != 1 {
+	if n := h.jwks.Len(); n != 1 {
 		t.Errorf("%d JWKS documents cached, want 1 (the configured jwks_url)", n)
 	}
 
 	// an explicit issuer is the only one trusted, the teams' included
 	h2 := provisionHandler(t, &Handler{
 		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
-		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{testTeam}, Issuer: "https://oidc.vercel.com/acme", JWKSURL: jwks.jwksURL()},
+		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{oidctest.Team}, Issuer: "https://oidc.vercel.com/acme", JWKSURL: jwks.JWKSURL()},
 	})
-	for iss, want := range map[string]int{"https://oidc.vercel.com/acme": 200, vercelIssuer(testTeam): 403} {
-		r, _ := withReplacer(sandboxRequest(signTestJWT(t, sandboxTokenClaims(iss)), nil))
+	for iss, want := range map[string]int{"https://oidc.vercel.com/acme": 200, oidc.VercelIssuer(oidctest.Team): 403} {
+		r, _ := withReplacer(sandboxRequest(oidctest.Sign(t, sandboxTokenClaims(iss)), nil))
 		w := httptest.NewRecorder()
 		var next recordingNext
 		if err := h2.ServeHTTP(w, r, next.handler()); err != nil || w.Code != want {

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
@@ -118,7 +119,7 @@ func (p shareProject) check(owner, project string) error {
 	if p.fromToken && (owner != p.Team || project != p.Project) {
 		return fmt.Errorf("token is for owner %s project %s, not %q %q", safetext.Quoted(owner), safetext.Quoted(project), p.Team, p.Project)
 	}
-	return checkClaims(&oidcClaims{OwnerID: owner, ProjectID: project}, p.Team, p.Project)
+	return oidc.CheckProject(&oidc.Claims{OwnerID: owner, ProjectID: project}, p.Team, p.Project)
 }
 
 // configuredProject is the project the mint or push settings name, nil
@@ -274,7 +275,7 @@ func (st *oidcState) learnProject(token string) {
 	if sh == nil || sh.ident.Load() != nil {
 		return
 	}
-	claims, err := unverifiedClaims(token)
+	claims, err := oidc.UnverifiedClaims(token)
 	if err != nil {
 		return // not a token: the input reports that itself
 	}

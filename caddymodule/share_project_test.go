@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -124,8 +125,8 @@ func TestShareEnvSourcesOfTwoProjects(t *testing.T) {
 		st, _ := sharedSource(t, storage, name, resolvedOIDCConfig{Env: "AIGW_TEST_SHARE_ENV"})
 		return st
 	}
-	tokA := testOIDCToken(t, time.Now().Add(time.Hour))
-	tokB := testOIDCToken(t, time.Now().Add(3*time.Hour), forOtherProject)
+	tokA := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
+	tokB := oidctest.OIDCToken(t, time.Now().Add(3*time.Hour), forOtherProject)
 	a, b := envInstance("a", tokA), envInstance("b", tokB)
 	if a.share.keyOf() == "" || a.share.keyOf() == b.share.keyOf() {
 		t.Fatalf("storage keys %q and %q", a.share.keyOf(), b.share.keyOf())
@@ -142,7 +143,7 @@ func TestShareEnvSourcesOfTwoProjects(t *testing.T) {
 		t.Fatalf("%d stored values, want one per project", n)
 	}
 
-	expired := testOIDCToken(t, time.Now().Add(-time.Minute))
+	expired := oidctest.OIDCToken(t, time.Now().Add(-time.Minute))
 	a2 := envInstance("a2", expired)
 	if a2.share.keyOf() != a.share.keyOf() {
 		t.Fatal("an instance of project A with an expired token does not share A's storage id")
@@ -197,7 +198,7 @@ func TestShareFileProjectLearnedLater(t *testing.T) {
 		t.Fatalf("without a project: %d values stored, %d locks taken; want none", n, taken)
 	}
 
-	tok := testOIDCToken(t, time.Now().Add(time.Hour))
+	tok := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	writeFile(t, dir, "token", tok)
 	eventually(t, "the file's token is used", func() bool { return currentValue(&VercelOIDCSource{state: a}) == tok })
 	eventually(t, "the file's token is stored", func() bool {
@@ -205,7 +206,7 @@ func TestShareFileProjectLearnedLater(t *testing.T) {
 		defer storage.mu.Unlock()
 		return strings.Contains(string(storage.data[a.share.keyOf()]), tok)
 	})
-	if st := a.share.status(); st.Team != testTeam || st.Project != testProject || st.Key == "" {
+	if st := a.share.status(); st.Team != oidctest.Team || st.Project != oidctest.Project || st.Key == "" {
 		t.Errorf("status: key %q, team %q, project %q", st.Key, st.Team, st.Project)
 	}
 	if logs.FilterMessage("sharing this source's token with the instances of its project").Len() != 1 {
@@ -217,7 +218,7 @@ func TestShareFileProjectLearnedLater(t *testing.T) {
 	}
 
 	key := a.share.keyOf()
-	other := testOIDCToken(t, time.Now().Add(2*time.Hour), forOtherProject)
+	other := oidctest.OIDCToken(t, time.Now().Add(2*time.Hour), forOtherProject)
 	writeFile(t, dir, "token", other)
 	eventually(t, "the rewritten file's token is used", func() bool { return currentValue(&VercelOIDCSource{state: a}) == other })
 	a.share.stop() // waits for publishes in flight
@@ -238,7 +239,7 @@ func TestShareFileProjectLearnedLater(t *testing.T) {
 // next read of the storage and shows no failure any more.
 func TestSharePushToUnstartedSource(t *testing.T) {
 	storage := newMemStorage()
-	pushOnly := resolvedOIDCConfig{Push: &resolvedPush{Team: testTeam, Project: testProject}}
+	pushOnly := resolvedOIDCConfig{Push: &resolvedPush{Team: oidctest.Team, Project: oidctest.Project}}
 	idle, _ := sharedSource(t, storage, "idle", pushOnly)
 	waiting, _ := sharedSource(t, storage, "waiting", pushOnly)
 	if _, err := waiting.refresher.Fetch(context.Background()); err == nil {
@@ -248,7 +249,7 @@ func TestSharePushToUnstartedSource(t *testing.T) {
 		t.Fatalf("the failed refresh is not backing off: %+v", st)
 	}
 
-	pushed := mustParse(t, testOIDCToken(t, time.Now().Add(time.Hour)))
+	pushed := mustParse(t, oidctest.OIDCToken(t, time.Now().Add(time.Hour)))
 	if !(&VercelOIDCSource{state: idle}).Offer(pushed) {
 		t.Fatal("the pushed token was not used")
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	_ "github.com/caddyserver/caddy/v2/modules/filestorage" // the storage option of the fleet golden file
 	"github.com/caddyserver/certmagic"
 	"github.com/golang-jwt/jwt/v5"
@@ -147,7 +148,7 @@ func newShareMintAPI(t *testing.T, lifetime time.Duration) *shareMintAPI {
 	a := &shareMintAPI{lifetime: lifetime}
 	a.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := a.mints.Add(1)
-		tok := testOIDCToken(t, time.Now().Add(a.lifetime), func(c jwt.MapClaims) { c["jti"] = fmt.Sprint("mint-", n) })
+		tok := oidctest.OIDCToken(t, time.Now().Add(a.lifetime), func(c jwt.MapClaims) { c["jti"] = fmt.Sprint("mint-", n) })
 		fmt.Fprintf(w, `{"token":%q}`, tok)
 	}))
 	t.Cleanup(a.srv.Close)
@@ -244,7 +245,7 @@ func TestShareConcurrentRefreshMintsOnce(t *testing.T) {
 	// long ago is due, a freshly minted one is not
 	a, _ := sharedInstance(t, storage, "instance-a", api, 40*time.Minute)
 	b, _ := sharedInstance(t, storage, "instance-b", api, 40*time.Minute)
-	old := mustParse(t, testOIDCToken(t, time.Now().Add(30*time.Minute)))
+	old := mustParse(t, oidctest.OIDCToken(t, time.Now().Add(30*time.Minute)))
 	old.obtained = time.Now().Add(-30 * time.Minute)
 	if err := a.share.write(context.Background(), old, nil, nil); err != nil {
 		t.Fatal(err)
@@ -331,7 +332,7 @@ func TestSharePushReachesOtherInstances(t *testing.T) {
 	fetch(t, a)
 	fetch(t, b)
 
-	pushed := mustParse(t, testOIDCToken(t, time.Now().Add(3*time.Hour)))
+	pushed := mustParse(t, oidctest.OIDCToken(t, time.Now().Add(3*time.Hour)))
 	if !a.offer(pushed) {
 		t.Fatal("the pushed token was not used")
 	}
@@ -345,7 +346,7 @@ func TestSharePushReachesOtherInstances(t *testing.T) {
 	if cur := b.refresher.Current(time.Now()); cur == nil || cur.value != pushed.value {
 		t.Fatal("b does not use the pushed token after a poll")
 	}
-	older := mustParse(t, testOIDCToken(t, time.Now().Add(2*time.Hour)))
+	older := mustParse(t, oidctest.OIDCToken(t, time.Now().Add(2*time.Hour)))
 	if b.offer(older) {
 		t.Error("an older token was used")
 	}
@@ -366,7 +367,7 @@ func TestShareNothingStoredBeforeStart(t *testing.T) {
 	api := newShareMintAPI(t, time.Hour)
 	a, _ := sharedInstance(t, storage, "instance-a", api, 5*time.Minute)
 
-	offered := mustParse(t, testOIDCToken(t, time.Now().Add(3*time.Hour)))
+	offered := mustParse(t, oidctest.OIDCToken(t, time.Now().Add(3*time.Hour)))
 	if !a.offer(offered) {
 		t.Fatal("the offered token was not used")
 	}
@@ -428,7 +429,7 @@ func TestShareStorageFaultsDegradeToAlone(t *testing.T) {
 	if st := a.share.status(); st.LastError != "" {
 		t.Errorf("status last_error %q after recovery", st.LastError)
 	}
-	pushed := mustParse(t, testOIDCToken(t, time.Now().Add(3*time.Hour)))
+	pushed := mustParse(t, oidctest.OIDCToken(t, time.Now().Add(3*time.Hour)))
 	a.offer(pushed)
 	a.share.stop()
 	if rec := storedRecord(t, storage); rec.Token != pushed.value {
@@ -440,11 +441,11 @@ func TestShareStorageFaultsDegradeToAlone(t *testing.T) {
 // each: garbage, another source's value, a token for another project.
 func TestShareIgnoresCorruptAndForeignValues(t *testing.T) {
 	api := newShareMintAPI(t, time.Hour)
-	foreignToken := testOIDCToken(t, time.Now().Add(3*time.Hour), func(c jwt.MapClaims) { c["project_id"] = "prj_other" })
+	foreignToken := oidctest.OIDCToken(t, time.Now().Add(3*time.Hour), func(c jwt.MapClaims) { c["project_id"] = "prj_other" })
 	for name, value := range map[string]func(id string) []byte{
 		"garbage": func(string) []byte { return []byte("\x00not json{") },
 		"other source": func(string) []byte {
-			return recordJSON(t, "0123456789abcdef", testOIDCToken(t, time.Now().Add(3*time.Hour)))
+			return recordJSON(t, "0123456789abcdef", oidctest.OIDCToken(t, time.Now().Add(3*time.Hour)))
 		},
 		"other project":   func(id string) []byte { return recordJSON(t, id, foreignToken) },
 		"not a JWT":       func(id string) []byte { return recordJSON(t, id, "sk-not-a-jwt") },
@@ -483,7 +484,7 @@ func TestShareLockHeldTooLongRefreshesAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	// usable for about 4s more (margin: a tenth of 5s): waits about 3s
-	cur := mustParse(t, testOIDCToken(t, time.Now().Add(5*time.Second)))
+	cur := mustParse(t, oidctest.OIDCToken(t, time.Now().Add(5*time.Second)))
 	mintsBefore := api.mints.Load()
 	c, err := a.sharedLoad(context.Background(), cur, true)
 	waited := time.Now()

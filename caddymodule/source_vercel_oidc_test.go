@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -26,7 +27,7 @@ func currentValue(s *VercelOIDCSource) string {
 
 func TestOIDCEnvValid(t *testing.T) {
 	exp := time.Now().Add(time.Hour)
-	tok := testOIDCToken(t, exp)
+	tok := oidctest.OIDCToken(t, exp)
 	t.Setenv("AIGW_TEST_OIDC_VALID", tok)
 	s := provisionOIDC(t, &VercelOIDCSource{Env: "AIGW_TEST_OIDC_VALID", RefreshBefore: caddyDuration(10 * time.Minute)})
 
@@ -56,7 +57,7 @@ func TestOIDCEnvValid(t *testing.T) {
 
 // With no input configured, VERCEL_OIDC_TOKEN is read.
 func TestOIDCEnvDefault(t *testing.T) {
-	tok := testOIDCToken(t, time.Now().Add(time.Hour))
+	tok := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	t.Setenv("VERCEL_OIDC_TOKEN", tok)
 	s := provisionOIDC(t, &VercelOIDCSource{})
 	if currentValue(s) != tok {
@@ -65,8 +66,8 @@ func TestOIDCEnvDefault(t *testing.T) {
 }
 
 func TestOIDCEnvUnusable(t *testing.T) {
-	expired := testOIDCToken(t, time.Now().Add(-time.Second))
-	noExp := testOIDCToken(t, time.Time{}, func(c jwt.MapClaims) { delete(c, "exp") })
+	expired := oidctest.OIDCToken(t, time.Now().Add(-time.Second))
+	noExp := oidctest.OIDCToken(t, time.Time{}, func(c jwt.MapClaims) { delete(c, "exp") })
 	for _, tc := range []struct{ name, value, want string }{
 		{"expired", expired, "env AIGW_TEST_OIDC_BAD: token expired at"},
 		{"no exp", noExp, "env AIGW_TEST_OIDC_BAD: token has no exp claim"},
@@ -100,7 +101,7 @@ func TestOIDCEnvUnusable(t *testing.T) {
 }
 
 func TestOIDCFileRawAndDotenv(t *testing.T) {
-	tok := testOIDCToken(t, time.Now().Add(time.Hour))
+	tok := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	for _, tc := range []struct{ name, env, content string }{
 		{"raw JWT", "", tok + "\n"},
 		{"dotenv one line", "", "VERCEL_OIDC_TOKEN=" + tok + "\n"},
@@ -128,9 +129,10 @@ func TestOIDCFileChanges(t *testing.T) {
 	// tokens of different lengths, so each rewrite changes the size even
 	// within one mtime tick
 	tokN := func(hours int) string {
-		return testOIDCToken(t, now.Add(time.Duration(hours)*time.Hour), func(c jwt.MapClaims) {
+		return oidctest.OIDCToken(t, now.Add(time.Duration(hours)*time.Hour), func(c jwt.MapClaims) {
 			c["pad"] = strings.Repeat("x", hours)
 		})
+
 	}
 	tok1, tok2, tok3, tokOld, tok4, tok5 := tokN(1), tokN(2), tokN(3), tokN(0), tokN(4), tokN(5)
 	path := writeFile(t, dir, "oidc-token", tok1)
@@ -213,8 +215,8 @@ func loadErrorOrEmpty(s *VercelOIDCSource) string {
 // Among env and file, the valid token that expires last is used.
 func TestOIDCFreshestInputWins(t *testing.T) {
 	now := time.Now()
-	envTok := testOIDCToken(t, now.Add(2*time.Hour))
-	fileTok := testOIDCToken(t, now.Add(time.Hour))
+	envTok := oidctest.OIDCToken(t, now.Add(2*time.Hour))
+	fileTok := oidctest.OIDCToken(t, now.Add(time.Hour))
 	t.Setenv("AIGW_TEST_OIDC_FRESHEST", envTok)
 	dir := t.TempDir()
 	path := writeFile(t, dir, "tok", fileTok)
@@ -222,7 +224,7 @@ func TestOIDCFreshestInputWins(t *testing.T) {
 	if currentValue(s) != envTok {
 		t.Fatal("the file's earlier-expiring token won over env")
 	}
-	later := testOIDCToken(t, now.Add(3*time.Hour))
+	later := oidctest.OIDCToken(t, now.Add(3*time.Hour))
 	writeFile(t, dir, "tok", later+"\n")
 	eventually(t, "later file token used", func() bool { return currentValue(s) == later })
 }
@@ -230,7 +232,7 @@ func TestOIDCFreshestInputWins(t *testing.T) {
 // Two configs with the same source (a reload) share one cache; the last
 // one to go stops its goroutines.
 func TestOIDCStateSharedAcrossReload(t *testing.T) {
-	tok := testOIDCToken(t, time.Now().Add(time.Hour))
+	tok := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	t.Setenv("AIGW_TEST_OIDC_SHARED", tok)
 	cfg := VercelOIDCSource{Env: "AIGW_TEST_OIDC_SHARED"}
 	a, b := cfg, cfg
@@ -275,7 +277,7 @@ func TestOIDCStateSharedAcrossReload(t *testing.T) {
 	}
 
 	// a different token in the variable is a different source
-	t.Setenv("AIGW_TEST_OIDC_SHARED", testOIDCToken(t, time.Now().Add(2*time.Hour)))
+	t.Setenv("AIGW_TEST_OIDC_SHARED", oidctest.OIDCToken(t, time.Now().Add(2*time.Hour)))
 	c := cfg
 	provisionOIDC(t, &c)
 	if c.state == st || currentValue(&c) == tok {
@@ -286,7 +288,7 @@ func TestOIDCStateSharedAcrossReload(t *testing.T) {
 // Minting through the source: the first Fetch mints, later requests use
 // the cache.
 func TestOIDCMint(t *testing.T) {
-	tok := testOIDCToken(t, time.Now().Add(time.Hour))
+	tok := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -295,7 +297,7 @@ func TestOIDCMint(t *testing.T) {
 	defer srv.Close()
 	t.Setenv("AIGW_TEST_MINT_ACCESS", "vercel-access-token-secret")
 	s := provisionOIDC(t, &VercelOIDCSource{Mint: &MintConfig{
-		Project: testProject, Team: testTeam, AccessToken: "{env.AIGW_TEST_MINT_ACCESS}", API: srv.URL,
+		Project: oidctest.Project, Team: oidctest.Team, AccessToken: "{env.AIGW_TEST_MINT_ACCESS}", API: srv.URL,
 	}})
 	if hits.Load() != 0 {
 		t.Fatal("Provision called the mint API")
@@ -339,7 +341,7 @@ func TestOIDCFileAppearsLater(t *testing.T) {
 	if msg := loadErrorOrEmpty(s); !strings.Contains(msg, "file "+path) || !strings.Contains(msg, "no such file") {
 		t.Errorf("reason %q does not name the missing file", msg)
 	}
-	tok := testOIDCToken(t, time.Now().Add(time.Hour))
+	tok := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	writeFile(t, dir, ".env.local.tmp", "VERCEL_OIDC_TOKEN=\""+tok+"\"\n")
 	if err := os.Rename(path+".tmp", path); err != nil {
 		t.Fatal(err)

@@ -1,16 +1,11 @@
-package caddymodule
+package oidc
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,173 +15,35 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// Shared fixtures for the tests of Vercel-issued JWTs (jwks, sandbox,
-// push): a second RSA key, signing with any key/kid/alg, and a loopback
-// JWKS server that counts its fetches.
-
-const testKid = "test-kid" // the kid signTestJWT uses
-
-// otherSigningKey is a key the JWKS does not publish.
-var otherSigningKey = sync.OnceValue(func() *rsa.PrivateKey {
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		panic(err)
-	}
-	return k
-})
-
-// signJWT signs claims with method and key, with kid if not empty. It
-// panics on error, so that it can run in a handler goroutine.
-func signJWT(method jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
-	tok := jwt.NewWithClaims(method, claims)
-	if kid != "" {
-		tok.Header["kid"] = kid
-	}
-	s, err := tok.SignedString(key)
-	if err != nil {
-		panic(err)
-	}
-	return s
-}
-
-// unsignedJWT is an alg:none token (the classic forgery).
-func unsignedJWT(claims jwt.MapClaims) string {
-	return signJWT(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, testKid, claims)
-}
-
-// hs256WithPublicKey signs claims with HS256 using the published RSA
-// public key as the HMAC secret (the classic key-confusion forgery), in
-// every encoding an attacker could guess the verifier uses.
-func hs256WithPublicKey(claims jwt.MapClaims) map[string]string {
-	pub := &testSigningKey().PublicKey
-	der := x509.MarshalPKCS1PublicKey(pub)
-	pkix, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		panic(err)
-	}
-	return map[string]string{
-		"pkcs1 der": signJWT(jwt.SigningMethodHS256, der, testKid, claims),
-		"pkix pem":  signJWT(jwt.SigningMethodHS256, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix}), testKid, claims),
-		"modulus":   signJWT(jwt.SigningMethodHS256, pub.N.Bytes(), testKid, claims),
-	}
-}
-
-// jwksJSON is a JWKS document publishing keys by kid.
-func jwksJSON(keys map[string]*rsa.PublicKey) []byte {
-	type jwk struct {
-		Kty string `json:"kty"`
-		Kid string `json:"kid"`
-		Use string `json:"use"`
-		Alg string `json:"alg"`
-		N   string `json:"n"`
-		E   string `json:"e"`
-	}
-	doc := struct {
-		Keys []jwk `json:"keys"`
-	}{Keys: []jwk{}}
-	for kid, k := range keys {
-		doc.Keys = append(doc.Keys, jwk{
-			Kty: "RSA", Kid: kid, Use: "sig", Alg: "RS256",
-			N: base64.RawURLEncoding.EncodeToString(k.N.Bytes()),
-			E: base64.RawURLEncoding.EncodeToString(big.NewInt(int64(k.E)).Bytes()),
-		})
-	}
-	b, err := json.Marshal(doc)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-// fakeJWKS serves a JWKS at /.well-known/jwks on 127.0.0.1 and counts
-// the fetches. Its URL is usable as an issuer: <URL>/.well-known/jwks is
-// the default JWKS location.
-type fakeJWKS struct {
-	*httptest.Server
-	fetches atomic.Int32
-
-	mu     sync.Mutex
-	doc    []byte
-	status int
-}
-
-func newFakeJWKS(t *testing.T) *fakeJWKS {
-	t.Helper()
-	f := &fakeJWKS{status: http.StatusOK}
-	f.setKeys(map[string]*rsa.PublicKey{testKid: &testSigningKey().PublicKey})
-	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/.well-known/jwks" {
-			http.NotFound(w, r)
-			return
-		}
-		f.fetches.Add(1)
-		f.mu.Lock()
-		doc, status := f.doc, f.status
-		f.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		w.Write(doc)
-	}))
-	t.Cleanup(f.Close)
-	return f
-}
-
-func (f *fakeJWKS) setKeys(keys map[string]*rsa.PublicKey) {
-	f.mu.Lock()
-	f.doc = jwksJSON(keys)
-	f.mu.Unlock()
-}
-
-func (f *fakeJWKS) jwksURL() string { return f.URL + "/.well-known/jwks" }
-
-// roundTripFunc serves a client's requests in process: no sockets, so it
-// runs inside a synctest bubble.
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
 // inProcessJWKS makes c fetch every JWKS from doc() in process and
 // returns the fetch counter.
-func inProcessJWKS(c *jwksCache, doc func() (int, []byte)) *atomic.Int32 {
-	var n atomic.Int32
-	c.client.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
-		n.Add(1)
-		status, body := doc()
-		return &http.Response{
-			StatusCode: status, Status: fmt.Sprintf("%d %s", status, http.StatusText(status)),
-			Header: http.Header{"Content-Type": {"application/json"}},
-			Body:   io.NopCloser(strings.NewReader(string(body))), Request: r,
-		}, nil
-	})
-	return &n
-}
-
-// jwtClaims are minimal verifiable claims issued by iss.
-func jwtClaims(iss string, exp time.Time) jwt.MapClaims {
-	now := time.Now()
-	return jwt.MapClaims{"iss": iss, "iat": now.Unix(), "nbf": now.Unix(), "exp": exp.Unix()}
+func inProcessJWKS(c *Cache, doc func() (int, []byte)) *atomic.Int32 {
+	rt, n := oidctest.InProcess(doc)
+	c.SetTransport(rt)
+	return n
 }
 
 // A valid token verifies, and the JWKS is fetched once for many
 // verifications.
 func TestJWKSVerifyFetchesOnce(t *testing.T) {
-	jwks := newFakeJWKS(t)
-	c := newJWKSCache()
-	p := newIssuerPolicy(jwks.URL, "")
+	jwks := oidctest.NewJWKS(t)
+	c := NewCache()
+	p := NewIssuerPolicy(jwks.URL, "")
 	for i := range 20 {
-		tok := signTestJWT(t, jwtClaims(jwks.URL, time.Now().Add(time.Hour)))
+		tok := oidctest.Sign(t, oidctest.Claims(jwks.URL, time.Now().Add(time.Hour)))
 		var claims jwt.RegisteredClaims
-		if err := c.verify(context.Background(), tok, p, "", &claims); err != nil {
+		if err := c.Verify(context.Background(), tok, p, "", &claims); err != nil {
 			t.Fatalf("verify %d: %v", i, err)
 		}
 		if claims.Issuer != jwks.URL {
 			t.Fatalf("claims not decoded: %+v", claims)
 		}
 	}
-	if n := jwks.fetches.Load(); n != 1 {
+	if n := jwks.Fetches(); n != 1 {
 		t.Errorf("JWKS fetched %d times for 20 verifications, want 1", n)
 	}
 }
@@ -194,33 +51,33 @@ func TestJWKSVerifyFetchesOnce(t *testing.T) {
 // Forgeries and bad tokens are refused with a reason that never quotes
 // the token.
 func TestJWKSVerifyRefuses(t *testing.T) {
-	jwks := newFakeJWKS(t)
-	c := newJWKSCache()
-	p := newIssuerPolicy(jwks.URL, "")
+	jwks := oidctest.NewJWKS(t)
+	c := NewCache()
+	p := NewIssuerPolicy(jwks.URL, "")
 	now := time.Now()
-	good := func() jwt.MapClaims { return jwtClaims(jwks.URL, now.Add(time.Hour)) }
+	good := func() jwt.MapClaims { return oidctest.Claims(jwks.URL, now.Add(time.Hour)) }
 	with := func(k string, v any) jwt.MapClaims { c := good(); c[k] = v; return c }
 
 	cases := map[string]struct {
 		token string
 		want  string
 	}{
-		"other key, same kid": {signJWT(jwt.SigningMethodRS256, otherSigningKey(), testKid, good()), "signature is invalid"},
-		"no kid":              {signJWT(jwt.SigningMethodRS256, testSigningKey(), "", good()), "no kid"},
+		"other key, same kid": {oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), oidctest.Kid, good()), "signature is invalid"},
+		"no kid":              {oidctest.SignWith(jwt.SigningMethodRS256, oidctest.Key(), "", good()), "no kid"},
 		// golang-jwt reports a method outside WithValidMethods as an
 		// invalid signature
-		"alg none":            {unsignedJWT(good()), "signature is invalid"},
-		"RS384":               {signJWT(jwt.SigningMethodRS384, testSigningKey(), testKid, good()), "signature is invalid"},
-		"PS256":               {signJWT(jwt.SigningMethodPS256, testSigningKey(), testKid, good()), "signature is invalid"},
-		"expired":             {signTestJWT(t, with("exp", now.Add(-2*time.Minute).Unix())), "expired"},
-		"no exp":              {signTestJWT(t, func() jwt.MapClaims { c := good(); delete(c, "exp"); return c }()), "exp"},
-		"nbf beyond leeway":   {signTestJWT(t, with("nbf", now.Add(5*time.Minute).Unix())), "not valid yet"},
-		"iat in the future":   {signTestJWT(t, with("iat", now.Add(5*time.Minute).Unix())), "issued in the future"},
-		"other issuer":        {signTestJWT(t, with("iss", "https://oidc.vercel.com/acme")), "not a trusted issuer"},
+		"alg none":            {oidctest.Unsigned(good()), "signature is invalid"},
+		"RS384":               {oidctest.SignWith(jwt.SigningMethodRS384, oidctest.Key(), oidctest.Kid, good()), "signature is invalid"},
+		"PS256":               {oidctest.SignWith(jwt.SigningMethodPS256, oidctest.Key(), oidctest.Kid, good()), "signature is invalid"},
+		"expired":             {oidctest.Sign(t, with("exp", now.Add(-2*time.Minute).Unix())), "expired"},
+		"no exp":              {oidctest.Sign(t, func() jwt.MapClaims { c := good(); delete(c, "exp"); return c }()), "exp"},
+		"nbf beyond leeway":   {oidctest.Sign(t, with("nbf", now.Add(5*time.Minute).Unix())), "not valid yet"},
+		"iat in the future":   {oidctest.Sign(t, with("iat", now.Add(5*time.Minute).Unix())), "issued in the future"},
+		"other issuer":        {oidctest.Sign(t, with("iss", "https://oidc.vercel.com/acme")), "not a trusted issuer"},
 		"garbage":             {"not-a-jwt", "malformed"},
-		"bad signature bytes": {signTestJWT(t, good()) + "AAAA", "signature is invalid"},
+		"bad signature bytes": {oidctest.Sign(t, good()) + "AAAA", "signature is invalid"},
 	}
-	for name, tok := range hs256WithPublicKey(good()) {
+	for name, tok := range oidctest.HS256WithPublicKey(good()) {
 		cases["HS256 with the public key ("+name+")"] = struct {
 			token string
 			want  string
@@ -229,7 +86,7 @@ func TestJWKSVerifyRefuses(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			var claims jwt.RegisteredClaims
-			err := c.verify(context.Background(), tc.token, p, "", &claims)
+			err := c.Verify(context.Background(), tc.token, p, "", &claims)
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -237,7 +94,7 @@ func TestJWKSVerifyRefuses(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
 			}
 			if len(tc.token) > 20 {
-				assertNotContains(t, "error", err.Error(), tc.token, strings.Split(tc.token, ".")[1])
+				oidctest.AssertNoToken(t, "error", err.Error(), tc.token, strings.Split(tc.token, ".")[1])
 			}
 		})
 	}
@@ -246,7 +103,7 @@ func TestJWKSVerifyRefuses(t *testing.T) {
 		"expired 30s ago": with("exp", now.Add(-30*time.Second).Unix()),
 		"nbf in 30s":      with("nbf", now.Add(30*time.Second).Unix()),
 	} {
-		if err := c.verify(context.Background(), signTestJWT(t, claims), p, "", &jwt.RegisteredClaims{}); err != nil {
+		if err := c.Verify(context.Background(), oidctest.Sign(t, claims), p, "", &jwt.RegisteredClaims{}); err != nil {
 			t.Errorf("%s: refused within the leeway: %v", name, err)
 		}
 	}
@@ -256,11 +113,11 @@ func TestJWKSVerifyRefuses(t *testing.T) {
 // token cannot make the proxy fetch keys from a URL of its choosing, nor
 // from any path on oidc.vercel.com that the configuration does not name.
 func TestJWKSUntrustedIssuerNotFetched(t *testing.T) {
-	jwks := newFakeJWKS(t)
-	c := newJWKSCache()
+	jwks := oidctest.NewJWKS(t)
+	c := NewCache()
 	// what a vercel_sandbox block with `team team_a` and keys at jwks
 	// trusts by default
-	p := newIssuerPolicy("", jwks.jwksURL(), vercelIssuer("team_a"))
+	p := NewIssuerPolicy("", jwks.JWKSURL(), VercelIssuer("team_a"))
 	for _, iss := range []string{
 		jwks.URL, // trusted only when configured
 		"https://oidc.vercel.com",
@@ -277,8 +134,8 @@ func TestJWKSUntrustedIssuerNotFetched(t *testing.T) {
 		"https://oidc.vercel.com/team_a?x=1",
 		"",
 	} {
-		tok := signTestJWT(t, jwtClaims(iss, time.Now().Add(time.Hour)))
-		err := c.verify(context.Background(), tok, p, "", &jwt.RegisteredClaims{})
+		tok := oidctest.Sign(t, oidctest.Claims(iss, time.Now().Add(time.Hour)))
+		err := c.Verify(context.Background(), tok, p, "", &jwt.RegisteredClaims{})
 		if err == nil {
 			t.Errorf("issuer %.80q accepted", iss)
 			continue
@@ -287,7 +144,7 @@ func TestJWKSUntrustedIssuerNotFetched(t *testing.T) {
 			t.Errorf("issuer %.80q: the reason is %d bytes long: the issuer is not cut short", iss, len(err.Error()))
 		}
 	}
-	if n := jwks.fetches.Load(); n != 0 {
+	if n := jwks.Fetches(); n != 0 {
 		t.Errorf("JWKS fetched %d times for untrusted issuers", n)
 	}
 	c.mu.Lock()
@@ -298,14 +155,14 @@ func TestJWKSUntrustedIssuerNotFetched(t *testing.T) {
 }
 
 func TestIssuerPolicyCheck(t *testing.T) {
-	teams := newIssuerPolicy("", "", vercelIssuer("team_a"), vercelIssuer("team_b"))
-	global := newIssuerPolicy("", "", vercelIssuer(""))
+	teams := NewIssuerPolicy("", "", VercelIssuer("team_a"), VercelIssuer("team_b"))
+	global := NewIssuerPolicy("", "", VercelIssuer(""))
 	current := "https://oidc.vercel.com/acme"
-	withCurrent := newIssuerPolicy("", "", vercelIssuer(""))
-	withCurrent.current = func() string { return current }
+	withCurrent := NewIssuerPolicy("", "", VercelIssuer(""))
+	withCurrent.Current = func() string { return current }
 	for _, tc := range []struct {
 		name    string
-		policy  issuerPolicy
+		policy  IssuerPolicy
 		iss     string
 		wantURL string // "": refused
 	}{
@@ -323,14 +180,14 @@ func TestIssuerPolicyCheck(t *testing.T) {
 		{"global only", global, "https://oidc.vercel.com/acme", ""},
 		{"current token's issuer", withCurrent, "https://oidc.vercel.com/acme", "https://oidc.vercel.com/acme/.well-known/jwks"},
 		{"not the current token's issuer", withCurrent, "https://oidc.vercel.com/other", ""},
-		{"jwks_url override", newIssuerPolicy("", "http://127.0.0.1:1/keys", vercelIssuer("team_a")), "https://oidc.vercel.com/team_a", "http://127.0.0.1:1/keys"},
-		{"jwks_url does not widen", newIssuerPolicy("", "http://127.0.0.1:1/keys", vercelIssuer("team_a")), "https://oidc.vercel.com/team_b", ""},
-		{"explicit issuer", newIssuerPolicy("https://oidc.vercel.com/acme", "", vercelIssuer("team_a")), "https://oidc.vercel.com/acme/", "https://oidc.vercel.com/acme/.well-known/jwks"},
-		{"explicit issuer is the only one", newIssuerPolicy("https://oidc.vercel.com/acme", "", vercelIssuer("team_a")), "https://oidc.vercel.com/team_a", ""},
-		{"explicit loopback issuer", newIssuerPolicy("http://127.0.0.1:8080", "http://127.0.0.1:8080/k"), "http://127.0.0.1:8080", "http://127.0.0.1:8080/k"},
-		{"no issuer at all", issuerPolicy{}, "https://oidc.vercel.com", ""},
+		{"jwks_url override", NewIssuerPolicy("", "http://127.0.0.1:1/keys", VercelIssuer("team_a")), "https://oidc.vercel.com/team_a", "http://127.0.0.1:1/keys"},
+		{"jwks_url does not widen", NewIssuerPolicy("", "http://127.0.0.1:1/keys", VercelIssuer("team_a")), "https://oidc.vercel.com/team_b", ""},
+		{"explicit issuer", NewIssuerPolicy("https://oidc.vercel.com/acme", "", VercelIssuer("team_a")), "https://oidc.vercel.com/acme/", "https://oidc.vercel.com/acme/.well-known/jwks"},
+		{"explicit issuer is the only one", NewIssuerPolicy("https://oidc.vercel.com/acme", "", VercelIssuer("team_a")), "https://oidc.vercel.com/team_a", ""},
+		{"explicit loopback issuer", NewIssuerPolicy("http://127.0.0.1:8080", "http://127.0.0.1:8080/k"), "http://127.0.0.1:8080", "http://127.0.0.1:8080/k"},
+		{"no issuer at all", IssuerPolicy{}, "https://oidc.vercel.com", ""},
 	} {
-		got, err := tc.policy.check(tc.iss)
+		got, err := tc.policy.Check(tc.iss)
 		if tc.wantURL == "" {
 			if err == nil {
 				t.Errorf("%s: check(%q) = %q, want refused", tc.name, tc.iss, got)
@@ -344,7 +201,7 @@ func TestIssuerPolicyCheck(t *testing.T) {
 	// the current token's issuer is trusted only on oidc.vercel.com
 	for _, cur := range []string{"https://evil.example", "http://oidc.vercel.com/acme", "https://oidc.vercel.com/a/b", "https://oidc.vercel.com/a?b"} {
 		current = cur
-		if got, err := withCurrent.check(cur); err == nil {
+		if got, err := withCurrent.Check(cur); err == nil {
 			t.Errorf("current token's issuer %q trusted (%q)", cur, got)
 		}
 	}
@@ -357,18 +214,18 @@ func TestIssuerPolicyCheck(t *testing.T) {
 func TestJWKSUnknownKidRefetchFloor(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var mu sync.Mutex
-		keys := map[string]*rsa.PublicKey{"k1": &testSigningKey().PublicKey}
-		c := newJWKSCache()
+		keys := map[string]*rsa.PublicKey{"k1": &oidctest.Key().PublicKey}
+		c := NewCache()
 		fetches := inProcessJWKS(c, func() (int, []byte) {
 			mu.Lock()
 			defer mu.Unlock()
-			return http.StatusOK, jwksJSON(keys)
+			return http.StatusOK, oidctest.JWKSDocument(keys)
 		})
 		const iss = "https://oidc.vercel.com/acme"
-		p := newIssuerPolicy("", "", iss)
+		p := NewIssuerPolicy("", "", iss)
 		verify := func(key *rsa.PrivateKey, kid string) error {
-			tok := signJWT(jwt.SigningMethodRS256, key, kid, jwtClaims(iss, time.Now().Add(time.Hour)))
-			return c.verify(context.Background(), tok, p, "", &jwt.RegisteredClaims{})
+			tok := oidctest.SignWith(jwt.SigningMethodRS256, key, kid, oidctest.Claims(iss, time.Now().Add(time.Hour)))
+			return c.Verify(context.Background(), tok, p, "", &jwt.RegisteredClaims{})
 		}
 		wantFetches := func(want int32) {
 			t.Helper()
@@ -377,7 +234,7 @@ func TestJWKSUnknownKidRefetchFloor(t *testing.T) {
 			}
 		}
 
-		if err := verify(testSigningKey(), "k1"); err != nil {
+		if err := verify(oidctest.Key(), "k1"); err != nil {
 			t.Fatal(err)
 		}
 		wantFetches(1)
@@ -385,38 +242,38 @@ func TestJWKSUnknownKidRefetchFloor(t *testing.T) {
 		// the issuer rotates in k2; within the floor a k2 token is
 		// refused without a fetch, however many arrive
 		mu.Lock()
-		keys["k2"] = &otherSigningKey().PublicKey
+		keys["k2"] = &oidctest.OtherKey().PublicKey
 		mu.Unlock()
 		for range 50 {
-			if err := verify(otherSigningKey(), "k2"); err == nil || !strings.Contains(err.Error(), `no key "k2"`) {
+			if err := verify(oidctest.OtherKey(), "k2"); err == nil || !strings.Contains(err.Error(), `no key "k2"`) {
 				t.Fatalf("k2 within the floor: %v", err)
 			}
 		}
 		wantFetches(1)
-		if err := verify(testSigningKey(), "k1"); err != nil { // known kids still work
+		if err := verify(oidctest.Key(), "k1"); err != nil { // known kids still work
 			t.Fatal(err)
 		}
 
 		time.Sleep(jwksRefetchFloor + time.Second)
-		if err := verify(otherSigningKey(), "k2"); err != nil {
+		if err := verify(oidctest.OtherKey(), "k2"); err != nil {
 			t.Fatalf("k2 after the floor: %v", err)
 		}
 		wantFetches(2)
-		if err := verify(otherSigningKey(), "k2"); err != nil {
+		if err := verify(oidctest.OtherKey(), "k2"); err != nil {
 			t.Fatal(err)
 		}
 		wantFetches(2)
 
 		// a made-up kid: one fetch per floor at most
 		for range 50 {
-			if verify(testSigningKey(), "made-up") == nil {
+			if verify(oidctest.Key(), "made-up") == nil {
 				t.Fatal("made-up kid accepted")
 			}
 		}
 		wantFetches(2) // k2's fetch was less than a floor ago
 		time.Sleep(jwksRefetchFloor + time.Second)
 		for range 50 {
-			if verify(testSigningKey(), "made-up") == nil {
+			if verify(oidctest.Key(), "made-up") == nil {
 				t.Fatal("made-up kid accepted")
 			}
 		}
@@ -430,16 +287,16 @@ func TestJWKSFailedFetchKeepsKeys(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var status atomic.Int32
 		status.Store(http.StatusOK)
-		c := newJWKSCache()
+		c := NewCache()
 		fetches := inProcessJWKS(c, func() (int, []byte) {
-			return int(status.Load()), jwksJSON(map[string]*rsa.PublicKey{testKid: &testSigningKey().PublicKey})
+			return int(status.Load()), oidctest.JWKSDocument(map[string]*rsa.PublicKey{oidctest.Kid: &oidctest.Key().PublicKey})
 		})
 		const iss = "https://oidc.vercel.com/acme"
 		verify := func(kid string) error {
-			tok := signJWT(jwt.SigningMethodRS256, testSigningKey(), kid, jwtClaims(iss, time.Now().Add(time.Hour)))
-			return c.verify(context.Background(), tok, newIssuerPolicy("", "", iss), "", &jwt.RegisteredClaims{})
+			tok := oidctest.SignWith(jwt.SigningMethodRS256, oidctest.Key(), kid, oidctest.Claims(iss, time.Now().Add(time.Hour)))
+			return c.Verify(context.Background(), tok, NewIssuerPolicy("", "", iss), "", &jwt.RegisteredClaims{})
 		}
-		if err := verify(testKid); err != nil {
+		if err := verify(oidctest.Kid); err != nil {
 			t.Fatal(err)
 		}
 		status.Store(http.StatusInternalServerError)
@@ -450,7 +307,7 @@ func TestJWKSFailedFetchKeepsKeys(t *testing.T) {
 		if n := fetches.Load(); n != 2 {
 			t.Fatalf("%d fetches, want 2", n)
 		}
-		if err := verify(testKid); err != nil {
+		if err := verify(oidctest.Kid); err != nil {
 			t.Errorf("known kid refused after a failed fetch: %v", err)
 		}
 		if err := verify("unknown"); err == nil || !strings.Contains(err.Error(), "500") {
@@ -469,7 +326,7 @@ func TestJWKSDocumentParsing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := jwksJSON(map[string]*rsa.PublicKey{"good": &testSigningKey().PublicKey})
+	good := oidctest.JWKSDocument(map[string]*rsa.PublicKey{"good": &oidctest.Key().PublicKey})
 	var goodDoc struct{ Keys []map[string]any }
 	if err := json.Unmarshal(good, &goodDoc); err != nil {
 		t.Fatal(err)
@@ -483,7 +340,7 @@ func TestJWKSDocumentParsing(t *testing.T) {
 		edit(k)
 		return k
 	}
-	smallKey := jwksJSON(map[string]*rsa.PublicKey{"small": &small.PublicKey})
+	smallKey := oidctest.JWKSDocument(map[string]*rsa.PublicKey{"small": &small.PublicKey})
 	var smallDoc struct{ Keys []map[string]any }
 	if err := json.Unmarshal(smallKey, &smallDoc); err != nil {
 		t.Fatal(err)
@@ -497,7 +354,7 @@ func TestJWKSDocumentParsing(t *testing.T) {
 		gk,
 	}})
 
-	c := newJWKSCache()
+	c := NewCache()
 	var body []byte
 	var status int
 	inProcessJWKS(c, func() (int, []byte) { return status, body })
@@ -510,7 +367,7 @@ func TestJWKSDocumentParsing(t *testing.T) {
 	if len(keys) != 2 || keys["good"] == nil || keys["no-use"] == nil {
 		t.Errorf("usable keys %v, want good and no-use only", keys)
 	}
-	if keys["good"] != nil && (keys["good"].N.Cmp(testSigningKey().N) != 0 || keys["good"].E != testSigningKey().E) {
+	if keys["good"] != nil && (keys["good"].N.Cmp(oidctest.Key().N) != 0 || keys["good"].E != oidctest.Key().E) {
 		t.Error("key decoded wrongly")
 	}
 
@@ -534,42 +391,38 @@ func TestJWKSDocumentParsing(t *testing.T) {
 // The JWKS client does not follow redirects: keys come from the URL the
 // policy chose, not wherever that URL points.
 func TestJWKSNoRedirects(t *testing.T) {
-	jwks := newFakeJWKS(t)
-	redirect := httptest.NewServer(http.RedirectHandler(jwks.jwksURL(), http.StatusFound))
+	jwks := oidctest.NewJWKS(t)
+	redirect := httptest.NewServer(http.RedirectHandler(jwks.JWKSURL(), http.StatusFound))
 	defer redirect.Close()
-	c := newJWKSCache()
-	tok := signTestJWT(t, jwtClaims("https://oidc.vercel.com/acme", time.Now().Add(time.Hour)))
-	err := c.verify(context.Background(), tok, newIssuerPolicy("", redirect.URL+"/jwks", "https://oidc.vercel.com/acme"), "", &jwt.RegisteredClaims{})
+	c := NewCache()
+	tok := oidctest.Sign(t, oidctest.Claims("https://oidc.vercel.com/acme", time.Now().Add(time.Hour)))
+	err := c.Verify(context.Background(), tok, NewIssuerPolicy("", redirect.URL+"/jwks", "https://oidc.vercel.com/acme"), "", &jwt.RegisteredClaims{})
 	if err == nil {
 		t.Error("token verified with keys from a redirect target")
 	}
-	if n := jwks.fetches.Load(); n != 0 {
+	if n := jwks.Fetches(); n != 0 {
 		t.Errorf("redirect followed (%d fetches)", n)
 	}
 }
 
 // keyDoc is a JWKS document with the test key under testKid.
 func keyDoc() (int, []byte) {
-	return http.StatusOK, jwksJSON(map[string]*rsa.PublicKey{testKid: &testSigningKey().PublicKey})
+	return http.StatusOK, oidctest.JWKSDocument(map[string]*rsa.PublicKey{oidctest.Kid: &oidctest.Key().PublicKey})
 }
 
-func cachedURLs(c *jwksCache) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.sets)
-}
+func cachedURLs(c *Cache) int { return c.Len() }
 
 // The cache holds at most jwksMaxURLs documents, evicting the least
 // recently used: a URL in use keeps its keys (no refetch), an evicted one
 // is fetched again when it is next needed.
 func TestJWKSCacheBounded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := newJWKSCache()
+		c := NewCache()
 		fetches := inProcessJWKS(c, keyDoc)
 		url := func(i int) string { return fmt.Sprintf("https://oidc.vercel.com/team_%d/.well-known/jwks", i) }
 		get := func(i int) {
 			t.Helper()
-			if _, err := c.key(context.Background(), url(i), testKid); err != nil {
+			if _, err := c.key(context.Background(), url(i), oidctest.Kid); err != nil {
 				t.Fatalf("url %d: %v", i, err)
 			}
 		}
@@ -598,7 +451,7 @@ func TestJWKSCacheBounded(t *testing.T) {
 // pile up.
 func TestJWKSFailuresNotKept(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := newJWKSCache()
+		c := NewCache()
 		var failing atomic.Bool
 		failing.Store(true)
 		fetches := inProcessJWKS(c, func() (int, []byte) {
@@ -609,7 +462,7 @@ func TestJWKSFailuresNotKept(t *testing.T) {
 		})
 		const bad = "https://oidc.vercel.com/team_gone/.well-known/jwks"
 		for range 10 {
-			if _, err := c.key(context.Background(), bad, testKid); err == nil || !strings.Contains(err.Error(), "404") {
+			if _, err := c.key(context.Background(), bad, oidctest.Kid); err == nil || !strings.Contains(err.Error(), "404") {
 				t.Fatalf("failing JWKS: %v", err)
 			}
 		}
@@ -618,7 +471,7 @@ func TestJWKSFailuresNotKept(t *testing.T) {
 		}
 		time.Sleep(jwksRefetchFloor)
 		failing.Store(false)
-		if _, err := c.key(context.Background(), "https://oidc.vercel.com/team_ok/.well-known/jwks", testKid); err != nil {
+		if _, err := c.key(context.Background(), "https://oidc.vercel.com/team_ok/.well-known/jwks", oidctest.Kid); err != nil {
 			t.Fatal(err)
 		}
 		c.mu.Lock()
@@ -638,7 +491,7 @@ func TestJWKSFailuresNotKept(t *testing.T) {
 // first fetch.
 func TestJWKSRefetchFloorPerURL(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := newJWKSCache()
+		c := NewCache()
 		fetches := inProcessJWKS(c, keyDoc)
 		const a, b = "https://oidc.vercel.com/team_a/.well-known/jwks", "https://oidc.vercel.com/team_b/.well-known/jwks"
 		for i := range 100 {
@@ -649,7 +502,7 @@ func TestJWKSRefetchFloorPerURL(t *testing.T) {
 		if n := fetches.Load(); n != 1 {
 			t.Fatalf("%d fetches for 100 made-up kids within the floor, want 1", n)
 		}
-		if _, err := c.key(context.Background(), b, testKid); err != nil {
+		if _, err := c.key(context.Background(), b, oidctest.Kid); err != nil {
 			t.Fatalf("another URL within the first one's floor: %v", err)
 		}
 		if n := fetches.Load(); n != 2 {
@@ -668,7 +521,7 @@ func TestJWKSRefetchFloorPerURL(t *testing.T) {
 // A refused kid is named in the reason cut short, whatever its length.
 func TestJWKSLongKidCut(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := newJWKSCache()
+		c := NewCache()
 		inProcessJWKS(c, keyDoc)
 		kid := strings.Repeat("k", 10000)
 		_, err := c.key(context.Background(), "https://oidc.vercel.com/team_a/.well-known/jwks", kid)

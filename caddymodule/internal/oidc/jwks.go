@@ -1,4 +1,16 @@
-package caddymodule
+// Package oidc owns the verification of Vercel-issued JWTs (pushed OIDC
+// tokens, Vercel Sandbox forwardURL tokens): RS256 only, keys from the
+// issuer's JWKS, cached ([Cache]); which issuers are trusted and where
+// their keys are ([IssuerPolicy]); and the reading of a Vercel OIDC
+// token's claims without verifying it ([UnverifiedClaims]), for tokens
+// the proxy is given by its own configuration.
+//
+// It never fetches from a URL a token chose: every key URL comes from the
+// configuration (or from a token the configuration supplied). It never
+// logs, never caches a token, and never says more to a client than a
+// [Problem]: its errors' texts are for the log, with every value a token
+// carried cut short.
+package oidc
 
 import (
 	"context"
@@ -20,9 +32,6 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// Verification of Vercel-issued JWTs (pushed OIDC tokens, Sandbox
-// forwardURL tokens): RS256 only, keys from the issuer's JWKS.
-
 const (
 	vercelOIDCHost = "oidc.vercel.com"
 	// vercelOIDCIssuer is Vercel's global issuer; team issuers are paths
@@ -32,7 +41,8 @@ const (
 	// so that tokens with made-up kids cannot make the proxy hammer it.
 	jwksRefetchFloor = 30 * time.Second
 	jwksFetchTimeout = 10 * time.Second
-	jwtLeeway        = 60 * time.Second
+	// Leeway is the clock skew allowed on exp, nbf and iat.
+	Leeway = 60 * time.Second
 	// jwksMaxURLs bounds the cache: only configured issuers reach it, so
 	// the bound is a second line of defence, not a working limit.
 	jwksMaxURLs = 64
@@ -40,13 +50,13 @@ const (
 	jwksMaxKeys = 64
 )
 
-// jwksCache holds the RSA keys of JWKS documents by URL. Keys are fetched
+// Cache holds the RSA keys of JWKS documents by URL. Keys are fetched
 // on first use and again when a token names an unknown kid, at most once
 // per jwksRefetchFloor per URL, one fetch per URL at a time (so no more
 // at once than there are configured issuers). At most jwksMaxURLs documents are
 // kept (the least recently used goes first), and a failure is kept only
 // for the floor unless the URL gave keys before.
-type jwksCache struct {
+type Cache struct {
 	client *http.Client
 	group  singleflight.Group
 
@@ -62,8 +72,10 @@ type jwksSet struct {
 	used    time.Time // guarded by jwksCache.mu
 }
 
-func newJWKSCache() *jwksCache {
-	return &jwksCache{
+// NewCache returns an empty cache whose client follows no redirect and
+// gives up on a fetch after 10 s.
+func NewCache() *Cache {
+	return &Cache{
 		client: &http.Client{
 			Timeout:       jwksFetchTimeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -72,9 +84,20 @@ func newJWKSCache() *jwksCache {
 	}
 }
 
+// Len is how many JWKS documents the cache holds (failures included).
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.sets)
+}
+
+// SetTransport replaces the transport of the cache's client (an
+// in-process JWKS in tests). Call it before the first verification.
+func (c *Cache) SetTransport(rt http.RoundTripper) { c.client.Transport = rt }
+
 // key returns the key kid of the JWKS at jwksURL, fetching the JWKS when
 // it is not known yet or does not have kid (subject to the floor).
-func (c *jwksCache) key(ctx context.Context, jwksURL, kid string) (*rsa.PublicKey, error) {
+func (c *Cache) key(ctx context.Context, jwksURL, kid string) (*rsa.PublicKey, error) {
 	if set := c.lookup(jwksURL); set != nil {
 		if k, ok := set.keys[kid]; ok {
 			return k, nil
@@ -108,7 +131,7 @@ func (s *jwksSet) missing(jwksURL, kid string) error {
 	return fmt.Errorf("no key %s in JWKS %s", safetext.Quoted(kid), jwksURL)
 }
 
-func (c *jwksCache) lookup(jwksURL string) *jwksSet {
+func (c *Cache) lookup(jwksURL string) *jwksSet {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.sets[jwksURL]
@@ -122,7 +145,7 @@ func (c *jwksCache) lookup(jwksURL string) *jwksSet {
 // fetch failed), drops failures older than the floor for URLs that never
 // gave keys, and evicts the least recently used documents beyond
 // jwksMaxURLs.
-func (c *jwksCache) store(jwksURL string, s *jwksSet) {
+func (c *Cache) store(jwksURL string, s *jwksSet) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if old := c.sets[jwksURL]; s.err != nil && old != nil {
@@ -146,7 +169,7 @@ func (c *jwksCache) store(jwksURL string, s *jwksSet) {
 	}
 }
 
-func (c *jwksCache) fetch(ctx context.Context, jwksURL string) (map[string]*rsa.PublicKey, error) {
+func (c *Cache) fetch(ctx context.Context, jwksURL string) (map[string]*rsa.PublicKey, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), jwksFetchTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, jwksURL, nil)
@@ -195,32 +218,32 @@ func (c *jwksCache) fetch(ctx context.Context, jwksURL string) (map[string]*rsa.
 	return keys, nil
 }
 
-// issuerPolicy decides which issuers are trusted and where their keys
+// IssuerPolicy decides which issuers are trusted and where their keys
 // are. Every key URL comes from the configuration (or from a token the
 // configuration supplied), never from a token being verified: a client
 // cannot make the proxy fetch from, or keep anything for, a URL it chose.
-// (anyVercelIssuer widens the accepted iss values, not the key URLs.)
-type issuerPolicy struct {
+// (AnyVercelIssuer widens the accepted iss values, not the key URLs.)
+type IssuerPolicy struct {
 	// issuers are the accepted iss values, without a trailing slash.
 	issuers []string
-	// current, when set, names one more accepted issuer at the time of
+	// Current, when set, names one more accepted issuer at the time of
 	// the check: the iss of the token a source already holds. Only an
 	// issuer on https://oidc.vercel.com is taken from it.
-	current func() string
+	Current func() string
 	// jwksURL, when set, overrides <iss>/.well-known/jwks.
 	jwksURL string
-	// anyVercelIssuer trusts any https://oidc.vercel.com[/<one segment>]
+	// AnyVercelIssuer trusts any https://oidc.vercel.com[/<one segment>]
 	// issuer too. Only with jwksURL set: the keys then come from that one
 	// configured URL whatever the iss, so a client-chosen path causes no
 	// fetch and no cache entry, and the signature (Vercel's key) plus the
 	// caller's own claim checks decide.
-	anyVercelIssuer bool
+	AnyVercelIssuer bool
 }
 
-// newIssuerPolicy trusts issuer alone when it is set, else the
+// NewIssuerPolicy trusts issuer alone when it is set, else the
 // defaults, each without a trailing slash and once.
-func newIssuerPolicy(issuer, jwksURL string, defaults ...string) issuerPolicy {
-	p := issuerPolicy{jwksURL: jwksURL}
+func NewIssuerPolicy(issuer, jwksURL string, defaults ...string) IssuerPolicy {
+	p := IssuerPolicy{jwksURL: jwksURL}
 	if issuer != "" {
 		defaults = []string{issuer}
 	}
@@ -232,9 +255,9 @@ func newIssuerPolicy(issuer, jwksURL string, defaults ...string) issuerPolicy {
 	return p
 }
 
-// vercelIssuer is the issuer of Vercel tokens whose iss path is team (a
+// VercelIssuer is the issuer of Vercel tokens whose iss path is team (a
 // team id or slug); the global issuer for "".
-func vercelIssuer(team string) string {
+func VercelIssuer(team string) string {
 	if team == "" {
 		return vercelOIDCIssuer
 	}
@@ -259,16 +282,16 @@ func isVercelIssuer(iss string) bool {
 	return true
 }
 
-// check returns the JWKS URL for iss, or why iss is not trusted. It runs
+// Check returns the JWKS URL for iss, or why iss is not trusted. It runs
 // before any fetch.
-func (p issuerPolicy) check(iss string) (string, error) {
+func (p IssuerPolicy) Check(iss string) (string, error) {
 	want := strings.TrimRight(iss, "/")
 	trusted := want != "" && slices.Contains(p.issuers, want)
-	if !trusted && want != "" && p.current != nil {
-		cur := strings.TrimRight(p.current(), "/")
+	if !trusted && want != "" && p.Current != nil {
+		cur := strings.TrimRight(p.Current(), "/")
 		trusted = cur == want && isVercelIssuer(cur)
 	}
-	if !trusted && p.anyVercelIssuer && p.jwksURL != "" {
+	if !trusted && p.AnyVercelIssuer && p.jwksURL != "" {
 		trusted = isVercelIssuer(want)
 	}
 	if !trusted {
@@ -280,42 +303,46 @@ func (p issuerPolicy) check(iss string) (string, error) {
 	return want + "/.well-known/jwks", nil
 }
 
-// tokenProblem is what a client may be told about a refused token: a
+// Problem is what a client may be told about a refused token: a
 // category, never a value.
-type tokenProblem int
+type Problem int
 
 const (
-	// malformed, forged, untrusted issuer, unknown kid, keys unavailable
-	tokenUnverified tokenProblem = iota
-	tokenExpired
-	tokenNotYetValid // nbf or iat in the future
-	tokenWrongAudience
+	// ProblemUnverified: malformed, forged, untrusted issuer, unknown
+	// kid, keys unavailable.
+	ProblemUnverified Problem = iota
+	// ProblemExpired: exp is past, beyond the leeway.
+	ProblemExpired
+	// ProblemNotYetValid: nbf or iat in the future.
+	ProblemNotYetValid
+	// ProblemWrongAudience: aud is not the one expected.
+	ProblemWrongAudience
 )
 
 // tokenError is a token verify refused: the problem for the client's
 // message, the whole reason (client values cut short) for the log.
 type tokenError struct {
-	problem tokenProblem
+	problem Problem
 	reason  string
 }
 
 func (e *tokenError) Error() string { return e.reason }
 
-// tokenProblemOf is err's problem; tokenUnverified for any other error.
-func tokenProblemOf(err error) tokenProblem {
+// ProblemOf is err's problem; ProblemUnverified for any other error.
+func ProblemOf(err error) Problem {
 	if te, ok := errors.AsType[*tokenError](err); ok {
 		return te.problem
 	}
-	return tokenUnverified
+	return ProblemUnverified
 }
 
-// verify checks token's RS256 signature against its issuer's JWKS, its
+// Verify checks token's RS256 signature against its issuer's JWKS, its
 // issuer, exp (required) and nbf with 60s leeway, and audience when aud
 // is not empty, and decodes its claims into claims.
-func (c *jwksCache) verify(ctx context.Context, token string, p issuerPolicy, aud string, claims jwt.Claims) error {
+func (c *Cache) Verify(ctx context.Context, token string, p IssuerPolicy, aud string, claims jwt.Claims) error {
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{"RS256"}),
-		jwt.WithLeeway(jwtLeeway),
+		jwt.WithLeeway(Leeway),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 	}
@@ -328,7 +355,7 @@ func (c *jwksCache) verify(ctx context.Context, token string, p issuerPolicy, au
 		if err != nil {
 			return nil, err
 		}
-		jwksURL, err := p.check(iss)
+		jwksURL, err := p.Check(iss)
 		if err == nil {
 			kid, _ := t.Header["kid"].(string)
 			if kid == "" {
@@ -344,7 +371,7 @@ func (c *jwksCache) verify(ctx context.Context, token string, p issuerPolicy, au
 		return nil, err
 	})
 	if keyErr != nil {
-		return &tokenError{problem: tokenUnverified, reason: keyErr.Error()}
+		return &tokenError{problem: ProblemUnverified, reason: keyErr.Error()}
 	}
 	if err != nil {
 		return verifyError(err)
@@ -355,22 +382,22 @@ func (c *jwksCache) verify(ctx context.Context, token string, p issuerPolicy, au
 // verifyError turns golang-jwt's error into a short reason without the
 // token, and its problem.
 func verifyError(err error) error {
-	problem, reason := tokenUnverified, ""
+	problem, reason := ProblemUnverified, ""
 	switch {
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		reason = "token is malformed"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		reason = "token signature is invalid"
 	case errors.Is(err, jwt.ErrTokenExpired):
-		problem, reason = tokenExpired, "token has expired"
+		problem, reason = ProblemExpired, "token has expired"
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
-		problem, reason = tokenNotYetValid, "token is not valid yet (nbf)"
+		problem, reason = ProblemNotYetValid, "token is not valid yet (nbf)"
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		problem, reason = tokenWrongAudience, "token audience is not the configured one"
+		problem, reason = ProblemWrongAudience, "token audience is not the configured one"
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
 		reason = "token lacks a required claim (exp)"
 	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		problem, reason = tokenNotYetValid, "token is issued in the future"
+		problem, reason = ProblemNotYetValid, "token is issued in the future"
 	default:
 		// method errors and the like carry their own reason; golang-jwt
 		// wraps them as "token is unverifiable: …". Cut short: the
