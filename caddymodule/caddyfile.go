@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -200,7 +201,7 @@ func namespaceArg(d *caddyfile.Dispenser, dst *string, line *int) error {
 	if err := oneArg(d, &ns); err != nil {
 		return err
 	}
-	if err := checkKeyNamespace(ns); err != nil {
+	if err := identity.CheckNamespace(ns); err != nil {
 		return d.Errf("%v", err)
 	}
 	if *dst != "" && *dst != ns {

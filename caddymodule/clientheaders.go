@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 )
 
 // What a client sends must not change what the module sets upstream.
@@ -77,7 +79,7 @@ func controlledHeader(name string) bool {
 	switch name {
 	case "Authorization", "X-Api-Key", "Api-Key", "Proxy-Authorization", "Ai-Gateway-Auth-Method",
 		headerReportingUser, headerReportingTags,
-		headerSandboxToken, headerForwardedHost, headerForwardedScheme, headerForwardedPort, headerForwardedPath:
+		identity.HeaderSandboxToken, identity.HeaderForwardedHost, identity.HeaderForwardedScheme, identity.HeaderForwardedPort, identity.HeaderForwardedPath:
 		return true
 	}
 	return false

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"sync"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -80,7 +81,7 @@ func newClientSeries(label string) *clientSeries {
 
 // clientSeriesFor returns the counters of a client's label.
 func clientSeriesFor(name string) *clientSeries {
-	label := reportingValue(name, maxClientNameLen) // a valid, bounded label value
+	label := reportingValue(name, identity.MaxNameLen) // a valid, bounded label value
 	if label == "" {
 		label = "unknown"
 	}

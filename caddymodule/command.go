@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 )
@@ -34,10 +35,10 @@ CLIENT_KEY_SECRET. The name is 1-128 characters of A-Z, a-z, 0-9, _ and -.
 					if secret == "" {
 						return errors.New("no secret: set CLIENT_KEY_SECRET or pass --secret")
 					}
-					if len(secret) < minClientKeySecretLen {
-						fmt.Fprintf(c.ErrOrStderr(), "warning: the secret is shorter than %d bytes; use a random one, e.g. `openssl rand -base64 32`\n", minClientKeySecretLen)
+					if len(secret) < identity.MinSecretLen {
+						fmt.Fprintf(c.ErrOrStderr(), "warning: the secret is shorter than %d bytes; use a random one, e.g. `openssl rand -base64 32`\n", identity.MinSecretLen)
 					}
-					key, err := signClientKey(args[0], secret)
+					key, err := identity.SignKey(args[0], secret)
 					if err != nil {
 						return err
 					}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 )
@@ -40,8 +41,8 @@ func TestClientKeyCommand(t *testing.T) {
 		t.Errorf("printed %q, want %q", out, testSignedKeyVector+"\n")
 	}
 	key := strings.TrimSpace(out)
-	if name, ok := verifySignedKey(key, [][]byte{[]byte(testClientSecret)}); !ok || name != "sandbox-1" {
-		t.Errorf("printed key does not verify: %q %v", name, ok)
+	if p, reason := identity.NewKeys(nil, [][]byte{[]byte(testClientSecret)}, "").Identify(key); reason != "" || p.Name() != "sandbox-1" {
+		t.Errorf("printed key does not verify: %v %q", p, reason)
 	}
 	h, _ := signedKeyHandler(t, testClientSecret)
 	if w, client, _ := sendKey(t, h, key); w.Code != 200 || client != "sandbox-1" {
@@ -57,7 +58,7 @@ func TestClientKeyCommandSecretSources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := verifySignedKey(strings.TrimSpace(out), [][]byte{[]byte(testClientSecret2)}); !ok {
+	if _, reason := identity.NewKeys(nil, [][]byte{[]byte(testClientSecret2)}, "").Identify(strings.TrimSpace(out)); reason != "" {
 		t.Errorf("key %q not signed with CLIENT_KEY_SECRET", out)
 	}
 	out, _, err = runCommand(t, "client-key", "--secret="+testClientSecret, "alice")
@@ -65,10 +66,10 @@ func TestClientKeyCommandSecretSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := strings.TrimSpace(out)
-	if _, ok := verifySignedKey(key, [][]byte{[]byte(testClientSecret)}); !ok {
+	if _, ok := signedBy(key, testClientSecret); !ok {
 		t.Errorf("key %q not signed with --secret", key)
 	}
-	if _, ok := verifySignedKey(key, [][]byte{[]byte(testClientSecret2)}); ok {
+	if _, ok := signedBy(key, testClientSecret2); ok {
 		t.Error("--secret did not win over CLIENT_KEY_SECRET")
 	}
 }
@@ -90,7 +91,7 @@ func TestClientKeyCommandErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want %q", tc.args, err, tc.want)
 		}
-		if strings.Contains(out, signedKeyPrefix) {
+		if strings.Contains(out, identity.SignedKeyPrefix) {
 			t.Errorf("%q: printed a key despite the error: %q", tc.args, out)
 		}
 	}
@@ -103,10 +104,20 @@ func TestClientKeyCommandShortSecretWarns(t *testing.T) {
 	if err != nil {
 		t.Fatalf("short secret refused: %v", err)
 	}
-	if name, ok := verifySignedKey(strings.TrimSpace(out), [][]byte{[]byte("fifteen-bytes!!")}); !ok || name != "alice" {
+	if name, ok := signedBy(strings.TrimSpace(out), "fifteen-bytes!!"); !ok || name != "alice" {
 		t.Fatalf("printed key %q does not verify", out)
 	}
 	if !strings.Contains(errOut, "shorter than 16 bytes") {
 		t.Fatalf("no warning on stderr: %q", errOut)
 	}
+}
+
+// signedBy is the name of a key signed under secret, and whether it is
+// one.
+func signedBy(key, secret string) (string, bool) {
+	p, reason := identity.NewKeys(nil, [][]byte{[]byte(secret)}, "").Identify(key)
+	if reason != "" {
+		return "", false
+	}
+	return p.Name().(string), true
 }

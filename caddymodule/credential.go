@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/sha256"
 	"time"
 )
 
@@ -131,3 +132,5 @@ func timePtr(t time.Time) *time.Time {
 	t = t.UTC()
 	return &t
 }
+
+func sha256Sum(s string) [sha256.Size]byte { return sha256.Sum256([]byte(s)) }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/filewatch"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/replay"
@@ -138,8 +139,8 @@ type Handler struct {
 	// each source as a refusable, for sources whose token can be replaced
 	// after an upstream 401 (nil for the others), looked up once
 	refusables   []refusable
-	keys         *clientKeys
-	sandbox      *sandboxVerifier
+	keys         *identity.Keys
+	sandbox      *identity.SandboxVerifier
 	paths        *pathAllowList
 	pushes       map[string]*pushTarget
 	jwks         *oidc.Cache
@@ -148,7 +149,7 @@ type Handler struct {
 	statusHandle *statusEntry
 	spend        *spend // nil unless reporting, limits or usage_metrics
 	replayBudget *replay.Budget
-	keySources   *liveKeySources // this handler's entries in the registry of key sources (keynamespace.go)
+	keySources   *identity.Registration // this handler's entries in the registry of key sources (keynamespace.go)
 
 	// the key sources in the order the Caddyfile block names them
 	// (keySourceFile, keySourceSigned), for the adapter's namespaces, and
@@ -205,9 +206,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.keySources = registerKeySources(ctx, h)
 	if h.VercelSandbox != nil {
-		if h.sandbox, err = newSandboxVerifier(*h.VercelSandbox, h.jwks); err != nil {
+		cfg, err := h.VercelSandbox.resolve()
+		if err != nil {
 			return err
 		}
+		h.sandbox = identity.NewSandboxVerifier(cfg, h.jwks)
 	}
 	paths := h.AllowPaths
 	if len(paths) == 0 {
@@ -229,20 +232,21 @@ func (h *Handler) provisionClientKeys() error {
 		{"client_key_secrets_namespace", h.ClientKeySecretsNamespace},
 	} {
 		if o.ns != "" {
-			if err := checkKeyNamespace(o.ns); err != nil {
+			if err := identity.CheckNamespace(o.ns); err != nil {
 				return fmt.Errorf("%s: %v", o.option, err)
 			}
 		}
 	}
 	repl := caddy.NewReplacer()
-	h.keys = &clientKeys{signedNS: h.ClientKeySecretsNamespace}
+	var literal []string
+	var secrets [][]byte
 	for _, k := range h.ClientKeys {
 		key := strings.TrimSpace(repl.ReplaceAll(k, ""))
 		if key == "" {
 			h.logger.Warn("a client_key is empty and accepts nothing", zap.String("config", k))
 			continue
 		}
-		h.keys.literal = append(h.keys.literal, key)
+		literal = append(literal, key)
 	}
 	for _, s := range h.ClientKeySecrets {
 		secret := repl.ReplaceAll(s, "")
@@ -250,17 +254,18 @@ func (h *Handler) provisionClientKeys() error {
 			h.logger.Warn("a client_key_secret is empty and accepts nothing", zap.String("config", s))
 			continue
 		}
-		if len(secret) < minClientKeySecretLen {
+		if len(secret) < identity.MinSecretLen {
 			// the message names no value: the secret may be written literally
-			h.logger.Warn(fmt.Sprintf("a client_key_secret is shorter than %d bytes, so signed keys are easier to forge; use a random secret, e.g. `openssl rand -base64 32`", minClientKeySecretLen))
+			h.logger.Warn(fmt.Sprintf("a client_key_secret is shorter than %d bytes, so signed keys are easier to forge; use a random secret, e.g. `openssl rand -base64 32`", identity.MinSecretLen))
 		}
-		h.keys.secrets = append(h.keys.secrets, []byte(secret))
+		secrets = append(secrets, []byte(secret))
 	}
+	h.keys = identity.NewKeys(literal, secrets, h.ClientKeySecretsNamespace)
 	if h.ClientKeysFile != "" {
 		err := h.watch("client_keys_file", h.ClientKeysFile, func(content []byte) error {
-			set, err := parseClientKeysFile(content, h.ClientKeysFileNamespace)
+			set, err := identity.ParseKeysFile(content, h.ClientKeysFileNamespace)
 			if err == nil {
-				h.keys.file.Store(&set)
+				h.keys.SetFile(set)
 			}
 			return err
 		})
@@ -270,8 +275,7 @@ func (h *Handler) provisionClientKeys() error {
 	}
 	if h.ClientKeysRevokedFile != "" {
 		err := h.watch("client_keys_revoked_file", h.ClientKeysRevokedFile, func(content []byte) error {
-			names := parseNameList(content)
-			h.keys.revoked.Store(&names)
+			h.keys.SetRevoked(identity.ParseNameList(content))
 			// cached signed keys stay cached; revocation is checked per request
 			return nil
 		})
@@ -279,7 +283,7 @@ func (h *Handler) provisionClientKeys() error {
 			return err
 		}
 	}
-	if len(h.keys.literal) == 0 && len(h.keys.secrets) == 0 && h.ClientKeysFile == "" && h.VercelSandbox == nil && h.hasClientAuth() {
+	if len(literal) == 0 && len(secrets) == 0 && h.ClientKeysFile == "" && h.VercelSandbox == nil && h.hasClientAuth() {
 		return errors.New("every client_key and client_key_secret is empty: set the variables their placeholders name")
 	}
 	return nil
@@ -374,7 +378,7 @@ func (h *Handler) Cleanup() error {
 		w.Stop()
 	}
 	unregisterStatus(h.statusHandle)
-	h.keySources.unregister()
+	h.keySources.Unregister()
 	h.cleanupSpend()
 	return nil
 }
@@ -391,16 +395,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 
-	var client *principal
-	if h.sandbox != nil && firstValue(r.Header, headerSandboxToken) != "" {
+	var client *identity.Principal
+	if h.sandbox != nil && identity.FirstValue(r.Header, identity.HeaderSandboxToken) != "" {
 		var err error
-		if client, err = h.sandbox.identify(r); err != nil {
+		if client, err = h.sandbox.Identify(r); err != nil {
 			return h.forbid(w, r, "sandbox_rejected", safetext.Public(err, "the sandbox token could not be verified"), err.Error())
 		}
-		useForwardedPath(r)
+		identity.UseForwardedPath(r)
 	} else {
 		var reason string
-		if client, reason = h.keys.identify(clientKeyFromRequest(r.Header)); reason != "" {
+		if client, reason = h.keys.Identify(identity.KeyFromRequest(r.Header)); reason != "" {
 			return h.rejectClient(w, r, client, reason)
 		}
 	}
@@ -418,7 +422,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			"an upgrade to "+safetext.Clipped(r.Header.Get("Upgrade"))+" with metering on")
 	}
 	if credentialInTrailers(r) {
-		return h.badRequest(w, r, client.name, "credential_in_trailer",
+		return h.badRequest(w, r, client.Name(), "credential_in_trailer",
 			"credentials must be sent as request headers, not as trailers")
 	}
 	// after the client check: its key may be in a header it named
@@ -426,20 +430,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	src, cred, err := h.credential(r.Context())
 	if err != nil {
-		return h.noCredential(w, r, client.name, err)
+		return h.noCredential(w, r, client.Name(), err)
 	}
 	setUpstreamAuth(r.Header, cred)
 
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("ai_gateway_auth.client", client.name)
-		repl.Set("ai_gateway_auth.client_id", client.id)
+		repl.Set("ai_gateway_auth.client", client.Name())
+		repl.Set("ai_gateway_auth.client_id", client.ID())
 		repl.Set("ai_gateway_auth.credential_source", h.sourceKinds[src])
 	}
 	if h.spend == nil {
 		return h.forward(w, r, next, src, cred)
 	}
 	// limits, reporting headers, metering (spend.go), by client id
-	mw, req, err := h.spend.begin(w, r, client.id)
+	mw, req, err := h.spend.begin(w, r, client.ID())
 	if mw == nil {
 		return err
 	}
@@ -579,19 +583,19 @@ func (h *Handler) logNoReplay(src int, why error) {
 
 // rejectClient answers 401. client is a revoked client (its key is
 // valid), nil otherwise: an unverified key names no one.
-func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, client *principal, reason string) error {
+func (h *Handler) rejectClient(w http.ResponseWriter, r *http.Request, client *identity.Principal, reason string) error {
 	clientRejectedCounter.Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "client rejected"); c != nil {
 		fields := []zap.Field{zap.String("reason", reason), zap.String("remote_ip", remoteIP(r)),
 			zap.String("method", r.Method), zap.String("path", safetext.Clipped(r.URL.Path))}
 		if client != nil {
-			fields = append(fields, zap.Any("client", client.name))
+			fields = append(fields, zap.Any("client", client.Name()))
 		}
 		c.Write(fields...)
 	}
 	msg := reason + ": this proxy accepts only the client keys it is configured with; " +
 		"set your SDK's API key (sent as Authorization: Bearer, x-api-key or api-key) to the key you were given"
-	if reason == rejectRevoked {
+	if reason == identity.RejectRevoked {
 		msg = reason + ": this client's access has been revoked"
 	}
 	return writeError(w, r, http.StatusUnauthorized, errAuthentication, "invalid_api_key", msg)

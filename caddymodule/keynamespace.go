@@ -1,16 +1,12 @@
 package caddymodule
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"go.uber.org/zap"
@@ -22,14 +18,14 @@ import (
 // counts in one ledger (and reports to one AI Gateway account), so two
 // sources that gave the same ids would share counters and reports: a
 // tenant's alice would use up another tenant's alice's limit. A source
-// with a namespace gives ids key:<namespace>/<name> (identity.go).
+// with a namespace gives ids key:<namespace>/<name> (identity.KeyID).
 //
 //   - The Caddyfile adapter gives every key source but the Caddyfile's
 //     first one (in file order) that names none a namespace derived from
 //     its site's address, written into the JSON (deriveKeyNamespaces).
 //   - Provision warns when two live key sources of one config would give
-//     the same ids (registerKeySources): equal namespaces, different
-//     sources.
+//     the same ids (registerKeySources, over identity's registry): equal
+//     namespaces, different sources.
 
 // The kinds of key source.
 const (
@@ -97,8 +93,8 @@ func (st *keyNamespacesState) unique(base, kind string) string {
 }
 
 // maxDerivedBase leaves room for a suffix (".signed", ".99") within
-// maxKeyNamespaceLen.
-const maxDerivedBase = maxKeyNamespaceLen - 16
+// identity.MaxNamespaceLen.
+const maxDerivedBase = identity.MaxNamespaceLen - 16
 
 // siteNamespace is the namespace a site block's address gives: scheme
 // and path dropped, other characters outside the namespace's replaced
@@ -116,7 +112,7 @@ func siteNamespace(h httpcaddyfile.Helper) string {
 	}
 	b := []byte(addr)
 	for i, c := range b {
-		if !keyNamespaceByte(c) {
+		if !identity.NamespaceByte(c) {
 			b[i] = '_'
 		}
 	}
@@ -162,51 +158,26 @@ func (h *Handler) keyNamespace(kind string) *string {
 	return &h.ClientKeySecretsNamespace
 }
 
-// keySource is one live key source, as the registry compares it.
-type keySource struct {
-	namespace string
-	identity  string // the kind and the file's path, or a fingerprint of the secrets
-	describe  string // for the log: the option and where, never a secret
-}
-
-// liveKeySources is a handler's entries in the registry.
-type liveKeySources struct {
-	config  <-chan struct{}
-	sources []*keySource
-}
-
-// keySourceRegistry is every provisioned handler's key sources, by
-// config load. Every module of one config load gets a caddy.Context
-// whose context.Context derives from that load's one cancelable context
-// (caddy.go's NewContextWithCause); the HTTP app wraps it with a value
-// per server (ServerCtxKey), so the context itself differs between
-// sites, but its Done channel is the load's. A reload's new and old
-// configs, which live side by side for a moment, never meet.
-var keySourceRegistry = struct {
-	sync.Mutex
-	byConfig map[<-chan struct{}][]*keySource
-}{byConfig: map[<-chan struct{}][]*keySource{}}
-
 // keySourcesOf lists h's key sources (after provisionClientKeys).
-func (h *Handler) keySourcesOf() []*keySource {
-	var out []*keySource
+func (h *Handler) keySourcesOf() []*identity.KeySource {
+	var out []*identity.KeySource
 	if h.ClientKeysFile != "" {
 		path, err := filepath.Abs(caddy.NewReplacer().ReplaceAll(h.ClientKeysFile, ""))
 		if err != nil {
 			path = h.ClientKeysFile
 		}
-		out = append(out, &keySource{namespace: h.ClientKeysFileNamespace, identity: "file " + path,
-			describe: "client_keys_file " + path})
+		out = append(out, &identity.KeySource{Namespace: h.ClientKeysFileNamespace, Identity: "file " + path,
+			Describe: "client_keys_file " + path})
 	}
-	if len(h.keys.secrets) > 0 {
+	if h.keys.Signs() {
 		describe := "client_key_secret"
 		for _, s := range h.ClientKeySecrets {
 			if isPlaceholder(s) { // never a literal secret
 				describe += " " + s
 			}
 		}
-		out = append(out, &keySource{namespace: h.ClientKeySecretsNamespace, identity: "signed " + secretsFingerprint(h.keys.secrets),
-			describe: describe})
+		out = append(out, &identity.KeySource{Namespace: h.ClientKeySecretsNamespace, Identity: "signed " + h.keys.SecretsFingerprint(),
+			Describe: describe})
 	}
 	return out
 }
@@ -217,66 +188,19 @@ func isPlaceholder(s string) bool {
 	return len(s) > 2 && s[0] == '{' && s[len(s)-1] == '}' && strings.Count(s, "{") == 1 && strings.Count(s, "}") == 1
 }
 
-// secretsFingerprint identifies a set of secrets without revealing any:
-// the HMAC of a fixed string under each secret, sorted, hashed.
-func secretsFingerprint(secrets [][]byte) string {
-	macs := make([]string, 0, len(secrets))
-	for _, s := range secrets {
-		m := hmac.New(sha256.New, s)
-		m.Write([]byte("ai_gateway_auth key source"))
-		macs = append(macs, string(m.Sum(nil)))
-	}
-	slices.Sort(macs)
-	macs = slices.Compact(macs)
-	sum := sha256.Sum256([]byte(strings.Join(macs, "")))
-	return hex.EncodeToString(sum[:16])
-}
-
 // registerKeySources adds h's key sources to the registry of its config
-// load, and warns for each other live source of that load that would
-// give the same ids: the same namespace, another source.
-func registerKeySources(ctx caddy.Context, h *Handler) *liveKeySources {
-	sources := h.keySourcesOf()
-	if len(sources) == 0 {
-		return nil
-	}
-	config := ctx.Done()
-	keySourceRegistry.Lock()
-	defer keySourceRegistry.Unlock()
-	live := keySourceRegistry.byConfig[config]
-	for _, s := range sources {
-		warned := map[string]bool{}
-		for _, o := range live {
-			if o.namespace != s.namespace || o.identity == s.identity || warned[o.identity] {
-				continue
-			}
-			warned[o.identity] = true
-			ns := s.namespace
-			if ns == "" {
-				ns = "(none)"
-			}
-			h.logger.Warn("two key sources give their clients the same ids, so their clients share limits, metrics and reports; name a different namespace on one of them: client_keys_file <path> { namespace <name> } or client_key_secret <secret> { namespace <name> }",
-				zap.String("namespace", ns), zap.String("source", s.describe), zap.String("other_source", o.describe))
+// load (identity.RegisterKeySources), and warns for each other live
+// source of that load that would give the same ids: the same namespace,
+// another source.
+func registerKeySources(ctx caddy.Context, h *Handler) *identity.Registration {
+	reg, collisions := identity.RegisterKeySources(ctx.Done(), h.keySourcesOf())
+	for _, c := range collisions {
+		ns := c.Source.Namespace
+		if ns == "" {
+			ns = "(none)"
 		}
-		live = append(live, s)
+		h.logger.Warn("two key sources give their clients the same ids, so their clients share limits, metrics and reports; name a different namespace on one of them: client_keys_file <path> { namespace <name> } or client_key_secret <secret> { namespace <name> }",
+			zap.String("namespace", ns), zap.String("source", c.Source.Describe), zap.String("other_source", c.Other.Describe))
 	}
-	keySourceRegistry.byConfig[config] = live
-	return &liveKeySources{config: config, sources: sources}
-}
-
-// unregister removes the handler's key sources from the registry.
-func (l *liveKeySources) unregister() {
-	if l == nil {
-		return
-	}
-	keySourceRegistry.Lock()
-	defer keySourceRegistry.Unlock()
-	live := slices.DeleteFunc(keySourceRegistry.byConfig[l.config], func(s *keySource) bool {
-		return slices.Contains(l.sources, s)
-	})
-	if len(live) == 0 {
-		delete(keySourceRegistry.byConfig, l.config)
-	} else {
-		keySourceRegistry.byConfig[l.config] = live
-	}
+	return reg
 }

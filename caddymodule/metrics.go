@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/replay"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,12 +58,6 @@ var (
 		Help:      "Token pushes, by result: used, older (valid but not fresher than the cached token), refused.",
 	}, []string{"result"})
 
-	sandboxVerificationsTotal = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: metricsNamespace,
-		Name:      "sandbox_token_verifications_total",
-		Help:      "RSA verifications of Vercel Sandbox OIDC tokens (a verified token is cached until its exp).",
-	})
-
 	// source_id, not instance: a Prometheus scrape owns the instance
 	// label and would rename this one to exported_instance.
 	expiryDesc = prometheus.NewDesc(metricsNamespace+"_credential_expiry_seconds",
@@ -97,12 +92,12 @@ func (expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 }
 
-var collectors = []prometheus.Collector{requestsTotal, refreshesTotal, refreshSeconds, forcedRefreshesTotal, pushesTotal, sandboxVerificationsTotal, expiryCollector{}}
+var collectors = []prometheus.Collector{requestsTotal, refreshesTotal, refreshSeconds, forcedRefreshesTotal, pushesTotal, expiryCollector{}}
 
 // allCollectors is every metric of the module: the glue's own
 // (collectors) and each engine's.
 func allCollectors() []prometheus.Collector {
-	return slices.Concat(collectors, replay.Collectors())
+	return slices.Concat(collectors, identity.Collectors(), replay.Collectors())
 }
 
 // registerMetrics adds the collectors to this config's registry.

@@ -25,8 +25,9 @@ func counterValue(c prometheus.Counter) float64 {
 }
 
 // engineCounter is the value of an engine's counter name{label=value}
-// (0 before it counted anything), read through the module's collectors
-// as a scrape would: the engines keep their counters to themselves.
+// (label "": a counter without labels; 0 before it counted anything),
+// read through the module's collectors as a scrape would: the engines
+// keep their counters to themselves.
 func engineCounter(name, label, value string) float64 {
 	reg := prometheus.NewRegistry()
 	for _, c := range allCollectors() {
@@ -41,6 +42,9 @@ func engineCounter(name, label, value string) float64 {
 			continue
 		}
 		for _, m := range f.GetMetric() {
+			if label == "" {
+				return m.GetCounter().GetValue()
+			}
 			for _, l := range m.GetLabel() {
 				if l.GetName() == label && l.GetValue() == value {
 					return m.GetCounter().GetValue()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -258,8 +259,8 @@ func TestReplayKeepsModuleHeaders(t *testing.T) {
 		t.Fatalf("status %d after %d attempts, want 200 after a replay", w.Code, len(calls))
 	}
 	for i, c := range calls {
-		if got := c.header.Get(headerReportingUser); got != placeholderClient {
-			t.Errorf("attempt %d: ai-reporting-user %q, want %q", i+1, got, placeholderClient)
+		if got := c.header.Get(headerReportingUser); got != identity.PlaceholderName {
+			t.Errorf("attempt %d: ai-reporting-user %q, want %q", i+1, got, identity.PlaceholderName)
 		}
 		if got := c.header.Get(headerReportingTags); got != "fleet" {
 			t.Errorf("attempt %d: ai-reporting-tags %q, want fleet", i+1, got)

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
@@ -23,26 +21,6 @@ import (
 // (RS256 JWT from the issuer's JWKS, aud = the forwardURL) and
 // vercel-forwarded-* headers.
 
-const testForwardURL = "https://proxy.example.com/forward"
-
-// sandboxTokenClaims are the claims of a sandbox token issued by iss
-// for testTeam/testProject, valid for an hour.
-func sandboxTokenClaims(iss string) jwt.MapClaims {
-	now := time.Now()
-	return jwt.MapClaims{
-		"iss":          iss,
-		"aud":          testForwardURL,
-		"sub":          "owner:acme:project:demo:environment:production",
-		"team_id":      oidctest.Team,
-		"project_id":   oidctest.Project,
-		"sandbox_id":   "sbx_0123456789",
-		"sandbox_name": "agent-7",
-		"iat":          now.Unix(),
-		"nbf":          now.Unix(),
-		"exp":          now.Add(time.Hour).Unix(),
-	}
-}
-
 // sandboxHandler is a handler that accepts sandboxes of testTeam whose
 // tokens are issued by jwks (keys at the default <iss>/.well-known/jwks),
 // with a static upstream key.
@@ -50,7 +28,7 @@ func sandboxHandler(t *testing.T, jwks *oidctest.JWKS, edit ...func(*Handler)) *
 	t.Helper()
 	h := &Handler{
 		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
-		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{"team_other", oidctest.Team}, Issuer: jwks.URL},
+		VercelSandbox:  &VercelSandbox{Audience: oidctest.ForwardURL, Teams: []string{"team_other", oidctest.Team}, Issuer: jwks.URL},
 	}
 	for _, e := range edit {
 		e(h)
@@ -99,8 +77,8 @@ func TestSandboxAccepted(t *testing.T) {
 	}{
 		{"named sandbox", nil, nil, "agent-7", "/v1/chat/completions", ""},
 		{"unnamed sandbox is its id", func(c jwt.MapClaims) { delete(c, "sandbox_name") }, nil, "sbx_0123456789", "/v1/chat/completions", ""},
-		{"aud with a trailing slash", func(c jwt.MapClaims) { c["aud"] = testForwardURL + "/" }, nil, "agent-7", "/v1/chat/completions", ""},
-		{"aud among several", func(c jwt.MapClaims) { c["aud"] = []string{"https://other.example", testForwardURL} }, nil, "agent-7", "/v1/chat/completions", ""},
+		{"aud with a trailing slash", func(c jwt.MapClaims) { c["aud"] = oidctest.ForwardURL + "/" }, nil, "agent-7", "/v1/chat/completions", ""},
+		{"aud among several", func(c jwt.MapClaims) { c["aud"] = []string{"https://other.example", oidctest.ForwardURL} }, nil, "agent-7", "/v1/chat/completions", ""},
 		{"the other allowed team", func(c jwt.MapClaims) { c["team_id"] = "team_other" }, nil, "agent-7", "/v1/chat/completions", ""},
 		{"expired within the leeway", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-20 * time.Second).Unix() }, nil, "agent-7", "/v1/chat/completions", ""},
 		{"nbf within the leeway", func(c jwt.MapClaims) { c["nbf"] = time.Now().Add(20 * time.Second).Unix() }, nil, "agent-7", "/v1/chat/completions", ""},
@@ -109,7 +87,7 @@ func TestSandboxAccepted(t *testing.T) {
 		{"forwarded path with query", nil, map[string]string{"Vercel-Forwarded-Path": "/v1/messages?beta=true"}, "agent-7", "/v1/messages", "beta=true"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			claims := sandboxTokenClaims(jwks.URL)
+			claims := oidctest.SandboxClaims(jwks.URL)
 			if tc.edit != nil {
 				tc.edit(claims)
 			}
@@ -172,7 +150,7 @@ func TestSandboxRefused(t *testing.T) {
 	logs := observeLogs(h)
 	now := time.Now()
 	claims := func(edit func(jwt.MapClaims)) jwt.MapClaims {
-		c := sandboxTokenClaims(jwks.URL)
+		c := oidctest.SandboxClaims(jwks.URL)
 		edit(c)
 		return c
 	}
@@ -191,13 +169,13 @@ func TestSandboxRefused(t *testing.T) {
 		otherPath  = "this path is not allowed through this proxy"
 	)
 	cases := map[string]refusal{
-		"wrong key": {token: oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), oidctest.Kid, sandboxTokenClaims(jwks.URL)),
+		"wrong key": {token: oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), oidctest.Kid, oidctest.SandboxClaims(jwks.URL)),
 			status: 403, want: "signature is invalid", public: unverified},
-		"unknown kid": {token: oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), "kid-nobody-knows", sandboxTokenClaims(jwks.URL)),
+		"unknown kid": {token: oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), "kid-nobody-knows", oidctest.SandboxClaims(jwks.URL)),
 			status: 403, want: `no key "kid-nobody-knows"`, public: unverified},
 		"wrong aud": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { c["aud"] = "https://proxy.example.com/other" })),
 			status: 403, want: "audience", public: otherAud},
-		"aud prefix": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { c["aud"] = testForwardURL + "/x" })),
+		"aud prefix": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { c["aud"] = oidctest.ForwardURL + "/x" })),
 			status: 403, want: "audience", public: otherAud},
 		"no aud": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { delete(c, "aud") })),
 			status: 403, want: "audience", public: otherAud},
@@ -219,35 +197,35 @@ func TestSandboxRefused(t *testing.T) {
 			status: 403, want: `issuer "https://oidc.vercel.com/acme" is not a trusted issuer`, public: unverified},
 		"long issuer": {token: oidctest.Sign(t, claims(func(c jwt.MapClaims) { c["iss"] = "https://oidc.vercel.com/" + strings.Repeat("a", 6000) })),
 			status: 403, want: "(6024 bytes)", public: unverified},
-		"alg none": {token: oidctest.Unsigned(sandboxTokenClaims(jwks.URL)), status: 403, want: "sandbox token", public: unverified},
+		"alg none": {token: oidctest.Unsigned(oidctest.SandboxClaims(jwks.URL)), status: 403, want: "sandbox token", public: unverified},
 		"garbage":  {token: "not.a.jwt", status: 403, want: "malformed", public: unverified},
-		"forbidden forwarded host": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
+		"forbidden forwarded host": {token: oidctest.Sign(t, oidctest.SandboxClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Host": "evil.example.com"}, status: 403, want: `forwarded host "evil.example.com"`, public: otherHost},
-		"forwarded host suffix": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
+		"forwarded host suffix": {token: oidctest.Sign(t, oidctest.SandboxClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Host": "ai-gateway.vercel.sh.evil.example"}, status: 403, want: "forwarded host", public: otherHost},
-		"forwarded host prefix": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
+		"forwarded host prefix": {token: oidctest.Sign(t, oidctest.SandboxClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Host": "evil-ai-gateway.vercel.sh"}, status: 403, want: "forwarded host", public: otherHost},
-		"long forwarded host": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
+		"long forwarded host": {token: oidctest.Sign(t, oidctest.SandboxClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Host": strings.Repeat("h", 5000) + ".example"}, status: 403, want: "(5008 bytes)", public: otherHost},
-		"forwarded path outside allow_paths": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
+		"forwarded path outside allow_paths": {token: oidctest.Sign(t, oidctest.SandboxClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Path": "/v2/admin"}, status: 403, want: "path /v2/admin", public: otherPath},
-		"forwarded path with dot segments": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
+		"forwarded path with dot segments": {token: oidctest.Sign(t, oidctest.SandboxClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Path": "/v1/../admin"}, status: 403, want: "allow_paths", public: otherPath},
-		"forwarded path with encoded dots": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
+		"forwarded path with encoded dots": {token: oidctest.Sign(t, oidctest.SandboxClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Path": "/v1/%2e%2e/admin"}, status: 403, want: "allow_paths", public: otherPath},
-		"long forwarded path": {token: oidctest.Sign(t, sandboxTokenClaims(jwks.URL)),
+		"long forwarded path": {token: oidctest.Sign(t, oidctest.SandboxClaims(jwks.URL)),
 			headers: map[string]string{"Vercel-Forwarded-Path": "/v2/" + strings.Repeat("p", 5000)}, status: 403, want: "path /v2/ppp", public: otherPath},
 		// the agent's inert key is not a client key of this proxy
 		"missing token":    {token: "", status: 401, public: "invalid client key"},
 		"no token, no key": {token: "", headers: map[string]string{"Authorization": ""}, status: 401, public: "missing client key"},
 	}
-	for name, tok := range oidctest.HS256WithPublicKey(sandboxTokenClaims(jwks.URL)) {
+	for name, tok := range oidctest.HS256WithPublicKey(oidctest.SandboxClaims(jwks.URL)) {
 		cases["HS256 with the public key as secret ("+name+")"] = refusal{token: tok, status: 403, want: "signature is invalid", public: unverified}
 	}
 	// what the client must never be told: the configuration, or what it
 	// sent, at length
 	configured := []string{oidctest.Team, "team_other", oidctest.Project, "prj_second", jwks.URL, strings.TrimPrefix(jwks.URL, "http://"),
-		testForwardURL, "/.well-known/jwks", "team_intruder", "prj_intruder", "kid-nobody-knows", "evil", "hhhhhhhhhh", "pppppppppp", "aaaaaaaaaa"}
+		oidctest.ForwardURL, "/.well-known/jwks", "team_intruder", "prj_intruder", "kid-nobody-knows", "evil", "hhhhhhhhhh", "pppppppppp", "aaaaaaaaaa"}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			r, _ := withReplacer(sandboxRequest(tc.token, tc.headers))
@@ -318,7 +296,7 @@ func TestSandboxWithClientKeys(t *testing.T) {
 		t.Errorf("client %v", v)
 	}
 
-	bad := oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), oidctest.Kid, sandboxTokenClaims(jwks.URL))
+	bad := oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), oidctest.Kid, oidctest.SandboxClaims(jwks.URL))
 	r, _ = withReplacer(sandboxRequest(bad, map[string]string{"Authorization": "Bearer sk-placeholder"}))
 	if w := serve(t, h, r, neverNext(t)); w.Code != http.StatusForbidden {
 		t.Errorf("bad sandbox token with a good client key: status %d, want 403", w.Code)
@@ -330,8 +308,8 @@ func TestSandboxWithClientKeys(t *testing.T) {
 func TestSandboxVerificationCached(t *testing.T) {
 	jwks := oidctest.NewJWKS(t)
 	h := sandboxHandler(t, jwks)
-	token := oidctest.Sign(t, sandboxTokenClaims(jwks.URL))
-	before := counterValue(sandboxVerificationsTotal)
+	token := oidctest.Sign(t, oidctest.SandboxClaims(jwks.URL))
+	before := engineCounter("caddy_ai_gateway_auth_sandbox_token_verifications_total", "", "")
 
 	send := func(token string, headers map[string]string) int {
 		r, _ := withReplacer(sandboxRequest(token, headers))
@@ -354,7 +332,7 @@ func TestSandboxVerificationCached(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := counterValue(sandboxVerificationsTotal) - before; n != 1 {
+	if n := engineCounter("caddy_ai_gateway_auth_sandbox_token_verifications_total", "", "") - before; n != 1 {
 		t.Errorf("%v verifications for 101 requests with one token, want 1", n)
 	}
 	if code := send(token, map[string]string{"Vercel-Forwarded-Host": "evil.example.com"}); code != http.StatusForbidden {
@@ -362,7 +340,7 @@ func TestSandboxVerificationCached(t *testing.T) {
 	}
 
 	// another sandbox's token costs one more verification
-	other := sandboxTokenClaims(jwks.URL)
+	other := oidctest.SandboxClaims(jwks.URL)
 	other["sandbox_name"] = "agent-8"
 	token2 := oidctest.Sign(t, other)
 	for range 10 {
@@ -370,18 +348,18 @@ func TestSandboxVerificationCached(t *testing.T) {
 			t.Fatalf("status %d", code)
 		}
 	}
-	if n := counterValue(sandboxVerificationsTotal) - before; n != 2 {
+	if n := engineCounter("caddy_ai_gateway_auth_sandbox_token_verifications_total", "", "") - before; n != 2 {
 		t.Errorf("%v verifications for two tokens, want 2", n)
 	}
 	// refused tokens are not cached as accepted: each is verified (and
 	// refused) again
-	bad := oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), oidctest.Kid, sandboxTokenClaims(jwks.URL))
+	bad := oidctest.SignWith(jwt.SigningMethodRS256, oidctest.OtherKey(), oidctest.Kid, oidctest.SandboxClaims(jwks.URL))
 	for range 5 {
 		if code := send(bad, nil); code != http.StatusForbidden {
 			t.Fatalf("bad token: status %d", code)
 		}
 	}
-	if n := counterValue(sandboxVerificationsTotal) - before; n != 7 {
+	if n := engineCounter("caddy_ai_gateway_auth_sandbox_token_verifications_total", "", "") - before; n != 7 {
 		t.Errorf("%v verifications after 5 refused requests, want 7", n)
 	}
 	if n := jwks.Fetches(); n != 1 {
@@ -389,78 +367,10 @@ func TestSandboxVerificationCached(t *testing.T) {
 	}
 }
 
-// A cached verdict ends with the token (exp plus the leeway it was
-// verified with): after that the token is verified again, and refused.
-// On synctest's fake clock, with the JWKS served in process.
-func TestSandboxCacheEndsWithToken(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		const iss = "https://oidc.vercel.com/" + oidctest.Team // what the team implies
-		jwks := oidc.NewCache()
-		rt, _ := oidctest.InProcess(func() (int, []byte) {
-			return http.StatusOK, oidctest.JWKSDocument(map[string]*rsa.PublicKey{oidctest.Kid: &oidctest.Key().PublicKey})
-		})
-		jwks.SetTransport(rt)
-		v, err := newSandboxVerifier(VercelSandbox{Audience: testForwardURL, Teams: []string{oidctest.Team}}, jwks)
-		if err != nil {
-			t.Fatal(err)
-		}
-		claims := sandboxTokenClaims(iss)
-		claims["exp"] = time.Now().Add(10 * time.Second).Unix()
-		token := oidctest.Sign(t, claims)
-		identify := func() error {
-			r := sandboxRequest(token, nil)
-			_, err := v.identify(r)
-			return err
-		}
-		before := counterValue(sandboxVerificationsTotal)
-		if err := identify(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(30 * time.Second) // past exp, within the leeway
-		if err := identify(); err != nil {
-			t.Fatalf("within the leeway: %v", err)
-		}
-		if n := counterValue(sandboxVerificationsTotal) - before; n != 1 {
-			t.Errorf("%v verifications, want 1", n)
-		}
-		time.Sleep(time.Minute)
-		if err := identify(); err == nil || !strings.Contains(err.Error(), "expired") {
-			t.Errorf("after exp+leeway: %v, want expired", err)
-		}
-		if n := counterValue(sandboxVerificationsTotal) - before; n != 2 {
-			t.Errorf("%v verifications, want 2 (the expired token verified again)", n)
-		}
-	})
-}
-
-// The verification cache is bounded.
-func TestSandboxCacheBounded(t *testing.T) {
-	jwks := oidctest.NewJWKS(t)
-	v, err := newSandboxVerifier(VercelSandbox{Audience: testForwardURL, Teams: []string{oidctest.Team}, Issuer: jwks.URL}, oidc.NewCache())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// fill the cache with entries (cheaper than verifying 10000 tokens)
-	v.mu.Lock()
-	for i := range maxVerifiedSandboxTokens {
-		v.verified[[32]byte{byte(i), byte(i >> 8), 1}] = verifiedSandbox{client: keyPrincipal("", "x"), expires: time.Now().Add(time.Hour)}
-	}
-	v.mu.Unlock()
-	if _, err := v.identify(sandboxRequest(oidctest.Sign(t, sandboxTokenClaims(jwks.URL)), nil)); err != nil {
-		t.Fatal(err)
-	}
-	v.mu.Lock()
-	n := len(v.verified)
-	v.mu.Unlock()
-	if n > maxVerifiedSandboxTokens {
-		t.Errorf("%d cached verdicts, bound is %d", n, maxVerifiedSandboxTokens)
-	}
-}
-
 func TestSandboxConfigErrors(t *testing.T) {
 	for name, cfg := range map[string]VercelSandbox{
 		"no audience": {Teams: []string{oidctest.Team}},
-		"no team":     {Audience: testForwardURL},
+		"no team":     {Audience: oidctest.ForwardURL},
 	} {
 		err := tryProvisionHandler(t, &Handler{
 			CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
@@ -473,7 +383,7 @@ func TestSandboxConfigErrors(t *testing.T) {
 	// vercel_sandbox alone is enough client authentication
 	h := &Handler{
 		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
-		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{oidctest.Team}},
+		VercelSandbox:  &VercelSandbox{Audience: oidctest.ForwardURL, Teams: []string{oidctest.Team}},
 	}
 	if err := tryProvisionHandler(t, h); err != nil {
 		t.Fatal(err)
@@ -487,7 +397,7 @@ func TestSandboxConfigErrors(t *testing.T) {
 // compared case-insensitively.
 func TestSandboxConfigPlaceholders(t *testing.T) {
 	jwks := oidctest.NewJWKS(t)
-	t.Setenv("AIGW_TEST_SBX_AUD", testForwardURL)
+	t.Setenv("AIGW_TEST_SBX_AUD", oidctest.ForwardURL)
 	t.Setenv("AIGW_TEST_SBX_TEAM", oidctest.Team)
 	t.Setenv("AIGW_TEST_SBX_PROJECT", oidctest.Project)
 	t.Setenv("AIGW_TEST_SBX_ISS", jwks.URL)
@@ -502,7 +412,7 @@ func TestSandboxConfigPlaceholders(t *testing.T) {
 			ForwardedHosts: []string{"AI-Gateway.Vercel.sh"},
 		},
 	})
-	r, repl := withReplacer(sandboxRequest(oidctest.Sign(t, sandboxTokenClaims(jwks.URL)), nil))
+	r, repl := withReplacer(sandboxRequest(oidctest.Sign(t, oidctest.SandboxClaims(jwks.URL)), nil))
 	var next recordingNext
 	if w := serve(t, h, r, next.handler()); w.Code != http.StatusOK {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
@@ -510,7 +420,7 @@ func TestSandboxConfigPlaceholders(t *testing.T) {
 	if v, _ := repl.Get("ai_gateway_auth.client"); v != "agent-7" {
 		t.Errorf("client %v", v)
 	}
-	other := sandboxTokenClaims(jwks.URL)
+	other := oidctest.SandboxClaims(jwks.URL)
 	other["project_id"] = "prj_other"
 	r, _ = withReplacer(sandboxRequest(oidctest.Sign(t, other), nil))
 	if w := serve(t, h, r, neverNext(t)); w.Code != http.StatusForbidden {
@@ -520,7 +430,7 @@ func TestSandboxConfigPlaceholders(t *testing.T) {
 	// a team placeholder that resolves to nothing leaves no team
 	err := tryProvisionHandler(t, &Handler{
 		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
-		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{"{env.AIGW_TEST_SBX_EMPTY}"}},
+		VercelSandbox:  &VercelSandbox{Audience: oidctest.ForwardURL, Teams: []string{"{env.AIGW_TEST_SBX_EMPTY}"}},
 	})
 	if err == nil || !strings.Contains(err.Error(), "team") {
 		t.Errorf("empty team placeholder: Provision() = %v", err)
@@ -558,7 +468,7 @@ func TestSandboxDefaultIssuers(t *testing.T) {
 	jwks := oidctest.NewJWKS(t)
 	h := provisionHandler(t, &Handler{
 		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
-		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{"team_other", oidctest.Team}, JWKSURL: jwks.JWKSURL()},
+		VercelSandbox:  &VercelSandbox{Audience: oidctest.ForwardURL, Teams: []string{"team_other", oidctest.Team}, JWKSURL: jwks.JWKSURL()},
 	})
 	send := func(token string) *httptest.ResponseRecorder {
 		t.Helper()
@@ -571,7 +481,7 @@ func TestSandboxDefaultIssuers(t *testing.T) {
 		return w
 	}
 	for _, team := range []string{oidctest.Team, "team_other"} {
-		c := sandboxTokenClaims(oidc.VercelIssuer(team))
+		c := oidctest.SandboxClaims(oidc.VercelIssuer(team))
 		c["team_id"] = team
 		if w := send(oidctest.Sign(t, c)); w.Code != http.StatusOK {
 			t.Fatalf("issuer of team %s: status %d: %s", team, w.Code, w.Body)
@@ -581,7 +491,7 @@ func TestSandboxDefaultIssuers(t *testing.T) {
 		t.Fatalf("%d JWKS fetches, want 1", n)
 	}
 	for _, iss := range []string{"https://oidc.vercel.com", "https://oidc.vercel.com/acme", "https://oidc.vercel.com/" + oidctest.Team + "/x"} {
-		if w := send(oidctest.Sign(t, sandboxTokenClaims(iss))); w.Code != http.StatusForbidden {
+		if w := send(oidctest.Sign(t, oidctest.SandboxClaims(iss))); w.Code != http.StatusForbidden {
 			t.Errorf("issuer %s: status %d, want 403", iss, w.Code)
 		}
 	}
@@ -592,10 +502,10 @@ func TestSandboxDefaultIssuers(t *testing.T) {
 		iss := "https://oidc.vercel.com/" + strings.Repeat(fmt.Sprintf("p%d-", i), 500)
 		// jwks_url maps every trusted issuer to one URL: the refusal must
 		// come from the issuer policy, not from the signature
-		if _, err := h.sandbox.policy.Check(iss); err == nil {
+		if _, err := h.sandbox.Policy().Check(iss); err == nil {
 			t.Fatalf("issuer path %d trusted", i)
 		}
-		c := sandboxTokenClaims(iss)
+		c := oidctest.SandboxClaims(iss)
 		body, _ := json.Marshal(c)
 		tok := header + "." + base64.RawURLEncoding.EncodeToString(body) + ".c2ln"
 		if w := send(tok); w.Code != http.StatusForbidden {
@@ -603,7 +513,7 @@ func TestSandboxDefaultIssuers(t *testing.T) {
 		}
 	}
 	for i := range 50 {
-		tok := oidctest.SignWith(jwt.SigningMethodRS256, oidctest.Key(), fmt.Sprintf("made-up-%d", i), sandboxTokenClaims(oidc.VercelIssuer(oidctest.Team)))
+		tok := oidctest.SignWith(jwt.SigningMethodRS256, oidctest.Key(), fmt.Sprintf("made-up-%d", i), oidctest.SandboxClaims(oidc.VercelIssuer(oidctest.Team)))
 		if w := send(tok); w.Code != http.StatusForbidden {
 			t.Fatalf("made-up kid %d: status %d", i, w.Code)
 		}
@@ -618,10 +528,10 @@ func TestSandboxDefaultIssuers(t *testing.T) {
 	// an explicit issuer is the only one trusted, the teams' included
 	h2 := provisionHandler(t, &Handler{
 		CredentialsRaw: []json.RawMessage{staticSourceJSON(testStaticKey)},
-		VercelSandbox:  &VercelSandbox{Audience: testForwardURL, Teams: []string{oidctest.Team}, Issuer: "https://oidc.vercel.com/acme", JWKSURL: jwks.JWKSURL()},
+		VercelSandbox:  &VercelSandbox{Audience: oidctest.ForwardURL, Teams: []string{oidctest.Team}, Issuer: "https://oidc.vercel.com/acme", JWKSURL: jwks.JWKSURL()},
 	})
 	for iss, want := range map[string]int{"https://oidc.vercel.com/acme": 200, oidc.VercelIssuer(oidctest.Team): 403} {
-		r, _ := withReplacer(sandboxRequest(oidctest.Sign(t, sandboxTokenClaims(iss)), nil))
+		r, _ := withReplacer(sandboxRequest(oidctest.Sign(t, oidctest.SandboxClaims(iss)), nil))
 		w := httptest.NewRecorder()
 		var next recordingNext
 		if err := h2.ServeHTTP(w, r, next.handler()); err != nil || w.Code != want {

@@ -13,6 +13,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,7 +38,7 @@ func spendHandler(t *testing.T, edit func(*Handler)) *Handler {
 // clientRequest is a POST from the client name (a signed key).
 func clientRequest(t testing.TB, name, path string) *http.Request {
 	t.Helper()
-	key, err := signClientKey(name, spendTestSecret)
+	key, err := identity.SignKey(name, spendTestSecret)
 	if err != nil {
 		t.Fatal(err)
 	}

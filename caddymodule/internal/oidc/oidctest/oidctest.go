@@ -242,3 +242,25 @@ func AssertNoToken(t testing.TB, what, s string, tokens ...string) {
 		}
 	}
 }
+
+// ForwardURL is the forwardURL of the test sandboxes' network policy:
+// the aud of their tokens.
+const ForwardURL = "https://proxy.example.com/forward"
+
+// SandboxClaims are the claims of a Vercel Sandbox token issued by iss
+// for Team and Project, for ForwardURL, valid for an hour.
+func SandboxClaims(iss string) jwt.MapClaims {
+	now := time.Now()
+	return jwt.MapClaims{
+		"iss":          iss,
+		"aud":          ForwardURL,
+		"sub":          "owner:acme:project:demo:environment:production",
+		"team_id":      Team,
+		"project_id":   Project,
+		"sandbox_id":   "sbx_0123456789",
+		"sandbox_name": "agent-7",
+		"iat":          now.Unix(),
+		"nbf":          now.Unix(),
+		"exp":          now.Add(time.Hour).Unix(),
+	}
+}

@@ -1,4 +1,4 @@
-package caddymodule
+package identity
 
 import (
 	"crypto/hmac"
@@ -14,23 +14,25 @@ import (
 // name identifies (and can revoke) the sandbox.
 
 const (
-	signedKeyPrefix  = "sk-aigw-"
-	maxClientNameLen = 128
-	signatureLen     = 43 // base64url of 32 bytes, unpadded
-	// minClientKeySecretLen is the shortest client_key_secret accepted
+	// SignedKeyPrefix starts every signed key.
+	SignedKeyPrefix = "sk-aigw-"
+	// MaxNameLen is the longest name of a signed key's client.
+	MaxNameLen   = 128
+	signatureLen = 43 // base64url of 32 bytes, unpadded
+	// MinSecretLen is the shortest client_key_secret accepted
 	// without a warning.
-	minClientKeySecretLen = 16
+	MinSecretLen = 16
 )
 
-// signClientKey returns the signed key for name under secret.
-func signClientKey(name, secret string) (string, error) {
+// SignKey returns the signed key for name under secret.
+func SignKey(name, secret string) (string, error) {
 	if !validClientName(name) {
 		return "", errors.New("name must be 1-128 characters of A-Z, a-z, 0-9, _ and -")
 	}
 	if secret == "" {
 		return "", errors.New("the secret is empty")
 	}
-	return signedKeyPrefix + name + "." + base64.RawURLEncoding.EncodeToString(keyMAC(name, secret)), nil
+	return SignedKeyPrefix + name + "." + base64.RawURLEncoding.EncodeToString(keyMAC(name, secret)), nil
 }
 
 func keyMAC(name, secret string) []byte {
@@ -42,7 +44,7 @@ func keyMAC(name, secret string) []byte {
 // parseSignedKey splits a key of the signed form into name and signature
 // bytes; ok is false for anything malformed.
 func parseSignedKey(key string) (name string, sig []byte, ok bool) {
-	rest, found := strings.CutPrefix(key, signedKeyPrefix)
+	rest, found := strings.CutPrefix(key, SignedKeyPrefix)
 	if !found {
 		return "", nil, false
 	}
@@ -76,7 +78,7 @@ func verifySignedKey(key string, secrets [][]byte) (string, bool) {
 }
 
 func validClientName(name string) bool {
-	if len(name) == 0 || len(name) > maxClientNameLen {
+	if len(name) == 0 || len(name) > MaxNameLen {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
@@ -88,9 +90,9 @@ func validClientName(name string) bool {
 	return true
 }
 
-// parseNameList reads one name per line (# comments, blank lines
+// ParseNameList reads one name per line (# comments, blank lines
 // skipped), as in client_keys_revoked_file.
-func parseNameList(content []byte) map[string]struct{} {
+func ParseNameList(content []byte) map[string]struct{} {
 	names := map[string]struct{}{}
 	for _, line := range strings.Split(string(content), "\n") {
 		line = strings.TrimSpace(line)
