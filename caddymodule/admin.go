@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/replay"
 	"github.com/caddyserver/caddy/v2"
 )
@@ -71,10 +72,10 @@ func unregisterStatus(e *statusEntry) {
 }
 
 type handlerStatus struct {
-	Handler uint64         `json:"handler"`
-	Usable  bool           `json:"usable"`
-	Sources []SourceStatus `json:"sources"`
-	Replay  replay.Status  `json:"replay"`
+	Handler uint64                    `json:"handler"`
+	Usable  bool                      `json:"usable"`
+	Sources []credential.SourceStatus `json:"sources"`
+	Replay  replay.Status             `json:"replay"`
 	// How the handler's limits are counted (absent without limits).
 	Limits *LimitsStatus `json:"limits,omitempty"`
 }
@@ -105,7 +106,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	// a health check, so report all but judge health on all as well:
 	// both must be able to serve during the switch.
 	for _, e := range entries {
-		hs := handlerStatus{Handler: e.seq, Sources: []SourceStatus{}, Replay: e.handler.replayBudget.Status(), Limits: e.spend.limitsStatus()}
+		hs := handlerStatus{Handler: e.seq, Sources: []credential.SourceStatus{}, Replay: e.handler.replayBudget.Status(), Limits: e.spend.limitsStatus()}
 		for _, s := range e.handler.sources {
 			s.Current(now) // starts a source's refresher if no request has yet
 			st := s.Status(now)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/caddyserver/caddy/v2"
 )
@@ -21,9 +22,9 @@ type statusBody struct {
 	Healthy  bool      `json:"healthy"`
 	Time     time.Time `json:"time"`
 	Handlers []struct {
-		Handler uint64         `json:"handler"`
-		Usable  bool           `json:"usable"`
-		Sources []SourceStatus `json:"sources"`
+		Handler uint64                    `json:"handler"`
+		Usable  bool                      `json:"usable"`
+		Sources []credential.SourceStatus `json:"sources"`
 	} `json:"handlers"`
 }
 
@@ -47,7 +48,7 @@ func getStatus(t *testing.T) (int, statusBody, string) {
 }
 
 // handlerStatusOf finds h's entry in the status.
-func handlerStatusOf(t *testing.T, body statusBody, h *Handler) (bool, []SourceStatus) {
+func handlerStatusOf(t *testing.T, body statusBody, h *Handler) (bool, []credential.SourceStatus) {
 	t.Helper()
 	for _, hs := range body.Handlers {
 		if hs.Handler == h.statusHandle.seq {
@@ -141,7 +142,7 @@ func TestStatusMintFailureAndRecovery(t *testing.T) {
 	})
 	healthy := staticHandler(t) // one healthy handler does not make the whole healthy
 
-	var src SourceStatus
+	var src credential.SourceStatus
 	eventually(t, "the mint failure in the status", func() bool {
 		code, body, _ := getStatus(t)
 		usable, sources := handlerStatusOf(t, body, h)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -250,7 +251,7 @@ var credentialKinds = newOptions("credential",
 // vercelOIDCOptions are the options of `credential vercel_oidc`.
 var vercelOIDCOptions = newOptions("vercel_oidc",
 	option[VercelOIDCSource]{"env", func(d *caddyfile.Dispenser, s *VercelOIDCSource) error {
-		s.Env = defaultOIDCEnv
+		s.Env = credential.DefaultEnv
 		if d.NextArg() {
 			s.Env = d.Val()
 			if strings.ContainsAny(s.Env, "{}=$ ") {
@@ -323,7 +324,7 @@ var mintOptions = newOptions("mint",
 			return err
 		}
 		if !strings.Contains(m.API, "{") { // a placeholder is checked when it is resolved
-			if _, err := parseAPIURL(m.API); err != nil {
+			if err := credential.CheckMintAPI(m.API); err != nil {
 				return d.Errf("%v", err)
 			}
 		}

@@ -4,15 +4,19 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"go/parser"
+	"go/token"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
@@ -218,23 +222,50 @@ func TestDocsModulePlaceholders(t *testing.T) {
 	}
 }
 
-// sourceFiles is the text of the module's non-test Go files.
+// sourceFiles is the text of the module's non-test Go files: the glue's
+// and those of every engine under internal/ that the module imports,
+// directly or through another engine (an engine logs through the logger
+// the module gives it, so its messages are the module's; one not wired
+// in yet logs nothing of the module's).
 func sourceFiles(t *testing.T) []string {
 	t.Helper()
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
+	const modulePath = "github.com/ai-gateway-auth/ai_gateway_auth/caddymodule"
 	var out []string
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
+	seen := map[string]bool{}
+	var read func(dir string)
+	read = func(dir string) {
+		if seen[dir] {
+			return
 		}
-		b, err := os.ReadFile(f)
+		seen[dir] = true
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, string(b))
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, string(b))
+			parsed, err := parser.ParseFile(token.NewFileSet(), f, b, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range parsed.Imports {
+				path, _ := strconv.Unquote(imp.Path.Value)
+				if rel, ok := strings.CutPrefix(path, modulePath+"/"); ok {
+					read(filepath.FromSlash(rel))
+				}
+			}
+		}
+	}
+	read(".")
+	if len(seen) < 5 {
+		t.Fatalf("read %d packages; the module's imports of its engines were not followed", len(seen))
 	}
 	return out
 }
@@ -253,7 +284,7 @@ func registeredMetrics(t *testing.T) map[string]docMetric {
 			kind = "counter"
 		case *prometheus.HistogramVec:
 			kind = "histogram"
-		case *prometheus.GaugeVec, prometheus.Gauge, expiryCollector:
+		case *prometheus.GaugeVec, prometheus.Gauge, credential.ExpiryCollector:
 			kind = "gauge"
 		default:
 			t.Fatalf("collector %T: teach registeredMetrics its type", c)

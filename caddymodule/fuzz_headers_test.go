@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
 )
 
 // removeConnectionHeadersLikeCaddy is what reverse_proxy does to a request
@@ -71,15 +73,15 @@ func FuzzUpstreamHeaders(f *testing.F) {
 			t.Fatal("declared trailers were not dropped")
 		}
 
-		cred := newCredential("upstream-token", methodOIDC, time.Now().Add(time.Hour), time.Now())
+		cred := credential.New("upstream-token", credential.MethodOIDC, time.Now().Add(time.Hour), time.Now())
 		dropConnectionOptions(r.Header)
 		setUpstreamAuth(r.Header, cred)
 		removeConnectionHeadersLikeCaddy(r.Header)
 
-		if got := r.Header["Authorization"]; !slices.Equal(got, cred.authHeader) {
+		if got := r.Header["Authorization"]; !slices.Equal(got, cred.AuthHeader()) {
 			t.Fatalf("upstream Authorization %q, want the module's", got)
 		}
-		if got := r.Header["Ai-Gateway-Auth-Method"]; !slices.Equal(got, cred.methodHeader) {
+		if got := r.Header["Ai-Gateway-Auth-Method"]; !slices.Equal(got, cred.MethodHeader()) {
 			t.Fatalf("upstream ai-gateway-auth-method %q, want the module's", got)
 		}
 		for k := range r.Header {

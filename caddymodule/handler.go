@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/filewatch"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
@@ -134,7 +135,7 @@ type Handler struct {
 	// turns metering on too). Default: false.
 	UsageMetrics bool `json:"usage_metrics,omitempty"`
 
-	sources     []Source
+	sources     []credential.Source
 	sourceKinds []any // each source's Kind, boxed once for the replacer
 	// each source as a refusable, for sources whose token can be replaced
 	// after an upstream 401 (nil for the others), looked up once
@@ -188,7 +189,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading credential sources: %v", err)
 	}
 	for _, m := range mods.([]any) {
-		src, ok := m.(Source)
+		src, ok := m.(credential.Source)
 		if !ok {
 			return fmt.Errorf("credential module %T is not a credential source", m)
 		}
@@ -331,7 +332,7 @@ var watchedFileHint = map[string]string{
 	"client_keys_revoked_file": "one revoked client name per line; an empty file revokes no one",
 }
 
-func (h *Handler) addPush(src Source) error {
+func (h *Handler) addPush(src credential.Source) error {
 	s, ok := src.(*VercelOIDCSource)
 	if !ok || s.Push == nil {
 		return nil
@@ -453,7 +454,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 // forward hands the request to the next handler, with a replay after a
 // 401 when the credential's source can replace it.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, src int, cred *Credential) error {
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, src int, cred *credential.Credential) error {
 	if h.refusables[src] == nil { // a static key: no replay
 		err := next.ServeHTTP(w, r)
 		countForwarded(w)
@@ -464,7 +465,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 
 // credential returns the first usable credential in priority order,
 // waiting (up to credential_wait) only when no source has one cached.
-func (h *Handler) credential(ctx context.Context) (int, *Credential, error) {
+func (h *Handler) credential(ctx context.Context) (int, *credential.Credential, error) {
 	now := time.Now()
 	for i, s := range h.sources {
 		if c := s.Current(now); c != nil {
@@ -489,7 +490,7 @@ func (h *Handler) credential(ctx context.Context) (int, *Credential, error) {
 // Vercel Sandbox forwarding headers) and sets the upstream credential.
 // One pass over the header map is cheaper than a delete per name; the
 // header slices are the credential's own, built once.
-func setUpstreamAuth(hdr http.Header, cred *Credential) {
+func setUpstreamAuth(hdr http.Header, cred *credential.Credential) {
 	for k := range hdr {
 		if controlledHeader(k) || controlledHeaderAlias(k) { // X_Api_Key and the like
 			delete(hdr, k) // Authorization and the method are set below
@@ -500,16 +501,16 @@ func setUpstreamAuth(hdr http.Header, cred *Credential) {
 
 // setCredential sets the upstream credential and its method. The header
 // slices are the credential's own, built once.
-func setCredential(hdr http.Header, cred *Credential) {
-	hdr["Authorization"] = cred.authHeader
-	hdr["Ai-Gateway-Auth-Method"] = cred.methodHeader
+func setCredential(hdr http.Header, cred *credential.Credential) {
+	hdr["Authorization"] = cred.AuthHeader()
+	hdr["Ai-Gateway-Auth-Method"] = cred.MethodHeader()
 }
 
 // serveWithReplay forwards the request; if the upstream answers 401
 // before anything reached the client, it drops the credential, gets a
 // fresh one and replays the request once (if its body could be kept).
 func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler,
-	src int, cred *Credential, source refusable) error {
+	src int, cred *credential.Credential, source refusable) error {
 	origBody := r.Body
 	h.replayBudget.Enter()
 	defer h.replayBudget.Leave()
@@ -557,7 +558,7 @@ func (h *Handler) serveWithReplay(w http.ResponseWriter, r *http.Request, next c
 	setCredential(r.Header, fresh)
 	replayedCounter.Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "replaying request with a fresh credential"); c != nil {
-		c.Write(zap.String("source", h.sources[src].Kind()), zap.Time("expires", fresh.expires))
+		c.Write(zap.String("source", h.sources[src].Kind()), zap.Time("expires", fresh.Expires()))
 	}
 	err = next.ServeHTTP(w, r)
 	r.Body = origBody
@@ -655,7 +656,7 @@ func remoteIP(r *http.Request) string {
 // upstream refused it: Refused returns the credential to replay with, or
 // nil when the request's 401 must go to the client as it is.
 type refusable interface {
-	Refused(ctx context.Context, c *Credential) *Credential
+	Refused(ctx context.Context, c *credential.Credential) *credential.Credential
 }
 
 // Interface guards

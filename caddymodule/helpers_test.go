@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/filewatch"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -177,7 +178,7 @@ func observeLogs(h *Handler) *observer.ObservedLogs {
 	for _, src := range h.sources {
 		if s, ok := src.(*VercelOIDCSource); ok {
 			s.logger = logger
-			s.state.setLogger(logger)
+			s.state.SetLogger(logger)
 		}
 	}
 	return logs
@@ -215,4 +216,13 @@ func assertNotContains(t *testing.T, what, s string, secrets ...string) {
 			t.Errorf("%s contains a secret (%.12s…): %s", what, sec, s)
 		}
 	}
+}
+
+// valueOf is the token c carries, read from its Authorization header as
+// the upstream gets it ("<nil>" for none).
+func valueOf(c *credential.Credential) string {
+	if c == nil {
+		return "<nil>"
+	}
+	return strings.TrimPrefix(c.AuthHeader()[0], "Bearer ")
 }

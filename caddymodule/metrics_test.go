@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -198,7 +199,6 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		var next recordingNext
 		serve(t, h, r, next.handler())
 	}
-	observeRefresh("vercel_oidc", "success", time.Millisecond)
 	observePush(true)
 	observePush(false)
 
@@ -238,7 +238,7 @@ func TestMetricsLabelsBounded(t *testing.T) {
 			}
 			if f.GetName() == "caddy_ai_gateway_auth_credential_expiry_seconds" {
 				for _, l := range m.GetLabel() {
-					if l.GetName() == "source_id" && l.GetValue() == h.sources[0].(*VercelOIDCSource).state.id {
+					if l.GetName() == "source_id" && l.GetValue() == h.sources[0].Status(time.Now()).ID {
 						seenExpiry = true
 						if v := m.GetGauge().GetValue(); v < 3500 || v > 3601 {
 							t.Errorf("credential_expiry_seconds = %v, want about 3600", v)
@@ -265,7 +265,7 @@ func TestExpirySeriesOnlyWithAToken(t *testing.T) {
 
 	series := map[string]float64{}
 	ch := make(chan prometheus.Metric, 1000)
-	expiryCollector{}.Collect(ch)
+	credential.ExpiryCollector{}.Collect(ch)
 	close(ch)
 	for m := range ch {
 		var pb dto.Metric
@@ -278,10 +278,10 @@ func TestExpirySeriesOnlyWithAToken(t *testing.T) {
 			}
 		}
 	}
-	if v, ok := series[empty.state.id]; ok {
+	if v, ok := series[empty.Status(time.Now()).ID]; ok {
 		t.Errorf("a source without a token has an expiry series (%v)", v)
 	}
-	if v, ok := series[set.state.id]; !ok || v < 3500 || v > 3601 {
+	if v, ok := series[set.Status(time.Now()).ID]; !ok || v < 3500 || v > 3601 {
 		t.Errorf("the source with a token: series %v (present %v), want about 3600", v, ok)
 	}
 }

@@ -1,19 +1,10 @@
 package caddymodule
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
-	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
-	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -38,159 +29,26 @@ type MintConfig struct {
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 }
 
-const (
-	defaultMintAPI     = "https://api.vercel.com"
-	defaultMintTimeout = 10 * time.Second
-	mintSourceName     = "ai-gateway-auth"
-)
-
-// minter is a MintConfig with its placeholders resolved.
-type minter struct {
-	endpoint    string // full URL, query included
-	project     string
-	team        string
-	accessToken string
-	timeout     time.Duration
-	client      *http.Client
-	// missing says why minting is impossible (a required value resolved
-	// to nothing); minting is then skipped with this reason.
-	missing string
-}
-
-func newMinter(cfg *MintConfig) (*minter, error) {
+// settings are the mint block with its placeholders resolved; a required
+// value that resolved to nothing makes every mint fail, naming it.
+func (m *MintConfig) settings() credential.MintSettings {
 	repl := caddy.NewReplacer()
-	m := &minter{
-		project:     strings.TrimSpace(repl.ReplaceAll(cfg.Project, "")),
-		team:        strings.TrimSpace(repl.ReplaceAll(cfg.Team, "")),
-		accessToken: strings.TrimSpace(repl.ReplaceAll(cfg.AccessToken, "")),
-		timeout:     time.Duration(cfg.Timeout),
-	}
-	if m.timeout <= 0 {
-		m.timeout = defaultMintTimeout
-	}
-	api := cfg.API
+	api := m.API
 	if api == "" {
-		api = defaultMintAPI
+		api = credential.DefaultMintAPI
 	}
-	base, err := parseAPIURL(repl.ReplaceAll(api, ""))
-	if err != nil {
-		return nil, err
+	s := credential.MintSettings{
+		Project:     strings.TrimSpace(repl.ReplaceAll(m.Project, "")),
+		Team:        strings.TrimSpace(repl.ReplaceAll(m.Team, "")),
+		AccessToken: strings.TrimSpace(repl.ReplaceAll(m.AccessToken, "")),
+		API:         repl.ReplaceAll(api, ""),
+		Timeout:     time.Duration(m.Timeout),
 	}
 	switch {
-	case m.project == "":
-		m.missing = "project is empty (" + cfg.Project + " resolved to nothing)"
-	case m.accessToken == "":
-		m.missing = "access_token is empty (" + cfg.AccessToken + " resolved to nothing)"
+	case s.Project == "":
+		s.Missing = "project is empty (" + m.Project + " resolved to nothing)"
+	case s.AccessToken == "":
+		s.Missing = "access_token is empty (" + m.AccessToken + " resolved to nothing)"
 	}
-	q := url.Values{"source": {mintSourceName}}
-	if m.team != "" {
-		q.Set("teamId", m.team)
-	}
-	m.endpoint = base.JoinPath("v1", "projects", m.project, "token").String() + "?" + q.Encode()
-	m.client = &http.Client{
-		// The access token must go to the configured API and nowhere else.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	return m, nil
-}
-
-// parseAPIURL accepts an https URL, or http on a loopback host (a local
-// fake in tests): the access token must never cross a network in clear.
-func parseAPIURL(s string) (*url.URL, error) {
-	u, err := url.Parse(strings.TrimRight(s, "/"))
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("mint api %q is not an absolute URL", s)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		host := u.Hostname()
-		ip := net.ParseIP(host)
-		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return nil, fmt.Errorf("mint api %q: http is only allowed on loopback; use https", s)
-		}
-	default:
-		return nil, fmt.Errorf("mint api %q: scheme must be https", s)
-	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return nil, fmt.Errorf("mint api %q: give the base URL only", s)
-	}
-	return u, nil
-}
-
-// mint asks the Vercel API for a fresh token. Errors name the endpoint
-// and the API's own message, never the access token or the token.
-func (m *minter) mint(ctx context.Context) (*Credential, error) {
-	if m.missing != "" {
-		return nil, errors.New(m.missing)
-	}
-	ctx, cancel := context.WithTimeout(ctx, m.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.endpoint, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+m.accessToken)
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "ai-gateway-auth")
-	where := "POST " + redactQuery(m.endpoint)
-	resp, err := m.client.Do(req)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("%s: no answer within %s", where, m.timeout)
-		}
-		return nil, fmt.Errorf("%s: %s", where, safetext.TransportError(err))
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64*1024))
-	if err != nil {
-		return nil, fmt.Errorf("%s: reading response: %v", where, err)
-	}
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
-		return nil, fmt.Errorf("%s: %s%s", where, resp.Status, apiErrorMessage(body))
-	}
-	var answer struct {
-		Token string `json:"token"`
-	}
-	if err := json.Unmarshal(body, &answer); err != nil {
-		return nil, fmt.Errorf("%s: response is not the expected JSON {\"token\": ...}", where)
-	}
-	if answer.Token == "" {
-		return nil, fmt.Errorf("%s: response has no token", where)
-	}
-	cred, claims, err := parseOIDCToken(answer.Token, time.Now())
-	if err != nil {
-		return nil, fmt.Errorf("%s: minted token: %v", where, err)
-	}
-	if err := oidc.CheckProject(claims, m.team, m.project); err != nil {
-		return nil, fmt.Errorf("%s: minted token: %v", where, err)
-	}
-	return cred, nil
-}
-
-// apiErrorMessage extracts the Vercel API's {"error":{"code","message"}},
-// kept short.
-func apiErrorMessage(body []byte) string {
-	var e struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(body, &e) != nil || (e.Error.Code == "" && e.Error.Message == "") {
-		return ""
-	}
-	msg := strings.TrimSpace(e.Error.Code + " " + e.Error.Message)
-	if len(msg) > 200 {
-		msg = msg[:200] + "…"
-	}
-	return ": " + msg
-}
-
-// redactQuery drops the query for messages: it is noise, not secret.
-func redactQuery(u string) string {
-	if i := strings.IndexByte(u, '?'); i >= 0 {
-		return u[:i]
-	}
-	return u
+	return s
 }

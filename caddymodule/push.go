@@ -11,10 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // PushConfig makes the handler accept fresh OIDC tokens POSTed to Path by
@@ -57,18 +57,6 @@ type pushTarget struct {
 	project string
 }
 
-// resolvedPush is a push block with its placeholders resolved and its
-// defaults applied: everything that decides which pushed token is
-// accepted. It is part of the source's state key, so that sources that
-// accept different tokens never share one.
-type resolvedPush struct {
-	Issuer  string   `json:"issuer,omitempty"`  // explicit: the only one
-	Issuers []string `json:"issuers,omitempty"` // the defaults otherwise
-	JWKSURL string   `json:"jwks_url,omitempty"`
-	Team    string   `json:"team,omitempty"`
-	Project string   `json:"project,omitempty"`
-}
-
 // pushUnresolved fails a load whose push team or project is given but
 // resolves to nothing (an unset {env.X}), naming it: such a push block
 // would otherwise compare pushes with nothing until the source holds a
@@ -87,13 +75,13 @@ func pushUnresolved(p *PushConfig) error {
 }
 
 // resolvePush resolves p; mint, if not nil, supplies defaults.
-func resolvePush(p *PushConfig, mint *MintConfig) *resolvedPush {
+func resolvePush(p *PushConfig, mint *MintConfig) *credential.PushRules {
 	if p == nil {
 		return nil
 	}
 	repl := caddy.NewReplacer()
 	resolve := func(v string) string { return strings.TrimSpace(repl.ReplaceAll(v, "")) }
-	rp := &resolvedPush{Issuer: resolve(p.Issuer), JWKSURL: resolve(p.JWKSURL), Team: resolve(p.Team), Project: resolve(p.Project)}
+	rp := &credential.PushRules{Issuer: resolve(p.Issuer), JWKSURL: resolve(p.JWKSURL), Team: resolve(p.Team), Project: resolve(p.Project)}
 	var mintTeam string
 	if mint != nil {
 		// only ids can be compared with the token's owner_id/project_id;
@@ -122,7 +110,7 @@ func newPushTarget(s *VercelOIDCSource) *pushTarget {
 	rp := resolvePush(s.Push, s.Mint)
 	policy := oidc.NewIssuerPolicy(rp.Issuer, rp.JWKSURL, rp.Issuers...)
 	if rp.Issuer == "" {
-		policy.Current = func() string { return currentIssuer(s) }
+		policy.Current = s.state.Issuer // a token the source holds: its own inputs' or a verified push's
 		// With the keys pinned by jwks_url, the iss path adds nothing a
 		// client could use (no fetch follows it), so the documented
 		// default holds: https://oidc.vercel.com or any path under it.
@@ -130,22 +118,6 @@ func newPushTarget(s *VercelOIDCSource) *pushTarget {
 		policy.AnyVercelIssuer = rp.JWKSURL != ""
 	}
 	return &pushTarget{source: s, policy: policy, team: rp.Team, project: rp.Project}
-}
-
-// currentIssuer is the iss of the token s holds, "" if none. That token
-// came from the source's own inputs (env, file, mint) or from a push
-// already verified against a trusted issuer, so trusting its issuer
-// lets no client choose one.
-func currentIssuer(s *VercelOIDCSource) string {
-	cur := s.state.refresher.current.Load()
-	if cur == nil {
-		return ""
-	}
-	var claims jwt.RegisteredClaims
-	if _, _, err := jwt.NewParser().ParseUnverified(cur.value, &claims); err != nil {
-		return ""
-	}
-	return claims.Issuer
 }
 
 // servePush handles POST <push path>. It answers 204 when the token is
@@ -180,12 +152,12 @@ func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *pushTarge
 			safetext.Refuse(pushTokenProblems[oidc.ProblemOf(err)], err.Error()))
 	}
 	team, project := t.team, t.project
-	if cur := t.source.state.refresher.current.Load(); cur != nil {
+	if cur := t.source.state.Latest(); cur != nil {
 		if team == "" {
-			team = cur.ownerID
+			team = cur.OwnerID()
 		}
 		if project == "" {
-			project = cur.projectID
+			project = cur.ProjectID()
 		}
 	}
 	if team == "" || project == "" {
@@ -201,7 +173,7 @@ func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *pushTarge
 					safetext.Quoted(claims.OwnerID), safetext.Quoted(claims.ProjectID), team, project)),
 		)
 	}
-	cred, _, err := parseOIDCToken(token, time.Now())
+	cred, _, err := credential.ParseToken(token, time.Now())
 	if err != nil { // verified, so expired within the leeway
 		return h.pushRefused(w, r, http.StatusUnauthorized, "invalid_token",
 			safetext.Refuse(pushTokenProblems[oidc.ProblemExpired], err.Error()))

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
 	"github.com/caddyserver/caddy/v2"
@@ -268,7 +269,7 @@ func TestReplayKeepsModuleHeaders(t *testing.T) {
 		if c.header.Get("X-Api-Key") != "" {
 			t.Errorf("attempt %d: the client's x-api-key went upstream", i+1)
 		}
-		if c.header.Get("Ai-Gateway-Auth-Method") != methodOIDC {
+		if c.header.Get("Ai-Gateway-Auth-Method") != credential.MethodOIDC {
 			t.Errorf("attempt %d: ai-gateway-auth-method %q", i+1, c.header.Get("Ai-Gateway-Auth-Method"))
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -23,7 +24,7 @@ type StaticSource struct {
 	// admin API's view of it) never holds the key itself.
 	Key string `json:"key,omitempty"`
 
-	cred *Credential
+	cred *credential.Credential
 }
 
 // CaddyModule returns the Caddy module information.
@@ -41,7 +42,7 @@ func (s *StaticSource) Provision(ctx caddy.Context) error {
 	}
 	key := strings.TrimSpace(caddy.NewReplacer().ReplaceAll(s.Key, ""))
 	if key != "" {
-		s.cred = newCredential(key, methodAPIKey, time.Time{}, time.Now())
+		s.cred = credential.New(key, credential.MethodAPIKey, time.Time{}, time.Now())
 	} else {
 		ctx.Logger().Info("credential static is empty; it will be skipped", zap.String("config", s.Key))
 	}
@@ -49,10 +50,10 @@ func (s *StaticSource) Provision(ctx caddy.Context) error {
 }
 
 // Current implements Source.
-func (s *StaticSource) Current(time.Time) *Credential { return s.cred }
+func (s *StaticSource) Current(time.Time) *credential.Credential { return s.cred }
 
 // Fetch implements Source.
-func (s *StaticSource) Fetch(context.Context) (*Credential, error) {
+func (s *StaticSource) Fetch(context.Context) (*credential.Credential, error) {
 	if s.cred == nil {
 		return nil, s.emptyError()
 	}
@@ -71,8 +72,8 @@ func (s *StaticSource) emptyError() error {
 func (*StaticSource) Kind() string { return "static" }
 
 // Status implements Source.
-func (s *StaticSource) Status(time.Time) SourceStatus {
-	st := SourceStatus{Kind: s.Kind(), Usable: s.cred != nil, Method: methodAPIKey}
+func (s *StaticSource) Status(time.Time) credential.SourceStatus {
+	st := credential.SourceStatus{Kind: s.Kind(), Usable: s.cred != nil, Method: credential.MethodAPIKey}
 	if s.cred == nil {
 		st.LastError = s.emptyError().Error()
 	}
@@ -80,6 +81,6 @@ func (s *StaticSource) Status(time.Time) SourceStatus {
 }
 
 var (
-	_ Source            = (*StaticSource)(nil)
+	_ credential.Source = (*StaticSource)(nil)
 	_ caddy.Provisioner = (*StaticSource)(nil)
 )

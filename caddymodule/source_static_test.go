@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
 )
 
 func provisionStatic(t *testing.T, key string) *StaticSource {
@@ -31,13 +33,13 @@ func TestStaticSourceSet(t *testing.T) {
 		if c == nil {
 			t.Fatalf("%s: no credential", config)
 		}
-		if c.value != testStaticKey {
+		if valueOf(c) != testStaticKey {
 			t.Errorf("%s: value not trimmed to the key", config)
 		}
-		if c.method != methodAPIKey || !c.expires.IsZero() {
-			t.Errorf("%s: method %q, expires %v; want api-key, never", config, c.method, c.expires)
+		if c.Method() != credential.MethodAPIKey || !c.Expires().IsZero() {
+			t.Errorf("%s: method %q, expires %v; want api-key, never", config, c.Method(), c.Expires())
 		}
-		if !c.usable(time.Now().Add(10000 * time.Hour)) {
+		if !c.Usable(time.Now().Add(10000 * time.Hour)) {
 			t.Error("a static key expires")
 		}
 		f, err := s.Fetch(context.Background())

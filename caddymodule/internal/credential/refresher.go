@@ -1,4 +1,4 @@
-package caddymodule
+package credential
 
 import (
 	"context"
@@ -21,11 +21,11 @@ const (
 	maxBackoff = 30 * time.Second
 )
 
-// defaultForcedRefreshInterval is the least time between two refreshes
+// DefaultForcedRefreshInterval is the least time between two refreshes
 // forced by upstream 401s: however many requests are refused, and
 // whatever made the gateway refuse them, a source mints at most once per
 // interval on their word.
-const defaultForcedRefreshInterval = 10 * time.Second
+const DefaultForcedRefreshInterval = 10 * time.Second
 
 // loadFunc produces the best credential a source can get right now, given
 // the one it holds (which may be nil). With force, the upstream refused
@@ -84,7 +84,7 @@ func newRefresher(kind string, refreshBefore time.Duration, load loadFunc, logge
 	r := &refresher{
 		kind:           kind,
 		refreshBefore:  refreshBefore,
-		forcedInterval: defaultForcedRefreshInterval,
+		forcedInterval: DefaultForcedRefreshInterval,
 		load:           load,
 		ctx:            ctx,
 		cancel:         cancel,
@@ -106,7 +106,7 @@ func (r *refresher) log() *zap.Logger { return r.logger.Load() }
 func (r *refresher) Current(now time.Time) *Credential {
 	r.run()
 	c := r.current.Load()
-	if !c.usable(now) {
+	if !c.Usable(now) {
 		r.nudge()
 		return nil
 	}
@@ -122,7 +122,7 @@ func (r *refresher) Current(now time.Time) *Credential {
 func (r *refresher) Fetch(ctx context.Context) (*Credential, error) {
 	r.run()
 	c := r.current.Load()
-	if c.usable(time.Now()) {
+	if c.Usable(time.Now()) {
 		return c, nil
 	}
 	r.mu.Lock()
@@ -182,13 +182,13 @@ func (r *refresher) installLocked(c *Credential, now time.Time) bool {
 	if c == nil || r.rejectedLocked(c) {
 		return false
 	}
-	if c = r.prepare(c); !c.usable(now) {
+	if c = r.prepare(c); !c.Usable(now) {
 		return false
 	}
 	old := r.current.Load()
 	// a refused token (its digest learned from the fleet's storage) gives
 	// way to any usable one
-	if old.usable(now) && !r.rejectedLocked(old) && !c.expires.After(old.expires) {
+	if old.Usable(now) && !r.rejectedLocked(old) && !c.expires.After(old.expires) {
 		return false
 	}
 	r.current.Store(c)
@@ -241,7 +241,7 @@ func (r *refresher) Refused(ctx context.Context, c *Credential) *Credential {
 
 // replaced reports whether cur is a usable credential other than c.
 func (r *refresher) replaced(cur, c *Credential, now time.Time) bool {
-	return cur.usable(now) && cur.value != c.value
+	return cur.Usable(now) && cur.value != c.value
 }
 
 // forceRefresh runs one forced refresh for c (see Refused); only ever
@@ -270,7 +270,7 @@ func (r *refresher) forceRefresh(c *Credential) *Credential {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err == nil && (!fresh.usable(now) || fresh.value == c.value || r.rejectedLocked(fresh)) {
+	if err == nil && (!fresh.Usable(now) || fresh.value == c.value || r.rejectedLocked(fresh)) {
 		err = errors.New("no different token")
 	}
 	if err != nil {
@@ -385,7 +385,7 @@ func (r *refresher) due(now time.Time) bool {
 		return false
 	}
 	c := r.current.Load()
-	return !c.usable(now) || (!c.refreshAt.IsZero() && !now.Before(c.refreshAt))
+	return !c.Usable(now) || (!c.refreshAt.IsZero() && !now.Before(c.refreshAt))
 }
 
 // untilNext is how long the loop sleeps before looking again.
@@ -393,9 +393,9 @@ func (r *refresher) untilNext(now time.Time) time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	next := r.nextAttempt
-	if c := r.current.Load(); c.usable(now) && !c.refreshAt.IsZero() && c.refreshAt.After(next) {
+	if c := r.current.Load(); c.Usable(now) && !c.refreshAt.IsZero() && c.refreshAt.After(next) {
 		next = c.refreshAt
-	} else if c.usable(now) && c.refreshAt.IsZero() {
+	} else if c.Usable(now) && c.refreshAt.IsZero() {
 		return time.Hour // nothing to refresh; inputs that change call Offer
 	}
 	if d := next.Sub(now); d > 0 {
@@ -408,12 +408,12 @@ func (r *refresher) untilNext(now time.Time) time.Duration {
 // singleflight group, so at most one runs per source at a time.
 func (r *refresher) refreshShared() (any, error) {
 	start := time.Now()
-	if c := r.current.Load(); c.usable(start) && (c.refreshAt.IsZero() || start.Before(c.refreshAt)) {
+	if c := r.current.Load(); c.Usable(start) && (c.refreshAt.IsZero() || start.Before(c.refreshAt)) {
 		// Nothing to do: a caller that found no usable token started this
 		// just after another refresh installed one.
 		return c, nil
 	}
-	if old := r.current.Load(); old != nil && !old.usable(start) && !old.expires.IsZero() {
+	if old := r.current.Load(); old != nil && !old.Usable(start) && !old.expires.IsZero() {
 		r.log().Warn("credential expired", zap.String("source", r.kind), zap.Time("expired", old.expires))
 	}
 	r.loadMu.Lock()
@@ -423,11 +423,11 @@ func (r *refresher) refreshShared() (any, error) {
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if c.usable(now) {
+	if c.Usable(now) {
 		r.installLocked(c, now)
 	}
 	best := r.current.Load()
-	if err == nil && !best.usable(now) {
+	if err == nil && !best.Usable(now) {
 		err = errors.New("no usable token")
 	}
 	if err == nil && !best.refreshAt.IsZero() && !now.Before(best.refreshAt) {
@@ -441,9 +441,9 @@ func (r *refresher) refreshShared() (any, error) {
 		r.log().Warn("credential refresh failed",
 			zap.String("source", r.kind),
 			zap.Error(err),
-			zap.Bool("still_usable", best.usable(now)),
+			zap.Bool("still_usable", best.Usable(now)),
 			zap.Time("next_attempt", r.nextAttempt))
-		if best.usable(now) {
+		if best.Usable(now) {
 			return best, nil
 		}
 		return nil, err
@@ -479,7 +479,7 @@ func (r *refresher) status(now time.Time) SourceStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := r.current.Load()
-	st := SourceStatus{Kind: r.kind, Usable: c.usable(now), LastRefresh: timePtr(r.lastRefresh)}
+	st := SourceStatus{Kind: r.kind, Usable: c.Usable(now), LastRefresh: timePtr(r.lastRefresh)}
 	if c != nil {
 		st.Method = c.method
 		st.Expires = timePtr(c.expires)

@@ -1,4 +1,4 @@
-package caddymodule
+package credential
 
 import (
 	"errors"
@@ -8,11 +8,11 @@ import (
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
 )
 
-// parseOIDCToken reads a Vercel OIDC token's claims without verifying its
+// ParseToken reads a Vercel OIDC token's claims without verifying its
 // signature and returns it as a credential obtained at now. A token that
 // is not a JWT, has no exp, or has expired is an error; the error never
 // contains the token.
-func parseOIDCToken(token string, now time.Time) (*Credential, *oidc.Claims, error) {
+func ParseToken(token string, now time.Time) (*Credential, *oidc.Claims, error) {
 	claims, err := oidc.UnverifiedClaims(token)
 	if err != nil {
 		return nil, nil, err
@@ -24,7 +24,7 @@ func parseOIDCToken(token string, now time.Time) (*Credential, *oidc.Claims, err
 	if !now.Before(exp) {
 		return nil, nil, fmt.Errorf("token expired at %s", exp.UTC().Format(time.RFC3339))
 	}
-	c := newCredential(token, methodOIDC, exp, now)
+	c := New(token, MethodOIDC, exp, now)
 	if claims.IssuedAt != nil && claims.IssuedAt.Before(exp) {
 		// the margin is a tenth of the token's whole life, not of what is
 		// left of it when the proxy first sees it

@@ -1,4 +1,4 @@
-package caddymodule
+package credential
 
 import (
 	"encoding/json"
@@ -16,15 +16,15 @@ func TestParseOIDCTokenValid(t *testing.T) {
 	exp := now.Add(time.Hour)
 	tok := oidctest.OIDCToken(t, exp)
 
-	c, claims, err := parseOIDCToken(tok, now)
+	c, claims, err := ParseToken(tok, now)
 	if err != nil {
 		t.Fatalf("parseOIDCToken: %v", err)
 	}
 	if c.value != tok {
 		t.Error("credential value is not the token")
 	}
-	if c.method != methodOIDC {
-		t.Errorf("method = %q, want %q", c.method, methodOIDC)
+	if c.method != MethodOIDC {
+		t.Errorf("method = %q, want %q", c.method, MethodOIDC)
 	}
 	if !c.expires.Equal(jwtExp(exp)) {
 		t.Errorf("expires = %v, want %v", c.expires, jwtExp(exp))
@@ -36,13 +36,13 @@ func TestParseOIDCTokenValid(t *testing.T) {
 		t.Errorf("claims owner_id=%q project_id=%q", claims.OwnerID, claims.ProjectID)
 	}
 	// the margin before exp is a tenth of the lifetime, at most 5s
-	if !c.usable(jwtExp(exp).Add(-5*time.Second - time.Millisecond)) {
+	if !c.Usable(jwtExp(exp).Add(-5*time.Second - time.Millisecond)) {
 		t.Error("token not usable before exp")
 	}
-	if c.usable(jwtExp(exp).Add(-time.Second)) {
+	if c.Usable(jwtExp(exp).Add(-time.Second)) {
 		t.Error("token usable in its last second")
 	}
-	if c.usable(jwtExp(exp)) {
+	if c.Usable(jwtExp(exp)) {
 		t.Error("token usable at exp")
 	}
 }
@@ -71,7 +71,7 @@ func TestParseOIDCTokenRejects(t *testing.T) {
 		{"bad base64 payload", badPayload, "not a valid JWT: malformed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, _, err := parseOIDCToken(tc.token, now)
+			c, _, err := ParseToken(tc.token, now)
 			if err == nil {
 				t.Fatalf("accepted %s token (expires %v)", tc.name, c.expires)
 			}
@@ -88,9 +88,9 @@ func TestParseOIDCTokenRejects(t *testing.T) {
 // A credential's value must not leak through formatting or marshaling.
 func TestCredentialNeverPrintsValue(t *testing.T) {
 	secret := "vck_super_secret_value"
-	c := newCredential(secret, methodAPIKey, time.Time{}, time.Now())
+	c := New(secret, MethodAPIKey, time.Time{}, time.Now())
 	exp := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	o := newCredential("eyJ.secret-oidc.sig", methodOIDC, exp, time.Now())
+	o := New("eyJ.secret-oidc.sig", MethodOIDC, exp, time.Now())
 	for _, s := range []string{
 		fmt.Sprint(c), fmt.Sprintf("%v %+v %#v %s", c, c, c, c),
 		fmt.Sprintf("%v %+v %#v", o, o, o),

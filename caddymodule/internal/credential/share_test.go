@@ -1,4 +1,4 @@
-package caddymodule
+package credential
 
 import (
 	"context"
@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc/oidctest"
-	_ "github.com/caddyserver/caddy/v2/modules/filestorage" // the storage option of the fleet golden file
 	"github.com/caddyserver/certmagic"
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
@@ -158,29 +157,29 @@ func newShareMintAPI(t *testing.T, lifetime time.Duration) *shareMintAPI {
 // sharedInstance is one "instance" of a shared minting source (for
 // testTeam/testProject): its own state (as in its own process) on the
 // common storage.
-func sharedInstance(t *testing.T, storage certmagic.Storage, name string, api *shareMintAPI, refreshBefore time.Duration) (*oidcState, *observer.ObservedLogs) {
+func sharedInstance(t *testing.T, storage certmagic.Storage, name string, api *shareMintAPI, refreshBefore time.Duration) (*OIDCSource, *observer.ObservedLogs) {
 	t.Helper()
 	m := newTestMinter(t, api.srv.URL)
-	return sharedSource(t, storage, name, resolvedOIDCConfig{RefreshBefore: refreshBefore, MintEndpoint: m.endpoint, mint: m})
+	return sharedSource(t, storage, name, OIDCConfig{RefreshBefore: refreshBefore, MintEndpoint: m.endpoint, mint: m})
 }
 
 // sharedSource is one instance's state of a shared source with cfg's
 // inputs, resolved as Provision does, on the common storage.
-func sharedSource(t *testing.T, storage certmagic.Storage, name string, cfg resolvedOIDCConfig) (*oidcState, *observer.ObservedLogs) {
+func sharedSource(t *testing.T, storage certmagic.Storage, name string, cfg OIDCConfig) (*OIDCSource, *observer.ObservedLogs) {
 	t.Helper()
 	cfg.Share, cfg.storage, cfg.instance = true, storage, name
 	if cfg.RefreshBefore == 0 {
-		cfg.RefreshBefore = defaultRefreshBefore
+		cfg.RefreshBefore = DefaultRefreshBefore
 	}
 	cfg.shareProject = configuredProject(&cfg)
 	core, logs := observer.New(zap.InfoLevel)
-	st := newOIDCState(cfg, name, zap.New(core))
+	st := newOIDCSource(cfg, name, zap.New(core))
 	st.share.pollEvery = time.Hour // tests poll by hand with pollOnce
 	t.Cleanup(func() { st.Destruct() })
 	return st, logs
 }
 
-func fetch(t *testing.T, st *oidcState) *Credential {
+func fetch(t *testing.T, st *OIDCSource) *Credential {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -257,7 +256,7 @@ func TestShareConcurrentRefreshMintsOnce(t *testing.T) {
 
 	var wg sync.WaitGroup
 	got := make([]*Credential, 2)
-	for i, st := range []*oidcState{a, b} {
+	for i, st := range []*OIDCSource{a, b} {
 		wg.Go(func() {
 			c, err := st.sharedLoad(context.Background(), cur, false)
 			if err != nil {
@@ -498,7 +497,7 @@ func TestShareLockHeldTooLongRefreshesAlone(t *testing.T) {
 	if n := api.mints.Load(); n != mintsBefore+1 {
 		t.Errorf("%d mints after the wait, want 1", n-mintsBefore)
 	}
-	if !c.usable(waited) || !c.expires.After(cur.expires) {
+	if !c.Usable(waited) || !c.expires.After(cur.expires) {
 		t.Error("the token got after the wait is not a freshly minted one")
 	}
 	if logs.FilterMessage("the shared storage lock was held too long; refreshing alone").Len() != 1 {
@@ -532,7 +531,7 @@ func TestShareUnlockOnLockedStorage(t *testing.T) {
 func TestShareLockWait(t *testing.T) {
 	now := time.Now()
 	usableFor := func(d time.Duration) *Credential {
-		c := newCredential("x", methodOIDC, now.Add(d), now.Add(-time.Hour))
+		c := New("x", MethodOIDC, now.Add(d), now.Add(-time.Hour))
 		c.setExpiryMargin(0)
 		return c
 	}
@@ -553,20 +552,9 @@ func TestShareLockWait(t *testing.T) {
 	}
 }
 
-// Without a storage (a context not made from a config), share is refused
-// at provision rather than panicking.
-func TestShareNeedsStorage(t *testing.T) {
-	s := &VercelOIDCSource{Env: "AIGW_TEST_SHARE_NONE", Share: true}
-	ctx := newTestContext(t)
-	t.Cleanup(func() { _ = s.Cleanup() })
-	if err := s.Provision(ctx); err == nil || !strings.Contains(err.Error(), "no storage") {
-		t.Fatalf("Provision = %v", err)
-	}
-}
-
 func mustParse(t *testing.T, tok string) *Credential {
 	t.Helper()
-	c, _, err := parseOIDCToken(tok, time.Now())
+	c, _, err := ParseToken(tok, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,20 @@
-package caddymodule
+// Package credential owns the upstream credentials: the [Credential]
+// itself (a value with its expiry and the header values built once), the
+// [Source] interface every credential kind implements, and the runtime of
+// a Vercel OIDC source ([OIDCSource]): its inputs (an env variable, a
+// token file, minting through the Vercel API with a [Minter], pushed
+// tokens, the fleet's copy in Caddy's storage) and the refresher that
+// serves the cached token lock-free and refreshes it ahead of expiry in
+// the background, one refresh at a time, backing off after failures.
+//
+// It never logs, marshals or writes a credential's value into an error or
+// a status, never takes a client's word for a token (a pushed token is
+// verified by the caller; an upstream 401 only forces a refresh, at most
+// once per interval), and never imports Caddy's HTTP packages: the
+// module's source modules (static, vercel_oidc) are thin configuration
+// around it. certmagic's Storage interface is the only Caddy type it
+// knows, for the fleet's shared token.
+package credential
 
 import (
 	"context"
@@ -9,8 +25,10 @@ import (
 // Authentication methods, as the Vercel AI SDK names them in the
 // ai-gateway-auth-method header.
 const (
-	methodAPIKey = "api-key"
-	methodOIDC   = "oidc"
+	// MethodAPIKey is an AI Gateway API key.
+	MethodAPIKey = "api-key"
+	// MethodOIDC is a Vercel OIDC token.
+	MethodOIDC = "oidc"
 )
 
 // Credential is one upstream credential. Its value is never logged,
@@ -38,7 +56,9 @@ type Credential struct {
 	methodHeader []string
 }
 
-func newCredential(value, method string, expires, obtained time.Time) *Credential {
+// New is a credential of method (MethodAPIKey, MethodOIDC) holding value,
+// obtained at obtained and expiring at expires (zero: never).
+func New(value, method string, expires, obtained time.Time) *Credential {
 	c := &Credential{
 		value:        value,
 		method:       method,
@@ -68,12 +88,32 @@ func (c *Credential) setExpiryMargin(margin time.Duration) {
 	}
 }
 
-// usable reports whether the credential may be sent at now: a token is
+// Usable reports whether the credential may be sent at now: a token is
 // never forwarded in the last moments before its exp (see usableUntil),
 // let alone at or after it.
-func (c *Credential) usable(now time.Time) bool {
+func (c *Credential) Usable(now time.Time) bool {
 	return c != nil && (c.expires.IsZero() || now.Before(c.usableUntil))
 }
+
+// Expires is when the credential expires; zero: never.
+func (c *Credential) Expires() time.Time { return c.expires }
+
+// Method is MethodAPIKey or MethodOIDC.
+func (c *Credential) Method() string { return c.method }
+
+// OwnerID and ProjectID are whom an OIDC token is for (its owner_id and
+// project_id claims).
+func (c *Credential) OwnerID() string { return c.ownerID }
+
+// ProjectID is the token's project_id claim.
+func (c *Credential) ProjectID() string { return c.projectID }
+
+// AuthHeader is the Authorization header's value, "Bearer <value>", as
+// a header slice built once: set it, never write into it.
+func (c *Credential) AuthHeader() []string { return c.authHeader }
+
+// MethodHeader is the ai-gateway-auth-method header's value, likewise.
+func (c *Credential) MethodHeader() []string { return c.methodHeader }
 
 // String keeps the value out of any accidental %v.
 func (c *Credential) String() string {
@@ -89,8 +129,9 @@ func (c *Credential) String() string {
 // GoString keeps the value out of %#v.
 func (c *Credential) GoString() string { return c.String() }
 
-// Source is a provider of upstream credentials: a guest module in the
-// http.handlers.ai_gateway_auth.credentials namespace.
+// Source is a provider of upstream credentials: the module's guest
+// modules in the http.handlers.ai_gateway_auth.credentials namespace
+// implement it.
 type Source interface {
 	// Current returns the credential to use at now without blocking, or
 	// nil when the source has none usable. It is on the hot path: no

@@ -1,4 +1,4 @@
-package caddymodule
+package credential
 
 import (
 	"sync"
@@ -16,7 +16,7 @@ import (
 // token stays in use, and nothing is marked as refused.
 func TestRefusedKeepsTheOnlyToken(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tok := newCredential("the-only-token", methodOIDC, time.Now().Add(time.Hour), time.Now())
+		tok := New("the-only-token", MethodOIDC, time.Now().Add(time.Hour), time.Now())
 		f := &fakeLoad{result: func(int, time.Time) (*Credential, error) { return tok, nil }}
 		r := testRefresher(f, 5*time.Minute)
 		defer r.Stop()
@@ -131,15 +131,15 @@ func TestExpiryMargin(t *testing.T) {
 		{"configured", time.Hour, 30 * time.Second, 30 * time.Second},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cred := newCredential("tok", methodOIDC, now.Add(c.lifetime), now)
+			cred := New("tok", MethodOIDC, now.Add(c.lifetime), now)
 			r := newRefresher("vercel_oidc", 5*time.Minute, nil, nil)
 			r.expiryMargin = c.margin
 			cred = r.prepare(cred)
 			exp := now.Add(c.lifetime)
-			if !cred.usable(exp.Add(-c.want - time.Millisecond)) {
+			if !cred.Usable(exp.Add(-c.want - time.Millisecond)) {
 				t.Errorf("not usable %s before exp", c.want+time.Millisecond)
 			}
-			if cred.usable(exp.Add(-c.want)) {
+			if cred.Usable(exp.Add(-c.want)) {
 				t.Errorf("still usable %s before exp; the margin is %s", c.want, c.want)
 			}
 		})
@@ -148,11 +148,11 @@ func TestExpiryMargin(t *testing.T) {
 	// a token read late in its life keeps the margin of its whole life
 	// (from iat), not a tenth of what is left
 	tok := oidctest.OIDCToken(t, now.Add(10*time.Minute), func(c jwt.MapClaims) { c["iat"] = now.Add(-50 * time.Minute).Unix() })
-	cred, _, err := parseOIDCToken(tok, now)
+	cred, _, err := ParseToken(tok, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if exp := jwtExp(now.Add(10 * time.Minute)); cred.usable(exp.Add(-5 * time.Second)) {
+	if exp := jwtExp(now.Add(10 * time.Minute)); cred.Usable(exp.Add(-5 * time.Second)) {
 		t.Error("a token issued an hour before its exp is usable in its last 5s")
 	}
 }

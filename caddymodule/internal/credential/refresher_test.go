@@ -1,4 +1,4 @@
-package caddymodule
+package credential
 
 import (
 	"context"
@@ -81,7 +81,7 @@ func (f *fakeLoad) checkNoOverlap(t *testing.T) {
 // mints returns tokens named token-<n> living lifetime from the call.
 func mints(lifetime time.Duration) func(int, time.Time) (*Credential, error) {
 	return func(n int, now time.Time) (*Credential, error) {
-		return newCredential(fmt.Sprintf("token-%d", n), methodOIDC, now.Add(lifetime), now), nil
+		return New(fmt.Sprintf("token-%d", n), MethodOIDC, now.Add(lifetime), now), nil
 	}
 }
 
@@ -156,7 +156,7 @@ func TestRefresherHalfLifeForShortTokens(t *testing.T) {
 		f := &fakeLoad{result: mints(4 * time.Minute)}
 		r := testRefresher(f, 5*time.Minute)
 		defer r.Stop()
-		first := newCredential("offered", methodOIDC, time.Now().Add(4*time.Minute), time.Now())
+		first := New("offered", MethodOIDC, time.Now().Add(4*time.Minute), time.Now())
 		if !r.Offer(first) {
 			t.Fatal("Offer refused a usable token")
 		}
@@ -228,7 +228,7 @@ func TestRefresherLateCallerFindsFreshToken(t *testing.T) {
 		f := &fakeLoad{result: mints(time.Hour)}
 		r := testRefresher(f, 5*time.Minute)
 		defer r.Stop()
-		fresh := newCredential("just-refreshed", methodOIDC, time.Now().Add(time.Hour), time.Now())
+		fresh := New("just-refreshed", MethodOIDC, time.Now().Add(time.Hour), time.Now())
 		if !r.Offer(fresh) {
 			t.Fatal("Offer refused a usable token")
 		}
@@ -252,7 +252,7 @@ func TestRefresherBackoff(t *testing.T) {
 		r := testRefresher(f, 5*time.Minute)
 		defer r.Stop()
 		start := time.Now()
-		tok := newCredential("still-valid", methodOIDC, start.Add(time.Hour), start)
+		tok := New("still-valid", MethodOIDC, start.Add(time.Hour), start)
 		r.Offer(tok)
 		r.Current(start) // start the loop
 
@@ -335,7 +335,7 @@ func TestRefresherBackoff(t *testing.T) {
 func TestRefresherNoFresherToken(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		start := time.Now()
-		tok := newCredential("current", methodOIDC, start.Add(time.Hour), start)
+		tok := New("current", MethodOIDC, start.Add(time.Hour), start)
 		f := &fakeLoad{result: func(int, time.Time) (*Credential, error) { return tok, nil }}
 		r := testRefresher(f, 5*time.Minute)
 		defer r.Stop()
@@ -363,11 +363,11 @@ func TestRefresherNeverReturnsExpired(t *testing.T) {
 		exp := now.Add(10 * time.Minute)
 		f := &fakeLoad{result: func(int, time.Time) (*Credential, error) {
 			// a load that claims success with a dead token
-			return newCredential("dead", methodOIDC, now.Add(-time.Second), now.Add(-time.Hour)), nil
+			return New("dead", MethodOIDC, now.Add(-time.Second), now.Add(-time.Hour)), nil
 		}}
 		r := testRefresher(f, time.Minute)
 		defer r.Stop()
-		tok := newCredential("tok", methodOIDC, exp, now)
+		tok := New("tok", MethodOIDC, exp, now)
 		if !r.Offer(tok) {
 			t.Fatal("Offer refused a usable token")
 		}
@@ -384,7 +384,7 @@ func TestRefresherNeverReturnsExpired(t *testing.T) {
 		if c := r.Current(exp.Add(time.Hour)); c != nil {
 			t.Error("token served after exp")
 		}
-		if r.Offer(newCredential("expired", methodOIDC, now, now.Add(-time.Hour))) {
+		if r.Offer(New("expired", MethodOIDC, now, now.Add(-time.Hour))) {
 			t.Error("Offer installed a token at its exp")
 		}
 
@@ -406,7 +406,7 @@ func TestRefresherLoadReturnsExpired(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		now := time.Now()
 		f := &fakeLoad{latency: time.Millisecond, result: func(int, time.Time) (*Credential, error) {
-			return newCredential("dead", methodOIDC, now, now.Add(-time.Hour)), nil
+			return New("dead", MethodOIDC, now, now.Add(-time.Hour)), nil
 		}}
 		r := testRefresher(f, time.Minute)
 		defer r.Stop()
@@ -428,7 +428,7 @@ func TestRefresherOfferFreshestWins(t *testing.T) {
 		defer r.Stop()
 		now := time.Now()
 		cred := func(name string, life time.Duration) *Credential {
-			return newCredential(name, methodOIDC, now.Add(life), now)
+			return New(name, MethodOIDC, now.Add(life), now)
 		}
 		a, b, c, d := cred("1h", time.Hour), cred("2h", 2*time.Hour), cred("30m", 30*time.Minute), cred("2h-again", 2*time.Hour)
 		for _, step := range []struct {
@@ -562,10 +562,10 @@ func TestRefreshRefusedFlightNeverReturnsTheRefusedToken(t *testing.T) {
 		r := testRefresher(f, 5*time.Minute)
 		defer r.Stop()
 		now := time.Now()
-		c1 := newCredential("token-old", methodOIDC, now.Add(time.Hour), now)
+		c1 := New("token-old", MethodOIDC, now.Add(time.Hour), now)
 		// the flight for c1 will mint token-0; a request sent with that
 		// value is refused while the flight runs and joins it
-		c2 := newCredential("token-0", methodOIDC, now.Add(time.Hour), now)
+		c2 := New("token-0", MethodOIDC, now.Add(time.Hour), now)
 
 		var first, second *Credential
 		var wg sync.WaitGroup

@@ -1,4 +1,4 @@
-package caddymodule
+package credential
 
 import (
 	"context"
@@ -18,16 +18,16 @@ func forOtherProject(c jwt.MapClaims) { c["owner_id"], c["project_id"] = "team_o
 // the env name and file); not secrets or timings, nor the env value of
 // each instance.
 func TestShareIdentity(t *testing.T) {
-	mint := resolvedOIDCConfig{MintEndpoint: "https://api.vercel.com/v1/projects/prj_a/token?source=ai-gateway-auth&teamId=team_a"}
+	mint := OIDCConfig{MintEndpoint: "https://api.vercel.com/v1/projects/prj_a/token?source=ai-gateway-auth&teamId=team_a"}
 	mintSame := mint
 	mintSame.MintAccessTokenHash, mintSame.RefreshBefore, mintSame.EnvValueHash = "other", time.Minute, "other"
 	mintOther := mint
 	mintOther.MintEndpoint = strings.Replace(mint.MintEndpoint, "prj_a", "prj_b", 1)
 	pushed := mint
-	pushed.Push = &resolvedPush{Team: "team_a", Project: "prj_a"}
-	env := resolvedOIDCConfig{Env: "VERCEL_OIDC_TOKEN", EnvValueHash: "instance 1's"}
-	envSame := resolvedOIDCConfig{Env: "VERCEL_OIDC_TOKEN", EnvValueHash: "instance 2's"}
-	file := resolvedOIDCConfig{File: "/run/vercel/oidc-token"}
+	pushed.Push = &PushRules{Team: "team_a", Project: "prj_a"}
+	env := OIDCConfig{Env: "VERCEL_OIDC_TOKEN", EnvValueHash: "instance 1's"}
+	envSame := OIDCConfig{Env: "VERCEL_OIDC_TOKEN", EnvValueHash: "instance 2's"}
+	file := OIDCConfig{File: "/run/vercel/oidc-token"}
 	a := shareProject{Team: "team_a", Project: "prj_a"}
 	tokA := shareProject{Team: "team_a", Project: "prj_a", fromToken: true}
 	tokB := shareProject{Team: "team_a", Project: "prj_b", fromToken: true}
@@ -92,17 +92,17 @@ func TestShareProjectCheck(t *testing.T) {
 func TestConfiguredProject(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		cfg  resolvedOIDCConfig
+		cfg  OIDCConfig
 		want *shareProject
 	}{
-		{"env only", resolvedOIDCConfig{Env: "VERCEL_OIDC_TOKEN"}, nil},
-		{"file only", resolvedOIDCConfig{File: "/run/token"}, nil},
-		{"push", resolvedOIDCConfig{Push: &resolvedPush{Team: "team_a", Project: "prj_a"}}, &shareProject{Team: "team_a", Project: "prj_a"}},
-		{"push without project", resolvedOIDCConfig{Push: &resolvedPush{Team: "team_a"}}, nil},
-		{"mint by name", resolvedOIDCConfig{mint: &minter{team: "acme", project: "agents"}}, &shareProject{Team: "acme", Project: "agents"}},
-		{"mint without team", resolvedOIDCConfig{mint: &minter{project: "prj_a"}}, &shareProject{Project: "prj_a"}},
-		{"mint without project", resolvedOIDCConfig{mint: &minter{team: "team_a"}}, nil},
-		{"push team, mint project", resolvedOIDCConfig{Push: &resolvedPush{Team: "team_a"}, mint: &minter{team: "acme", project: "agents"}},
+		{"env only", OIDCConfig{Env: "VERCEL_OIDC_TOKEN"}, nil},
+		{"file only", OIDCConfig{File: "/run/token"}, nil},
+		{"push", OIDCConfig{Push: &PushRules{Team: "team_a", Project: "prj_a"}}, &shareProject{Team: "team_a", Project: "prj_a"}},
+		{"push without project", OIDCConfig{Push: &PushRules{Team: "team_a"}}, nil},
+		{"mint by name", OIDCConfig{mint: &Minter{team: "acme", project: "agents"}}, &shareProject{Team: "acme", Project: "agents"}},
+		{"mint without team", OIDCConfig{mint: &Minter{project: "prj_a"}}, &shareProject{Project: "prj_a"}},
+		{"mint without project", OIDCConfig{mint: &Minter{team: "team_a"}}, nil},
+		{"push team, mint project", OIDCConfig{Push: &PushRules{Team: "team_a"}, mint: &Minter{team: "acme", project: "agents"}},
 			&shareProject{Team: "team_a", Project: "agents"}},
 	} {
 		got := configuredProject(&tc.cfg)
@@ -120,9 +120,9 @@ func TestConfiguredProject(t *testing.T) {
 // is ignored with the warning.
 func TestShareEnvSourcesOfTwoProjects(t *testing.T) {
 	storage := newMemStorage()
-	envInstance := func(name, tok string) *oidcState {
+	envInstance := func(name, tok string) *OIDCSource {
 		t.Setenv("AIGW_TEST_SHARE_ENV", tok) // read when the state is made
-		st, _ := sharedSource(t, storage, name, resolvedOIDCConfig{Env: "AIGW_TEST_SHARE_ENV"})
+		st, _ := sharedSource(t, storage, name, OIDCConfig{Env: "AIGW_TEST_SHARE_ENV"})
 		return st
 	}
 	tokA := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
@@ -148,7 +148,7 @@ func TestShareEnvSourcesOfTwoProjects(t *testing.T) {
 	if a2.share.keyOf() != a.share.keyOf() {
 		t.Fatal("an instance of project A with an expired token does not share A's storage id")
 	}
-	for _, st := range []*oidcState{a, a2} {
+	for _, st := range []*OIDCSource{a, a2} {
 		st.pollOnce()
 		if c := st.refresher.Current(time.Now()); c == nil || c.value != tokA {
 			t.Errorf("instance %s does not use A's token", st.id)
@@ -159,7 +159,7 @@ func TestShareEnvSourcesOfTwoProjects(t *testing.T) {
 		t.Error("B does not use its own token")
 	}
 
-	c, logs := sharedSource(t, storage, "c", resolvedOIDCConfig{Env: "AIGW_TEST_SHARE_ENV"}) // the expired A token
+	c, logs := sharedSource(t, storage, "c", OIDCConfig{Env: "AIGW_TEST_SHARE_ENV"}) // the expired A token
 	storage.put(c.share.keyOf(), recordJSON(t, c.share.ident.Load().id, tokB))
 	c.pollOnce()
 	if cur := c.refresher.Current(time.Now()); cur != nil {
@@ -181,7 +181,7 @@ func TestShareFileProjectLearnedLater(t *testing.T) {
 	storage := newMemStorage()
 	dir := t.TempDir()
 	path := dir + "/token"
-	a, logs := sharedSource(t, storage, "a", resolvedOIDCConfig{File: path})
+	a, logs := sharedSource(t, storage, "a", OIDCConfig{File: path})
 	if st := a.share.status(); st.Key != "" || st.Project != "" {
 		t.Errorf("status before any token: key %q, project %q", st.Key, st.Project)
 	}
@@ -200,7 +200,7 @@ func TestShareFileProjectLearnedLater(t *testing.T) {
 
 	tok := oidctest.OIDCToken(t, time.Now().Add(time.Hour))
 	writeFile(t, dir, "token", tok)
-	eventually(t, "the file's token is used", func() bool { return currentValue(&VercelOIDCSource{state: a}) == tok })
+	eventually(t, "the file's token is used", func() bool { return valueOf(a.Current(time.Now())) == tok })
 	eventually(t, "the file's token is stored", func() bool {
 		storage.mu.Lock()
 		defer storage.mu.Unlock()
@@ -212,7 +212,7 @@ func TestShareFileProjectLearnedLater(t *testing.T) {
 	if logs.FilterMessage("sharing this source's token with the instances of its project").Len() != 1 {
 		t.Error("the project learned is not logged")
 	}
-	b, _ := sharedSource(t, storage, "b", resolvedOIDCConfig{File: path})
+	b, _ := sharedSource(t, storage, "b", OIDCConfig{File: path})
 	if b.share.keyOf() != a.share.keyOf() {
 		t.Error("a second instance of the same project has another storage id")
 	}
@@ -220,7 +220,7 @@ func TestShareFileProjectLearnedLater(t *testing.T) {
 	key := a.share.keyOf()
 	other := oidctest.OIDCToken(t, time.Now().Add(2*time.Hour), forOtherProject)
 	writeFile(t, dir, "token", other)
-	eventually(t, "the rewritten file's token is used", func() bool { return currentValue(&VercelOIDCSource{state: a}) == other })
+	eventually(t, "the rewritten file's token is used", func() bool { return valueOf(a.Current(time.Now())) == other })
 	a.share.stop() // waits for publishes in flight
 	if rec := storedRecord(t, storage); rec.Token != tok {
 		t.Error("another project's token was stored")
@@ -239,7 +239,7 @@ func TestShareFileProjectLearnedLater(t *testing.T) {
 // next read of the storage and shows no failure any more.
 func TestSharePushToUnstartedSource(t *testing.T) {
 	storage := newMemStorage()
-	pushOnly := resolvedOIDCConfig{Push: &resolvedPush{Team: oidctest.Team, Project: oidctest.Project}}
+	pushOnly := OIDCConfig{Push: &PushRules{Team: oidctest.Team, Project: oidctest.Project}}
 	idle, _ := sharedSource(t, storage, "idle", pushOnly)
 	waiting, _ := sharedSource(t, storage, "waiting", pushOnly)
 	if _, err := waiting.refresher.Fetch(context.Background()); err == nil {
@@ -250,7 +250,7 @@ func TestSharePushToUnstartedSource(t *testing.T) {
 	}
 
 	pushed := mustParse(t, oidctest.OIDCToken(t, time.Now().Add(time.Hour)))
-	if !(&VercelOIDCSource{state: idle}).Offer(pushed) {
+	if !idle.Offer(pushed) {
 		t.Fatal("the pushed token was not used")
 	}
 	eventually(t, "the token pushed to the idle instance is stored", func() bool {

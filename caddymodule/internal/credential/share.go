@@ -1,4 +1,4 @@
-package caddymodule
+package credential
 
 import (
 	"context"
@@ -14,9 +14,7 @@ import (
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/oidc"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -92,14 +90,6 @@ type SharedStatus struct {
 	Project string `json:"project,omitempty"`
 }
 
-var storageErrorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Namespace: metricsNamespace,
-	Name:      "storage_errors_total",
-	Help:      "Failed operations on Caddy's storage by shared vercel_oidc sources, by op (load, store, lock, unlock); each instance refreshes alone meanwhile.",
-}, []string{"op"})
-
-func init() { collectors = append(collectors, storageErrorsTotal) }
-
 // shareProject is the team and project a shared source's tokens are
 // for: part of its storage id, and checked in every token it adopts or
 // stores, so that fleets of different projects on one storage (an
@@ -125,7 +115,7 @@ func (p shareProject) check(owner, project string) error {
 // configuredProject is the project the mint or push settings name, nil
 // when they name none (env and file only; push without project): the
 // source's own token then says it.
-func configuredProject(cfg *resolvedOIDCConfig) *shareProject {
+func configuredProject(cfg *OIDCConfig) *shareProject {
 	var p shareProject
 	if cfg.Push != nil {
 		p.Team, p.Project = cfg.Push.Team, cfg.Push.Project
@@ -150,14 +140,14 @@ func configuredProject(cfg *resolvedOIDCConfig) *shareProject {
 // for a source with neither, its env variable and file. Secrets and
 // timings are not part of it: instances may have their own access
 // tokens.
-func shareIdentity(cfg *resolvedOIDCConfig, p shareProject) string {
+func shareIdentity(cfg *OIDCConfig, p shareProject) string {
 	id := struct {
-		Team    string        `json:"team,omitempty"`
-		Project string        `json:"project"`
-		Mint    string        `json:"mint,omitempty"`
-		Push    *resolvedPush `json:"push,omitempty"`
-		Env     string        `json:"env,omitempty"`
-		File    string        `json:"file,omitempty"`
+		Team    string     `json:"team,omitempty"`
+		Project string     `json:"project"`
+		Mint    string     `json:"mint,omitempty"`
+		Push    *PushRules `json:"push,omitempty"`
+		Env     string     `json:"env,omitempty"`
+		File    string     `json:"file,omitempty"`
 	}{Team: p.Team, Project: p.Project, Mint: cfg.MintEndpoint, Push: cfg.Push}
 	if id.Mint == "" && id.Push == nil {
 		id.Env, id.File = cfg.Env, cfg.File
@@ -172,7 +162,7 @@ type shareIdent struct {
 	project       shareProject
 }
 
-func newShareIdent(cfg *resolvedOIDCConfig, p shareProject) *shareIdent {
+func newShareIdent(cfg *OIDCConfig, p shareProject) *shareIdent {
 	id := shareIdentity(cfg, p)
 	return &shareIdent{
 		id:      id,
@@ -180,35 +170,6 @@ func newShareIdent(cfg *resolvedOIDCConfig, p shareProject) *shareIdent {
 		lock:    "ai_gateway_auth_vercel_oidc_" + id,
 		project: p,
 	}
-}
-
-// resolveShare turns share on in cfg: it keeps the config's storage (no
-// I/O here), this instance's id and the project the settings name.
-func (cfg *resolvedOIDCConfig) resolveShare(ctx caddy.Context) error {
-	storage := configStorage(ctx)
-	if storage == nil {
-		return errors.New("share: caddy has no storage configured")
-	}
-	cfg.Share = true
-	cfg.storage = storage
-	if id, err := caddy.InstanceID(); err == nil {
-		cfg.instance = id.String()
-	} else {
-		cfg.instance = "unknown-" + hashString(fmt.Sprint(time.Now().UnixNano()))[:8]
-	}
-	cfg.shareProject = configuredProject(cfg)
-	return nil
-}
-
-// configStorage is ctx's storage, or nil for a context made without a
-// config (unit tests), whose Storage method panics.
-func configStorage(ctx caddy.Context) (s certmagic.Storage) {
-	defer func() {
-		if recover() != nil {
-			s = nil
-		}
-	}()
-	return ctx.Storage()
 }
 
 type storageRef struct{ certmagic.Storage }
@@ -247,7 +208,7 @@ type sharer struct {
 	pending *Credential
 }
 
-func newSharer(cfg resolvedOIDCConfig, logger func() *zap.Logger) *sharer {
+func newSharer(cfg OIDCConfig, logger func() *zap.Logger) *sharer {
 	ctx, cancel := context.WithCancel(context.Background())
 	sh := &sharer{
 		instance:  cfg.instance,
@@ -270,7 +231,7 @@ func newSharer(cfg resolvedOIDCConfig, logger func() *zap.Logger) *sharer {
 // not (a project does not expire): its storage id follows, and from then
 // on it shares. Later tokens do not change it: the id of a running
 // source never moves.
-func (st *oidcState) learnProject(token string) {
+func (st *OIDCSource) learnProject(token string) {
 	sh := st.share
 	if sh == nil || sh.ident.Load() != nil {
 		return
@@ -350,7 +311,7 @@ func (id *shareIdent) decode(raw []byte, now time.Time) (*sharedRecord, *Credent
 	if rec.Token == "" {
 		return &rec, nil, nil
 	}
-	cred, claims, err := parseOIDCToken(rec.Token, now)
+	cred, claims, err := ParseToken(rec.Token, now)
 	if err != nil && !rec.Expires.IsZero() && !now.Before(rec.Expires) {
 		return &rec, nil, nil // expired: its refusals still count
 	}
@@ -534,7 +495,7 @@ func (sh *sharer) stop() {
 // (a lock held by a dead instance expires well before that with
 // certmagic's file storage), then the instance refreshes alone.
 func lockWait(current *Credential, now time.Time) time.Duration {
-	if !current.usable(now) {
+	if !current.Usable(now) {
 		return shareNoTokenLockWait
 	}
 	if current.expires.IsZero() {
@@ -548,7 +509,7 @@ func lockWait(current *Credential, now time.Time) time.Duration {
 // another instance already refreshed, else under the storage lock the
 // stored token again, or the source's own load (mint, file, env) whose
 // result is stored. Any storage fault falls back to the own load.
-func (st *oidcState) sharedLoad(ctx context.Context, current *Credential, force bool) (*Credential, error) {
+func (st *OIDCSource) sharedLoad(ctx context.Context, current *Credential, force bool) (*Credential, error) {
 	sh := st.share
 	if sh.ident.Load() == nil { // no project yet: nothing to share
 		return st.load(ctx, current, force)
@@ -603,17 +564,17 @@ func (st *oidcState) sharedLoad(ctx context.Context, current *Credential, force 
 // refreshing: usable, not refused, not due, and a change from current
 // (for a forced refresh, any other token; else one that expires later).
 // The stored refusals are taken in first.
-func (st *oidcState) adoptable(rec *sharedRecord, stored, current *Credential, force bool) *Credential {
+func (st *OIDCSource) adoptable(rec *sharedRecord, stored, current *Credential, force bool) *Credential {
 	r := st.refresher
 	r.adoptShared(nil, rec.refusals())
 	now := time.Now()
-	if !stored.usable(now) || r.IsRejected(stored) || !now.Before(refreshPoint(stored, st.cfg.RefreshBefore)) {
+	if !stored.Usable(now) || r.IsRejected(stored) || !now.Before(refreshPoint(stored, st.cfg.RefreshBefore)) {
 		return nil
 	}
 	if current != nil && stored.value == current.value {
 		return nil
 	}
-	if !force && current.usable(now) && !r.IsRejected(current) && !stored.expires.After(current.expires) {
+	if !force && current.Usable(now) && !r.IsRejected(current) && !stored.expires.After(current.expires) {
 		return nil
 	}
 	return stored
@@ -621,12 +582,12 @@ func (st *oidcState) adoptable(rec *sharedRecord, stored, current *Credential, f
 
 // publishLoaded stores what the own load produced, when it is a usable
 // token that the storage does not hold yet and that should replace it.
-func (st *oidcState) publishLoaded(ctx context.Context, c, current *Credential, force bool, rec *sharedRecord, stored *Credential) {
+func (st *OIDCSource) publishLoaded(ctx context.Context, c, current *Credential, force bool, rec *sharedRecord, stored *Credential) {
 	now := time.Now()
-	if !c.usable(now) || (stored != nil && c.value == stored.value) {
+	if !c.Usable(now) || (stored != nil && c.value == stored.value) {
 		return
 	}
-	if stored.usable(now) && !st.refresher.IsRejected(stored) && !force && !c.expires.After(stored.expires) {
+	if stored.Usable(now) && !st.refresher.IsRejected(stored) && !force && !c.expires.After(stored.expires) {
 		return
 	}
 	var refused *Credential
@@ -639,7 +600,7 @@ func (st *oidcState) publishLoaded(ctx context.Context, c, current *Credential, 
 // offer installs a token learned outside a refresh (a push, the file)
 // and, with share, stores it for the fleet in the background; before the
 // source runs (at provision, also by `caddy validate`), only once it does.
-func (st *oidcState) offer(c *Credential) bool {
+func (st *OIDCSource) offer(c *Credential) bool {
 	installed := st.refresher.Offer(c)
 	if sh := st.share; installed && sh != nil {
 		sh.mu.Lock()
@@ -655,7 +616,7 @@ func (st *oidcState) offer(c *Credential) bool {
 
 // publishLocked starts publishing c unless the sharer stopped; sh.mu is
 // held.
-func (st *oidcState) publishLocked(c *Credential) {
+func (st *OIDCSource) publishLocked(c *Credential) {
 	sh := st.share
 	if !sh.stopped {
 		sh.publishes.Add(1)
@@ -668,7 +629,7 @@ func (st *oidcState) publishLocked(c *Credential) {
 
 // publish stores c under the lock unless the storage holds a token that
 // expires later.
-func (st *oidcState) publish(c *Credential) {
+func (st *OIDCSource) publish(c *Credential) {
 	sh := st.share
 	unlock, err := sh.lockFor(sh.ctx, shareNoTokenLockWait)
 	if err != nil {
@@ -686,7 +647,7 @@ func (st *oidcState) publish(c *Credential) {
 // of offered tokens (the last one offered before is published now); the
 // refresher calls it on first use, so that `caddy validate` touches no
 // storage.
-func (st *oidcState) startSharePoll() {
+func (st *OIDCSource) startSharePoll() {
 	sh := st.share
 	sh.pollOnce.Do(func() { go st.poll() })
 	sh.mu.Lock()
@@ -700,7 +661,7 @@ func (st *oidcState) startSharePoll() {
 
 // poll adopts, every couple of seconds, a fresher stored token (pushed to
 // or refreshed by another instance) and the refusals of other instances.
-func (st *oidcState) poll() {
+func (st *OIDCSource) poll() {
 	sh := st.share
 	defer close(sh.pollDone)
 	for {
@@ -715,7 +676,7 @@ func (st *oidcState) poll() {
 }
 
 // pollOnce reads the stored value once and adopts what it brings.
-func (st *oidcState) pollOnce() {
+func (st *OIDCSource) pollOnce() {
 	rec, stored, err := st.share.read(st.share.ctx)
 	if err != nil || rec == nil {
 		return
