@@ -545,11 +545,11 @@ func messagesMetadata(id string, m fakeModel, u fakeUsage, mode costMode, at tim
 // u.Cost is not their sum (SetUsage or VaryUsage set it), all of it is
 // input.
 func splitCost(m fakeModel, u fakeUsage) (in, out float64) {
-	in, out = m.costParts(u)
-	if addUSD(in, out) != u.Cost {
+	if m.Cost(u) != u.Cost {
 		return u.Cost, 0
 	}
-	return in, out
+	i, o := m.costRats(u)
+	return ratFloat(i), ratFloat(o)
 }
 
 // routingOf is provider_metadata.gateway.routing as recorded, for a model

@@ -254,12 +254,11 @@ func addUSD(amounts ...float64) float64 {
 	return ratFloat(sum)
 }
 
-// costParts prices u at the model's prices, exactly, and rounds each
-// part once: the input side (uncached input at input, cache reads at
-// input_cache_read, cache writes at input_cache_write, each falling back
-// to input when the model has no such price) and the output side. A
-// price the model lacks counts as 0.
-func (m fakeModel) costParts(u fakeUsage) (input, output float64) {
+// costRats prices u at the model's prices, exactly: the input side
+// (uncached input at input, cache reads at input_cache_read, cache writes
+// at input_cache_write, each falling back to input when the model has no
+// such price) and the output side. A price the model lacks counts as 0.
+func (m fakeModel) costRats(u fakeUsage) (input, output *big.Rat) {
 	price := func(key, fallback string) *big.Rat {
 		if p := usdRat(m.Pricing[key]); p != nil {
 			return p
@@ -274,7 +273,7 @@ func (m fakeModel) costParts(u fakeUsage) (input, output float64) {
 	in := times(uncached, price("input", ""))
 	in.Add(in, times(u.CacheRead, price("input_cache_read", "input")))
 	in.Add(in, times(u.CacheWrite, price("input_cache_write", "input")))
-	return ratFloat(in), ratFloat(times(u.Output, price("output", "")))
+	return in, times(u.Output, price("output", ""))
 }
 
 // Cost is what u costs at the model's prices (inference only, no
@@ -282,8 +281,8 @@ func (m fakeModel) costParts(u fakeUsage) (input, output float64) {
 // figure a faithful answer reports. A proxy that prices in float64
 // arithmetic may differ in the last bits: compare with a tolerance.
 func (m fakeModel) Cost(u fakeUsage) float64 {
-	in, out := m.costParts(u)
-	return addUSD(in, out)
+	in, out := m.costRats(u)
+	return ratFloat(in.Add(in, out))
 }
 
 // provider is the model's provider, as AI Gateway's routing names it.
