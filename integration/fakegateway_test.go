@@ -458,6 +458,7 @@ func (g *fakeGateway) finish(idx int, gen *fakeGeneration, outcome string) {
 		gen.EndedAt = time.Now()
 	}
 }
+
 // authenticate applies AI Gateway's rules: x-api-key, when present, is the
 // API key and wins even when invalid; otherwise the bearer token is an
 // OIDC token if it is a JWT, an API key if not.
