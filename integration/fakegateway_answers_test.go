@@ -238,9 +238,9 @@ func (g *fakeGateway) hold(r *http.Request, d time.Duration) bool {
 	}
 }
 
-// answerPlan is how one request is answered: the gateway's settings,
+// fakeAnswerPlan is how one request is answered: the gateway's settings,
 // overridden by the request's answerHeader.
-type answerPlan struct {
+type fakeAnswerPlan struct {
 	faithful bool
 	cost     costMode
 	hold     bool
@@ -259,9 +259,9 @@ type answerPlan struct {
 //
 // so that parallel tests can share one gateway. The proxy forwards the
 // header as it forwards any.
-func (g *fakeGateway) planFor(r *http.Request) (answerPlan, error) {
+func (g *fakeGateway) planFor(r *http.Request) (fakeAnswerPlan, error) {
 	g.mu.Lock()
-	p := answerPlan{faithful: g.faithful, cost: costPresent, hold: g.holding, holdFor: g.holdFor, cut: g.cutAfter, out: g.outputTokens}
+	p := fakeAnswerPlan{faithful: g.faithful, cost: costPresent, hold: g.holding, holdFor: g.holdFor, cut: g.cutAfter, out: g.outputTokens}
 	if m, ok := g.costModes[r.URL.Path]; ok {
 		p.cost = m
 	} else if m, ok := g.costModes[""]; ok {
@@ -304,7 +304,7 @@ func (g *fakeGateway) planFor(r *http.Request) (answerPlan, error) {
 
 // faithfulUsage is what a faithful answer bills: its tokens (see the top
 // of this file), its cost at the model's prices, the surcharge.
-func (g *fakeGateway) faithfulUsage(path string, body []byte, req gatewayReading, m fakeModel, p answerPlan) fakeUsage {
+func (g *fakeGateway) faithfulUsage(path string, body []byte, req gatewayReading, m fakeModel, p fakeAnswerPlan) fakeUsage {
 	g.mu.Lock()
 	fixed, vary, tokenize, read, write, surcharge := g.usage, g.varyUsage, g.tokenizer, g.cacheRead, g.cacheWrite, g.surcharge
 	g.mu.Unlock()
@@ -316,7 +316,7 @@ func (g *fakeGateway) faithfulUsage(path string, body []byte, req gatewayReading
 	case fixed != nil:
 		u = *fixed
 	case vary:
-		u = variedUsage(body)
+		u = variedFakeUsage(body)
 	default:
 		u.Input = tokenize(body)
 		u.Output = p.out
@@ -357,16 +357,16 @@ func reportedUsage(path string, req gatewayReading, billed fakeUsage, mode costM
 // answerFaithfully writes the answer of a priced endpoint in AI
 // Gateway's shape. u is what it reports (reportedUsage); gen its
 // generation.
-func (g *fakeGateway) answerFaithfully(w http.ResponseWriter, r *http.Request, req gatewayReading, m fakeModel, gen *fakeGeneration, u fakeUsage, p answerPlan, outcome *string) {
+func (g *fakeGateway) answerFaithfully(w http.ResponseWriter, r *http.Request, req gatewayReading, m fakeModel, gen *fakeGeneration, u fakeUsage, p fakeAnswerPlan, outcome *string) {
 	id, model := gen.ID, req.Model
 	switch r.URL.Path {
 	case "/v1/chat/completions":
 		if req.Stream {
-			events := chatEvents(id, model)
+			events := fakeChatEvents(id, model)
 			if req.IncludeUsage && p.cost != costNone {
 				chunk := map[string]any{"id": id, "object": "chat.completion.chunk", "created": fakeCreated, "model": model,
-					"choices": []any{}, "usage": openAIUsage(u, p.cost)}
-				addGatewayMetadata(chunk, id, u, p.cost)
+					"choices": []any{}, "usage": fakeOpenAIUsage(u, p.cost)}
+				addFakeGatewayMetadata(chunk, id, u, p.cost)
 				events = append(events[:len(events)-1:len(events)-1], sse("", chunk), events[len(events)-1])
 			}
 			g.stream(w, r, events, p.cut, outcome)
@@ -376,8 +376,8 @@ func (g *fakeGateway) answerFaithfully(w http.ResponseWriter, r *http.Request, r
 		c["id"] = id
 		delete(c, "usage")
 		if p.cost != costNone {
-			c["usage"] = openAIUsage(u, p.cost)
-			addGatewayMetadata(c, id, u, p.cost)
+			c["usage"] = fakeOpenAIUsage(u, p.cost)
+			addFakeGatewayMetadata(c, id, u, p.cost)
 		}
 		g.writeAnswer(w, c, p.cut, outcome)
 	case "/v1/messages":
@@ -398,17 +398,17 @@ func (g *fakeGateway) answerFaithfully(w http.ResponseWriter, r *http.Request, r
 			"data": []map[string]any{{"object": "embedding", "index": 0, "embedding": []float64{0.25, -0.5, 0.125}}},
 		}
 		if p.cost != costNone {
-			usage := openAIUsage(u, p.cost)
+			usage := fakeOpenAIUsage(u, p.cost)
 			delete(usage, "completion_tokens")
 			e["usage"] = usage
-			addGatewayMetadata(e, id, u, p.cost)
+			addFakeGatewayMetadata(e, id, u, p.cost)
 		}
 		g.writeAnswer(w, e, p.cut, outcome)
 	}
 }
 
-// chatEvents is a streamed chat completion without usage, named id.
-func chatEvents(id, model string) []string {
+// fakeChatEvents is a streamed chat completion without usage, named id.
+func fakeChatEvents(id, model string) []string {
 	chunk := func(delta map[string]any, finish any) string {
 		return sse("", map[string]any{
 			"id": id, "object": "chat.completion.chunk", "created": fakeCreated, "model": model,
@@ -422,10 +422,10 @@ func chatEvents(id, model string) []string {
 	return append(events, chunk(map[string]any{}, "stop"), "data: [DONE]\n\n")
 }
 
-// openAIUsage is Chat Completions' (and embeddings') usage object in mode:
+// fakeOpenAIUsage is Chat Completions' (and embeddings') usage object in mode:
 // prompt_tokens counts cached tokens too, as OpenAI's does, and
 // prompt_tokens_details.cached_tokens the cache reads.
-func openAIUsage(u fakeUsage, mode costMode) map[string]any {
+func fakeOpenAIUsage(u fakeUsage, mode costMode) map[string]any {
 	m := map[string]any{"prompt_tokens": u.Input, "completion_tokens": u.Output, "total_tokens": u.Input + u.Output}
 	if u.CacheRead > 0 {
 		m["prompt_tokens_details"] = map[string]int{"cached_tokens": u.CacheRead}
@@ -440,14 +440,14 @@ func openAIUsage(u fakeUsage, mode costMode) map[string]any {
 	return m
 }
 
-// addGatewayMetadata adds, in costMetadata, provider_metadata.gateway to
+// addFakeGatewayMetadata adds, in costMetadata, provider_metadata.gateway to
 // an OpenAI-shaped answer (or its usage chunk).
-func addGatewayMetadata(v map[string]any, id string, u fakeUsage, mode costMode) {
+func addFakeGatewayMetadata(v map[string]any, id string, u fakeUsage, mode costMode) {
 	if mode != costMetadata {
 		return
 	}
-	v["provider_metadata"] = map[string]any{"gateway": jsonObj{
-		{"cost", usdString(u.Cost)}, {"gatewayCost", usdString(u.Total())}, {"generationId", id},
+	v["provider_metadata"] = map[string]any{"gateway": fakeObj{
+		{"cost", fakeUSDString(u.Cost)}, {"gatewayCost", fakeUSDString(u.Total())}, {"generationId", id},
 	}}
 }
 
@@ -455,115 +455,115 @@ func addGatewayMetadata(v map[string]any, id string, u fakeUsage, mode costMode)
 // writes it (the recorded order, keys in order), saying words.
 func aiGatewayMessageEvents(id string, m fakeModel, words []string, u fakeUsage, mode costMode, at time.Time) []string {
 	events := []string{
-		sse("message_start", jsonObj{{"type", "message_start"}, {"message", jsonObj{
+		sse("message_start", fakeObj{{"type", "message_start"}, {"message", fakeObj{
 			{"id", id}, {"type", "message"}, {"role", "assistant"}, {"content", []any{}}, {"model", m.ID},
-			{"stop_reason", nil}, {"stop_sequence", nil}, {"usage", jsonObj{{"input_tokens", 0}, {"output_tokens", 0}}},
+			{"stop_reason", nil}, {"stop_sequence", nil}, {"usage", fakeObj{{"input_tokens", 0}, {"output_tokens", 0}}},
 		}}}),
-		sse("content_block_start", jsonObj{{"type", "content_block_start"}, {"index", 0},
-			{"content_block", jsonObj{{"type", "text"}, {"text", ""}}}}),
+		sse("content_block_start", fakeObj{{"type", "content_block_start"}, {"index", 0},
+			{"content_block", fakeObj{{"type", "text"}, {"text", ""}}}}),
 	}
 	for _, w := range words {
-		events = append(events, sse("content_block_delta", jsonObj{{"type", "content_block_delta"}, {"index", 0},
-			{"delta", jsonObj{{"type", "text_delta"}, {"text", w}}}}))
+		events = append(events, sse("content_block_delta", fakeObj{{"type", "content_block_delta"}, {"index", 0},
+			{"delta", fakeObj{{"type", "text_delta"}, {"text", w}}}}))
 	}
-	delta := jsonObj{{"type", "message_delta"}, {"delta", jsonObj{{"stop_reason", "end_turn"}, {"stop_sequence", nil}}}}
+	delta := fakeObj{{"type", "message_delta"}, {"delta", fakeObj{{"stop_reason", "end_turn"}, {"stop_sequence", nil}}}}
 	if mode != costNone {
-		delta = append(delta, jsonKV{"usage", messagesUsage(u)}, jsonKV{"provider_metadata", messagesMetadata(id, m, u, mode, at)})
+		delta = append(delta, fakeKV{"usage", fakeMessagesUsage(u)}, fakeKV{"provider_metadata", fakeMessagesMetadata(id, m, u, mode, at)})
 	}
 	return append(events,
-		sse("content_block_stop", jsonObj{{"type", "content_block_stop"}, {"index", 0}}),
+		sse("content_block_stop", fakeObj{{"type", "content_block_stop"}, {"index", 0}}),
 		sse("message_delta", delta),
-		sse("message_stop", jsonObj{{"type", "message_stop"}}),
+		sse("message_stop", fakeObj{{"type", "message_stop"}}),
 	)
 }
 
 // aiGatewayMessage is a whole Messages answer; its usage and
 // provider_metadata are the final message_delta's (an assumption: no
 // whole answer was recorded).
-func aiGatewayMessage(id string, m fakeModel, u fakeUsage, mode costMode, at time.Time) jsonObj {
-	a := jsonObj{
+func aiGatewayMessage(id string, m fakeModel, u fakeUsage, mode costMode, at time.Time) fakeObj {
+	a := fakeObj{
 		{"id", id}, {"type", "message"}, {"role", "assistant"},
-		{"content", []any{jsonObj{{"type", "text"}, {"text", answerText}}}}, {"model", m.ID},
+		{"content", []any{fakeObj{{"type", "text"}, {"text", answerText}}}}, {"model", m.ID},
 		{"stop_reason", "end_turn"}, {"stop_sequence", nil},
 	}
 	if mode != costNone {
-		a = append(a, jsonKV{"usage", messagesUsage(u)}, jsonKV{"provider_metadata", messagesMetadata(id, m, u, mode, at)})
+		a = append(a, fakeKV{"usage", fakeMessagesUsage(u)}, fakeKV{"provider_metadata", fakeMessagesMetadata(id, m, u, mode, at)})
 	}
 	return a
 }
 
-// messagesUsage is the final usage of a Messages answer, as recorded:
+// fakeMessagesUsage is the final usage of a Messages answer, as recorded:
 // input_tokens counts the uncached input only (Anthropic's rule);
 // cache_read_input_tokens and cache_creation_input_tokens appear when not
 // zero (the recording, with none, has neither).
-func messagesUsage(u fakeUsage) jsonObj {
-	o := jsonObj{{"input_tokens", max(u.Input-u.CacheRead-u.CacheWrite, 0)}, {"output_tokens", u.Output}}
+func fakeMessagesUsage(u fakeUsage) fakeObj {
+	o := fakeObj{{"input_tokens", max(u.Input-u.CacheRead-u.CacheWrite, 0)}, {"output_tokens", u.Output}}
 	if u.CacheWrite > 0 {
-		o = append(o, jsonKV{"cache_creation_input_tokens", u.CacheWrite})
+		o = append(o, fakeKV{"cache_creation_input_tokens", u.CacheWrite})
 	}
 	if u.CacheRead > 0 {
-		o = append(o, jsonKV{"cache_read_input_tokens", u.CacheRead})
+		o = append(o, fakeKV{"cache_read_input_tokens", u.CacheRead})
 	}
-	return append(o, jsonKV{"cache_creation", jsonObj{{"ephemeral_5m_input_tokens", u.CacheWrite}, {"ephemeral_1h_input_tokens", 0}}})
+	return append(o, fakeKV{"cache_creation", fakeObj{{"ephemeral_5m_input_tokens", u.CacheWrite}, {"ephemeral_1h_input_tokens", 0}}})
 }
 
-// messagesMetadata is a Messages answer's provider_metadata in mode.
-func messagesMetadata(id string, m fakeModel, u fakeUsage, mode costMode, at time.Time) jsonObj {
+// fakeMessagesMetadata is a Messages answer's provider_metadata in mode.
+func fakeMessagesMetadata(id string, m fakeModel, u fakeUsage, mode costMode, at time.Time) fakeObj {
 	uncached := max(u.Input-u.CacheRead-u.CacheWrite, 0)
-	anthropic := jsonObj{
-		{"usage", jsonObj{
+	anthropic := fakeObj{
+		{"usage", fakeObj{
 			{"input_tokens", uncached}, {"cache_creation_input_tokens", u.CacheWrite}, {"cache_read_input_tokens", u.CacheRead},
-			{"cache_creation", jsonObj{{"ephemeral_5m_input_tokens", u.CacheWrite}, {"ephemeral_1h_input_tokens", 0}}},
+			{"cache_creation", fakeObj{{"ephemeral_5m_input_tokens", u.CacheWrite}, {"ephemeral_1h_input_tokens", 0}}},
 			{"output_tokens", u.Output}, {"service_tier", "standard"}, {"inference_geo", "not_available"},
 		}},
 		{"cacheCreationInputTokens", u.CacheWrite}, {"stopSequence", nil}, {"iterations", nil}, {"container", nil}, {"contextManagement", nil},
 	}
-	var gateway jsonObj
+	var gateway fakeObj
 	if mode != costAbsent {
-		gateway = jsonObj{{"routing", routingOf(m.ID, at)}}
+		gateway = fakeObj{{"routing", fakeRouting(m.ID, at)}}
 	}
-	in, out := splitCost(m, u)
+	in, out := fakeSplitCost(m, u)
 	switch mode {
 	case costPresent:
-		gateway = append(gateway, jsonObj{
-			{"cost", usdString(u.Cost)}, {"marketCost", usdString(u.Cost)},
-			{"inferenceCost", usdString(u.Cost)}, {"inputInferenceCost", usdString(in)}, {"outputInferenceCost", usdString(out)},
+		gateway = append(gateway, fakeObj{
+			{"cost", fakeUSDString(u.Cost)}, {"marketCost", fakeUSDString(u.Cost)},
+			{"inferenceCost", fakeUSDString(u.Cost)}, {"inputInferenceCost", fakeUSDString(in)}, {"outputInferenceCost", fakeUSDString(out)},
 		}...)
 	case costGateway, costMetadata:
-		gateway = append(gateway, jsonObj{
-			{"cost", usdString(u.Cost)}, {"marketCost", usdString(u.Cost)}, {"surchargeCost", usdString(u.Surcharge)},
-			{"gatewayCost", usdString(u.Total())}, {"inferenceCost", usdString(u.Cost)},
-			{"inputInferenceCost", usdString(in)}, {"outputInferenceCost", usdString(out)},
-			{"providerAllowlistCost", usdString(u.Surcharge)},
+		gateway = append(gateway, fakeObj{
+			{"cost", fakeUSDString(u.Cost)}, {"marketCost", fakeUSDString(u.Cost)}, {"surchargeCost", fakeUSDString(u.Surcharge)},
+			{"gatewayCost", fakeUSDString(u.Total())}, {"inferenceCost", fakeUSDString(u.Cost)},
+			{"inputInferenceCost", fakeUSDString(in)}, {"outputInferenceCost", fakeUSDString(out)},
+			{"providerAllowlistCost", fakeUSDString(u.Surcharge)},
 		}...)
 	}
-	gateway = append(gateway, jsonKV{"generationId", id})
-	return jsonObj{{"anthropic", anthropic}, {"gateway", gateway}}
+	gateway = append(gateway, fakeKV{"generationId", id})
+	return fakeObj{{"anthropic", anthropic}, {"gateway", gateway}}
 }
 
-// splitCost is u.Cost's input and output sides at m's prices; when
+// fakeSplitCost is u.Cost's input and output sides at m's prices; when
 // u.Cost is not their sum (SetUsage or VaryUsage set it), all of it is
 // input.
-func splitCost(m fakeModel, u fakeUsage) (in, out float64) {
+func fakeSplitCost(m fakeModel, u fakeUsage) (in, out float64) {
 	if m.Cost(u) != u.Cost {
 		return u.Cost, 0
 	}
 	i, o := m.costRats(u)
-	return ratFloat(i), ratFloat(o)
+	return fakeRatFloat(i), fakeRatFloat(o)
 }
 
-// routingOf is provider_metadata.gateway.routing as recorded, for a model
+// fakeRouting is provider_metadata.gateway.routing as recorded, for a model
 // served by its provider at once.
-func routingOf(model string, at time.Time) jsonObj {
+func fakeRouting(model string, at time.Time) fakeObj {
 	p, _, _ := strings.Cut(model, "/")
 	start := at.UnixMilli()
-	return jsonObj{
+	return fakeObj{
 		{"originalModelId", model}, {"resolvedProvider", p}, {"fallbacksAvailable", []string{}},
 		{"planningReasoning", "System credentials planned for: " + p + ". Total execution order: " + p + "(system)"},
 		{"canonicalSlug", model}, {"finalProvider", p}, {"modelAttemptCount", 1},
-		{"modelAttempts", []any{jsonObj{
+		{"modelAttempts", []any{fakeObj{
 			{"canonicalSlug", model}, {"success", true}, {"providerAttemptCount", 1},
-			{"providerAttempts", []any{jsonObj{
+			{"providerAttempts", []any{fakeObj{
 				{"provider", p}, {"credentialType", "system"}, {"success", true}, {"startTime", start}, {"endTime", start + 1},
 				{"providerRequestId", "req_fake"}, {"statusCode", 200}, {"providerResponseId", "msg_fake"},
 			}}},
@@ -589,7 +589,7 @@ func aiGatewayResponse(id, model string, u fakeUsage, mode costMode) map[string]
 		usage["cost"] = u.Cost
 		usage["gateway_cost"] = u.Total()
 	}
-	addGatewayMetadata(a, id, u, mode)
+	addFakeGatewayMetadata(a, id, u, mode)
 	return a
 }
 
@@ -628,22 +628,22 @@ func (g *fakeGateway) writeSpeech(w http.ResponseWriter, cut int, outcome *strin
 	panic(http.ErrAbortHandler)
 }
 
-// imagesAnswer answers /v1/images/generations: one image, no usage.
-func imagesAnswer() map[string]any {
+// fakeImagesAnswer answers /v1/images/generations: one image, no usage.
+func fakeImagesAnswer() map[string]any {
 	const png1x1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 	return map[string]any{"created": fakeCreated, "data": []map[string]any{{"b64_json": png1x1}}}
 }
 
-// jsonObj is a JSON object whose keys keep their order, as AI Gateway
+// fakeObj is a JSON object whose keys keep their order, as AI Gateway
 // wrote them.
-type jsonObj []jsonKV
+type fakeObj []fakeKV
 
-type jsonKV struct {
+type fakeKV struct {
 	K string
 	V any
 }
 
-func (o jsonObj) MarshalJSON() ([]byte, error) {
+func (o fakeObj) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteByte('{')
 	for i, kv := range o {

@@ -48,11 +48,15 @@ type fakeModel struct {
 	Unlisted bool `json:"-"`
 }
 
-// defaultCatalog is what GET /v1/models serves until SetCatalog: models
-// with different prices, output caps and types. The two first keep the
-// ids and creation times the fake listed before it had a catalog (the
-// models the other tests use); prices are AI Gateway's at the time of
-// writing, except deepseek's, which is the recording's verbatim.
+// defaultCatalog is what a faithful gateway (see Faithful) serves and
+// prices from until SetCatalog: models with different prices, output caps
+// and types. Prices are AI Gateway's at the time of writing, except
+// deepseek's, which is the recording's verbatim.
+//
+// The two first keep the ids and creation times the fake listed before
+// it had a catalog (the models the other tests use), and they alone are
+// listed until Faithful or SetCatalog (see legacyCatalogSize): tests
+// count the models listed.
 func defaultCatalog() []fakeModel {
 	return []fakeModel{
 		{ID: "openai/gpt-5", Created: 1754524800, Released: 1754524800, OwnedBy: "openai", Name: "GPT-5",
@@ -79,6 +83,11 @@ func defaultCatalog() []fakeModel {
 	}
 }
 
+// legacyCatalogSize is how many of defaultCatalog's models a gateway
+// lists (and knows) until Faithful or SetCatalog: the two the fake listed
+// before, now with their catalog entries.
+const legacyCatalogSize = 2
+
 // catalogFailure is how GET /v1/models fails; see SetCatalogFailure.
 type catalogFailure int
 
@@ -98,14 +107,19 @@ func (g *fakeGateway) SetCatalog(models []fakeModel) {
 }
 
 // Catalog returns the catalog the fake serves and prices from now,
-// unlisted models included.
+// unlisted models included: the test's (SetCatalog), else the default
+// (only its legacyCatalogSize first models until Faithful).
 func (g *fakeGateway) Catalog() []fakeModel {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.catalog == nil {
+	switch {
+	case g.catalog != nil:
+		return slices.Clone(g.catalog)
+	case g.faithful:
 		return defaultCatalog()
+	default:
+		return defaultCatalog()[:legacyCatalogSize]
 	}
-	return slices.Clone(g.catalog)
 }
 
 // Model returns the catalog's model id (unlisted ones included).
@@ -214,9 +228,9 @@ func (g *fakeGateway) writeCatalog(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
 }
 
-// usdRat reads a decimal price or amount exactly; "" and malformed
+// fakeUSDRat reads a decimal price or amount exactly; "" and malformed
 // strings are nil.
-func usdRat(s string) *big.Rat {
+func fakeUSDRat(s string) *big.Rat {
 	if s == "" {
 		return nil
 	}
@@ -227,31 +241,31 @@ func usdRat(s string) *big.Rat {
 	return r
 }
 
-// ratOfUSD is the decimal a float64 amount was written as (its shortest
+// fakeRatOfUSD is the decimal a float64 amount was written as (its shortest
 // representation), exactly: 0.0001 is 1/10000, not the binary double
 // nearest to it.
-func ratOfUSD(f float64) *big.Rat {
+func fakeRatOfUSD(f float64) *big.Rat {
 	r, _ := new(big.Rat).SetString(strconv.FormatFloat(f, 'g', -1, 64))
 	return r
 }
 
-func ratFloat(r *big.Rat) float64 {
+func fakeRatFloat(r *big.Rat) float64 {
 	f, _ := r.Float64()
 	return f
 }
 
-// usdString writes an amount as AI Gateway writes its decimal strings
+// fakeUSDString writes an amount as AI Gateway writes its decimal strings
 // ("0.000038"): the shortest decimal that reads back as the same float64.
-func usdString(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+func fakeUSDString(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
 
-// addUSD adds amounts as decimals, rounding once: addUSD(0.000038,
+// fakeAddUSD adds amounts as decimals, rounding once: fakeAddUSD(0.000038,
 // 0.0001) is exactly the float64 nearest to 0.000138.
-func addUSD(amounts ...float64) float64 {
+func fakeAddUSD(amounts ...float64) float64 {
 	sum := new(big.Rat)
 	for _, a := range amounts {
-		sum.Add(sum, ratOfUSD(a))
+		sum.Add(sum, fakeRatOfUSD(a))
 	}
-	return ratFloat(sum)
+	return fakeRatFloat(sum)
 }
 
 // costRats prices u at the model's prices, exactly: the input side
@@ -260,10 +274,10 @@ func addUSD(amounts ...float64) float64 {
 // such price) and the output side. A price the model lacks counts as 0.
 func (m fakeModel) costRats(u fakeUsage) (input, output *big.Rat) {
 	price := func(key, fallback string) *big.Rat {
-		if p := usdRat(m.Pricing[key]); p != nil {
+		if p := fakeUSDRat(m.Pricing[key]); p != nil {
 			return p
 		}
-		if p := usdRat(m.Pricing[fallback]); p != nil {
+		if p := fakeUSDRat(m.Pricing[fallback]); p != nil {
 			return p
 		}
 		return new(big.Rat)
@@ -282,7 +296,7 @@ func (m fakeModel) costRats(u fakeUsage) (input, output *big.Rat) {
 // arithmetic may differ in the last bits: compare with a tolerance.
 func (m fakeModel) Cost(u fakeUsage) float64 {
 	in, out := m.costRats(u)
-	return ratFloat(in.Add(in, out))
+	return fakeRatFloat(in.Add(in, out))
 }
 
 // provider is the model's provider, as AI Gateway's routing names it.

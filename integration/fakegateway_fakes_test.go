@@ -92,8 +92,8 @@ func fakesJSON(t *testing.T, b []byte) map[string]any {
 	return m
 }
 
-// dig follows a path of keys (and array indexes) in a decoded value.
-func dig(v any, path ...any) any {
+// fakesDig follows a path of keys (and array indexes) in a decoded value.
+func fakesDig(v any, path ...any) any {
 	for _, p := range path {
 		switch k := p.(type) {
 		case string:
@@ -110,8 +110,8 @@ func dig(v any, path ...any) any {
 	return v
 }
 
-// num reads a JSON number (json.Number) or a decimal string as a float.
-func num(t *testing.T, v any) float64 {
+// fakesNum reads a JSON number (json.Number) or a decimal string as a float.
+func fakesNum(t *testing.T, v any) float64 {
 	t.Helper()
 	var s string
 	switch x := v.(type) {
@@ -126,18 +126,18 @@ func num(t *testing.T, v any) float64 {
 	if !ok {
 		t.Fatalf("%q is not a number", s)
 	}
-	return ratFloat(r)
+	return fakeRatFloat(r)
 }
 
-// priceOf prices tokens at decimal prices, independently of the fake's
+// fakesPriceOf prices tokens at decimal prices, independently of the fake's
 // own arithmetic.
-func priceOf(counts map[string]int, prices map[string]string) float64 {
+func fakesPriceOf(counts map[string]int, prices map[string]string) float64 {
 	sum := new(big.Rat)
 	for k, n := range counts {
 		p, _ := new(big.Rat).SetString(prices[k])
 		sum.Add(sum, new(big.Rat).Mul(big.NewRat(int64(n), 1), p))
 	}
-	return ratFloat(sum)
+	return fakeRatFloat(sum)
 }
 
 // fakesChatBody is a minimal chat completion.
@@ -169,7 +169,7 @@ func fakesEventually(t *testing.T, timeout time.Duration, what string, cond func
 	}
 }
 
-var genIDPattern = regexp.MustCompile(`^gen_[0-9A-HJKMNP-TV-Z]{26}$`)
+var fakesGenIDPattern = regexp.MustCompile(`^gen_[0-9A-HJKMNP-TV-Z]{26}$`)
 
 // TestFakesCatalog: GET /v1/models serves the catalog in AI Gateway's
 // shape (the recorded deepseek entry verbatim), or the test's, and
@@ -180,7 +180,15 @@ func TestFakesCatalog(t *testing.T) {
 	gw := newFakeGateway(t, nil, apiKey)
 	auth := map[string]string{"Authorization": "Bearer " + apiKey}
 
+	// until Faithful, the two models the fake always listed, in full
 	res := fakesDo(t, http.MethodGet, gw.URL()+"/v1/models", auth, "")
+	var legacy struct{ Data []fakeModel }
+	if json.Unmarshal(res.Body, &legacy); len(legacy.Data) != 2 || legacy.Data[0].ID != "openai/gpt-5" ||
+		legacy.Data[1].ID != "anthropic/claude-sonnet-4" || legacy.Data[1].Pricing["input_cache_write"] == "" {
+		t.Errorf("the default catalog before Faithful: %s", res.Body)
+	}
+	gw.Faithful()
+	res = fakesDo(t, http.MethodGet, gw.URL()+"/v1/models", auth, "")
 	if res.Status != http.StatusOK {
 		t.Fatalf("GET /v1/models: %d %s", res.Status, res.Body)
 	}
@@ -237,8 +245,8 @@ func TestFakesCatalog(t *testing.T) {
 		t.Errorf("no credential: %d", res.Status)
 	}
 	fetches := gw.CatalogFetches()
-	if len(fetches) != 3 || fetches[0].Credential != apiKey || fetches[0].AuthMethod != "api-key" || fetches[0].Status != 200 ||
-		fetches[2].Status != 401 || fetches[2].Reject == "" {
+	if len(fetches) != 4 || fetches[0].Credential != apiKey || fetches[0].AuthMethod != "api-key" || fetches[0].Status != 200 ||
+		fetches[3].Status != 401 || fetches[3].Reject == "" {
 		t.Errorf("catalog fetches %+v", fetches)
 	}
 
@@ -279,7 +287,7 @@ func TestFakesCatalog(t *testing.T) {
 	hung := make(chan fakesCall)
 	go func() { hung <- fakesDo(t, http.MethodGet, gw.URL()+"/v1/models", auth, "") }()
 	fakesEventually(t, fakesTimeout, "the fetch hangs", func() string {
-		if f := gw.CatalogFetches(); len(f) != 8 || f[7].Status != 0 {
+		if f := gw.CatalogFetches(); len(f) != 9 || f[8].Status != 0 {
 			return fmt.Sprintf("%d fetches", len(f))
 		}
 		return ""
@@ -288,8 +296,8 @@ func TestFakesCatalog(t *testing.T) {
 	if res := <-hung; res.Status != 200 || !json.Valid(res.Body) {
 		t.Errorf("a hanging fetch released by catalogOK: %d %s %v", res.Status, res.Body, res.Err)
 	}
-	if f := gw.CatalogFetches(); f[7].Status != 200 {
-		t.Errorf("the released fetch is recorded with status %d", f[7].Status)
+	if f := gw.CatalogFetches(); f[8].Status != 200 {
+		t.Errorf("the released fetch is recorded with status %d", f[8].Status)
 	}
 	if len(gw.Billed()) != 0 {
 		t.Errorf("catalog fetches were billed: %+v", gw.Billed())
@@ -337,12 +345,12 @@ func TestFakesFaithfulUsage(t *testing.T) {
 			r := fakesLast(t, gw)
 			wantIn := (len(c.body) + 3) / 4
 			m, _ := gw.Model(fakesJSON(t, []byte(c.body))["model"].(string))
-			wantCost := priceOf(map[string]int{"input": wantIn, "output": c.wantOut}, m.Pricing)
+			wantCost := fakesPriceOf(map[string]int{"input": wantIn, "output": c.wantOut}, m.Pricing)
 			if !r.Ran || r.Billed != (fakeUsage{Input: wantIn, Output: c.wantOut, Cost: wantCost}) || r.Usage != r.Billed {
 				t.Errorf("ran %v, billed %+v, reported %+v; want %d in, %d out, $%v", r.Ran, r.Billed, r.Usage, wantIn, c.wantOut, wantCost)
 			}
 			a := fakesJSON(t, res.Body)
-			if !genIDPattern.MatchString(r.GenerationID) || a["id"] != r.GenerationID {
+			if !fakesGenIDPattern.MatchString(r.GenerationID) || a["id"] != r.GenerationID {
 				t.Errorf("answer id %v, generation %q: want the same gen_ ULID", a["id"], r.GenerationID)
 			}
 			if gen, ok := gw.Generation(r.GenerationID); !ok || gen.Usage != r.Billed || gen.EndedAt.IsZero() || r.Answer != "complete" {
@@ -358,20 +366,20 @@ func TestFakesFaithfulUsage(t *testing.T) {
 	res := fakesDo(t, http.MethodPost, gw.URL()+"/v1/messages", map[string]string{"X-Api-Key": apiKey}, body)
 	in := (len(body) + 3) / 4
 	sonnet, _ := gw.Model("anthropic/claude-sonnet-4")
-	wantCost := priceOf(map[string]int{"input": in - 14, "input_cache_read": 10, "input_cache_write": 4, "output": 5}, sonnet.Pricing)
+	wantCost := fakesPriceOf(map[string]int{"input": in - 14, "input_cache_read": 10, "input_cache_write": 4, "output": 5}, sonnet.Pricing)
 	if r := fakesLast(t, gw); r.Billed != (fakeUsage{Input: in, Output: 5, CacheRead: 10, CacheWrite: 4, Cost: wantCost}) {
 		t.Errorf("cached: billed %+v, want %d in (10 read, 4 written), 5 out, $%v", r.Billed, in, wantCost)
 	}
 	m := fakesJSON(t, res.Body)
-	if num(t, dig(m, "usage", "input_tokens")) != float64(in-14) || num(t, dig(m, "usage", "cache_read_input_tokens")) != 10 ||
-		num(t, dig(m, "usage", "cache_creation_input_tokens")) != 4 || num(t, dig(m, "provider_metadata", "gateway", "cost")) != wantCost {
+	if fakesNum(t, fakesDig(m, "usage", "input_tokens")) != float64(in-14) || fakesNum(t, fakesDig(m, "usage", "cache_read_input_tokens")) != 10 ||
+		fakesNum(t, fakesDig(m, "usage", "cache_creation_input_tokens")) != 4 || fakesNum(t, fakesDig(m, "provider_metadata", "gateway", "cost")) != wantCost {
 		t.Errorf("cached message usage %v", m["usage"])
 	}
 	res = fakesDo(t, http.MethodPost, gw.URL()+"/v1/chat/completions", auth, `{"model":"openai/gpt-5","max_tokens":1,"messages":[]}`)
 	c := fakesJSON(t, res.Body)
 	in = (len(`{"model":"openai/gpt-5","max_tokens":1,"messages":[]}`) + 3) / 4
-	if num(t, dig(c, "usage", "prompt_tokens")) != float64(in) || num(t, dig(c, "usage", "prompt_tokens_details", "cached_tokens")) != 10 ||
-		num(t, dig(c, "usage", "cost")) != priceOf(map[string]int{"input": in - 10, "input_cache_read": 10, "output": 1}, gpt5) {
+	if fakesNum(t, fakesDig(c, "usage", "prompt_tokens")) != float64(in) || fakesNum(t, fakesDig(c, "usage", "prompt_tokens_details", "cached_tokens")) != 10 ||
+		fakesNum(t, fakesDig(c, "usage", "cost")) != fakesPriceOf(map[string]int{"input": in - 10, "input_cache_read": 10, "output": 1}, gpt5) {
 		// gpt-5 has no cache write price: its 4 writes are priced at input
 		t.Errorf("cached chat usage %v", c["usage"])
 	}
@@ -381,7 +389,7 @@ func TestFakesFaithfulUsage(t *testing.T) {
 	// priced from the catalog
 	gw.SetUsage(fakeUsage{Input: 1000, Output: 10})
 	fakesDo(t, http.MethodPost, gw.URL()+"/v1/chat/completions", auth, fakesChatBody)
-	if r := fakesLast(t, gw); r.Billed != (fakeUsage{Input: 1000, Output: 10, Cost: priceOf(map[string]int{"input": 1000, "output": 10}, gpt5)}) {
+	if r := fakesLast(t, gw); r.Billed != (fakeUsage{Input: 1000, Output: 10, Cost: fakesPriceOf(map[string]int{"input": 1000, "output": 10}, gpt5)}) {
 		t.Errorf("SetUsage in faithful mode: billed %+v", r.Billed)
 	}
 	gw.SetUsage(fakeUsage{Input: 1, Output: 2, Cost: 0.5})
@@ -419,7 +427,7 @@ func TestFakesFaithfulUsage(t *testing.T) {
 			t.Errorf("%s: %d, want %d: %s", c.name, res.Status, c.want, res.Body)
 		}
 		if c.name == "unknown model" {
-			if e := fakesJSON(t, res.Body); dig(e, "error", "type") != "model_not_found" || dig(e, "error", "param", "modelId") != "openai/gpt-9" {
+			if e := fakesJSON(t, res.Body); fakesDig(e, "error", "type") != "model_not_found" || fakesDig(e, "error", "param", "modelId") != "openai/gpt-9" {
 				t.Errorf("unknown model: %s, want AI Gateway's model_not_found", res.Body)
 			}
 		}
@@ -486,17 +494,17 @@ func TestFakesCostModes(t *testing.T) {
 			objs = append(objs, fakesJSON(t, body))
 		}
 		for _, o := range objs {
-			usage, _ := dig(o, "usage").(map[string]any)
-			meta, _ := dig(o, "provider_metadata", "gateway").(map[string]any)
+			usage, _ := fakesDig(o, "usage").(map[string]any)
+			meta, _ := fakesDig(o, "provider_metadata", "gateway").(map[string]any)
 			switch path {
 			case "/v1/messages":
-				if d, _ := dig(o, "delta").(map[string]any); d != nil || !stream {
+				if d, _ := fakesDig(o, "delta").(map[string]any); d != nil || !stream {
 					if usage != nil {
 						rd.hasUsage = true
-						rd.in, rd.out = num(t, usage["input_tokens"]), num(t, usage["output_tokens"])
+						rd.in, rd.out = fakesNum(t, usage["input_tokens"]), fakesNum(t, usage["output_tokens"])
 					}
 				}
-				if id, ok := dig(o, "message", "id").(string); ok {
+				if id, ok := fakesDig(o, "message", "id").(string); ok {
 					rd.genID = id
 				}
 				if !stream {
@@ -512,29 +520,29 @@ func TestFakesCostModes(t *testing.T) {
 				}
 				rd.genID, _ = r["id"].(string)
 				usage, _ = r["usage"].(map[string]any)
-				meta, _ = dig(r, "provider_metadata", "gateway").(map[string]any)
+				meta, _ = fakesDig(r, "provider_metadata", "gateway").(map[string]any)
 				if usage != nil {
 					rd.hasUsage = true
-					rd.in, rd.out = num(t, usage["input_tokens"]), num(t, usage["output_tokens"])
+					rd.in, rd.out = fakesNum(t, usage["input_tokens"]), fakesNum(t, usage["output_tokens"])
 				}
 			default:
 				rd.genID, _ = o["id"].(string)
 				if usage != nil {
 					rd.hasUsage = true
-					rd.in, rd.out = num(t, usage["prompt_tokens"]), num(t, usage["completion_tokens"])
+					rd.in, rd.out = fakesNum(t, usage["prompt_tokens"]), fakesNum(t, usage["completion_tokens"])
 				}
 			}
 			if usage != nil && usage["cost"] != nil {
-				rd.hasCost, rd.cost = true, num(t, usage["cost"])
+				rd.hasCost, rd.cost = true, fakesNum(t, usage["cost"])
 			}
 			if usage != nil && usage["gateway_cost"] != nil {
-				rd.hasGatewayCost, rd.gatewayCost = true, num(t, usage["gateway_cost"])
+				rd.hasGatewayCost, rd.gatewayCost = true, fakesNum(t, usage["gateway_cost"])
 			}
 			if meta != nil && meta["cost"] != nil {
-				rd.hasCost, rd.cost = true, num(t, meta["cost"])
+				rd.hasCost, rd.cost = true, fakesNum(t, meta["cost"])
 			}
 			if meta != nil && meta["gatewayCost"] != nil {
-				rd.hasGatewayCost, rd.gatewayCost = true, num(t, meta["gatewayCost"])
+				rd.hasGatewayCost, rd.gatewayCost = true, fakesNum(t, meta["gatewayCost"])
 			}
 			if meta != nil && meta["generationId"] != nil && meta["generationId"] != rd.genID {
 				t.Errorf("generationId %v, answer id %q", meta["generationId"], rd.genID)
@@ -567,7 +575,7 @@ func TestFakesCostModes(t *testing.T) {
 						}
 					}
 					b := r.Billed
-					if b.Input != (len(body)+3)/4 || b.Output != 20 || b.Cost <= 0 || b.Surcharge != 0.0001 || b.Total() != addUSD(b.Cost, 0.0001) {
+					if b.Input != (len(body)+3)/4 || b.Output != 20 || b.Cost <= 0 || b.Surcharge != 0.0001 || b.Total() != fakeAddUSD(b.Cost, 0.0001) {
 						t.Fatalf("billed %+v", b)
 					}
 					rd := read(t, path, stream, res.Body)
@@ -611,8 +619,8 @@ func TestFakesCostModes(t *testing.T) {
 	res := fakesDo(t, http.MethodPost, gw.URL()+"/v1/embeddings", auth, `{"model":"openai/text-embedding-3-small","input":"hello"}`)
 	e := fakesJSON(t, res.Body)
 	r := fakesLast(t, gw)
-	if r.Billed.Output != 0 || r.Billed.Cost != priceOf(map[string]int{"input": r.Billed.Input}, map[string]string{"input": "0.00000002"}) ||
-		num(t, dig(e, "usage", "prompt_tokens")) != float64(r.Billed.Input) || num(t, dig(e, "usage", "cost")) != r.Billed.Cost {
+	if r.Billed.Output != 0 || r.Billed.Cost != fakesPriceOf(map[string]int{"input": r.Billed.Input}, map[string]string{"input": "0.00000002"}) ||
+		fakesNum(t, fakesDig(e, "usage", "prompt_tokens")) != float64(r.Billed.Input) || fakesNum(t, fakesDig(e, "usage", "cost")) != r.Billed.Cost {
 		t.Errorf("embeddings: billed %+v, answer %s", r.Billed, res.Body)
 	}
 	// a chat stream that did not ask for usage shows none
@@ -646,8 +654,8 @@ var fakesRecordedNoCost = []string{
 	`{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"input_tokens":13,"output_tokens":5,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0}},"provider_metadata":{"anthropic":{"usage":{"input_tokens":13,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":5,"service_tier":"standard","inference_geo":"not_available"},"cacheCreationInputTokens":0,"stopSequence":null,"iterations":null,"container":null,"contextManagement":null},"gateway":{"generationId":"gen_01KY06SC3SZGWANWA1VYE729WE"}}}`,
 }
 
-// objectKeys lists an object's keys in order.
-func objectKeys(t *testing.T, raw string) []string {
+// fakesObjectKeys lists an object's keys in order.
+func fakesObjectKeys(t *testing.T, raw string) []string {
 	t.Helper()
 	d := json.NewDecoder(strings.NewReader(raw))
 	if tok, err := d.Token(); err != nil || tok != json.Delim('{') {
@@ -673,14 +681,14 @@ func objectKeys(t *testing.T, raw string) []string {
 // billed usage.
 func TestFakesRecordedMessages(t *testing.T) {
 	t.Parallel()
-	haiku, ok := defaultModel("anthropic/claude-haiku-4.5")
+	haiku, ok := defaultFakeModel("anthropic/claude-haiku-4.5")
 	if !ok {
 		t.Fatal("no haiku in the default catalog")
 	}
 	u := fakeUsage{Input: 13, Output: 5}
 	u.Cost, u.Surcharge = haiku.Cost(u), 0.0001
-	if usdString(u.Cost) != "0.000038" || usdString(u.Total()) != "0.000138" {
-		t.Fatalf("haiku 13/5 costs %s (total %s), want the recording's 0.000038 (0.000138)", usdString(u.Cost), usdString(u.Total()))
+	if fakeUSDString(u.Cost) != "0.000038" || fakeUSDString(u.Total()) != "0.000138" {
+		t.Fatalf("haiku 13/5 costs %s (total %s), want the recording's 0.000038 (0.000138)", fakeUSDString(u.Cost), fakeUSDString(u.Total()))
 	}
 	at := time.UnixMilli(1784566312266)
 	got := strings.Join(aiGatewayMessageEvents("gen_01KY071V9GQK1EBS343E5TY39W", haiku, []string{"Hi!"}, u, costGateway, at), "")
@@ -695,7 +703,7 @@ func TestFakesRecordedMessages(t *testing.T) {
 	if got != want {
 		t.Errorf("the fake's stream:\n%s\nthe recording's (routing replaced):\n%s", got, want)
 	}
-	if g, w := objectKeys(t, routing(got)), objectKeys(t, routing(fakesRecordedHaiku)); !reflect.DeepEqual(g, w) {
+	if g, w := fakesObjectKeys(t, routing(got)), fakesObjectKeys(t, routing(fakesRecordedHaiku)); !reflect.DeepEqual(g, w) {
 		t.Errorf("routing keys %v, recorded %v", g, w)
 	}
 
@@ -737,7 +745,7 @@ func TestFakesRecordedMessages(t *testing.T) {
 		t.Errorf("accumulated %s %q usage %+v; billed %+v as %s", msg.ID, msg.Content[0].Text, msg.Usage, r.Billed, r.GenerationID)
 	}
 	d := fakesJSON(t, []byte(deltaRaw))
-	if num(t, dig(d, "provider_metadata", "gateway", "gatewayCost")) != r.Billed.Total() || dig(d, "provider_metadata", "gateway", "generationId") != r.GenerationID {
+	if fakesNum(t, fakesDig(d, "provider_metadata", "gateway", "gatewayCost")) != r.Billed.Total() || fakesDig(d, "provider_metadata", "gateway", "generationId") != r.GenerationID {
 		t.Errorf("message_delta %s, billed %+v", deltaRaw, r.Billed)
 	}
 	// and whole
@@ -751,8 +759,8 @@ func TestFakesRecordedMessages(t *testing.T) {
 	}
 }
 
-// defaultModel finds id in the default catalog.
-func defaultModel(id string) (fakeModel, bool) {
+// defaultFakeModel finds id in the default catalog.
+func defaultFakeModel(id string) (fakeModel, bool) {
 	for _, m := range defaultCatalog() {
 		if m.ID == id {
 			return m, true
@@ -795,7 +803,7 @@ func TestFakesOpenAISDK(t *testing.T) {
 		switch mode {
 		case costPresent:
 			u := fakesJSON(t, []byte(usageRaw))
-			if acc.Usage.PromptTokens != int64(r.Billed.Input) || acc.Usage.CompletionTokens != 40 || num(t, dig(u, "usage", "cost")) != r.Billed.Cost {
+			if acc.Usage.PromptTokens != int64(r.Billed.Input) || acc.Usage.CompletionTokens != 40 || fakesNum(t, fakesDig(u, "usage", "cost")) != r.Billed.Cost {
 				t.Errorf("usage %+v (chunk %s), billed %+v", acc.Usage, usageRaw, r.Billed)
 			}
 		case costNone:
@@ -835,7 +843,7 @@ func TestFakesGenerations(t *testing.T) {
 	res := fakesDo(t, http.MethodPost, gw.URL()+"/v1/messages", map[string]string{"X-Api-Key": apiKey},
 		`{"model":"anthropic/claude-haiku-4.5","max_tokens":5,"stream":true,"messages":[]}`)
 	r := fakesLast(t, gw)
-	if res.Status != 200 || !genIDPattern.MatchString(r.GenerationID) {
+	if res.Status != 200 || !fakesGenIDPattern.MatchString(r.GenerationID) {
 		t.Fatalf("%d %s; generation %q", res.Status, res.Body, r.GenerationID)
 	}
 	id := r.GenerationID
@@ -882,7 +890,7 @@ func TestFakesGenerations(t *testing.T) {
 	}
 	dd := info.Data
 	if _, err := time.Parse("2006-01-02T15:04:05.000Z", dd.CreatedAt); err != nil || dd.ID != id || dd.TotalCost != r.Billed.Total() ||
-		dd.Usage != dd.TotalCost || dd.TotalCost != addUSD(r.Billed.Cost, 0.0001) || dd.Model != "anthropic/claude-haiku-4.5" ||
+		dd.Usage != dd.TotalCost || dd.TotalCost != fakeAddUSD(r.Billed.Cost, 0.0001) || dd.Model != "anthropic/claude-haiku-4.5" ||
 		dd.ProviderName != "anthropic" || !dd.Streamed || dd.FinishReason != "stop" || dd.NativeTokensPrompt != r.Billed.Input ||
 		dd.NativeTokensCompletion != 5 || dd.NativeTokensCached == nil || dd.BillableWebSearchCalls == nil || dd.IsByok {
 		t.Errorf("generation %+v; billed %+v", dd, r.Billed)
@@ -932,7 +940,7 @@ func TestFakesHangUps(t *testing.T) {
 	auth := map[string]string{"Authorization": "Bearer " + apiKey}
 	body := `{"model":"openai/gpt-5","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"` + strings.Repeat("y", 4000) + `"}]}`
 	full := fakeUsage{Input: (len(body) + 3) / 4, Output: defaultOutputTokens}
-	full.Cost = priceOf(map[string]int{"input": full.Input, "output": full.Output}, map[string]string{"input": "0.00000125", "output": "0.00001"})
+	full.Cost = fakesPriceOf(map[string]int{"input": full.Input, "output": full.Output}, map[string]string{"input": "0.00000125", "output": "0.00001"})
 	waitHeld := func(n int) {
 		fakesEventually(t, fakesTimeout, "answers held", func() string {
 			if h := gw.HeldAnswers(); h != n {
@@ -1050,8 +1058,8 @@ func TestFakesUnmetered(t *testing.T) {
 	gw.SetUnmeteredCost(0.25)
 	res = fakesDo(t, http.MethodPost, gw.URL()+"/v1/images/generations", auth, `{"model":"google/imagen-4.0-generate-001","prompt":"a lighthouse"}`)
 	r = fakesLast(t, gw)
-	if img := fakesJSON(t, res.Body); res.Status != 200 || img["usage"] != nil || dig(img, "data", 0, "b64_json") == nil ||
-		!r.Ran || r.Billed != (fakeUsage{Cost: 0.25}) || !genIDPattern.MatchString(r.GenerationID) {
+	if img := fakesJSON(t, res.Body); res.Status != 200 || img["usage"] != nil || fakesDig(img, "data", 0, "b64_json") == nil ||
+		!r.Ran || r.Billed != (fakeUsage{Cost: 0.25}) || !fakesGenIDPattern.MatchString(r.GenerationID) {
 		t.Errorf("images: %d %s; ran %v billed %+v", res.Status, res.Body, r.Ran, r.Billed)
 	}
 	// the default (legacy) answers are generations too, billed what they report

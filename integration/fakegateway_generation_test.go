@@ -42,8 +42,8 @@ type fakeGeneration struct {
 	Lookups int
 }
 
-// crockford is the base32 alphabet of ULIDs.
-const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+// fakeULIDAlphabet is the base32 alphabet of ULIDs.
+const fakeULIDAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 // newGenerationID is "gen_" and a ULID: 48 bits of Unix milliseconds, 80
 // random bits, 26 Crockford base32 characters (as AI Gateway's
@@ -61,7 +61,7 @@ func newGenerationID(now time.Time) string {
 	for i := 25; i >= 0; i-- {
 		var m big.Int
 		n.DivMod(n, thirtyTwo, &m)
-		out[i] = crockford[m.Int64()]
+		out[i] = fakeULIDAlphabet[m.Int64()]
 	}
 	return "gen_" + string(out)
 }
@@ -151,10 +151,10 @@ func (g *fakeGateway) BilledTotal() fakeUsage {
 		t.Output += b.Output
 		t.CacheRead += b.CacheRead
 		t.CacheWrite += b.CacheWrite
-		cost.Add(cost, ratOfUSD(b.Cost))
-		surcharge.Add(surcharge, ratOfUSD(b.Surcharge))
+		cost.Add(cost, fakeRatOfUSD(b.Cost))
+		surcharge.Add(surcharge, fakeRatOfUSD(b.Surcharge))
 	}
-	t.Cost, t.Surcharge = ratFloat(cost), ratFloat(surcharge)
+	t.Cost, t.Surcharge = fakeRatFloat(cost), fakeRatFloat(surcharge)
 	return t
 }
 
@@ -194,7 +194,7 @@ func (g *fakeGateway) serveGeneration(w http.ResponseWriter, r *http.Request, re
 	u := found.Usage
 	total := u.Total()
 	genTime := max(found.EndedAt.Sub(found.CreatedAt).Milliseconds(), 1)
-	writeJSON(w, http.StatusOK, jsonObj{{"data", jsonObj{
+	writeJSON(w, http.StatusOK, fakeObj{{"data", fakeObj{
 		{"id", found.ID}, {"total_cost", total}, {"upstream_inference_cost", 0}, {"usage", total},
 		{"created_at", found.CreatedAt.UTC().Format("2006-01-02T15:04:05.000Z")}, {"model", found.Model},
 		{"is_byok", false}, {"provider_name", found.Provider}, {"streamed", found.Streamed}, {"finish_reason", "stop"},

@@ -310,9 +310,9 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	inference := r.Method == http.MethodPost && inferencePaths[r.URL.Path]
+	inference := r.Method == http.MethodPost && fakeInferencePaths[r.URL.Path]
 	var model fakeModel
-	if inference && plan.faithful && pricedPaths[r.URL.Path] {
+	if inference && plan.faithful && fakePricedPaths[r.URL.Path] {
 		var ok bool
 		if model, ok = g.Model(req.Model); !ok {
 			// AI Gateway's answer to a model it does not have; nothing ran
@@ -344,7 +344,7 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 			rec.Billed = fakeUsage{Input: u.Input, Cost: u.Cost}
 		}
 	}
-	if unmeteredPaths[r.URL.Path] {
+	if fakeUnmeteredPaths[r.URL.Path] {
 		rec.Billed = fakeUsage{Cost: g.unmetered()}
 		rec.Usage = fakeUsage{}
 	}
@@ -375,7 +375,7 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		w = gzipResponseWriter{ResponseWriter: w, gz: gz}
 	}
 
-	if inference && plan.faithful && !unmeteredPaths[r.URL.Path] {
+	if inference && plan.faithful && !fakeUnmeteredPaths[r.URL.Path] {
 		g.answerFaithfully(w, r, req, model, gen, rec.Usage, plan, &outcome)
 		return
 	}
@@ -417,7 +417,7 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/audio/speech":
 		g.writeSpeech(w, plan.cut, &outcome)
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/images/generations":
-		g.writeAnswer(w, imagesAnswer(), plan.cut, &outcome)
+		g.writeAnswer(w, fakeImagesAnswer(), plan.cut, &outcome)
 	default:
 		writeJSON(w, http.StatusNotFound, map[string]any{
 			"error": map[string]string{"message": "not found: " + r.URL.Path, "type": "not_found_error"},
@@ -425,19 +425,19 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// inferencePaths are the endpoints whose POSTs run inference and are
-// billed; pricedPaths those priced per token from the catalog (in
-// faithful mode, their model must be in it); unmeteredPaths those whose
+// fakeInferencePaths are the endpoints whose POSTs run inference and are
+// billed; fakePricedPaths those priced per token from the catalog (in
+// faithful mode, their model must be in it); fakeUnmeteredPaths those whose
 // answers carry no usage (billed SetUnmeteredCost each).
 var (
-	inferencePaths = map[string]bool{
+	fakeInferencePaths = map[string]bool{
 		"/v1/chat/completions": true, "/v1/messages": true, "/v1/responses": true, "/v1/embeddings": true,
 		"/v1/audio/speech": true, "/v1/images/generations": true,
 	}
-	pricedPaths = map[string]bool{
+	fakePricedPaths = map[string]bool{
 		"/v1/chat/completions": true, "/v1/messages": true, "/v1/responses": true, "/v1/embeddings": true,
 	}
-	unmeteredPaths = map[string]bool{"/v1/audio/speech": true, "/v1/images/generations": true}
+	fakeUnmeteredPaths = map[string]bool{"/v1/audio/speech": true, "/v1/images/generations": true}
 )
 
 // record appends rec and returns its index in Requests.
@@ -787,7 +787,7 @@ func (u fakeUsage) Total() float64 {
 	if u.Surcharge == 0 {
 		return u.Cost
 	}
-	return addUSD(u.Cost, u.Surcharge)
+	return fakeAddUSD(u.Cost, u.Surcharge)
 }
 
 // defaultUsage is what every answer reports unless VaryUsage is on.
@@ -820,11 +820,11 @@ func (g *fakeGateway) usageFor(body []byte) fakeUsage {
 	if !vary {
 		return defaultUsage
 	}
-	return variedUsage(body)
+	return variedFakeUsage(body)
 }
 
-// variedUsage is VaryUsage's usage for a body.
-func variedUsage(body []byte) fakeUsage {
+// variedFakeUsage is VaryUsage's usage for a body.
+func variedFakeUsage(body []byte) fakeUsage {
 	in, out := 5+len(body)%97, 2+len(body)%13
 	// a multiple of 1/1024: sums are exact in float64 whatever the order
 	return fakeUsage{Input: in, Output: out, Cost: float64(in+out) / 1024}
