@@ -299,6 +299,11 @@ func TestFakesCatalog(t *testing.T) {
 	if f := gw.CatalogFetches(); f[8].Status != 200 {
 		t.Errorf("the released fetch is recorded with status %d", f[8].Status)
 	}
+	for _, f := range gw.CatalogFetches() {
+		if f.Ran || f.Billed != (fakeUsage{}) || f.Usage != (fakeUsage{}) || f.Answer != "" || f.GenerationID != "" {
+			t.Errorf("a catalog fetch recorded as inference: %+v", f)
+		}
+	}
 	if len(gw.Billed()) != 0 {
 		t.Errorf("catalog fetches were billed: %+v", gw.Billed())
 	}

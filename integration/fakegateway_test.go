@@ -28,6 +28,20 @@ import (
 // credential with 401 {"error":{"message","type":"authentication_error"}},
 // and serves the OpenAI- and Anthropic-compatible endpoints, streaming
 // with SSE. It records every request it receives.
+//
+// For budgets (issue 22) it also serves, as AI Gateway does: a model
+// catalog (GET /v1/models: SetCatalog, SetCatalogFailure,
+// CatalogFetches; fakegateway_catalog_test.go); faithful answers, whose
+// usage follows the body it got and whose cost follows the catalog,
+// shown as the endpoint's cost mode says (Faithful, SetCostMode, …;
+// fakegateway_answers_test.go); a generation per request that ran
+// inference and GET /v1/generation (Generations, SetGenerationDelay,
+// GenerationLookups; fakegateway_generation_test.go); what it billed
+// whatever the answer showed (gatewayRequest.Ran and Billed; Billed,
+// BilledTotal); answers held before their headers or cut (HoldAnswers,
+// CutStreams, or per request the X-Test-Answer header); and endpoints
+// without usage (/v1/audio/speech, /v1/images/generations). Until a test
+// asks for them, answers are the fake's historical ones, byte for byte.
 type fakeGateway struct {
 	t      testing.TB
 	srv    *httptest.Server
@@ -127,10 +141,12 @@ type gatewayRequest struct {
 	// nothing ran. Usage is what the answer reported, which can be less
 	// or nothing.
 	Billed fakeUsage
-	// Answer is how the answer ended: "complete" (written whole),
-	// "cut after N events" (CutStreams), "client gone …", "held: client
-	// gone before the headers"; "" for a request refused before inference
-	// or still being answered.
+	// Answer is how the answer of a request that ran ended: "complete"
+	// (written whole), "cut after N events" or "cut in the middle of the
+	// body" (CutStreams), "client gone after N of M events" (the caller,
+	// the proxy, cancelled its request), "held: client gone before the
+	// headers", "stalled" (ackHeader); "" while it is being answered, and
+	// for a request that did not run.
 	Answer string
 }
 
@@ -326,11 +342,12 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rec.Status = http.StatusOK
-	var u fakeUsage // what the answer reports (legacy: the usage it is built from)
+	var u fakeUsage // legacy: the usage the answer is built from
 	if plan.faithful {
-		rec.Billed = g.faithfulUsage(r.URL.Path, body, req, model, plan)
-		rec.Usage = reportedUsage(r.URL.Path, req, rec.Billed, plan.cost)
-		u = rec.Billed
+		if inference { // nothing else shows or bills usage
+			rec.Billed = g.faithfulUsage(r.URL.Path, body, req, model, plan)
+			rec.Usage = reportedUsage(r.URL.Path, req, rec.Billed, plan.cost)
+		}
 	} else {
 		u = g.usageFor(body)
 		if r.Method == http.MethodPost && (r.URL.Path != "/v1/chat/completions" || !req.Stream || req.IncludeUsage) {
@@ -449,14 +466,16 @@ func (g *fakeGateway) record(rec gatewayRequest) int {
 }
 
 // finish notes how the answer of request idx ended, and ends its
-// generation (from then on /v1/generation may find it).
+// generation gen (from then on /v1/generation may find it); nil: the
+// request ran nothing.
 func (g *fakeGateway) finish(idx int, gen *fakeGeneration, outcome string) {
+	if gen == nil {
+		return
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.reqs[idx].Answer = outcome
-	if gen != nil {
-		gen.EndedAt = time.Now()
-	}
+	gen.EndedAt = time.Now()
 }
 
 // authenticate applies AI Gateway's rules: x-api-key, when present, is the
@@ -795,7 +814,8 @@ var defaultUsage = fakeUsage{Input: 10, Output: 6}
 
 // VaryUsage makes each answer report a usage that depends on the request
 // body, and a cost, as AI Gateway does: a meter that counted requests
-// instead of reading the answers would get the sums wrong.
+// instead of reading the answers would get the sums wrong. In faithful
+// mode it still sets the tokens and cost (see Faithful).
 func (g *fakeGateway) VaryUsage() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -803,7 +823,8 @@ func (g *fakeGateway) VaryUsage() {
 }
 
 // SetUsage makes every answer report u (a cost only on chat
-// completions).
+// completions). In faithful mode it sets the tokens (a zero Cost is then
+// priced from the catalog), shown as the cost mode says.
 func (g *fakeGateway) SetUsage(u fakeUsage) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
