@@ -40,7 +40,13 @@ import (
 //     on top of inference); a model the catalog does not have gets AI
 //     Gateway's 404 model_not_found, and runs nothing;
 //   - what the answer shows of it: the cost mode (SetCostMode) of its
-//     endpoint.
+//     endpoint;
+//   - the catalog: the whole default one (see defaultCatalog).
+//
+// The text of every answer stays answerText (streamed as streamWords),
+// whatever its output tokens say. In either mode, a request that ran is a
+// generation, billed whole (gatewayRequest.Billed) however its answer
+// ended.
 //
 // Messages (recorded live, vercel/ai packages/gateway/src/__fixtures__/
 // issue-17326-*.chunks.txt): message_start carries usage 0/0; the final
