@@ -28,6 +28,20 @@ import (
 // credential with 401 {"error":{"message","type":"authentication_error"}},
 // and serves the OpenAI- and Anthropic-compatible endpoints, streaming
 // with SSE. It records every request it receives.
+//
+// For budgets (issue 22) it also serves, as AI Gateway does: a model
+// catalog (GET /v1/models: SetCatalog, SetCatalogFailure,
+// CatalogFetches; fakegateway_catalog_test.go); faithful answers, whose
+// usage follows the body it got and whose cost follows the catalog,
+// shown as the endpoint's cost mode says (Faithful, SetCostMode, …;
+// fakegateway_answers_test.go); a generation per request that ran
+// inference and GET /v1/generation (Generations, SetGenerationDelay,
+// GenerationLookups; fakegateway_generation_test.go); what it billed
+// whatever the answer showed (gatewayRequest.Ran and Billed; Billed,
+// BilledTotal); answers held before their headers or cut (HoldAnswers,
+// CutStreams, or per request the X-Test-Answer header); and endpoints
+// without usage (/v1/audio/speech, /v1/images/generations). Until a test
+// asks for them, answers are the fake's historical ones, byte for byte.
 type fakeGateway struct {
 	t      testing.TB
 	srv    *httptest.Server
@@ -49,6 +63,37 @@ type fakeGateway struct {
 	// varyUsage: see VaryUsage; usage: see SetUsage.
 	varyUsage bool
 	usage     *fakeUsage
+
+	// done is closed when the test ends: whatever still waits (a held
+	// answer, a hanging catalog fetch) gives up, so the server can close.
+	done chan struct{}
+	// catalog: see SetCatalog (nil: defaultCatalog); catalogFail and
+	// catalogChanged: see SetCatalogFailure.
+	catalog        []fakeModel
+	catalogFail    catalogFailure
+	catalogChanged chan struct{}
+	// faithful and what it uses: see Faithful and fakegateway_answers_test.go.
+	faithful      bool
+	outputTokens  int
+	costModes     map[string]costMode
+	cacheRead     int
+	cacheWrite    int
+	surcharge     float64
+	tokenizer     func([]byte) int
+	unmeteredCost float64
+	// holding, holdFor, release, held: see HoldAnswers; cutAfter: see
+	// CutStreams.
+	holding  bool
+	holdFor  time.Duration
+	release  chan struct{}
+	held     int
+	cutAfter int
+	// gens: every generation billed, by id, in order; genDelay and
+	// genLookups: see SetGenerationDelay.
+	gens       map[string]*fakeGeneration
+	genOrder   []string
+	genDelay   time.Duration
+	genLookups int
 }
 
 // gatewayRequest is what the gateway received and how it answered.
@@ -79,6 +124,30 @@ type gatewayRequest struct {
 	BodyErr string
 	// Read is what the gateway read in a POST's body, as a strict parser.
 	Read gatewayReading
+
+	// Ran says that inference ran, so the account was billed: a POST to an
+	// inference endpoint (chat completions, messages, responses,
+	// embeddings, audio speech, image generations) whose body arrived
+	// whole (no BodyErr), parsed strictly with a model, carried a valid
+	// credential and, in faithful mode, named a model of the catalog.
+	// Whatever happened to the answer after (held, cut, the client gone),
+	// it ran: AI Gateway bills a generation once it has run it.
+	Ran bool
+	// GenerationID is the generation billed for it (see Generation), ""
+	// when none ran.
+	GenerationID string
+	// Billed is what the account was billed for it, whatever the answer
+	// showed: all its tokens, Cost (inference) and Surcharge; zero when
+	// nothing ran. Usage is what the answer reported, which can be less
+	// or nothing.
+	Billed fakeUsage
+	// Answer is how the answer of a request that ran ended: "complete"
+	// (written whole), "cut after N events" or "cut in the middle of the
+	// body" (CutStreams), "client gone after N of M events" (the caller,
+	// the proxy, cancelled its request), "held: client gone before the
+	// headers", "stalled" (ackHeader); "" while it is being answered, and
+	// for a request that did not run.
+	Answer string
 }
 
 // gatewayReading is what AI Gateway reads in a request body. It parses
@@ -91,6 +160,11 @@ type gatewayReading struct {
 	IncludeUsage bool
 	User         any            // the top-level user, nil when absent
 	Gateway      map[string]any // providerOptions.gateway, when an object
+	// The output caps, 0 when absent or not a non-negative integer:
+	// max_tokens (Messages; Chat Completions' older name),
+	// max_completion_tokens (Chat Completions), max_output_tokens
+	// (Responses).
+	MaxTokens, MaxCompletionTokens, MaxOutputTokens int
 }
 
 func readStrictly(body []byte) (gatewayReading, error) {
@@ -102,7 +176,32 @@ func readStrictly(body []byte) (gatewayReading, error) {
 	po, _ := m["providerOptions"].(map[string]any)
 	gw, _ := po["gateway"].(map[string]any)
 	model, _ := m["model"].(string)
-	return gatewayReading{Model: model, Stream: m["stream"] == true, IncludeUsage: so["include_usage"] == true, User: m["user"], Gateway: gw}, nil
+	count := func(name string) int {
+		f, ok := m[name].(float64)
+		if !ok || f < 0 || f != float64(int(f)) {
+			return 0
+		}
+		return int(f)
+	}
+	return gatewayReading{Model: model, Stream: m["stream"] == true, IncludeUsage: so["include_usage"] == true, User: m["user"], Gateway: gw,
+		MaxTokens: count("max_tokens"), MaxCompletionTokens: count("max_completion_tokens"), MaxOutputTokens: count("max_output_tokens")}, nil
+}
+
+// outputCap is the output cap the body gives for the endpoint at path, 0
+// when none.
+func (r gatewayReading) outputCap(path string) int {
+	switch path {
+	case "/v1/messages":
+		return r.MaxTokens
+	case "/v1/chat/completions":
+		if r.MaxCompletionTokens > 0 {
+			return r.MaxCompletionTokens
+		}
+		return r.MaxTokens
+	case "/v1/responses":
+		return r.MaxOutputTokens
+	}
+	return 0
 }
 
 // ackHeader names the stream whose events wait for the test's
@@ -117,12 +216,21 @@ func newFakeGateway(t testing.TB, vercel *fakeVercel, apiKeys ...string) *fakeGa
 		apiKeys: map[string]bool{},
 		jwks:    map[string]*rsa.PublicKey{},
 		acks:    map[string]chan struct{}{},
+
+		done:           make(chan struct{}),
+		catalogChanged: make(chan struct{}),
+		outputTokens:   defaultOutputTokens,
+		costModes:      map[string]costMode{},
+		unmeteredCost:  defaultUnmeteredCost,
+		release:        make(chan struct{}),
+		gens:           map[string]*fakeGeneration{},
 	}
 	for _, k := range apiKeys {
 		g.apiKeys[k] = true
 	}
 	g.srv = httptest.NewServer(http.HandlerFunc(g.serve))
 	t.Cleanup(g.srv.Close)
+	t.Cleanup(func() { close(g.done) }) // runs first: frees what waits, then the server closes
 	return g
 }
 
@@ -189,6 +297,13 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
+	if r.Method == http.MethodGet && r.URL.Path == "/v1/generation" {
+		g.serveGeneration(w, r, rec)
+		return
+	}
+	if r.Method == http.MethodGet && r.URL.Path == "/v1/models" && g.catalogFailed(w, r, rec) {
+		return
+	}
 	var req gatewayReading
 	if r.Method == http.MethodPost {
 		if req, err = readStrictly(body); err != nil || req.Model == "" {
@@ -201,19 +316,74 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rec.Read = req
-	rec.Status = http.StatusOK
-	u := g.usageFor(body)
-	if r.Method == http.MethodPost && (r.URL.Path != "/v1/chat/completions" || !req.Stream || req.IncludeUsage) {
-		rec.Usage = u // what the answer below reports
-		if r.URL.Path != "/v1/chat/completions" {
-			rec.Usage.Cost = 0 // only chat completions carry a cost here
+	plan, err := g.planFor(r)
+	if err != nil {
+		g.t.Errorf("fake gateway: %v", err)
+		rec.Status = http.StatusBadRequest
+		g.record(rec)
+		writeJSON(w, http.StatusBadRequest, map[string]any{
+			"error": map[string]string{"message": err.Error(), "type": "invalid_request_error"},
+		})
+		return
+	}
+	inference := r.Method == http.MethodPost && fakeInferencePaths[r.URL.Path]
+	var model fakeModel
+	if inference && plan.faithful && fakePricedPaths[r.URL.Path] {
+		var ok bool
+		if model, ok = g.Model(req.Model); !ok {
+			// AI Gateway's answer to a model it does not have; nothing ran
+			rec.Status = http.StatusNotFound
+			g.record(rec)
+			writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]any{
+				"message": fmt.Sprintf("Model '%s' not found", req.Model), "type": "model_not_found",
+				"param": map[string]string{"modelId": req.Model},
+			}})
+			return
 		}
 	}
-	g.record(rec)
+	rec.Status = http.StatusOK
+	var u fakeUsage // legacy: the usage the answer is built from
+	if plan.faithful {
+		if inference { // nothing else shows or bills usage
+			rec.Billed = g.faithfulUsage(r.URL.Path, body, req, model, plan)
+			rec.Usage = reportedUsage(r.URL.Path, req, rec.Billed, plan.cost)
+		}
+	} else {
+		u = g.usageFor(body)
+		if r.Method == http.MethodPost && (r.URL.Path != "/v1/chat/completions" || !req.Stream || req.IncludeUsage) {
+			rec.Usage = u // what the answer below reports
+			if r.URL.Path != "/v1/chat/completions" {
+				rec.Usage.Cost = 0 // only chat completions carry a cost here
+			}
+		}
+		rec.Billed = u
+		if r.URL.Path == "/v1/embeddings" {
+			rec.Billed = fakeUsage{Input: u.Input, Cost: u.Cost}
+		}
+	}
+	if fakeUnmeteredPaths[r.URL.Path] {
+		rec.Billed = fakeUsage{Cost: g.unmetered()}
+		rec.Usage = fakeUsage{}
+	}
+	var gen *fakeGeneration
+	if inference {
+		gen = g.newGeneration(r.URL.Path, req, rec.Billed, model)
+		rec.Ran, rec.GenerationID = true, gen.ID
+	} else {
+		rec.Billed = fakeUsage{}
+	}
+	idx := g.record(rec)
+	outcome := "complete"
+	defer func() { g.finish(idx, gen, outcome) }() // also when a cut aborts the handler
+
+	if inference && plan.hold && !g.hold(r, plan.holdFor) {
+		outcome = "held: client gone before the headers"
+		return
+	}
 
 	// Like Vercel's edge, a whole (not streamed) answer is gzipped for a
 	// client that accepts it: usage metering must see through that.
-	if !req.Stream && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") &&
+	if !req.Stream && plan.cut == 0 && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") &&
 		(r.URL.Path == "/v1/models" || r.URL.Path == "/v1/chat/completions" || r.URL.Path == "/v1/messages" || r.URL.Path == "/v1/responses") {
 		gz := gzip.NewWriter(w)
 		defer gz.Close()
@@ -222,44 +392,49 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		w = gzipResponseWriter{ResponseWriter: w, gz: gz}
 	}
 
+	if inference && plan.faithful && !fakeUnmeteredPaths[r.URL.Path] {
+		g.answerFaithfully(w, r, req, model, gen, rec.Usage, plan, &outcome)
+		return
+	}
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/v1/models":
-		writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []map[string]any{
-			{"id": "openai/gpt-5", "object": "model", "created": 1754524800, "owned_by": "openai"},
-			{"id": "anthropic/claude-sonnet-4", "object": "model", "created": 1747872000, "owned_by": "anthropic"},
-		}})
+		g.writeCatalog(w, r)
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/chat/completions":
 		if req.Stream {
 			events := chatCompletionEvents(req.Model)
 			if req.IncludeUsage { // a last chunk with usage, before [DONE]
 				events = append(events[:len(events)-1:len(events)-1], chatUsageChunk(req.Model, u), events[len(events)-1])
 			}
-			g.stream(w, r, events)
+			g.stream(w, r, events, plan.cut, &outcome)
 		} else {
 			c := chatCompletion(req.Model)
 			c["usage"] = u.openAI()
-			writeJSON(w, http.StatusOK, c)
+			g.writeAnswer(w, c, plan.cut, &outcome)
 		}
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/messages":
 		if req.Stream {
-			g.stream(w, r, anthropicEventsWithUsage(req.Model, u))
+			g.stream(w, r, anthropicEventsWithUsage(req.Model, u), plan.cut, &outcome)
 		} else {
 			m := anthropicMessage(req.Model)
 			m["usage"] = u.anthropic()
-			writeJSON(w, http.StatusOK, m)
+			g.writeAnswer(w, m, plan.cut, &outcome)
 		}
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/embeddings":
-		writeJSON(w, http.StatusOK, map[string]any{
+		g.writeAnswer(w, map[string]any{
 			"object": "list", "model": req.Model,
 			"data":  []map[string]any{{"object": "embedding", "index": 0, "embedding": []float64{0.25, -0.5, 0.125}}},
 			"usage": map[string]int{"prompt_tokens": u.Input, "total_tokens": u.Input},
-		})
+		}, plan.cut, &outcome)
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/responses":
 		if req.Stream {
-			g.stream(w, r, responseEvents(req.Model, u))
+			g.stream(w, r, responseEvents(req.Model, u), plan.cut, &outcome)
 		} else {
-			writeJSON(w, http.StatusOK, responsesAnswer(req.Model, u))
+			g.writeAnswer(w, responsesAnswer(req.Model, u), plan.cut, &outcome)
 		}
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/audio/speech":
+		g.writeSpeech(w, plan.cut, &outcome)
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/images/generations":
+		g.writeAnswer(w, fakeImagesAnswer(), plan.cut, &outcome)
 	default:
 		writeJSON(w, http.StatusNotFound, map[string]any{
 			"error": map[string]string{"message": "not found: " + r.URL.Path, "type": "not_found_error"},
@@ -267,10 +442,40 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (g *fakeGateway) record(rec gatewayRequest) {
+// fakeInferencePaths are the endpoints whose POSTs run inference and are
+// billed; fakePricedPaths those priced per token from the catalog (in
+// faithful mode, their model must be in it); fakeUnmeteredPaths those whose
+// answers carry no usage (billed SetUnmeteredCost each).
+var (
+	fakeInferencePaths = map[string]bool{
+		"/v1/chat/completions": true, "/v1/messages": true, "/v1/responses": true, "/v1/embeddings": true,
+		"/v1/audio/speech": true, "/v1/images/generations": true,
+	}
+	fakePricedPaths = map[string]bool{
+		"/v1/chat/completions": true, "/v1/messages": true, "/v1/responses": true, "/v1/embeddings": true,
+	}
+	fakeUnmeteredPaths = map[string]bool{"/v1/audio/speech": true, "/v1/images/generations": true}
+)
+
+// record appends rec and returns its index in Requests.
+func (g *fakeGateway) record(rec gatewayRequest) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.reqs = append(g.reqs, rec)
+	return len(g.reqs) - 1
+}
+
+// finish notes how the answer of request idx ended, and ends its
+// generation gen (from then on /v1/generation may find it); nil: the
+// request ran nothing.
+func (g *fakeGateway) finish(idx int, gen *fakeGeneration, outcome string) {
+	if gen == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reqs[idx].Answer = outcome
+	gen.EndedAt = time.Now()
 }
 
 // authenticate applies AI Gateway's rules: x-api-key, when present, is the
@@ -425,8 +630,10 @@ func (g *fakeGateway) keyFor(tok *jwt.Token) (any, error) {
 // stream writes SSE events one at a time, flushing each. When the request
 // names a stream in ackHeader, it waits after each event until the client
 // acknowledges having received it: a proxy that buffers the response
-// would stall the stream, which is recorded.
-func (g *fakeGateway) stream(w http.ResponseWriter, r *http.Request, events []string) {
+// would stall the stream, which is recorded. With cut > 0 it closes the
+// connection after cut events, the stream unfinished (no terminating
+// chunk: the client sees an unexpected EOF). outcome says how it ended.
+func (g *fakeGateway) stream(w http.ResponseWriter, r *http.Request, events []string, cut int, outcome *string) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
@@ -434,22 +641,51 @@ func (g *fakeGateway) stream(w http.ResponseWriter, r *http.Request, events []st
 	flusher.Flush()
 	id := r.Header.Get(ackHeader)
 	for i, ev := range events {
+		if cut > 0 && i == cut {
+			*outcome = fmt.Sprintf("cut after %d events", cut)
+			panic(http.ErrAbortHandler) // net/http closes the connection, quietly
+		}
 		io.WriteString(w, ev)
 		flusher.Flush()
+		if r.Context().Err() != nil {
+			*outcome = fmt.Sprintf("client gone after %d of %d events", i+1, len(events))
+			return
+		}
 		if id == "" {
 			continue
 		}
 		select {
 		case <-g.ackChan(id):
 		case <-r.Context().Done():
+			*outcome = fmt.Sprintf("client gone after %d of %d events", i+1, len(events))
 			return
 		case <-time.After(15 * time.Second):
 			g.mu.Lock()
 			g.stalls = append(g.stalls, fmt.Sprintf("stream %s: event %d of %d was not received by the client within 15s", id, i+1, len(events)))
 			g.mu.Unlock()
+			*outcome = "stalled"
 			return // the client gets a truncated stream and fails too
 		}
 	}
+}
+
+// writeAnswer writes a whole JSON answer; with cut > 0, only its first
+// half, then it closes the connection.
+func (g *fakeGateway) writeAnswer(w http.ResponseWriter, v any, cut int, outcome *string) {
+	if cut == 0 {
+		writeJSON(w, http.StatusOK, v)
+		return
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(b[:len(b)/2])
+	w.(http.Flusher).Flush()
+	*outcome = "cut in the middle of the body"
+	panic(http.ErrAbortHandler)
 }
 
 // gzipResponseWriter writes the body through gz.
@@ -553,6 +789,24 @@ const fakeCreated = 1767225600
 type fakeUsage struct {
 	Input, Output int
 	Cost          float64
+	// CacheRead and CacheWrite are the part of Input read from and written
+	// to the prompt cache (faithful answers only; see SetCacheTokens).
+	// Input counts every input token, cached or not, as OpenAI's
+	// prompt_tokens and /v1/generation's native_tokens_prompt do; a
+	// Messages answer's input_tokens is Input - CacheRead - CacheWrite.
+	CacheRead, CacheWrite int
+	// Surcharge is what the account pays on top of Cost (AI Gateway's
+	// surchargeCost; see SetSurcharge): Total is the account's charge, AI
+	// Gateway's gatewayCost.
+	Surcharge float64
+}
+
+// Total is what the account pays: Cost + Surcharge, added as decimals.
+func (u fakeUsage) Total() float64 {
+	if u.Surcharge == 0 {
+		return u.Cost
+	}
+	return fakeAddUSD(u.Cost, u.Surcharge)
 }
 
 // defaultUsage is what every answer reports unless VaryUsage is on.
@@ -560,7 +814,8 @@ var defaultUsage = fakeUsage{Input: 10, Output: 6}
 
 // VaryUsage makes each answer report a usage that depends on the request
 // body, and a cost, as AI Gateway does: a meter that counted requests
-// instead of reading the answers would get the sums wrong.
+// instead of reading the answers would get the sums wrong. In faithful
+// mode it still sets the tokens and cost (see Faithful).
 func (g *fakeGateway) VaryUsage() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -568,7 +823,8 @@ func (g *fakeGateway) VaryUsage() {
 }
 
 // SetUsage makes every answer report u (a cost only on chat
-// completions).
+// completions). In faithful mode it sets the tokens (a zero Cost is then
+// priced from the catalog), shown as the cost mode says.
 func (g *fakeGateway) SetUsage(u fakeUsage) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -585,6 +841,11 @@ func (g *fakeGateway) usageFor(body []byte) fakeUsage {
 	if !vary {
 		return defaultUsage
 	}
+	return variedFakeUsage(body)
+}
+
+// variedFakeUsage is VaryUsage's usage for a body.
+func variedFakeUsage(body []byte) fakeUsage {
 	in, out := 5+len(body)%97, 2+len(body)%13
 	// a multiple of 1/1024: sums are exact in float64 whatever the order
 	return fakeUsage{Input: in, Output: out, Cost: float64(in+out) / 1024}
