@@ -38,7 +38,7 @@ func adminLoad(t testing.TB, p *caddyProc, caddyfile string) {
 
 // adminGoroutines counts the goroutines in Caddy whose stack holds each
 // of funcs (function names as pprof prints them, e.g.
-// "caddymodule.(*refresher).loop"), from the admin endpoint's
+// "credential.(*refresher).loop"), from the admin endpoint's
 // /debug/pprof/goroutine?debug=1.
 func adminGoroutines(t testing.TB, p *caddyProc, funcs ...string) map[string]int {
 	t.Helper()
@@ -77,9 +77,11 @@ func adminGoroutines(t testing.TB, p *caddyProc, funcs ...string) map[string]int
 	return counts
 }
 
+// The goroutines of a vercel_oidc source, by function, as the goroutine
+// dump names them.
 const (
-	refresherLoop = "caddymodule.(*refresher).loop"
-	fileWatchLoop = "caddymodule.(*fileWatcher).run"
+	refresherLoop = "caddymodule/internal/credential.(*refresher).loop"
+	fileWatchLoop = "caddymodule/internal/filewatch.(*Watcher).run"
 )
 
 // TestReloadKeepsCredentialCache: eight clients send requests without a
