@@ -11,8 +11,6 @@ import (
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 // One reading per request: with metering on, every JSON request body is
@@ -181,38 +179,23 @@ func (h *heldBody) Close() error {
 	return nil
 }
 
-// refuseBody answers a body the editor refused with 400
-// invalid_request_body, in the shape the client's SDK parses, and counts
-// it. Any other error (the client's, reading its body) is returned as
-// Caddy's: 413 for a body over a request_body limit, else 400.
-func (s *spend) refuseBody(w http.ResponseWriter, r *http.Request, name string, err error) error {
+// bodyError is the refusal of a body the editor refused (400
+// invalid_request_body, in the shape the client's SDK parses); any other
+// error (the client's, reading its body) is returned as Caddy's: 413 for
+// a body over a request_body limit, else 400.
+func bodyError(r *http.Request, name string, err error) (*refusal, error) {
 	ref, ok := errors.AsType[*jsonbody.Refusal](err)
 	if !ok {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
+			return nil, caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
 		}
-		return caddyhttp.Error(http.StatusBadRequest, err)
+		return nil, caddyhttp.Error(http.StatusBadRequest, err)
 	}
-	badRequestCounter.Inc()
-	bodyEditsTotal.WithLabelValues("refused").Inc()
-	if c := s.logger.Check(zapcore.InfoLevel, "request refused"); c != nil {
-		c.Write(zap.String("code", "invalid_request_body"), zap.String("client", name), zap.String("method", r.Method),
-			zap.String("reason", ref.Reason()))
-	}
-	return writeError(w, r, http.StatusBadRequest, errInvalidRequest, "invalid_request_body", ref.Error())
-}
-
-func (s *spend) refuseCharset(w http.ResponseWriter, r *http.Request, name string) error {
-	badRequestCounter.Inc()
-	if c := s.logger.Check(zapcore.InfoLevel, "request refused"); c != nil {
-		c.Write(zap.String("code", "request_encoding_not_allowed"), zap.String("client", name), zap.String("method", r.Method))
-	}
-	return writeError(w, r, http.StatusUnsupportedMediaType, errInvalidRequest, "request_encoding_not_allowed",
-		"send the request body as UTF-8 JSON: this proxy reads it as such (no charset but utf-8 in Content-Type)")
+	return invalidBody(r, name, ref), nil
 }
 
 // countForwarded counts a request sent upstream, unless its body was
-// refused as it streamed: answerRefused counts that one a bad request.
+// refused as it streamed: its refusal counts that one a bad request.
 func countForwarded(w http.ResponseWriter) {
 	if m, ok := w.(*meterWriter); ok && m.body != nil && m.body.Refusal() != nil && !m.wroteHeader {
 		return
@@ -220,18 +203,18 @@ func countForwarded(w http.ResponseWriter) {
 	forwardedCounter.Inc()
 }
 
-// answerRefused gives the client 400 invalid_request_body for a body the
-// editor refused as it streamed, instead of the error reverse_proxy
-// returned when its upstream request was aborted; only while no answer
-// has started.
-func (m *meterWriter) answerRefused(err error) error {
+// refusedAsItStreamed is the refusal to answer (400
+// invalid_request_body) for a body the editor refused as it streamed,
+// instead of the error reverse_proxy returned when its upstream request
+// was aborted; only while no answer has started.
+func (m *meterWriter) refusedAsItStreamed() *refusal {
 	if m.body == nil || m.wroteHeader {
-		return err
+		return nil
 	}
 	ref := m.body.Refusal()
 	if ref == nil {
-		return err
+		return nil
 	}
 	m.refusalAnswered = true
-	return m.spend.refuseBody(m, m.r, m.id, ref)
+	return invalidBody(m.r, m.id, ref)
 }

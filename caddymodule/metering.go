@@ -105,7 +105,7 @@ type meterWriter struct {
 	scan        jsonbody.UsageScanner
 
 	body *jsonbody.Editor // nil when the body is not read as JSON
-	// refusalAnswered: the editor's refusal was answered (answerRefused)
+	// refusalAnswered: the editor's refusal was answered (refusedAsItStreamed)
 	refusalAnswered bool
 	readAhead       heldBody      // a small body read ahead (bodyread.go)
 	injected        bool          // the editor asks for usage on the client's behalf
@@ -287,11 +287,15 @@ func (m *meterWriter) writeHiding(p []byte) error {
 // Chat Completions stream (no choices, a usage object) that the client
 // did not ask for.
 func (m *meterWriter) hideUsageChunk(line []byte) bool {
-	if !jsonbody.UsageOnlyChunk(line) {
+	data, ok := jsonbody.UsageLine(line)
+	if !ok {
 		return false
 	}
 	res := m.body.Result()
-	return res.Done && res.Streamed && !res.ClientUsage
+	if !res.Done || !res.Streamed || res.ClientUsage {
+		return false
+	}
+	return jsonbody.UsageOnlyChunk(data)
 }
 
 // ReadFrom keeps io.Copy from bypassing Write.
@@ -334,7 +338,7 @@ func (m *meterWriter) end() {
 		m.held = nil
 	}
 	if m.body != nil {
-		// a refusal answered 400 was counted by refuseBody
+		// a refusal answered 400 was counted by its refusal (invalidBody)
 		if res := m.body.Result(); res.Refused && !m.refusalAnswered {
 			bodyEditsTotal.WithLabelValues("refused").Inc()
 		} else if res.Done {

@@ -129,28 +129,56 @@ func newPushTarget(s *VercelOIDCSource) *pushTarget {
 // the configured values, goes to the log.
 func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *pushTarget) error {
 	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		return writeError(w, r, http.StatusMethodNotAllowed, errInvalidRequest, "method_not_allowed", "push a token with POST")
+		return h.refuse(w, r, pushNotPost())
 	}
+	cred, ref := h.verifyPush(w, r, t)
+	if ref != nil {
+		return h.refuse(w, r, ref)
+	}
+	used := t.source.Offer(cred)
+	h.logger.Info("token pushed", pushFields(r, cred, used)...)
+	observePush(used)
+	w.Header().Set("Ai-Gateway-Auth-Token-Used", fmt.Sprint(used))
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// verifyPush reads the pushed token and returns it if it verifies and is
+// for the source's team and project, else the push's refusal.
+func (h *Handler) verifyPush(w http.ResponseWriter, r *http.Request, t *pushTarget) (*credential.Credential, *refusal) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPushBody))
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
-		return h.pushRefused(w, r, http.StatusRequestEntityTooLarge, "payload_too_large",
+		return nil, pushRefused(r, http.StatusRequestEntityTooLarge, "payload_too_large",
 			safetext.Refuse("the body is larger than 64 KiB", "body is larger than 64 KiB"))
 	}
 	if err != nil {
-		return h.pushRefused(w, r, http.StatusBadRequest, "invalid_request",
+		return nil, pushRefused(r, http.StatusBadRequest, "invalid_request",
 			safetext.Refuse("the body could not be read", "reading body: "+err.Error()))
 	}
 	token, err := tokenFromPushBody(body)
 	if err != nil {
-		return h.pushRefused(w, r, http.StatusBadRequest, "invalid_request", safetext.Refuse(err.Error(), err.Error()))
+		return nil, pushRefused(r, http.StatusBadRequest, "invalid_request", safetext.Refuse(err.Error(), err.Error()))
 	}
 	var claims oidc.Claims
 	if err := h.jwks.Verify(r.Context(), token, t.policy, "", &claims); err != nil {
-		return h.pushRefused(w, r, http.StatusUnauthorized, "invalid_token",
+		return nil, pushRefused(r, http.StatusUnauthorized, "invalid_token",
 			safetext.Refuse(pushTokenProblems[oidc.ProblemOf(err)], err.Error()))
 	}
+	if err := t.expected(&claims); err != nil {
+		return nil, pushRefused(r, http.StatusUnprocessableEntity, "unexpected_token", err)
+	}
+	cred, _, err := credential.ParseToken(token, time.Now())
+	if err != nil { // verified, so expired within the leeway
+		return nil, pushRefused(r, http.StatusUnauthorized, "invalid_token",
+			safetext.Refuse(pushTokenProblems[oidc.ProblemExpired], err.Error()))
+	}
+	return cred, nil
+}
+
+// expected says why a verified token is not for the source's team and
+// project (the push block's, else those of the token the source holds).
+func (t *pushTarget) expected(claims *oidc.Claims) error {
 	team, project := t.team, t.project
 	if cur := t.source.state.Latest(); cur != nil {
 		if team == "" {
@@ -161,38 +189,15 @@ func (h *Handler) servePush(w http.ResponseWriter, r *http.Request, t *pushTarge
 		}
 	}
 	if team == "" || project == "" {
-		return h.pushRefused(w, r, http.StatusUnprocessableEntity, "unexpected_token",
-			safetext.Refuse("this proxy cannot check which project a pushed token is for yet",
-				"no expected team and project to check the token against: set push { team … project … }"),
-		)
+		return safetext.Refuse("this proxy cannot check which project a pushed token is for yet",
+			"no expected team and project to check the token against: set push { team … project … }")
 	}
 	if claims.OwnerID != team || claims.ProjectID != project {
-		return h.pushRefused(w, r, http.StatusUnprocessableEntity, "unexpected_token",
-			safetext.Refuse("the token is not for this proxy's team and project",
-				fmt.Sprintf("token is for owner %s project %s, not %q %q",
-					safetext.Quoted(claims.OwnerID), safetext.Quoted(claims.ProjectID), team, project)),
-		)
+		return safetext.Refuse("the token is not for this proxy's team and project",
+			fmt.Sprintf("token is for owner %s project %s, not %q %q",
+				safetext.Quoted(claims.OwnerID), safetext.Quoted(claims.ProjectID), team, project))
 	}
-	cred, _, err := credential.ParseToken(token, time.Now())
-	if err != nil { // verified, so expired within the leeway
-		return h.pushRefused(w, r, http.StatusUnauthorized, "invalid_token",
-			safetext.Refuse(pushTokenProblems[oidc.ProblemExpired], err.Error()))
-	}
-	used := t.source.Offer(cred)
-	h.logger.Info("token pushed", pushFields(r, cred, used)...)
-	observePush(used)
-	w.Header().Set("Ai-Gateway-Auth-Token-Used", fmt.Sprint(used))
-	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-// pushRefused logs why a push was refused and answers with err's public
-// text only.
-func (h *Handler) pushRefused(w http.ResponseWriter, r *http.Request, status int, code string, err error) error {
-	h.logger.Warn("token push refused", pushRefusedFields(r, status, err.Error())...)
-	pushesTotal.WithLabelValues("refused").Inc()
-	return writeError(w, r, status, errInvalidRequest, code,
-		"token push refused: "+safetext.Public(err, "the token could not be verified"))
 }
 
 // What a pusher is told when its token does not verify.

@@ -8,7 +8,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 // Spend per client: reporting headers, limits and usage metering, hooked
@@ -66,24 +65,26 @@ func (h *Handler) cleanupSpend() {
 	}
 }
 
-// begin checks the client's limits (writing a 429 if one refuses the
-// request, and then returning nil), stamps the reporting headers, sets up
-// the body's reading and edits (refusing a small body the editor refuses,
-// bodyread.go) and returns the writer that meters the response and the
-// request to forward. Call answerRefused with what the next handler
-// returned, then end, on the writer when the request is done.
-func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*meterWriter, *http.Request, error) {
+// begin refuses a body the proxy could not read as AI Gateway would (a
+// content coding, a foreign charset) and a client over its limits,
+// stamps the reporting headers, sets up the body's reading and edits
+// (refusing a small body the editor refuses, bodyread.go) and returns
+// the writer that meters the response and the request to forward. err
+// is the client's own error reading a small body (Caddy answers it). Call
+// refusedAsItStreamed once the request is forwarded, then end, on the
+// writer.
+func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*meterWriter, *http.Request, *refusal, error) {
 	name, _ := client.(string)
 	if encodedBody(r) {
 		// a compressed body could carry attribution past the editor
-		return nil, r, s.refuseEncoding(w, r, name)
+		return nil, r, unsupportedBody(r, name, "send the request body uncompressed: this proxy checks what it carries (no Content-Encoding)"), nil
 	}
 	if foreignCharset(r) { // bodyread.go
-		return nil, r, s.refuseCharset(w, r, name)
+		return nil, r, unsupportedBody(r, name, "send the request body as UTF-8 JSON: this proxy reads it as such (no charset but utf-8 in Content-Type)"), nil
 	}
 	if s.limited {
 		if limit, retry := s.admit(name, time.Now()); limit != "" {
-			return nil, r, s.refuse(w, r, name, limit, retry)
+			return nil, r, overLimit(name, limit, retry), nil
 		}
 	}
 	var user *string
@@ -99,9 +100,10 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*mete
 	mw := &meterWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, spend: s, id: name, r: r}
 	req, err := mw.prepare(r, s.reporter != nil, user)
 	if err != nil { // a body refused before anything went upstream (bodyread.go)
-		return nil, r, s.refuseBody(w, r, name, err)
+		ref, err := bodyError(r, name, err)
+		return nil, r, ref, err
 	}
-	return mw, req, nil
+	return mw, req, nil, nil
 }
 
 // encodedBody reports whether r has a body in a content coding: any
@@ -121,36 +123,4 @@ func encodedBody(r *http.Request) bool {
 		}
 	}
 	return false
-}
-
-func (s *spend) refuseEncoding(w http.ResponseWriter, r *http.Request, name string) error {
-	badRequestCounter.Inc()
-	if c := s.logger.Check(zapcore.InfoLevel, "request refused"); c != nil {
-		c.Write(zap.String("code", "request_encoding_not_allowed"), zap.String("client", name), zap.String("method", r.Method))
-	}
-	return writeError(w, r, http.StatusUnsupportedMediaType, errInvalidRequest, "request_encoding_not_allowed",
-		"send the request body uncompressed: this proxy checks what it carries (no Content-Encoding)")
-}
-
-// errRateLimit is the error type both SDKs map to a rate limit error
-// (with status 429).
-const errRateLimit = "rate_limit_error"
-
-func (s *spend) refuse(w http.ResponseWriter, r *http.Request, name, limit string, retry time.Duration) error {
-	limitedCounter.Inc()
-	limitRefusalsTotal.WithLabelValues(limit).Inc()
-	if c := s.logger.Check(zapcore.InfoLevel, "client over its limit"); c != nil {
-		c.Write(zap.String("client", name), zap.String("limit", limit), zap.Duration("retry_after", retry))
-	}
-	w.Header().Set("Retry-After", retryAfterSeconds(retry))
-	msg := "this client has used up its requests per minute on this proxy; retry after the time in Retry-After"
-	switch limit {
-	case limitTooManyClients:
-		msg = "this proxy keeps counts for as many clients as it may today, each over a daily limit; retry after the time in Retry-After"
-	case limitTokensPerDay:
-		msg = "this client has used up its tokens for today (UTC) on this proxy; retry after the time in Retry-After"
-	case limitUSDPerDay:
-		msg = "this client has used up its budget for today (UTC) on this proxy; retry after the time in Retry-After"
-	}
-	return writeError(w, r, http.StatusTooManyRequests, errRateLimit, limit+"_exceeded", msg)
 }

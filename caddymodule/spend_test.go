@@ -296,12 +296,12 @@ func TestLimitsWindows(t *testing.T) {
 		admit := func() (int, string) {
 			w := httptest.NewRecorder()
 			r := clientRequest(t, "clock", "/v1/chat/completions")
-			mw, _, err := s.begin(w, r, any("key:clock")) // the id ServeHTTP would pass
+			mw, _, ref, err := s.begin(w, r, any("key:clock")) // the id ServeHTTP would pass
 			if err != nil {
 				t.Fatal(err)
 			}
-			if mw == nil {
-				return w.Code, w.Header().Get("Retry-After")
+			if ref != nil {
+				return ref.status, ref.retryAfter
 			}
 			mw.end()
 			return http.StatusOK, ""

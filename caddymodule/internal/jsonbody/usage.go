@@ -486,14 +486,21 @@ func HasUsageObject(b []byte) bool {
 	}
 }
 
-// UsageOnlyChunk reports whether an SSE line is the usage-only chunk of
-// a Chat Completions stream: a data line whose JSON has an empty choices
-// array and a usage object.
-func UsageOnlyChunk(line []byte) bool {
+// UsageLine returns the JSON of an SSE data line that has a "usage" key
+// whose value is an object, and whether the line is one: the cheap test
+// before UsageOnlyChunk, which decodes.
+func UsageLine(line []byte) ([]byte, bool) {
 	data, ok := bytes.CutPrefix(line, sseData)
 	if !ok || !HasUsageObject(data) {
-		return false
+		return nil, false
 	}
+	return data, true
+}
+
+// UsageOnlyChunk reports whether data, the JSON of an SSE data line
+// (UsageLine), is the usage-only chunk of a Chat Completions stream: an
+// empty choices array and a usage object.
+func UsageOnlyChunk(data []byte) bool {
 	var chunk struct {
 		Choices *[]json.RawMessage `json:"choices"`
 		Usage   map[string]any     `json:"usage"`

@@ -184,7 +184,8 @@ func TestUsageOnlyChunk(t *testing.T) {
 		`data: {"choices":[],"usage":{"prompt_tokens":1}`:                                        false, // cut
 		`data: [DONE]`: false,
 	} {
-		if got := UsageOnlyChunk([]byte(line)); got != want {
+		data, ok := UsageLine([]byte(line))
+		if got := ok && UsageOnlyChunk(data); got != want {
 			t.Errorf("UsageOnlyChunk(%s) = %v, want %v", line, got, want)
 		}
 		if want && !HasUsageObject([]byte(line)) {
