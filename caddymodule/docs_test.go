@@ -280,12 +280,13 @@ func registeredMetrics(t *testing.T) map[string]docMetric {
 	for _, c := range allCollectors() {
 		var kind string
 		switch c.(type) {
+		// a Gauge has every method of a Counter: it is asked first
+		case *prometheus.GaugeVec, prometheus.Gauge, credential.ExpiryCollector:
+			kind = "gauge"
 		case *prometheus.CounterVec, prometheus.Counter:
 			kind = "counter"
 		case *prometheus.HistogramVec:
 			kind = "histogram"
-		case *prometheus.GaugeVec, prometheus.Gauge, credential.ExpiryCollector:
-			kind = "gauge"
 		default:
 			t.Fatalf("collector %T: teach registeredMetrics its type", c)
 		}

@@ -73,24 +73,59 @@ func run(c config) error {
 	var peakRSS atomic.Int64
 	stopSampling := sampleRSS(c.pid, &peakRSS)
 
-	var open, maxOpen atomic.Int64
-	results := make([]result, c.streams)
+	start := time.Now()
+	streams := startStreams(client, c, body, start)
+	var rotation string
+	if c.tokenFile != "" {
+		time.Sleep(time.Until(start.Add(c.rotateAfter)))
+		if rotation, err = rotate(client, c, streams.open.Load()); err != nil {
+			return err
+		}
+	}
+	streams.wg.Wait()
+	elapsed := time.Since(start)
+	stopSampling()
+
+	sum := summarize(c, streams.results)
+	stats, err := upstreamStats(client, c.statsURL)
+	if err != nil {
+		return err
+	}
+	stats.Mismatches -= base.Mismatches
+	for k, v := range base.ByCredential {
+		stats.ByCredential[k] -= v
+	}
+	report(c, sum, streams.maxOpen.Load(), elapsed, rotation, stats)
+	if c.pid != 0 {
+		reportMemory(c, idle, peakRSS.Load())
+	}
+	return verdict(c, sum, stats)
+}
+
+// streamRun is the streams of a run, as they go.
+type streamRun struct {
+	results       []result
+	open, maxOpen atomic.Int64
+	wg            sync.WaitGroup
+}
+
+// startStreams opens c.streams streams (evenly over c.ramp) and returns
+// once all are open, or at c.rotateAfter, saying which.
+func startStreams(client *http.Client, c config, body string, start time.Time) *streamRun {
+	s := &streamRun{results: make([]result, c.streams)}
 	allOpen := make(chan struct{})
 	var opened sync.WaitGroup
 	opened.Add(c.streams)
 	go func() { opened.Wait(); close(allOpen) }()
-
-	start := time.Now()
-	var wg sync.WaitGroup
 	for i := range c.streams {
-		wg.Go(func() {
+		s.wg.Go(func() {
 			time.Sleep(time.Until(start.Add(c.ramp * time.Duration(i) / time.Duration(c.streams))))
-			results[i] = stream(client, c, body, func() {
-				storeMax(&maxOpen, open.Add(1))
+			s.results[i] = stream(client, c, body, func() {
+				storeMax(&s.maxOpen, s.open.Add(1))
 				opened.Done()
 			})
-			if results[i].opened {
-				open.Add(-1)
+			if s.results[i].opened {
+				s.open.Add(-1)
 			} else {
 				opened.Done()
 			}
@@ -100,23 +135,20 @@ func run(c config) error {
 	case <-allOpen:
 		fmt.Printf("%d streams open after %.1fs\n", c.streams, time.Since(start).Seconds())
 	case <-time.After(c.rotateAfter):
-		fmt.Printf("only %d of %d streams open after %s\n", open.Load(), c.streams, c.rotateAfter)
+		fmt.Printf("only %d of %d streams open after %s\n", s.open.Load(), c.streams, c.rotateAfter)
 	}
+	return s
+}
 
-	var rotation string
-	if c.tokenFile != "" {
-		time.Sleep(time.Until(start.Add(c.rotateAfter)))
-		var err error
-		if rotation, err = rotate(client, c, open.Load()); err != nil {
-			return err
-		}
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	stopSampling()
+// summary is what the streams of a run did.
+type summary struct {
+	failed                   []string
+	minDur, maxDur, maxFirst time.Duration
+}
 
-	var failed []string
-	var minDur, maxDur, maxFirst time.Duration
+// summarize checks every stream: all its chunks, streamed as they came.
+func summarize(c config, results []result) summary {
+	var s summary
 	for i, r := range results {
 		if r.err == nil && r.chunks != c.chunks {
 			r.err = fmt.Errorf("%d chunks before [DONE], want %d", r.chunks, c.chunks)
@@ -127,29 +159,25 @@ func run(c config) error {
 			r.err = fmt.Errorf("not streamed: first chunk after %.1fs of %.1fs", r.first.Seconds(), r.dur.Seconds())
 		}
 		if r.err != nil {
-			failed = append(failed, fmt.Sprintf("stream %d: %v", i, r.err))
+			s.failed = append(s.failed, fmt.Sprintf("stream %d: %v", i, r.err))
 			continue
 		}
-		if minDur == 0 || r.dur < minDur {
-			minDur = r.dur
+		if s.minDur == 0 || r.dur < s.minDur {
+			s.minDur = r.dur
 		}
-		maxDur = max(maxDur, r.dur)
-		maxFirst = max(maxFirst, r.first)
+		s.maxDur = max(s.maxDur, r.dur)
+		s.maxFirst = max(s.maxFirst, r.first)
 	}
-	stats, err := upstreamStats(client, c.statsURL)
-	if err != nil {
-		return err
-	}
-	stats.Mismatches -= base.Mismatches
-	for k, v := range base.ByCredential {
-		stats.ByCredential[k] -= v
-	}
+	return s
+}
 
+// report prints what the streams did and what the upstream saw.
+func report(c config, sum summary, maxOpen int64, elapsed time.Duration, rotation string, stats stats) {
 	fmt.Printf("streams completed with [DONE] and %d chunks: %d of %d (peak concurrently open: %d)\n",
-		c.chunks, c.streams-len(failed), c.streams, maxOpen.Load())
-	if len(failed) < c.streams {
+		c.chunks, c.streams-len(sum.failed), c.streams, maxOpen)
+	if len(sum.failed) < c.streams {
 		fmt.Printf("completed streams lasted %.1f to %.1fs, first chunk after at most %.1fs; whole run %.1fs\n",
-			minDur.Seconds(), maxDur.Seconds(), maxFirst.Seconds(), elapsed.Seconds())
+			sum.minDur.Seconds(), sum.maxDur.Seconds(), sum.maxFirst.Seconds(), elapsed.Seconds())
 	}
 	if rotation != "" {
 		fmt.Println(rotation)
@@ -160,26 +188,31 @@ func run(c config) error {
 	} else {
 		fmt.Printf("upstream saw: %s %d, without the injected credential %d\n", c.expect, stats.ByCredential[c.expect], stats.Mismatches)
 	}
-	if c.pid != 0 {
-		hwm, peak := memKB(c.pid, "VmHWM"), peakRSS.Load()
-		perStream := float64(peak-idle) / float64(c.streams)
-		fmt.Printf("proxy RSS: idle %.1f MiB, peak sampled %.1f MiB, VmHWM %.1f MiB\n", mib(idle), mib(peak), mib(hwm))
-		fmt.Printf("proxy RSS per stream: %.1f KiB (VmHWM / streams), %.1f KiB ((peak - idle) / streams)\n",
-			float64(hwm)/float64(c.streams), perStream)
-		// for scale.sh, which compares runs
-		fmt.Printf("RESULT idle_kib=%d peak_kib=%d hwm_kib=%d per_stream_kib=%.1f\n", idle, peak, hwm, perStream)
-	}
+}
 
-	for i, f := range failed {
+// reportMemory prints the proxy's memory: idle, at its peak, per stream.
+func reportMemory(c config, idle, peak int64) {
+	hwm := memKB(c.pid, "VmHWM")
+	perStream := float64(peak-idle) / float64(c.streams)
+	fmt.Printf("proxy RSS: idle %.1f MiB, peak sampled %.1f MiB, VmHWM %.1f MiB\n", mib(idle), mib(peak), mib(hwm))
+	fmt.Printf("proxy RSS per stream: %.1f KiB (VmHWM / streams), %.1f KiB ((peak - idle) / streams)\n",
+		float64(hwm)/float64(c.streams), perStream)
+	// for scale.sh, which compares runs
+	fmt.Printf("RESULT idle_kib=%d peak_kib=%d hwm_kib=%d per_stream_kib=%.1f\n", idle, peak, hwm, perStream)
+}
+
+// verdict prints the first failures and says whether the run failed.
+func verdict(c config, sum summary, stats stats) error {
+	for i, f := range sum.failed {
 		if i == 10 {
-			fmt.Printf("... and %d more\n", len(failed)-10)
+			fmt.Printf("... and %d more\n", len(sum.failed)-10)
 			break
 		}
 		fmt.Println(f)
 	}
 	switch {
-	case len(failed) > 0:
-		return fmt.Errorf("%d of %d streams did not complete", len(failed), c.streams)
+	case len(sum.failed) > 0:
+		return fmt.Errorf("%d of %d streams did not complete", len(sum.failed), c.streams)
 	case stats.Mismatches > 0:
 		return fmt.Errorf("%d requests reached the upstream without the injected credential", stats.Mismatches)
 	case stats.ByCredential[c.expect] < int64(c.streams):
@@ -274,7 +307,7 @@ func rotate(client *http.Client, c config, openNow int64) (string, error) {
 		req, _ := http.NewRequest(http.MethodPost, c.url, strings.NewReader(`{"model":"openai/gpt-4o-mini"}`))
 		req.Header.Set("Authorization", "Bearer "+c.key)
 		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 		}
 		if s, err := upstreamStats(client, c.statsURL); err == nil && s.ByCredential["jwt:new"] > before.ByCredential["jwt:new"] {
 			return fmt.Sprintf("token file rotated with %d streams open; new token in use after %.1fs",

@@ -92,7 +92,7 @@ func (s *server) complete(w http.ResponseWriter, r *http.Request) {
 	// the benchmarks send agent-sized bodies (up to MiBs) with "stream"
 	// near the start, and this process is not what they measure.
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 4096))
-	io.Copy(io.Discard, r.Body)
+	_, _ = io.Copy(io.Discard, r.Body)
 	if r.URL.Query().Get("stream") == "1" || bytes.Contains(body, []byte(`"stream":true`)) ||
 		bytes.Contains(body, []byte(`"stream": true`)) {
 		s.stream(w, r)
@@ -101,7 +101,7 @@ func (s *server) complete(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}
 	h["Content-Length"] = []string{strconv.Itoa(len(completion))}
-	io.WriteString(w, completion)
+	_, _ = io.WriteString(w, completion)
 }
 
 // fixed answers every request with body, as JSON, after the same
@@ -110,11 +110,11 @@ func (s *server) fixed(body string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
 		s.check(r.Header.Get("Authorization"))
-		io.Copy(io.Discard, r.Body)
+		_, _ = io.Copy(io.Discard, r.Body)
 		h := w.Header()
 		h["Content-Type"] = []string{"application/json"}
 		h["Content-Length"] = []string{strconv.Itoa(len(body))}
-		io.WriteString(w, body)
+		_, _ = io.WriteString(w, body)
 	}
 }
 
@@ -144,8 +144,8 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) {
 		flusher.Flush()
 	}
 	// the usage chunk AI Gateway sends last with stream_options.include_usage
-	io.WriteString(w, usageChunk)
-	io.WriteString(w, "data: [DONE]\n\n")
+	_, _ = io.WriteString(w, usageChunk)
+	_, _ = io.WriteString(w, "data: [DONE]\n\n")
 }
 
 // check counts the request's credential; with no -key and no -jwt
@@ -197,7 +197,7 @@ func (s *server) stats(w http.ResponseWriter, _ *http.Request) {
 	by := map[string]int64{}
 	s.byCred.Range(func(k, v any) bool { by[k.(string)] = v.(*atomic.Int64).Load(); return true })
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{
+	_ = json.NewEncoder(w).Encode(map[string]any{
 		"requests": s.requests.Load(), "streams": s.streams.Load(),
 		"mismatches": s.mismatches.Load(), "by_credential": by,
 	})

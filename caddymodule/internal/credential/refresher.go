@@ -371,7 +371,9 @@ func (r *refresher) loop() {
 		case <-r.kick:
 		}
 		if r.due(time.Now()) {
-			r.group.Do("refresh", r.refreshShared)
+			// the outcome is the refresh's own business: it logs, counts
+			// and keeps the error for Fetch and the status
+			_, _, _ = r.group.Do("refresh", r.refreshShared)
 		}
 		timer.Reset(r.untilNext(time.Now()))
 	}

@@ -594,7 +594,9 @@ func (st *OIDCSource) publishLoaded(ctx context.Context, c, current *Credential,
 	if force && current != nil && c.value != current.value {
 		refused = current
 	}
-	st.share.write(ctx, c, rec, refused)
+	// a storage fault is counted and logged by noteOp, a token for another
+	// project by write: either way this instance goes on alone
+	_ = st.share.write(ctx, c, rec, refused)
 }
 
 // offer installs a token learned outside a refresh (a push, the file)

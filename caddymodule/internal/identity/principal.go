@@ -20,7 +20,7 @@ import (
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 )
 
-// principal is who a request comes from. Its name is for people (logs,
+// Principal is who a request comes from. Its name is for people (logs,
 // {ai_gateway_auth.client}); its id is unique among every kind of client
 // and says its kind, so that everything that counts or attributes
 // (limits, the client metric label, top_clients_today, the default

@@ -8,29 +8,6 @@ import (
 	"strings"
 )
 
-// Token usage, read from a response as it streams to the client. Nothing
-// is buffered whole: an SSE stream is scanned line by line (a line split
-// across writes is carried over, at most its last maxUsageCarry bytes),
-// and of a JSON body only the last maxUsageCarry bytes are kept, because
-// OpenAI and Anthropic put `usage` at the end of the object (after
-// `choices`, `content` or `output`). A usage object that does not fit in
-// that tail is not counted.
-//
-// What is read, by API:
-//   - OpenAI chat completions: `usage` {prompt_tokens, completion_tokens,
-//     and on AI Gateway cost}, in the body or in the final chunk of a
-//     stream (stream_options.include_usage).
-//   - Responses: `response.usage` {input_tokens, output_tokens} of the
-//     body or of the response.completed event.
-//   - Anthropic messages: `usage` {input_tokens, output_tokens,
-//     cache_creation_input_tokens, cache_read_input_tokens} of the
-//     message, or of message_start and then message_delta, whose counts
-//     are cumulative: every usage object seen overwrites the fields it
-//     has, it is never added.
-//
-// A compressed response (any Content-Encoding but identity) is not
-// scanned, nor is anything but a 2xx JSON or SSE answer.
-
 const maxUsageCarry = 64 << 10
 
 type scanMode uint8

@@ -308,14 +308,14 @@ func (p IssuerPolicy) Check(iss string) (string, error) {
 type Problem int
 
 const (
-	// ProblemUnverified: malformed, forged, untrusted issuer, unknown
-	// kid, keys unavailable.
+	// ProblemUnverified is a token malformed, forged, from an untrusted
+	// issuer or with an unknown kid, or whose keys are unavailable.
 	ProblemUnverified Problem = iota
-	// ProblemExpired: exp is past, beyond the leeway.
+	// ProblemExpired is a token whose exp is past, beyond the leeway.
 	ProblemExpired
-	// ProblemNotYetValid: nbf or iat in the future.
+	// ProblemNotYetValid is a token whose nbf or iat is in the future.
 	ProblemNotYetValid
-	// ProblemWrongAudience: aud is not the one expected.
+	// ProblemWrongAudience is a token whose aud is not the one expected.
 	ProblemWrongAudience
 )
 

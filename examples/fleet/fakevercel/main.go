@@ -62,5 +62,6 @@ func main() {
 		_ = json.NewEncoder(w).Encode(map[string]int64{"mints": mints.Load()})
 	})
 	log.Printf("fake Vercel token API on http://%s (tokens live %s)", *addr, *ttl)
-	log.Fatal(http.ListenAndServe(*addr, mux))
+	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Fatal(srv.ListenAndServe())
 }
