@@ -22,7 +22,7 @@ import (
 // limits (so metering is on) in front of gw; it returns the proxy and
 // the key secret.
 func strictProxy(t *testing.T, gw *fakeGateway, apiKey string) (*caddyProc, string) {
-	return signedKeysProxy(t, gw, apiKey, "reporting {\n\t\t\ttags sandboxes\n\t\t}\n\t\tlimits {\n\t\t\trequests_per_minute 1000\n\t\t\ttokens_per_day 100000000\n\t\t}")
+	return signedKeysProxy(t, gw.URL(), apiKey, "reporting {\n\t\t\ttags sandboxes\n\t\t}\n\t\tlimits {\n\t\t\trequests_per_minute 1000\n\t\t\ttokens_per_day 100000000\n\t\t}")
 }
 
 // hostileBody is a body shape a strict parser (the gateway's) could read
@@ -312,14 +312,7 @@ func TestHostileBodyAbortedOverHTTP2(t *testing.T) {
 	up.Config.Protocols.SetUnencryptedHTTP2(true) // h2c, as the TLS leg to AI Gateway negotiates h2
 	up.Start()
 	t.Cleanup(up.Close)
-	secret := newClientKeySecret()
-	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": newAPIKey(), "CLIENT_KEY_SECRET": secret}},
-		fmt.Sprintf(`	ai_gateway_auth {
-		credential static {env.AI_GATEWAY_API_KEY}
-		client_key_secret {env.CLIENT_KEY_SECRET}
-		usage_metrics
-	}
-	reverse_proxy h2c://%s`, strings.TrimPrefix(up.URL, "http://")))
+	p, secret := signedKeysProxy(t, "h2c://"+strings.TrimPrefix(up.URL, "http://"), newAPIKey(), "usage_metrics")
 	tc := newTestClient(t)
 	key := "Bearer " + signedClientKey("h2", secret)
 	large := "[" + strings.Repeat(`{"role":"user","content":"`+strings.Repeat("x", 1000)+`"},`, 80) + `{"role":"user","content":"hi"}]`

@@ -19,14 +19,7 @@ func TestClientLabelsCapped(t *testing.T) {
 	const clients, capped = 1050, 1000
 	apiKey := newAPIKey()
 	gw := newFakeGateway(t, nil, apiKey)
-	secret := newClientKeySecret()
-	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret}},
-		fmt.Sprintf(`	ai_gateway_auth {
-		credential static {env.AI_GATEWAY_API_KEY}
-		client_key_secret {env.CLIENT_KEY_SECRET}
-		usage_metrics
-	}
-	reverse_proxy %s`, gw.URL()))
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, "usage_metrics")
 	tc := newTestClient(t)
 
 	// eight at a time: one request per client, so which ones fall

@@ -51,7 +51,7 @@ func TestFleetSharingPerProject(t *testing.T) {
 	vA, vB := newFakeVercel(t), newFakeVercel(t)
 	gwA, gwB := newFakeGateway(t, vA), newFakeGateway(t, vB)
 	dir := t.TempDir()
-	storage := fmt.Sprintf("\tstorage file_system %s\n", dir)
+	storage := fleetStorage(dir)
 	// short lives: each proxy refreshes (and so stores its token) at half
 	// its life; B's expires later. Each is asked at once, while its token
 	// is fresh.

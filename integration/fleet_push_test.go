@@ -29,11 +29,7 @@ func TestFleetPushToIdleInstance(t *testing.T) {
 	if strings.Contains(site, "env ") || !strings.Contains(site, "share") {
 		t.Fatalf("not a push-only shared site:\n%s", site)
 	}
-	storage := fmt.Sprintf("\tstorage file_system %s\n", t.TempDir())
-	fleet := make([]*caddyProc, 3)
-	for i := range fleet {
-		fleet[i] = startCaddy(t, caddyOptions{Global: storage}, site)
-	}
+	fleet := startFleet(t, 3, t.TempDir(), caddyOptions{}, site)
 	tc := newTestClient(t)
 	ask := func(i int) response {
 		t.Helper()

@@ -18,12 +18,7 @@ import (
 func fleetSite(v *fakeVercel, gw string) string {
 	return fmt.Sprintf(`	ai_gateway_auth {
 		credential vercel_oidc {
-			mint {
-				project      {env.VERCEL_PROJECT_ID}
-				team         {env.VERCEL_TEAM_ID}
-				access_token {env.VERCEL_TOKEN}
-				api          %s
-			}
+			%s
 			push /ai-gateway-auth/token {
 				issuer   %s
 				jwks_url %s/%s/.well-known/jwks
@@ -32,21 +27,7 @@ func fleetSite(v *fakeVercel, gw string) string {
 		}
 		client_key sk-placeholder
 	}
-	reverse_proxy %s`, v.URL(), v.Issuer(), v.URL(), v.TeamSlug, gw)
-}
-
-// startFleet runs n Caddy instances, each with its own listener, admin
-// endpoint and data dir, sharing the file_system storage at dir.
-func startFleet(t *testing.T, n int, dir string, v *fakeVercel, gw *fakeGateway) []*caddyProc {
-	t.Helper()
-	fleet := make([]*caddyProc, n)
-	for i := range fleet {
-		fleet[i] = startCaddy(t, caddyOptions{
-			Env:    mintEnv(v),
-			Global: fmt.Sprintf("\tstorage file_system %s\n", dir),
-		}, fleetSite(v, gw.URL()))
-	}
-	return fleet
+	reverse_proxy %s`, mintBlock(v.URL()), v.Issuer(), v.URL(), v.TeamSlug, gw)
 }
 
 // fleetHeader names, in what the gateway received, the instance a
@@ -200,7 +181,7 @@ func TestFleetSharesOneToken(t *testing.T) {
 	v.SetTTL(ttl)
 	gw := newFakeGateway(t, v)
 	storageDir := t.TempDir()
-	fleet := startFleet(t, 3, storageDir, v, gw)
+	fleet := startFleet(t, 3, storageDir, caddyOptions{Env: mintEnv(v)}, fleetSite(v, gw.URL()))
 	tc := newTestClient(t)
 
 	// Steady traffic: one mint per rotation for the whole fleet.
@@ -373,7 +354,7 @@ func TestFleetLockHolderKilled(t *testing.T) {
 	v := newFakeVercel(t)
 	v.SetTTL(ttl)
 	gw := newFakeGateway(t, v)
-	fleet := startFleet(t, 3, t.TempDir(), v, gw)
+	fleet := startFleet(t, 3, t.TempDir(), caddyOptions{Env: mintEnv(v)}, fleetSite(v, gw.URL()))
 	tc := newTestClient(t)
 	for i, p := range fleet {
 		if res := tc.chat(t, p.URL, "sk-placeholder"); res.Status != http.StatusOK {

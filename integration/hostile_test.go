@@ -276,17 +276,12 @@ func TestErrorBodiesNameNoConfig(t *testing.T) {
 		credential vercel_oidc {
 			env  %s
 			file %s
-			mint {
-				project      %s
-				team         %s
-				access_token {env.%s}
-				api          %s
-			}
+			%s
 		}
 		client_key sk-placeholder
 		credential_wait 2s
 	}
-	reverse_proxy %s`, staticVar, oidcVar, tokenFile, projectID, teamID, accessName, v.URL(), gw.URL()))
+	reverse_proxy %s`, staticVar, oidcVar, tokenFile, mintBlockFor(projectID, teamID, "{env."+accessName+"}", v.URL()), gw.URL()))
 	configStrings := []string{staticVar, oidcVar, tokenFile, filepath.Base(tokenFile), dir, projectID, teamID, accessName,
 		v.URL(), mintAPI.Host, gw.URL(), strings.TrimPrefix(gw.URL(), "http://")}
 

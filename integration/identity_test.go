@@ -89,7 +89,7 @@ func TestOverLimitClientNotForgotten(t *testing.T) {
 	}
 	apiKey := newAPIKey()
 	gw := newFakeGateway(t, nil, apiKey)
-	p, secret := signedKeysProxy(t, gw, apiKey, "limits {\n\t\t\ttokens_per_day 10\n\t\t\tmax_clients 10\n\t\t}")
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, "limits {\n\t\t\ttokens_per_day 10\n\t\t\tmax_clients 10\n\t\t}")
 	tc := newTestClient(t)
 	send := func(name string) int {
 		t.Helper()

@@ -188,12 +188,7 @@ func TestFleetLimitsRedis(t *testing.T) {
 	storage := t.TempDir()
 	site := fmt.Sprintf(`	ai_gateway_auth {
 		credential vercel_oidc {
-			mint {
-				project      {env.VERCEL_PROJECT_ID}
-				team         {env.VERCEL_TEAM_ID}
-				access_token {env.VERCEL_TOKEN}
-				api          %s
-			}
+			%s
 			share
 		}
 		client_key_secret {env.CLIENT_KEY_SECRET}
@@ -205,11 +200,8 @@ func TestFleetLimitsRedis(t *testing.T) {
 			}
 		}
 	}
-	reverse_proxy %s`, v.URL(), gw.URL())
-	fleet := make([]*caddyProc, 3)
-	for i := range fleet {
-		fleet[i] = startCaddy(t, caddyOptions{Env: env, Global: fmt.Sprintf("\tstorage file_system %s\n", storage)}, site)
-	}
+	reverse_proxy %s`, mintBlock(v.URL()), gw.URL())
+	fleet := startFleet(t, 3, storage, caddyOptions{Env: env}, site)
 	waitLimitsHealthy(t, fleet, true)
 	tc := newTestClient(t)
 	send := func(p *caddyProc, client string) (response, time.Duration) {

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -28,16 +27,7 @@ func TestLimitsUSDPerDay(t *testing.T) {
 	apiKey := newAPIKey()
 	gw := newFakeGateway(t, nil, apiKey)
 	gw.SetUsage(fakeUsage{Input: 10, Output: 6, Cost: 0.02})
-	secret := newClientKeySecret()
-	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret}},
-		fmt.Sprintf(`	ai_gateway_auth {
-		credential static {env.AI_GATEWAY_API_KEY}
-		client_key_secret {env.CLIENT_KEY_SECRET}
-		limits {
-			usd_per_day 0.05
-		}
-	}
-	reverse_proxy %s`, gw.URL()))
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, "limits {\n\t\t\tusd_per_day 0.05\n\t\t}")
 	ctx := t.Context()
 	oc, ac := sdkClients(t, p.URL, signedClientKey("budget", secret))
 	chat := openai.ChatCompletionNewParams{Model: "openai/gpt-5", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}}

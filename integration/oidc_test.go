@@ -486,18 +486,12 @@ func TestCredentialWait(t *testing.T) {
 	site := func(v *fakeVercel, gw *fakeGateway, wait string) string {
 		return fmt.Sprintf(`	ai_gateway_auth {
 		credential vercel_oidc {
-			mint {
-				project      {env.VERCEL_PROJECT_ID}
-				team         {env.VERCEL_TEAM_ID}
-				access_token {env.VERCEL_TOKEN}
-				api          %s
-				timeout      5m
-			}
+			%s
 		}
 		client_key sk-placeholder
 		credential_wait %s
 	}
-	reverse_proxy %s`, v.URL(), wait, gw.URL())
+	reverse_proxy %s`, mintBlock(v.URL(), "timeout      5m"), wait, gw.URL())
 	}
 	heldShort, releaseShort := short.Hold()
 	heldLong, releaseLong := long.Hold()

@@ -175,19 +175,13 @@ func (v *fakeVercel) signClaims(claims jwt.MapClaims) (string, error) {
 func mintOnlySite(api, gw, mintExtra, sourceExtra, handlerExtra string) string {
 	return fmt.Sprintf(`	ai_gateway_auth {
 		credential vercel_oidc {
-			mint {
-				project      {env.VERCEL_PROJECT_ID}
-				team         {env.VERCEL_TEAM_ID}
-				access_token {env.VERCEL_TOKEN}
-				api          %s
-				%s
-			}
+			%s
 			%s
 		}
 		client_key sk-placeholder
 		%s
 	}
-	reverse_proxy %s`, api, mintExtra, sourceExtra, handlerExtra, gw)
+	reverse_proxy %s`, mintBlock(api, mintExtra), sourceExtra, handlerExtra, gw)
 }
 
 // TestMintFaults: a mint API that does not answer, answers garbage, a

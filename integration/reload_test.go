@@ -106,17 +106,12 @@ func TestReloadKeepsCredentialCache(t *testing.T) {
 	ai_gateway_auth {
 		credential vercel_oidc {
 			file %s
-			mint {
-				project      {env.VERCEL_PROJECT_ID}
-				team         {env.VERCEL_TEAM_ID}
-				access_token {env.VERCEL_TOKEN}
-				api          %s
-			}
+			%s
 			refresh_before %s
 		}
 		client_key sk-placeholder
 	}
-	reverse_proxy %s`, generation, tokenFile, v.URL(), refreshBefore, gw.URL())
+	reverse_proxy %s`, generation, tokenFile, mintBlock(v.URL()), refreshBefore, gw.URL())
 	}
 	first := site(0, "5m")
 	p := startCaddy(t, caddyOptions{Env: mintEnv(v)}, first)

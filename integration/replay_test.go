@@ -28,18 +28,13 @@ import (
 func replaySite(v *fakeVercel, gw, handlerExtra string) string {
 	return fmt.Sprintf(`	ai_gateway_auth {
 		credential vercel_oidc {
-			mint {
-				project      {env.VERCEL_PROJECT_ID}
-				team         {env.VERCEL_TEAM_ID}
-				access_token {env.VERCEL_TOKEN}
-				api          %s
-			}
+			%s
 			forced_refresh_interval %s
 		}
 		client_key sk-placeholder
 		%s
 	}
-	reverse_proxy %s`, v.URL(), replayForcedInterval, handlerExtra, gw)
+	reverse_proxy %s`, mintBlock(v.URL()), replayForcedInterval, handlerExtra, gw)
 }
 
 // replayForcedInterval is the replay sites' forced_refresh_interval:

@@ -27,25 +27,12 @@ func mintSite(v *fakeVercel, gw string, extra string) string {
 	return fmt.Sprintf(`	ai_gateway_auth {
 		credential static {env.AI_GATEWAY_API_KEY}
 		credential vercel_oidc {
-			mint {
-				project      {env.VERCEL_PROJECT_ID}
-				team         {env.VERCEL_TEAM_ID}
-				access_token {env.VERCEL_TOKEN}
-				api          %s
-			}
+			%s
 			%s
 		}
 		client_key sk-placeholder
 	}
-	reverse_proxy %s`, v.URL(), extra, gw)
-}
-
-func mintEnv(v *fakeVercel) map[string]string {
-	return map[string]string{
-		"VERCEL_PROJECT_ID": v.ProjectID,
-		"VERCEL_TEAM_ID":    v.TeamID,
-		"VERCEL_TOKEN":      v.AccessToken,
-	}
+	reverse_proxy %s`, mintBlock(v.URL()), extra, gw)
 }
 
 func newAPIKey() string { return "vck_" + randomString(48) } // shaped like an AI Gateway API key

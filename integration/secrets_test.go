@@ -94,32 +94,22 @@ func TestNoSecretLeaks(t *testing.T) {
 	ai_gateway_auth {
 		credential vercel_oidc {
 			env VERCEL_OIDC_TOKEN
-			mint {
-				project      {env.VERCEL_PROJECT_ID}
-				team         {env.VERCEL_TEAM_ID}
-				access_token {env.VERCEL_TOKEN}
-				api          %s
-			}
+			%s
 		}
 		client_key sk-placeholder
 	}
-	reverse_proxy %s`, v.URL(), gwOIDC.URL()),
+	reverse_proxy %s`, mintBlock(v.URL()), gwOIDC.URL()),
 		// an expired env token and a failing mint: 503
 		fmt.Sprintf(`	log
 	ai_gateway_auth {
 		credential vercel_oidc {
 			env EXPIRED_OIDC_TOKEN
-			mint {
-				project      {env.VERCEL_PROJECT_ID}
-				team         {env.VERCEL_TEAM_ID}
-				access_token {env.VERCEL_TOKEN}
-				api          %s
-			}
+			%s
 		}
 		client_key sk-placeholder
 		credential_wait 2s
 	}
-	reverse_proxy %s`, down.URL(), gwOIDC.URL()),
+	reverse_proxy %s`, mintBlock(down.URL()), gwOIDC.URL()),
 		// a key the gateway rejects: its 401 goes back to the client
 		fmt.Sprintf(`	log
 	ai_gateway_auth {

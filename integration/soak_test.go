@@ -85,12 +85,7 @@ func TestSoak(t *testing.T) {
 		// minted tokens; signed keys, revocation and sandboxes
 		fmt.Sprintf(`	ai_gateway_auth {
 		credential vercel_oidc {
-			mint {
-				project      {env.VERCEL_PROJECT_ID}
-				team         {env.VERCEL_TEAM_ID}
-				access_token {env.VERCEL_TOKEN}
-				api          %s
-			}
+			%s
 			refresh_before 10s
 		}
 		client_key_secret {env.CLIENT_KEY_SECRET}
@@ -103,7 +98,7 @@ func TestSoak(t *testing.T) {
 			jwks_url %s/%s/.well-known/jwks
 		}
 	}
-	reverse_proxy %s`, mint.URL(), revokedFile, sandboxAudience, v.TeamID, v.ProjectID, v.Issuer(), v.URL(), v.TeamSlug, gw.URL()),
+	reverse_proxy %s`, mintBlock(mint.URL()), revokedFile, sandboxAudience, v.TeamID, v.ProjectID, v.Issuer(), v.URL(), v.TeamSlug, gw.URL()),
 		// a static key
 		staticSite(gw.URL()),
 		// a token file

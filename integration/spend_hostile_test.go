@@ -18,22 +18,6 @@ import (
 	"github.com/openai/openai-go/v3/option"
 )
 
-// signedKeysProxy runs a Caddy whose site takes signed client keys and
-// sends a static API key to gw, with extra lines in its ai_gateway_auth
-// block; it returns the proxy and the key secret.
-func signedKeysProxy(t *testing.T, gw *fakeGateway, apiKey, extra string) (*caddyProc, string) {
-	t.Helper()
-	secret := newClientKeySecret()
-	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret}},
-		fmt.Sprintf(`	ai_gateway_auth {
-		credential static {env.AI_GATEWAY_API_KEY}
-		client_key_secret {env.CLIENT_KEY_SECRET}
-		%s
-	}
-	reverse_proxy %s`, extra, gw.URL()))
-	return p, secret
-}
-
 // TestBodyAttributionIsTheProxys: with reporting, a sandbox that writes
 // someone else into its body (Chat Completions' user,
 // providerOptions.gateway.user, .tags and .quotaEntityId) reaches AI
@@ -45,7 +29,7 @@ func TestBodyAttributionIsTheProxys(t *testing.T) {
 	t.Parallel()
 	apiKey := newAPIKey()
 	gw := newFakeGateway(t, nil, apiKey)
-	p, secret := signedKeysProxy(t, gw, apiKey, "reporting {\n\t\t\ttags sandboxes\n\t\t}")
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, "reporting {\n\t\t\ttags sandboxes\n\t\t}")
 	tc := newTestClient(t)
 	alice := map[string]string{"Authorization": "Bearer " + signedClientKey("alice", secret)}
 	body := `{"model":"openai/gpt-5","user":"bob","messages":[{"role":"user","content":"hi"}],"providerOptions":{"gateway":{"order":["bedrock"],"user":"bob","tags":["team-b"],"quotaEntityId":"api_key_of_bob"}}}`
@@ -99,7 +83,7 @@ func TestTokensPerDayHoldsAgainstClients(t *testing.T) {
 	gw := newFakeGateway(t, nil, apiKey)
 	gw.VaryUsage()
 	const perDay = 60 // a few requests' worth (usage: 5-101 input, 2-14 output tokens)
-	p, secret := signedKeysProxy(t, gw, apiKey, fmt.Sprintf("limits {\n\t\t\ttokens_per_day %d\n\t\t}", perDay))
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, fmt.Sprintf("limits {\n\t\t\ttokens_per_day %d\n\t\t}", perDay))
 	tc := newTestClient(t)
 	key := func(name string) string { return signedClientKey(name, secret) }
 
