@@ -90,12 +90,12 @@ func (c *counts) charge(a amt, est bool, req int64) {
 	}
 }
 
-// uncharge takes back a charge made with charge(a, true, 1), the
-// request kept.
+// uncharge takes back a charge made with charge(a, true, 1).
 func (c *counts) uncharge(a amt) {
 	c.tok -= a.tok
 	c.in -= a.in
 	c.nusd -= a.nusd
+	c.req--
 	c.etok -= a.tok
 	c.enusd -= a.nusd
 	c.ereq--
@@ -433,7 +433,6 @@ func (l *Ledger) settle(r *reservation, a amt, est bool, req int64, now time.Tim
 	}
 	for _, p := range e.periods(r) {
 		p.spent.uncharge(r.worst)
-		p.spent.req += req - 1
 		p.spent.charge(a, est, req)
 	}
 }
@@ -448,7 +447,7 @@ func (l *Ledger) correct(r *reservation, old, a amt) {
 	}
 	for _, p := range e.periods(r) {
 		p.spent.uncharge(old)
-		p.spent.charge(a, false, 0)
+		p.spent.charge(a, false, 1)
 	}
 }
 
