@@ -342,8 +342,8 @@ func (l *Ledger) admit(name string, lim limitsOf, w amt, now time.Time, force bo
 		}
 		return nil, &Refusal{Limit: TooManyClients, RetryAfter: retry.Sub(now)}
 	}
+	e.tighten(lim)
 	if !force {
-		e.tighten(lim)
 		if ref := l.check(e, lim, w, now); ref != nil {
 			return nil, ref
 		}
@@ -451,16 +451,25 @@ func (l *Ledger) correct(r *reservation, old, a amt) {
 	}
 }
 
-// inFlight counts the reservations held (tickets in flight, shadows of
-// Redis's included).
-func (l *Ledger) inFlight() int {
+// inFlight sweeps what expired by now (a client that never comes back
+// would keep it otherwise) and counts the reservations held (tickets in
+// flight, shadows of Redis's included).
+func (l *Ledger) inFlight(now time.Time) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
 	for _, e := range l.clients {
+		l.sweep(e, now)
 		n += len(e.live)
 	}
 	return n
+}
+
+// Clients is how many clients the ledger holds.
+func (l *Ledger) Clients() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.clients)
 }
 
 // ClientUsage is one client's use today (UTC), as the status route's

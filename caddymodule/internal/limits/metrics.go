@@ -2,6 +2,7 @@ package limits
 
 import (
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -33,7 +34,7 @@ var (
 	}, []string{"store"})
 
 	ticketsInFlightDesc = prometheus.NewDesc(metricsNamespace+"_limit_tickets_in_flight",
-		"Requests admitted by this instance and not yet settled (their worst cases are reserved).", nil, nil)
+		"Requests admitted by this instance and not yet settled (their worst cases are reserved). A scrape also sweeps the reservations past their lifetime.", nil, nil)
 
 	storePendingDesc = prometheus.NewDesc(metricsNamespace+"_limit_store_pending",
 		"Settlements waiting to be sent to Redis (while it fails, or behind the writer), per Redis address.", []string{"address"}, nil)
@@ -109,9 +110,9 @@ func (liveCollector) Collect(ch chan<- prometheus.Metric) {
 		redises = append(redises, r)
 	}
 	live.Unlock()
-	n := 0
+	n, now := 0, time.Now()
 	for _, l := range ledgers {
-		n += l.inFlight()
+		n += l.inFlight(now)
 	}
 	ch <- prometheus.MustNewConstMetric(ticketsInFlightDesc, prometheus.GaugeValue, float64(n))
 	pending := map[string]int{}
