@@ -384,6 +384,7 @@ func TestRedisFaultsFallBackAndRecover(t *testing.T) {
 		t.Fatalf("Redis did not count: %s", inRedis.Store())
 	}
 
+	settled(t, s) // nothing left for the writer to find Redis gone with
 	admitErrs, probeErrs := counterValue(storeErrors.WithLabelValues(opAdmit)), counterValue(storeErrors.WithLabelValues(opProbe))
 	mr.Close()
 	// the ledger noted the 2 Redis admitted, and the one in flight
