@@ -63,7 +63,7 @@ func parseRedisURL(raw string) (*redisTarget, error) {
 	if opts.DB < 0 {
 		return nil, fmt.Errorf("the database number must be 0 or more (%s)", t.shown)
 	}
-	// Every wait is bounded by the caller's context (redisWait for a
+	// Every wait is bounded by the caller's context (the store's timeout for a
 	// request), and nothing retries by itself: a failing Redis is probed
 	// once per redisProbeInterval, never dialled per request.
 	opts.ContextTimeoutEnabled = true
