@@ -271,10 +271,11 @@ func (r *Redis) write(b *batch) (failed []op, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), redisSlowWait)
 	defer cancel()
 	pipe := r.client.Pipeline()
+	tops := map[int64]bool{} // the days whose top this batch touches
 	settles := make([]*redis.Cmd, len(b.ops))
 	for i, s := range b.ops {
 		settles[i] = settleScript.EvalSha(ctx, pipe, settleKeys(s), settleArgs(s)...)
-		r.addTop(ctx, pipe, s.client, s.day, s.actual.tok)
+		addTop(ctx, pipe, tops, s.client, s.day, s.actual.tok)
 	}
 	type span struct {
 		d          *delta
@@ -283,8 +284,11 @@ func (r *Redis) write(b *batch) (failed []op, err error) {
 	spans := make([]span, 0, len(b.deltas))
 	for _, d := range b.deltas {
 		start := pipe.Len()
-		r.addDelta(ctx, pipe, d)
+		addDelta(ctx, pipe, tops, d)
 		spans = append(spans, span{d, start, pipe.Len()})
+	}
+	for day := range tops {
+		pipe.PExpireAt(ctx, keyTop(day), dayExpiry(day))
 	}
 	cmds, err := pipe.Exec(ctx)
 	if err == nil {
@@ -362,18 +366,18 @@ func settleArgs(s *settleOp) []any {
 		est, s.req, dayExpiry(s.day).UnixMilli(), monthExpiry(s.month).UnixMilli(), s.client}
 }
 
-// addTop adds tokens to the client's score in the day's top.
-func (r *Redis) addTop(ctx context.Context, pipe redis.Pipeliner, client string, day, tokens int64) {
+// addTop adds tokens to the client's score in the day's top (whose
+// expiry the batch sets once).
+func addTop(ctx context.Context, pipe redis.Pipeliner, tops map[int64]bool, client string, day, tokens int64) {
 	if tokens == 0 {
 		return
 	}
-	key := keyTop(day)
-	pipe.ZIncrBy(ctx, key, float64(tokens), clientTag(client))
-	pipe.PExpireAt(ctx, key, dayExpiry(day))
+	pipe.ZIncrBy(ctx, keyTop(day), float64(tokens), clientTag(client))
+	tops[day] = true
 }
 
 // addDelta adds d to the client's day and month hashes, and to the top.
-func (r *Redis) addDelta(ctx context.Context, pipe redis.Pipeliner, d *delta) {
+func addDelta(ctx context.Context, pipe redis.Pipeliner, tops map[int64]bool, d *delta) {
 	if d.c != (counts{}) {
 		tag := clientTag(d.client)
 		for _, k := range []struct {
@@ -392,5 +396,5 @@ func (r *Redis) addDelta(ctx context.Context, pipe redis.Pipeliner, d *delta) {
 			pipe.PExpireAt(ctx, k.key, k.exp)
 		}
 	}
-	r.addTop(ctx, pipe, d.client, d.day, d.top)
+	addTop(ctx, pipe, tops, d.client, d.day, d.top)
 }
