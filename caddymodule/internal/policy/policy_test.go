@@ -192,7 +192,7 @@ func TestUnreachable(t *testing.T) {
 	set, _ := NewSet([]Policy{{Name: "a", Clients: globs("key:*")}, {Name: "b", Clients: globs("key:alice", "key:ops2/*")}}, nil)
 	u := set.Unreachable(all)
 	if len(u) != 1 || u[0].Why != `clients glob "key:alice": every client it matches is matched first by "key:*" of policy a; `+
-			`clients glob "key:ops2/*": no client of the kinds configured has such an id` {
+		`clients glob "key:ops2/*": no client of the kinds configured has such an id` {
 		t.Errorf("Unreachable = %+v", u)
 	}
 }
