@@ -112,9 +112,9 @@ func checkPattern(p string) error {
 func (g Glob) String() string { return g.pattern }
 
 // Match says whether the glob matches all of s. It takes time linear in
-// len(s) for a given pattern (at most about len(s) × (the pattern's
-// '/' count + 2) byte comparisons, plus the pattern's length per '/' in
-// s), never exponential, and allocates nothing.
+// len(s) for a given pattern (it looks at no more than (len(s)+1) × (the
+// pattern's '/' count + 3) bytes, plus the pattern's length for each '/'
+// in s and once more), never exponential, and allocates nothing.
 func (g Glob) Match(s string) bool { return g.match(s) }
 
 func (g *Glob) match(s string) bool {
