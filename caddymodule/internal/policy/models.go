@@ -175,16 +175,19 @@ func (r *Refusal) Message() string {
 	return b.String()
 }
 
-// quoteID is id quoted with every non-printable or non-ASCII rune
-// escaped, cut to 100 bytes.
+// quoteID is id quoted with every non-printable or non-ASCII rune (or
+// byte of invalid UTF-8) escaped, cut after 100 bytes of that.
 func quoteID(id string) string {
 	const max = 100
-	if len(id) <= max {
-		return strconv.QuoteToASCII(id)
+	b := []byte{'"'}
+	for i := 0; i < len(id); {
+		if len(b) > max {
+			return string(b) + "\"…"
+		}
+		_, w := utf8.DecodeRuneInString(id[i:])
+		q := strconv.QuoteToASCII(id[i : i+w])
+		b = append(b, q[1:len(q)-1]...)
+		i += w
 	}
-	n := max
-	for n > 0 && !utf8.RuneStart(id[n]) {
-		n--
-	}
-	return strconv.QuoteToASCII(id[:n]) + "…"
+	return string(append(b, '"'))
 }
