@@ -33,7 +33,7 @@ const defaultCredentialWait = 10 * time.Second
 // Placeholders set per request:
 //
 //	{ai_gateway_auth.client}             the client's readable name: "placeholder" for a literal client_key, the key's name (client_keys_file, signed key), or the sandbox name/id
-//	{ai_gateway_auth.client_id}          the client's unique id: "placeholder", "key:<name>", "key:<namespace>/<name>" or "sandbox:<team>/<project>/<sandbox id>" (identity.go)
+//	{ai_gateway_auth.client_id}          the client's unique id: "placeholder", "key:<name>", "key:<namespace>/<name>" or "sandbox:<team>/<project>/<sandbox id>" (identity.Principal)
 //	{ai_gateway_auth.credential_source}  the source whose credential was sent: "static" or "vercel_oidc"
 //	{ai_gateway_auth.usage.input_tokens}  input tokens the response reported (metering on; set when the response ends)
 //	{ai_gateway_auth.usage.output_tokens} output tokens the response reported (likewise)

@@ -21,7 +21,7 @@ import (
 //   - a JSON request body is read strictly, and refused (400
 //     invalid_request_body) where a parser could read it otherwise than
 //     the proxy (bodyread.go); it is edited as it goes upstream
-//     (bodyedit.go): the proxy's attribution replaces the client's (with
+//     (jsonbody.Editor): the proxy's attribution replaces the client's (with
 //     reporting), and a streamed Chat Completions request asks for its
 //     usage (stream_options.include_usage), whose usage-only chunk is
 //     then hidden from a client that did not ask for it;
