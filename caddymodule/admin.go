@@ -92,7 +92,7 @@ type statusReport struct {
 	// metered (see limits.go), and where they were read: "redis" (the
 	// fleet's counts) or "local" (this instance's).
 	TopClientsToday []limits.ClientUsage `json:"top_clients_today,omitempty"`
-	TopClientsFrom  string        `json:"top_clients_from,omitempty"`
+	TopClientsFrom  string               `json:"top_clients_from,omitempty"`
 }
 
 func serveStatus(w http.ResponseWriter, r *http.Request) error {

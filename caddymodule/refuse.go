@@ -199,7 +199,7 @@ func catalogUnavailable(name string) *refusal {
 		retryAfter: retryAfterSeconds(catalogRetry),
 		counter:    limitedCounter, // a dollar limit that cannot be checked holds the request
 		level:      zapcore.WarnLevel, event: "no catalog to price a request",
-		fields:     func() []zap.Field { return []zap.Field{zap.String("client", name)} },
+		fields: func() []zap.Field { return []zap.Field{zap.String("client", name)} },
 	}
 }
 

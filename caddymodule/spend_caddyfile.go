@@ -5,8 +5,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 )
@@ -161,7 +161,7 @@ var redisOptions = newOptions("redis",
 			return err
 		}
 		t, err := caddy.ParseDuration(v)
-		if err != nil || limits.CheckRedisTimeout(t) != nil {
+		if err != nil || t <= 0 || limits.CheckRedisTimeout(t) != nil {
 			return d.Errf("redis timeout: '%s' is not a duration from 1ms to 10s", v)
 		}
 		l.RedisTimeout = caddy.Duration(t)

@@ -237,7 +237,7 @@ func TestMeteringPerClient(t *testing.T) {
 // with Retry-After and without reaching the upstream; tokens_per_day
 // trips once the day's tokens reach the limit.
 func TestLimitsRefuse(t *testing.T) {
-	h := spendHandler(t, func(h *Handler) { h.Limits = &Limits{RequestsPerMinute: 3, TokensPerDay: 1000} })
+	h := spendHandler(t, func(h *Handler) { h.Limits = &Limits{RequestsPerMinute: 3, TokensPerDay: 1000, DefaultMaxTokens: 10} })
 	stamp := time.Now().UnixNano()
 	chat := `{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5}}`
 	for _, path := range []string{"/v1/chat/completions", "/v1/messages"} {
