@@ -36,6 +36,10 @@ import (
 // meterWriter holds the refusal to answer.
 var errAdmission = errors.New("the request was not admitted under the client's limits")
 
+// statusClientClosed is the status reverse_proxy writes when the client
+// left before the upstream answered (nginx's "client closed request").
+const statusClientClosed = 499
+
 // isGeneration reports whether r is a generation: a JSON body on a
 // generation endpoint, which reserves its worst case.
 func isGeneration(r *http.Request) bool {
@@ -128,11 +132,14 @@ func (m *meterWriter) settle(u jsonbody.Usage, found bool) (amt limits.Amount, p
 	}
 	m.ticket = nil
 	now := time.Now()
+	// reverse_proxy records a client that left before the answer's
+	// headers as 499, written here: no answer came
+	answered := m.wroteHeader && m.status != statusClientClosed
 	switch {
-	case !m.wroteHeader && !m.sentWhole():
+	case !answered && !m.sentWhole():
 		t.Abandon()
 		return amt, false, ""
-	case !m.wroteHeader && m.worst != (limits.Amount{}):
+	case !answered && m.worst != (limits.Amount{}):
 		estimated = "no_answer"
 	case m.generation && m.status >= 200 && m.status < 300 && !m.scan.Complete():
 		estimated = "no_usage"

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -239,4 +240,93 @@ func TestBudgetBurst(t *testing.T) {
 			t.Errorf("status from %q, want redis: %s", c.From, raw)
 		}
 	})
+}
+
+// TestBudgetHangUps: five 400 KB requests of one client, each abandoned
+// before the gateway sends its headers (AI Gateway sends them after
+// prefill and reasoning, and bills the generation all the same), under
+// tokens_per_day 150000. The first is admitted and, with no answer and no
+// generation id to reconcile by, charged its worst case (102,400 input
+// tokens estimated + the default cap of 8,192), at least what the
+// gateway billed; from the second on, the worst case cannot fit what is
+// left, and the requests are refused before they go upstream. (Before,
+// all five were charged nothing.)
+func TestBudgetHangUps(t *testing.T) {
+	t.Parallel()
+	if nearUTCMidnight(time.Now()) {
+		t.Skip("UTC midnight is within 2 minutes")
+	}
+	const limit, size = 150_000, 400 << 10
+	apiKey := newAPIKey()
+	gw := newFakeGateway(t, nil, apiKey)
+	gw.Faithful()
+	gw.HoldAnswers(0) // until the client hangs up
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, fmt.Sprintf("limits {\n\t\t\ttokens_per_day %d\n\t\t}", limit))
+	key := signedClientKey("hangs-up", secret)
+	body := budgetBody(size)
+	worst := int64(size/4 + 8192)
+	tc := newTestClient(t)
+	var statuses []int
+	for i := range 5 {
+		ctx, cancel := context.WithCancel(t.Context())
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+"/v1/chat/completions", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		done := make(chan int, 1)
+		go func() {
+			res, err := tc.HTTP.Do(req)
+			if err != nil {
+				done <- 0 // hung up
+				return
+			}
+			res.Body.Close()
+			done <- res.StatusCode
+		}()
+		var status int
+		eventually(t, waitTimeout, fmt.Sprintf("request %d held by the gateway or refused", i+1), func() string {
+			select {
+			case status = <-done:
+				return ""
+			default:
+			}
+			if gw.HeldAnswers() == 1 {
+				return ""
+			}
+			return "waiting"
+		})
+		if status == 0 { // held: hang up before the headers
+			cancel()
+			status = <-done
+			eventually(t, waitTimeout, "the hang-up settled", func() string {
+				if c, raw := clientBudget(t, p, "key:hangs-up"); c.InFlight != 0 || gw.HeldAnswers() != 0 {
+					return raw
+				}
+				return ""
+			})
+		}
+		cancel()
+		statuses = append(statuses, status)
+	}
+	if statuses[0] != 0 || statuses[1] != http.StatusTooManyRequests {
+		t.Errorf("statuses %v (0: hung up), want the first admitted and the others refused with 429", statuses)
+	}
+	for i, s := range statuses[2:] {
+		if s != http.StatusTooManyRequests {
+			t.Errorf("request %d: %d, want 429", i+3, s)
+		}
+	}
+	billed := gw.BilledTotal()
+	if len(gw.Billed()) != 1 {
+		t.Errorf("the gateway billed %d generations, want 1", len(gw.Billed()))
+	}
+	c, raw := clientBudget(t, p, "key:hangs-up")
+	if c.Today.Tokens != worst || c.Today.EstimatedTokens != worst || c.Today.Tokens < int64(billed.Input+billed.Output) {
+		t.Errorf("charged %+v, want the worst case %d (estimated), at least the %d tokens billed: %s", c.Today, worst, billed.Input+billed.Output, raw)
+	}
+	if got := readAdminMetric(t, p, `caddy_ai_gateway_auth_usage_estimates_total{reason="no_answer"}`); got != 1 {
+		t.Errorf(`usage_estimates_total{reason="no_answer"} = %v, want 1`, got)
+	}
 }
