@@ -10,22 +10,13 @@ import (
 
 // Stand-ins for the other helpers' seams (docs: /work/wt/prompts/seams.md),
 // until their branches land: this file goes when i-price ("price: done")
-// and i-capture ("capture: done", "usage: done") are merged.
-
-// reqFields stands for jsonbody.Fields (i-capture).
-type reqFields struct {
-	Model     string
-	HasModel  bool
-	OutputCap int64 // -1: none
-	Fallbacks []string
-	Bytes     int64
-}
+// and i-capture's "usage: done" are merged.
 
 // currentCatalog stands for i-price's: no catalog is ever read.
 func (h *Handler) currentCatalog() *gateway.Catalog { return nil }
 
 // worstCase stands for i-price's.
-func worstCase(cat *gateway.Catalog, f reqFields, defaultCap int64) (limits.Amount, gateway.WorstCase, error) {
+func worstCase(cat *gateway.Catalog, f jsonbody.Fields, defaultCap int64) (limits.Amount, gateway.WorstCase, error) {
 	in := (f.Bytes + bytesPerToken - 1) / bytesPerToken
 	if cat == nil {
 		outCap := f.OutputCap

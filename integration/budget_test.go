@@ -418,3 +418,50 @@ func TestBudgetNewLimits(t *testing.T) {
 		}
 	})
 }
+
+// TestBudgetCapAtTheEnd: the model and the output cap after a 256 KiB
+// messages array (the OpenAI Python SDK writes messages first). The
+// proxy reads them as the body streams and decides at its end: a request
+// whose cap does not fit what is left is refused 429 with a message that
+// says to lower the cap, its upstream request aborted before the body
+// ended (the gateway runs nothing); the same request with a lower cap is
+// served at once.
+func TestBudgetCapAtTheEnd(t *testing.T) {
+	t.Parallel()
+	if nearUTCMidnight(time.Now()) {
+		t.Skip("UTC midnight is within 2 minutes")
+	}
+	apiKey := newAPIKey()
+	gw := newFakeGateway(t, nil, apiKey)
+	gw.Faithful()
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, "limits {\n\t\t\ttokens_per_day 140000\n\t\t}")
+	tc := newTestClient(t)
+	content := strings.Repeat("m", 256<<10)
+	send := func(outCap int) response {
+		body := fmt.Sprintf(`{"messages":[{"role":"user","content":%q}],"model":"openai/gpt-5","max_tokens":%d}`, content, outCap)
+		return tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions", map[string]string{"Authorization": "Bearer " + signedClientKey("late-cap", secret)}, body)
+	}
+	// about 65,600 input tokens + 1000: fits, and is billed 65,600 + 200
+	if res := send(1000); res.Status != http.StatusOK {
+		t.Fatalf("the first request: %d %s", res.Status, res.Body)
+	}
+	billed := len(gw.Billed())
+	res := send(20000) // 65,800 spent + 85,600 > 140,000
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	_ = json.Unmarshal(res.Body, &e)
+	if res.Status != http.StatusTooManyRequests || e.Error.Code != "tokens_per_day_exceeded" || !strings.Contains(e.Error.Message, "lower output cap") {
+		t.Errorf("a cap that does not fit: %d %s, want 429 tokens_per_day_exceeded saying to lower the cap", res.Status, res.Body)
+	}
+	if n := len(gw.Billed()); n != billed {
+		t.Errorf("the gateway ran %d refused requests", n-billed)
+	}
+	if res := send(1000); res.Status != http.StatusOK { // 65,800 + 66,600 fit
+		t.Errorf("the same request with a lower cap: %d %s", res.Status, res.Body)
+	}
+	c, raw := clientBudget(t, p, "key:late-cap")
+	if total := gw.BilledTotal(); c.Today.Tokens != int64(total.Input+total.Output) || c.Today.Requests != 2 {
+		t.Errorf("charged %+v, want exactly the %d tokens of the 2 billed requests: %s", c.Today, total.Input+total.Output, raw)
+	}
+}
