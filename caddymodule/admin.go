@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/gateway"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/replay"
 	"github.com/caddyserver/caddy/v2"
 )
@@ -78,6 +79,9 @@ type handlerStatus struct {
 	Replay  replay.Status             `json:"replay"`
 	// How the handler's limits are counted (absent without limits).
 	Limits *LimitsStatus `json:"limits,omitempty"`
+	// The gateway's model catalog (absent without metering): its age,
+	// model count and last error (catalog.go).
+	Catalog *gateway.Status `json:"catalog,omitempty"`
 }
 
 type statusReport struct {
@@ -106,7 +110,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	// a health check, so report all but judge health on all as well:
 	// both must be able to serve during the switch.
 	for _, e := range entries {
-		hs := handlerStatus{Handler: e.seq, Sources: []credential.SourceStatus{}, Replay: e.handler.replayBudget.Status(), Limits: e.spend.limitsStatus()}
+		hs := handlerStatus{Handler: e.seq, Sources: []credential.SourceStatus{}, Replay: e.handler.replayBudget.Status(), Limits: e.spend.limitsStatus(), Catalog: e.handler.catalogStatus()}
 		for _, s := range e.handler.sources {
 			s.Current(now) // starts a source's refresher if no request has yet
 			st := s.Status(now)

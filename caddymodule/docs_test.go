@@ -288,7 +288,10 @@ func registeredMetrics(t *testing.T) map[string]docMetric {
 		case *prometheus.HistogramVec:
 			kind = "histogram"
 		default:
-			t.Fatalf("collector %T: teach registeredMetrics its type", c)
+			if fmt.Sprintf("%T", c) != "gateway.liveCollector" { // internal/gateway's gauges, read at scrape time
+				t.Fatalf("collector %T: teach registeredMetrics its type", c)
+			}
+			kind = "gauge"
 		}
 		ch := make(chan *prometheus.Desc, 16)
 		c.Describe(ch)

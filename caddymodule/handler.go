@@ -127,6 +127,12 @@ type Handler struct {
 	// turns metering on too). Default: false.
 	UsageMetrics bool `json:"usage_metrics,omitempty"`
 
+	// The gateway's base URL (without /v1) where the proxy itself reads
+	// the model catalog (prices, output caps) and looks generations up,
+	// with its own credential (the one it sets upstream), when metering
+	// is on. Default: https://ai-gateway.vercel.sh.
+	Gateway string `json:"gateway,omitempty"`
+
 	sources     []credential.Source
 	sourceKinds []any // each source's Kind, boxed once for the replacer
 	// each source as a refusable, for sources whose token can be replaced
@@ -140,7 +146,8 @@ type Handler struct {
 	watchers     []*filewatch.Watcher
 	logger       *zap.Logger
 	statusHandle *statusEntry
-	spend        *spend // nil unless reporting, limits or usage_metrics
+	spend        *spend       // nil unless reporting, limits or usage_metrics
+	gateway      *gatewayLink // the catalog and ledger (catalog.go); nil unless metering
 	replayBudget *replay.Budget
 	keySources   *identity.Registration // this handler's entries in the registry of key sources (keynamespace.go)
 

@@ -72,6 +72,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionSpend(); err != nil {
 		return err
 	}
+	if h.spend != nil {
+		if err := h.provisionGateway(); err != nil { // catalog.go: no call made here
+			return err
+		}
+	}
 	h.statusHandle = registerStatus(h)
 	return nil
 }
@@ -230,5 +235,6 @@ func (h *Handler) Cleanup() error {
 	unregisterStatus(h.statusHandle)
 	h.keySources.Unregister()
 	h.cleanupSpend()
+	h.releaseGateway()
 	return nil
 }
