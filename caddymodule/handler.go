@@ -97,7 +97,10 @@ type Handler struct {
 	// /v1/audio/speech, /v1/audio/transcriptions, /v1/rerank, /v2/rerank,
 	// /v1/models and "/v1/models/<model id>[/endpoints]"; never the
 	// account's endpoints (/v1/report, /v1/credits, /v1/generation,
-	// /v1/quotas, /v1/realtime/client-secrets).
+	// /v1/quotas, /v1/realtime/client-secrets). While a token or dollar
+	// limit is on, the default (and the word default) leaves out the
+	// endpoints whose answers the proxy cannot meter: images, audio and
+	// rerank; naming one is allowed, with a warning at load.
 	AllowPaths []string `json:"allow_paths,omitempty"`
 
 	// Request bodies up to this many bytes are kept while they stream

@@ -62,11 +62,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.sandbox = identity.NewSandboxVerifier(cfg, h.jwks)
 	}
-	paths := h.AllowPaths
-	if len(paths) == 0 {
-		paths = defaultAllowPaths
-	}
-	if h.paths, err = newPathAllowList(paths); err != nil {
+	if err := h.provisionPaths(); err != nil { // paths.go
 		return err
 	}
 	if err := h.provisionSpend(); err != nil {
