@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/gateway"
 	"github.com/caddyserver/caddy/v2"
@@ -25,6 +26,10 @@ import (
 const defaultGateway = "https://ai-gateway.vercel.sh"
 
 var gatewayPool = caddy.NewUsagePool()
+
+// reconcilerFirstDelay, when not 0, replaces the reconciler's first wait
+// (3 s): for tests, set before the link is made.
+var reconcilerFirstDelay time.Duration
 
 // gatewayLink is one gateway URL's catalog source and reconciler, shared
 // by every handler (of this config and the next) that names the URL.
@@ -102,7 +107,7 @@ func newGatewayLink(base string, logger *zap.Logger) (*gatewayLink, error) {
 	if err != nil {
 		return nil, err
 	}
-	rec, err := gateway.NewReconciler(gateway.ReconcilerConfig{BaseURL: base, Logger: logger})
+	rec, err := gateway.NewReconciler(gateway.ReconcilerConfig{BaseURL: base, Logger: logger, FirstDelay: reconcilerFirstDelay})
 	if err != nil {
 		return nil, err
 	}
