@@ -41,6 +41,10 @@ func TestDefaultAllowPathsWithSpendLimits(t *testing.T) {
 				t.Errorf("%s: %s reached the upstream: %v, want %v", tc.name, path, got, want)
 			}
 		}
+		// the gateway's ledger is the proxy's to read, never a sandbox's
+		if sendTo(t, tc.h, "/v1/generation?id=gen_01KY071V9GQK1EBS343E5TY39W") {
+			t.Errorf("%s: /v1/generation reached the upstream", tc.name)
+		}
 	}
 }
 
