@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -119,6 +120,7 @@ func (m *meterWriter) readJSONBody(r *http.Request, opts jsonbody.Options) error
 	m.body = jsonbody.NewEditor(src, opts)
 	if r.ContentLength < 0 || r.ContentLength > bodyReadAhead {
 		r.Body = m.body
+		m.streamed = true
 		r.ContentLength = -1 // an edit changes the length: send it chunked
 		delete(r.Header, "Content-Length")
 		return nil
@@ -153,6 +155,8 @@ type heldBody struct {
 	mu     sync.Mutex
 	b      []byte
 	closed bool
+	// sent: the upstream read it to its end (the request went whole)
+	sent atomic.Bool
 }
 
 func (h *heldBody) Read(p []byte) (int, error) {
@@ -163,11 +167,13 @@ func (h *heldBody) Read(p []byte) (int, error) {
 	}
 	if len(h.b) == 0 {
 		h.b = nil
+		h.sent.Store(true)
 		return 0, io.EOF
 	}
 	n := copy(p, h.b)
 	if h.b = h.b[n:]; len(h.b) == 0 {
 		h.b = nil
+		h.sent.Store(true)
 	}
 	return n, nil
 }

@@ -196,7 +196,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	// 5. spend (spend.go): the body's encoding, the client's limits, the
 	// reporting headers, the body read strictly and edited
-	m, req, ref, err := h.spend.begin(w, r, client.ID())
+	m, req, ref, err := h.spend.begin(w, r, client)
 	if ref != nil {
 		return h.refuse(w, r, ref)
 	}

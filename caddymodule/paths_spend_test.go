@@ -49,8 +49,10 @@ func TestDefaultAllowPathsWithSpendLimits(t *testing.T) {
 }
 
 // sendTo sends a small JSON request to path through h and reports
-// whether it reached the next handler; a request that did not was
-// refused with 403 path_not_allowed.
+// whether allow_paths let it through: false when it was refused with 403
+// path_not_allowed (and never reached the next handler). One let through
+// may still be refused for another reason (503 with a dollar limit and no
+// catalog read yet).
 func sendTo(t *testing.T, h *Handler, path string) bool {
 	t.Helper()
 	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(`{"model":"openai/gpt-5-mini","input":"hi"}`))
@@ -59,11 +61,11 @@ func sendTo(t *testing.T, h *Handler, path string) bool {
 	r, _ = withReplacer(r)
 	var next recordingNext
 	w := serve(t, h, r, next.handler())
-	if len(next.calls()) == 1 {
+	if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "path_not_allowed") {
 		return true
 	}
-	if w.Code != http.StatusForbidden {
-		t.Fatalf("%s: status %d, not reached; want 403 when refused", path, w.Code)
+	if len(next.calls()) != 0 {
+		t.Fatalf("%s: refused with 403 but reached the next handler", path)
 	}
 	assertErrorShape(t, w.Body.Bytes(), strings.HasPrefix(path, "/v1/messages"), "permission_error", "path_not_allowed")
 	return false

@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"math"
+
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/gateway"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 )
@@ -67,8 +69,8 @@ type answerFigures struct {
 // gateway's total charge, its cost, or its tokens at the catalog's prices
 // for model (cache reads and writes at their own prices; a model the
 // catalog does not know at its highest). priced is false when there is
-// neither a cost in the answer nor a catalog: then USD is 0 and must not
-// be taken for a price.
+// neither a cost in the answer nor a catalog: then USD is NaN, which no
+// sum can take for a price (the caller charges something else).
 func priceAnswer(cat *gateway.Catalog, model string, u answerFigures) (amt limits.Amount, priced bool) {
 	in, out := max(u.input, 0), max(u.output, 0)
 	amt = limits.Amount{Tokens: in + out, Input: in}
@@ -80,6 +82,7 @@ func priceAnswer(cat *gateway.Catalog, model string, u answerFigures) (amt limit
 	default:
 		p, _, err := cat.Prices(model)
 		if err != nil {
+			amt.USD = math.NaN()
 			return amt, false
 		}
 		amt.USD = p.Cost(gateway.Usage{Input: in, Output: out, CacheRead: u.cacheRead, CacheWrite: u.cacheWrite})

@@ -128,11 +128,12 @@ func TestPriceAnswer(t *testing.T) {
 			limits.Amount{Tokens: 20, Input: 10, USD: 0.000005}, true},
 		{"no catalog, no cost: not priced", nil, "deepseek/deepseek-v3.2",
 			answerFigures{input: 10, output: 10, costNano: absent, gatewayCostNano: absent},
-			limits.Amount{Tokens: 20, Input: 10}, false},
+			limits.Amount{Tokens: 20, Input: 10, USD: math.NaN()}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, priced := priceAnswer(tc.cat, tc.model, tc.u)
-			if priced != tc.priced || got.Tokens != tc.want.Tokens || got.Input != tc.want.Input || !sameUSD(got.USD, tc.want.USD) {
+			sameNaN := math.IsNaN(got.USD) && math.IsNaN(tc.want.USD)
+			if priced != tc.priced || got.Tokens != tc.want.Tokens || got.Input != tc.want.Input || !(sameUSD(got.USD, tc.want.USD) || sameNaN) {
 				t.Errorf("got %+v priced %v, want %+v %v", got, priced, tc.want, tc.priced)
 			}
 		})
