@@ -203,7 +203,7 @@ func bodyError(r *http.Request, name string, err error) (*refusal, error) {
 // countForwarded counts a request sent upstream, unless its body was
 // refused as it streamed: its refusal counts that one a bad request.
 func countForwarded(w http.ResponseWriter) {
-	if m, ok := w.(*meterWriter); ok && m.body != nil && m.body.Refusal() != nil && !m.wroteHeader {
+	if m, ok := w.(*meterWriter); ok && m.body != nil && (m.body.Refusal() != nil || m.admitRef != nil) && !m.wroteHeader {
 		return
 	}
 	forwardedCounter.Inc()
@@ -216,6 +216,9 @@ func countForwarded(w http.ResponseWriter) {
 func (m *meterWriter) refusedAsItStreamed() *refusal {
 	if m.body == nil || m.wroteHeader {
 		return nil
+	}
+	if m.admitRef != nil { // not admitted at the body's end (budget.go)
+		return m.admitRef
 	}
 	ref := m.body.Refusal()
 	if ref == nil {

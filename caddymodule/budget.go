@@ -46,25 +46,20 @@ func isGeneration(r *http.Request) bool {
 	return generationPaths[r.URL.Path] && jsonRequest(r)
 }
 
-// admitAtStart admits a request before its body is read.
-//
-// Until the body editor reports a body's fields at its end
-// (jsonbody.Options.AtEnd), a generation is admitted here too, with its
-// input estimated from Content-Length and the default output cap.
+// admitAtStart admits a request that is not a generation before its body
+// is read; a generation is admitted at its body's end (admitBody).
 func (m *meterWriter) admitAtStart() *refusal {
 	if isGeneration(m.r) {
-		if err := m.admitBody(reqFields{Bytes: max(m.r.ContentLength, 0), OutputCap: -1}); err != nil {
-			return m.admitRef
-		}
 		return nil
 	}
 	return m.admit(limits.Amount{})
 }
 
-// admitBody admits a generation once its body's fields are known: it
+// admitBody admits a generation once the editor read its body whole
+// (jsonbody.Options.AtEnd, before the body's last byte goes upstream): it
 // reserves the worst case, or holds the refusal and returns errAdmission,
 // which stops the body before its end.
-func (m *meterWriter) admitBody(f reqFields) error {
+func (m *meterWriter) admitBody(f jsonbody.Fields) error {
 	cat := m.spend.h.currentCatalog()
 	worst, _, err := worstCase(cat, f, m.spend.defaultCap)
 	if err != nil {
@@ -101,7 +96,8 @@ func (m *meterWriter) abandon() {
 }
 
 // refusedAtEnd is the refusal held when err is the body stopped because
-// its request was not admitted.
+// its request was not admitted (a small body, read before anything went
+// upstream).
 func (m *meterWriter) refusedAtEnd(err error) *refusal {
 	if m.admitRef != nil && errors.Is(err, errAdmission) {
 		return m.admitRef

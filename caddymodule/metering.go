@@ -167,7 +167,11 @@ func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string) (
 	}
 	if jsonRequest(r) {
 		m.injected = usagePaths[path]
-		if err := m.readJSONBody(r, jsonbody.Options{Attribution: attribution, User: user, IncludeUsage: m.injected}); err != nil {
+		opts := jsonbody.Options{Attribution: attribution, User: user, IncludeUsage: m.injected}
+		if m.generation {
+			opts.AtEnd = m.admitBody // budget.go
+		}
+		if err := m.readJSONBody(r, opts); err != nil {
 			return r, err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/gateway"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 )
 
@@ -12,6 +13,17 @@ import (
 // rules (a model it does not know at its highest prices, no catalog:
 // gateway.ErrNoCatalog) are internal/gateway's; what is here is which
 // figure of the request and of the answer is used.
+
+// worstCase is the worst case of a request whose body's fields are f
+// (worstCaseOf): its model and fallback models, its output cap (-1:
+// none) and its size.
+func worstCase(cat *gateway.Catalog, f jsonbody.Fields, defaultCap int64) (limits.Amount, gateway.WorstCase, error) {
+	models := make([]string, 0, 1+len(f.Fallbacks))
+	if f.HasModel {
+		models = append(models, f.Model)
+	}
+	return worstCaseOf(cat, append(models, f.Fallbacks...), f.Bytes, f.OutputCap, defaultCap)
+}
 
 // worstCaseOf is a request's worst case: its input estimate,
 // ceil(bytes/4), at most the model's context_window when the catalog

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/gateway"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 )
 
@@ -137,5 +138,24 @@ func TestPriceAnswer(t *testing.T) {
 				t.Errorf("got %+v priced %v, want %+v %v", got, priced, tc.want, tc.priced)
 			}
 		})
+	}
+}
+
+// worstCase reads the body's fields: its model and every fallback
+// (the dearest is reserved), its cap, its size.
+func TestWorstCaseFields(t *testing.T) {
+	cat := pricingCatalog(t)
+	f := jsonbody.Fields{Model: "deepseek/deepseek-v3.2", HasModel: true, OutputCap: 100,
+		Fallbacks: []string{"anthropic/claude-haiku-4.5"}, Bytes: 4000}
+	got, wc, err := worstCase(cat, f, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 1000*0.00000125 + 100*0.000005; !sameUSD(got.USD, want) || got.Tokens != 1100 || wc.CapFrom != gateway.CapFromRequest {
+		t.Errorf("with a fallback: %+v %+v, want the fallback's $%v", got, wc, want)
+	}
+	got, wc, _ = worstCase(cat, jsonbody.Fields{OutputCap: -1, Bytes: 40}, 4096)
+	if !wc.AtHighest || got.Tokens != 10+4096 {
+		t.Errorf("without a model: %+v %+v, want the highest prices and the default cap", got, wc)
 	}
 }

@@ -330,3 +330,138 @@ func TestBudgetHangUps(t *testing.T) {
 		t.Errorf(`usage_estimates_total{reason="no_answer"} = %v, want 1`, got)
 	}
 }
+
+// TestBudgetNewLimits: concurrent_requests (a third request while two
+// are in flight gets 429 concurrent_requests_exceeded, Retry-After 1;
+// once they end it is served), tokens_per_month (429
+// tokens_per_month_exceeded, Retry-After to 00:00 UTC on the 1st), and
+// the status route for one client (what is reserved and in flight while
+// requests run, what is left after; an unknown client is zeros).
+func TestBudgetNewLimits(t *testing.T) {
+	t.Parallel()
+	apiKey := newAPIKey()
+	gw := newFakeGateway(t, nil, apiKey)
+	gw.SetOutputTokens(100)
+	const perMonth = 2500
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, fmt.Sprintf(
+		"limits {\n\t\t\tconcurrent_requests 2\n\t\t\ttokens_per_month %d\n\t\t\tdefault_max_tokens 100\n\t\t}", perMonth))
+	tc := newTestClient(t)
+	body := budgetBody(1600) // 400 input tokens + 100: 500 reserved and billed
+	send := func(client string) response {
+		return tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions",
+			map[string]string{"Authorization": "Bearer " + signedClientKey(client, secret)}, body)
+	}
+
+	t.Run("concurrent_requests", func(t *testing.T) {
+		gw.HoldAnswers(0)
+		results := make(chan response, 2)
+		for range 2 {
+			go func() { results <- send("parallel") }()
+		}
+		eventually(t, waitTimeout, "two requests in flight", func() string {
+			if n := gw.HeldAnswers(); n != 2 {
+				return fmt.Sprintf("%d held", n)
+			}
+			return ""
+		})
+		c, raw := clientBudget(t, p, "key:parallel")
+		if c.InFlight != 2 || c.Reserved.Tokens != 1000 || c.Left["concurrent_requests"] != 0 {
+			t.Errorf("status while two are in flight: %s", raw)
+		}
+		res := send("parallel")
+		if res.Status != http.StatusTooManyRequests || refusalCode(res) != "concurrent_requests_exceeded" || res.Header.Get("Retry-After") != "1" {
+			t.Errorf("a third in flight: %d %s (Retry-After %q), want 429 concurrent_requests_exceeded, Retry-After 1",
+				res.Status, res.Body, res.Header.Get("Retry-After"))
+		}
+		gw.ReleaseAnswers()
+		for range 2 {
+			if res := <-results; res.Status != http.StatusOK {
+				t.Errorf("a request in flight: %d %s", res.Status, res.Body)
+			}
+		}
+		if res := send("parallel"); res.Status != http.StatusOK {
+			t.Errorf("once they ended: %d %s", res.Status, res.Body)
+		}
+	})
+
+	t.Run("tokens_per_month", func(t *testing.T) {
+		now := time.Now().UTC()
+		first := time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC)
+		if first.Sub(now) < 2*time.Minute {
+			t.Skip("the month ends within 2 minutes")
+		}
+		for i := range perMonth / 500 { // 500 each: all of the month's tokens
+			if res := send("monthly"); res.Status != http.StatusOK {
+				t.Fatalf("request %d: %d %s", i+1, res.Status, res.Body)
+			}
+		}
+		res := send("monthly")
+		ra, err := strconv.Atoi(res.Header.Get("Retry-After"))
+		want := time.Until(first).Seconds()
+		if res.Status != http.StatusTooManyRequests || refusalCode(res) != "tokens_per_month_exceeded" || err != nil || float64(ra) < want-60 || float64(ra) > want+60 {
+			t.Errorf("over the month: %d %s (Retry-After %q), want 429 tokens_per_month_exceeded, Retry-After about %.0f s (the 1st, 00:00 UTC)",
+				res.Status, res.Body, res.Header.Get("Retry-After"), want)
+		}
+		c, raw := clientBudget(t, p, "key:monthly")
+		if c.Month.Tokens != perMonth || c.Left["tokens_per_month"] != 0 || c.InFlight != 0 {
+			t.Errorf("status after the month's tokens: %s", raw)
+		}
+	})
+
+	t.Run("an unknown client", func(t *testing.T) {
+		c, raw := clientBudget(t, p, "key:never-seen")
+		if c.Client != "key:never-seen" || c.Today.Tokens != 0 || c.Month.Tokens != 0 || c.InFlight != 0 || c.Left["concurrent_requests"] != 2 {
+			t.Errorf("status of a client never seen: %s", raw)
+		}
+		if strings.Contains(raw, apiKey) || strings.Contains(raw, secret) {
+			t.Error("the status shows a credential")
+		}
+	})
+}
+
+// TestBudgetCapAtTheEnd: the model and the output cap after a 256 KiB
+// messages array (the OpenAI Python SDK writes messages first). The
+// proxy reads them as the body streams and decides at its end: a request
+// whose cap does not fit what is left is refused 429 with a message that
+// says to lower the cap, its upstream request aborted before the body
+// ended (the gateway runs nothing); the same request with a lower cap is
+// served at once.
+func TestBudgetCapAtTheEnd(t *testing.T) {
+	t.Parallel()
+	if nearUTCMidnight(time.Now()) {
+		t.Skip("UTC midnight is within 2 minutes")
+	}
+	apiKey := newAPIKey()
+	gw := newFakeGateway(t, nil, apiKey)
+	gw.Faithful()
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, "limits {\n\t\t\ttokens_per_day 140000\n\t\t}")
+	tc := newTestClient(t)
+	content := strings.Repeat("m", 256<<10)
+	send := func(outCap int) response {
+		body := fmt.Sprintf(`{"messages":[{"role":"user","content":%q}],"model":"openai/gpt-5","max_tokens":%d}`, content, outCap)
+		return tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions", map[string]string{"Authorization": "Bearer " + signedClientKey("late-cap", secret)}, body)
+	}
+	// about 65,600 input tokens + 1000: fits, and is billed 65,600 + 200
+	if res := send(1000); res.Status != http.StatusOK {
+		t.Fatalf("the first request: %d %s", res.Status, res.Body)
+	}
+	billed := len(gw.Billed())
+	res := send(20000) // 65,800 spent + 85,600 > 140,000
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	_ = json.Unmarshal(res.Body, &e)
+	if res.Status != http.StatusTooManyRequests || e.Error.Code != "tokens_per_day_exceeded" || !strings.Contains(e.Error.Message, "lower output cap") {
+		t.Errorf("a cap that does not fit: %d %s, want 429 tokens_per_day_exceeded saying to lower the cap", res.Status, res.Body)
+	}
+	if n := len(gw.Billed()); n != billed {
+		t.Errorf("the gateway ran %d refused requests", n-billed)
+	}
+	if res := send(1000); res.Status != http.StatusOK { // 65,800 + 66,600 fit
+		t.Errorf("the same request with a lower cap: %d %s", res.Status, res.Body)
+	}
+	c, raw := clientBudget(t, p, "key:late-cap")
+	if total := gw.BilledTotal(); c.Today.Tokens != int64(total.Input+total.Output) || c.Today.Requests != 2 {
+		t.Errorf("charged %+v, want exactly the %d tokens of the 2 billed requests: %s", c.Today, total.Input+total.Output, raw)
+	}
+}
