@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/gateway"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/replay"
 	"github.com/caddyserver/caddy/v2"
@@ -82,6 +83,9 @@ type handlerStatus struct {
 	// Client is the one client asked for (?client=<id>), under this
 	// handler's limits (absent without metering).
 	Client *limits.ClientStatus `json:"client,omitempty"`
+	// The gateway's model catalog (absent without metering): its age,
+	// model count and last error (catalog.go).
+	Catalog *gateway.Status `json:"catalog,omitempty"`
 }
 
 type statusReport struct {
@@ -111,7 +115,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	// a health check, so report all but judge health on all as well:
 	// both must be able to serve during the switch.
 	for _, e := range entries {
-		hs := handlerStatus{Handler: e.seq, Sources: []credential.SourceStatus{}, Replay: e.handler.replayBudget.Status(), Limits: e.spend.limitsStatus()}
+		hs := handlerStatus{Handler: e.seq, Sources: []credential.SourceStatus{}, Replay: e.handler.replayBudget.Status(), Limits: e.spend.limitsStatus(), Catalog: e.handler.catalogStatus()}
 		if client != "" {
 			hs.Client = e.spend.clientStatus(client, now)
 		}

@@ -97,7 +97,10 @@ type Handler struct {
 	// /v1/audio/speech, /v1/audio/transcriptions, /v1/rerank, /v2/rerank,
 	// /v1/models and "/v1/models/<model id>[/endpoints]"; never the
 	// account's endpoints (/v1/report, /v1/credits, /v1/generation,
-	// /v1/quotas, /v1/realtime/client-secrets).
+	// /v1/quotas, /v1/realtime/client-secrets). While a token or dollar
+	// limit is on, the default (and the word default) leaves out the
+	// endpoints whose answers the proxy cannot meter: images, audio and
+	// rerank; naming one is allowed, with a warning at load.
 	AllowPaths []string `json:"allow_paths,omitempty"`
 
 	// Request bodies up to this many bytes are kept while they stream
@@ -127,6 +130,12 @@ type Handler struct {
 	// turns metering on too). Default: false.
 	UsageMetrics bool `json:"usage_metrics,omitempty"`
 
+	// The gateway's base URL (without /v1) where the proxy itself reads
+	// the model catalog (prices, output caps) and looks generations up,
+	// with its own credential (the one it sets upstream), when metering
+	// is on. Default: https://ai-gateway.vercel.sh.
+	Gateway string `json:"gateway,omitempty"`
+
 	sources     []credential.Source
 	sourceKinds []any // each source's Kind, boxed once for the replacer
 	// each source as a refusable, for sources whose token can be replaced
@@ -140,7 +149,8 @@ type Handler struct {
 	watchers     []*filewatch.Watcher
 	logger       *zap.Logger
 	statusHandle *statusEntry
-	spend        *spend // nil unless reporting, limits or usage_metrics
+	spend        *spend       // nil unless reporting, limits or usage_metrics
+	gateway      *gatewayLink // the catalog and ledger (catalog.go); nil unless metering
 	replayBudget *replay.Budget
 	keySources   *identity.Registration // this handler's entries in the registry of key sources (keynamespace.go)
 

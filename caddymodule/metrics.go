@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/gateway"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/replay"
@@ -54,7 +55,7 @@ var collectors = []prometheus.Collector{requestsTotal, pushesTotal}
 // allCollectors is every metric of the module: the glue's own
 // (collectors) and each engine's.
 func allCollectors() []prometheus.Collector {
-	return slices.Concat(collectors, credential.Collectors(), identity.Collectors(), replay.Collectors(), limits.Collectors())
+	return slices.Concat(collectors, credential.Collectors(), identity.Collectors(), replay.Collectors(), limits.Collectors(), gateway.Collectors())
 }
 
 // registerMetrics adds the collectors to this config's registry.

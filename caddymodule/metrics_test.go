@@ -209,7 +209,8 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		"direction": regexp.MustCompile(`^(input|output)$`),
 		"limit":     regexp.MustCompile(`^(requests_per_minute|tokens_per_day|tokens_per_month|usd_per_day|usd_per_month|concurrent_requests|too_many_clients)$`),
 		"source":    regexp.MustCompile(`^(static|vercel_oidc)$`),
-		"result":    regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled|edited|unchanged)$`),
+		"result":    regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled|edited|unchanged|ok|error|reconciled|failed|dropped)$`),
+		"gateway":   regexp.MustCompile(`^https?://[^/?#@]+$`),
 		"source_id": regexp.MustCompile(`^[0-9a-f]{12}$`),
 		"reason":    regexp.MustCompile(`^(body_too_large|memory_limit|client_gone|no_usage|no_answer)$`),
 		// limit_reservations_swept_total
