@@ -2,8 +2,12 @@ package integration
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -133,4 +137,112 @@ func TestBudgetUSD(t *testing.T) {
 // withCap puts "max_tokens":n after the model of a budgetBody.
 func withCap(body string, n int) string {
 	return strings.Replace(body, `"model":"openai/gpt-5",`, `"model":"openai/gpt-5","max_tokens":`+strconv.Itoa(n)+`,`, 1)
+}
+
+// TestBudgetCutStreamReconciled: a Messages stream the upstream cuts
+// after three events (no usage, billed whole with AI Gateway's
+// surcharge) is charged its worst case, marked estimated, at once; the
+// proxy then looks its generation (message_start's id) up in the
+// gateway's ledger, and the charge becomes exactly the ledger's figure:
+// its native tokens and its total_cost.
+func TestBudgetCutStreamReconciled(t *testing.T) {
+	t.Parallel()
+	if nearUTCMidnight(time.Now()) {
+		t.Skip("UTC midnight is within 2 minutes")
+	}
+	apiKey := newAPIKey()
+	gw := newFakeGateway(t, nil, apiKey)
+	gw.SetOutputTokens(100)
+	gw.SetSurcharge(0.0001)
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, "gateway "+gw.URL()+"\n\t\tlimits {\n\t\t\tusd_per_day 1\n\t\t}")
+	key := signedClientKey("cut", secret)
+	waitCatalog(t, p, key, chatBody)
+	body := `{"model":"anthropic/claude-sonnet-4","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"` + strings.Repeat("c", 800) + `"}]}`
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, p.URL+"/v1/messages", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set(answerHeader, "cut=3")
+	resp, err := newTestClient(t).HTTP.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || err == nil || strings.Contains(string(got), "message_delta") {
+		t.Fatalf("the cut stream: %d, %v: %s; want 200 and a stream cut before its usage", resp.StatusCode, err, got)
+	}
+	gens := gw.Generations()
+	gen := gens[len(gens)-1]
+	if gen.Path != "/v1/messages" {
+		t.Fatalf("the last generation is %+v", gen)
+	}
+	c, raw := clientBudget(t, p, "key:cut")
+	if c.Today.EstimatedTokens == 0 || c.Today.Tokens != c.Today.EstimatedTokens {
+		t.Errorf("right after the cut: %s, want the worst case, estimated", raw)
+	}
+	want := gen.Usage.Cost + gen.Usage.Surcharge
+	eventually(t, waitTimeout, "the charge reconciled with the gateway's ledger", func() string {
+		c, raw := clientBudget(t, p, "key:cut")
+		if c.Today.EstimatedTokens != 0 || c.Today.Tokens != int64(gen.Usage.Input+gen.Usage.Output) || math.Abs(c.Today.USD-want) > usdTolerance {
+			return fmt.Sprintf("want %d tokens and $%v, not estimated: %s", gen.Usage.Input+gen.Usage.Output, want, raw)
+		}
+		return ""
+	})
+	if got := readAdminMetric(t, p, `caddy_ai_gateway_auth_usage_estimates_total{reason="no_usage"}`); got != 1 {
+		t.Errorf(`usage_estimates_total{reason="no_usage"} = %v, want 1`, got)
+	}
+}
+
+// TestBudgetRecordings: the three Messages streams recorded live from AI
+// Gateway (vercel/ai issue 17326) are counted exactly: tokens (cache
+// reads included in the input) and the dollars the account pays (the
+// gateway's gatewayCost where the answer carries it; the recording
+// without a cost at the catalog's prices).
+func TestBudgetRecordings(t *testing.T) {
+	t.Parallel()
+	if nearUTCMidnight(time.Now()) {
+		t.Skip("UTC midnight is within 2 minutes")
+	}
+	const recordingHeader = "X-Test-Recording"
+	replay := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		b, err := os.ReadFile(filepath.Join("..", "caddymodule", "internal", "jsonbody", "testdata", filepath.Base(r.Header.Get(recordingHeader))))
+		if err != nil {
+			http.Error(w, "no recording", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = w.Write(b)
+	}))
+	t.Cleanup(replay.Close)
+	apiKey := newAPIKey()
+	gw := newFakeGateway(t, nil, apiKey) // the catalog, for the recording without a cost
+	gw.Faithful()                         // its whole default catalog
+	p, secret := signedKeysProxy(t, replay.URL, apiKey, "gateway "+gw.URL()+"\n\t\tlimits {\n\t\t\tusd_per_day 1\n\t\t}")
+	waitCatalog(t, p, signedClientKey("warm-up", secret), chatBody)
+	for _, tc := range []struct {
+		client, model, recording string
+		tokens                   int64
+		usd                      float64
+	}{
+		// the gateway's gatewayCost
+		{"haiku", "anthropic/claude-haiku-4.5", "issue-17326-anthropic-claude-haiku-4.5.chunks.txt", 13 + 5, 0.000138},
+		// gatewayCost; 128 cache reads count as input
+		{"grok", "xai/grok-4.5", "issue-17326-xai-grok-4.5.chunks.txt", 84 + 128 + 30, 0.0004864},
+		// no cost: at the catalog's prices for Claude Haiku 4.5
+		{"no-cost", "anthropic/claude-haiku-4.5", "issue-17326-anthropic-stream.chunks.txt", 13 + 5, 13*0.000001 + 5*0.000005},
+	} {
+		body := `{"model":"` + tc.model + `","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Say hi"}]}`
+		res := newTestClient(t).do(t, http.MethodPost, p.URL+"/v1/messages",
+			map[string]string{"Authorization": "Bearer " + signedClientKey(tc.client, secret), recordingHeader: tc.recording}, body)
+		if res.Status != http.StatusOK {
+			t.Fatalf("%s: %d %s", tc.client, res.Status, res.Body)
+		}
+		c, raw := clientBudget(t, p, "key:"+tc.client)
+		if c.Today.Tokens != tc.tokens || math.Abs(c.Today.USD-tc.usd) > usdTolerance || c.Today.EstimatedTokens != 0 {
+			t.Errorf("%s: counted %+v, want %d tokens and $%v: %s", tc.client, c.Today, tc.tokens, tc.usd, raw)
+		}
+	}
 }
