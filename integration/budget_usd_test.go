@@ -219,7 +219,7 @@ func TestBudgetRecordings(t *testing.T) {
 	t.Cleanup(replay.Close)
 	apiKey := newAPIKey()
 	gw := newFakeGateway(t, nil, apiKey) // the catalog, for the recording without a cost
-	gw.Faithful()                         // its whole default catalog
+	gw.Faithful()                        // its whole default catalog
 	p, secret := signedKeysProxy(t, replay.URL, apiKey, "gateway "+gw.URL()+"\n\t\tlimits {\n\t\t\tusd_per_day 1\n\t\t}")
 	waitCatalog(t, p, signedClientKey("warm-up", secret), chatBody)
 	for _, tc := range []struct {
