@@ -54,6 +54,10 @@ func oidcSourceJSON(s VercelOIDCSource) json.RawMessage {
 	return caddyconfig.JSONModuleObject(s, "source", "vercel_oidc", nil)
 }
 
+// closedGateway is a loopback address where nothing listens, the
+// `gateway` of handlers whose test names none.
+const closedGateway = "http://127.0.0.1:9"
+
 // provisionHandler provisions and validates h as Caddy would, and cleans
 // it up at the end of the test.
 func provisionHandler(t *testing.T, h *Handler) *Handler {
@@ -71,6 +75,11 @@ func provisionHandler(t *testing.T, h *Handler) *Handler {
 // cleans up after a failed Provision too).
 func tryProvisionHandler(t *testing.T, h *Handler) error {
 	t.Helper()
+	if h.Gateway == "" {
+		// tests call loopback only: the catalog's background read goes to
+		// a closed port unless the test names a gateway
+		h.Gateway = closedGateway
+	}
 	ctx := newTestContext(t)
 	t.Cleanup(func() { _ = h.Cleanup() }) // runs before the context's cancel
 	return h.Provision(ctx)

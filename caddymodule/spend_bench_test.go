@@ -36,7 +36,8 @@ func benchSpend(b *testing.B, on, sse bool) {
 	b.Setenv("BENCH_AIGW_KEY", "sk-bench-static-key")
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
-	h := &Handler{CredentialsRaw: []json.RawMessage{staticSourceJSON("{env.BENCH_AIGW_KEY}")}, ClientKeys: []string{"sk-placeholder"}}
+	h := &Handler{CredentialsRaw: []json.RawMessage{staticSourceJSON("{env.BENCH_AIGW_KEY}")}, ClientKeys: []string{"sk-placeholder"},
+		Gateway: closedGateway} // loopback only
 	if on {
 		h.Reporting, h.UsageMetrics = &Reporting{Tags: []string{"sandboxes"}}, true
 	}

@@ -79,6 +79,7 @@ func tryStartCaddy(t testing.TB, opts caddyOptions, siteBodies []string) (*caddy
 		exited: make(chan struct{}),
 	}
 	for _, body := range siteBodies {
+		body = withLoopbackGateway(body)
 		url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 		p.URLs = append(p.URLs, url)
 		fmt.Fprintf(&cf, "\n%s {\n\tbind 127.0.0.1\n%s\n}\n", url, body)
@@ -223,4 +224,19 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// withLoopbackGateway gives a metered ai_gateway_auth block that names no
+// `gateway` one on a closed loopback port: the proxy reads the gateway's
+// catalog in the background once metering is on, and tests call loopback
+// only (a test that needs a catalog names the fake gateway).
+func withLoopbackGateway(body string) string {
+	const directive = "ai_gateway_auth {\n"
+	i := strings.Index(body, directive)
+	metered := strings.Contains(body, "limits") || strings.Contains(body, "reporting") || strings.Contains(body, "usage_metrics")
+	if i < 0 || !metered || strings.Contains(body, "\tgateway ") {
+		return body
+	}
+	i += len(directive)
+	return body[:i] + "\t\tgateway http://127.0.0.1:9\n" + body[i:]
 }
