@@ -100,7 +100,7 @@ func TestSpendPerClient(t *testing.T) {
 			chat := openai.ChatCompletionNewParams{Model: "openai/gpt-5",
 				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)}}
 			resp := responses.ResponseNewParams{Model: "openai/gpt-5", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(prompt)}}
-			msg := anthropic.MessageNewParams{Model: "anthropic/claude-sonnet-4", MaxTokens: 8,
+			msg := anthropic.MessageNewParams{Model: "anthropic/claude-sonnet-4", MaxTokens: 64,
 				Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(prompt))}}
 			if !stream {
 				if _, err := oc.Chat.Completions.New(ctx, chat, option.WithHeader("X-Test-Id", name+"-chat")); err != nil {
@@ -251,7 +251,7 @@ func TestLimitsWithSDKs(t *testing.T) {
 		site("requests_per_minute 2"), site("tokens_per_day 58\n\t\t\tdefault_max_tokens 10"))
 	ctx := t.Context()
 	chat := openai.ChatCompletionNewParams{Model: "openai/gpt-5", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}}
-	msg := anthropic.MessageNewParams{Model: "anthropic/claude-sonnet-4", MaxTokens: 64,
+	msg := anthropic.MessageNewParams{Model: "anthropic/claude-sonnet-4", MaxTokens: 8,
 		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))}}
 
 	checkOpenAI := func(t *testing.T, err error, code string) {
@@ -308,14 +308,14 @@ func TestLimitsWithSDKs(t *testing.T) {
 		}
 		oc, ac := sdkClients(t, p.URLs[1], signedClientKey("tpd", secret))
 		// each reserves its body's bytes / 4 plus its cap (10 by default,
-		// 8 for the Anthropic one: 37 to 39 tokens) and is charged 16
-		if _, err := oc.Chat.Completions.New(ctx, chat); err != nil { // 0 + 28 fit in 58
+		// 8 for the Anthropic one: 27 and 39 tokens) and is charged 16
+		if _, err := oc.Chat.Completions.New(ctx, chat); err != nil { // 0 + 27 fit in 58
 			t.Fatal(err)
 		}
-		if _, err := ac.Messages.New(ctx, msg); err != nil { // 16 + about 30 fit
+		if _, err := ac.Messages.New(ctx, msg); err != nil { // 16 + 39 fit
 			t.Fatal(err)
 		}
-		// 32 spent: neither 28 nor 37 fits what is left
+		// 32 spent: neither 27 nor 39 fits what is left
 		before := len(gw.Requests())
 		_, err := oc.Chat.Completions.New(ctx, chat)
 		checkOpenAI(t, err, "tokens_per_day_exceeded")
