@@ -182,10 +182,8 @@ func TestSpendPerClient(t *testing.T) {
 			`caddy_ai_gateway_auth_client_cost_total{client="` + id + `"}`:                      want.cost,
 			`caddy_ai_gateway_auth_client_requests_total{client="` + id + `"}`:                  6,
 		} {
-			got, ok := metrics[series]
-			// costs are counted in whole nano-dollars: each of the 6
-			// answers' may be rounded by half of one
-			if tolerance := 6 * 0.5e-9; !ok || (got != v && !(strings.Contains(series, "cost") && math.Abs(got-v) <= tolerance)) {
+			// dollars are counted in nano-dollars, rounded per answer
+			if got, ok := metrics[series]; !ok || math.Abs(got-v) > usdTolerance {
 				t.Errorf("%s = %v (present %v), want %v", series, got, ok, v)
 			}
 		}
