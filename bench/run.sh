@@ -118,7 +118,7 @@ declare -A LABEL=(
 	[static]="(3) ai_gateway_auth, static key"
 	[oidc]="(4) ai_gateway_auth, vercel_oidc"
 	[nginx]="(5) nginx proxy_set_header"
-	[spend]="(6) ai_gateway_auth, static key + reporting + limits"
+	[spend]="(6) ai_gateway_auth, static key + reporting + $([ "$LIMITS" = 1 ] && echo limits || echo usage_metrics)"
 )
 declare -A PORT=([upstream]=$UP_PORT [caddy]=$((BASE_PORT + 1)) [static]=$((BASE_PORT + 2))
 	[oidc]=$((BASE_PORT + 3)) [nginx]=$((BASE_PORT + 4)) [spend]=$((BASE_PORT + 5)))
