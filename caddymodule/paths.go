@@ -37,8 +37,8 @@ var defaultAllowPaths = []string{
 
 // unmeterablePaths are the default paths whose answers the proxy cannot
 // meter or price: speech (audio bytes), transcription, images and rerank
-// carry no usage it reads, and image and speech models are priced per
-// image or character, not per token (AI Gateway's docs, 2026-12). While a
+// carry no usage it reads (AI Gateway's docs show none, 2026-12), and
+// image models are priced per image, not per token. While a
 // token or dollar limit is on, the default leaves them out
 // (meteredDefaultPaths); naming one is allowed, with a warning
 // (warnUnmeterable).
@@ -278,8 +278,7 @@ func (h *Handler) warnUnmeterable() {
 	}
 }
 
-// limitsSpend reports whether l limits tokens or dollars (a per-month
-// limit belongs here too once it exists).
+// limitsSpend reports whether l limits tokens or dollars.
 func (l *Limits) limitsSpend() bool {
-	return l.TokensPerDay > 0 || l.USDPerDay > 0
+	return l.TokensPerDay > 0 || l.USDPerDay > 0 || l.TokensPerMonth > 0 || l.USDPerMonth > 0
 }

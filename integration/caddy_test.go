@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -79,7 +80,6 @@ func tryStartCaddy(t testing.TB, opts caddyOptions, siteBodies []string) (*caddy
 		exited: make(chan struct{}),
 	}
 	for _, body := range siteBodies {
-		body = withLoopbackGateway(body)
 		url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 		p.URLs = append(p.URLs, url)
 		fmt.Fprintf(&cf, "\n%s {\n\tbind 127.0.0.1\n%s\n}\n", url, body)
@@ -88,7 +88,7 @@ func tryStartCaddy(t testing.TB, opts caddyOptions, siteBodies []string) (*caddy
 		p.URL = p.URLs[0]
 	}
 	p.Caddyfile = filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(p.Caddyfile, []byte(cf.String()), 0o600); err != nil {
+	if err := os.WriteFile(p.Caddyfile, []byte(pinGateway(cf.String())), 0o600); err != nil {
 		return nil, err
 	}
 
@@ -226,17 +226,53 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// withLoopbackGateway gives a metered ai_gateway_auth block that names no
-// `gateway` one on a closed loopback port: the proxy reads the gateway's
-// catalog in the background once metering is on, and tests call loopback
-// only (a test that needs a catalog names the fake gateway).
-func withLoopbackGateway(body string) string {
-	const directive = "ai_gateway_auth {\n"
-	i := strings.Index(body, directive)
-	metered := strings.Contains(body, "limits") || strings.Contains(body, "reporting") || strings.Contains(body, "usage_metrics")
-	if i < 0 || !metered || strings.Contains(body, "\tgateway ") {
-		return body
+// pinGateway gives every metered ai_gateway_auth block (usage_metrics,
+// reporting or limits) that names no `gateway` a closed loopback port as
+// its gateway: a metered proxy reads the model catalog from its gateway,
+// and no test may call AI Gateway itself. Such a proxy has no catalog, as
+// before the catalog was wired; a test that wants one names `gateway`
+// (the fake gateway's URL). The line goes right after the block's opening
+// line; an unmetered block is left as written.
+func pinGateway(caddyfile string) string {
+	const open = "ai_gateway_auth {"
+	var b strings.Builder
+	rest := caddyfile
+	for {
+		i := strings.Index(rest, open)
+		if i < 0 {
+			b.WriteString(rest)
+			return b.String()
+		}
+		b.WriteString(rest[:i+len(open)])
+		rest = rest[i+len(open):]
+		block := rest
+		if end := blockEnd(rest); end >= 0 {
+			block = rest[:end]
+		}
+		if meteredBlock.MatchString(block) && !gatewayLine.MatchString(block) {
+			b.WriteString("\n\t\tgateway http://127.0.0.1:1")
+		}
 	}
-	i += len(directive)
-	return body[:i] + "\t\tgateway http://127.0.0.1:9\n" + body[i:]
+}
+
+var (
+	gatewayLine  = regexp.MustCompile(`(?m)^\s*gateway\s`)
+	meteredBlock = regexp.MustCompile(`(?m)^\s*(usage_metrics|reporting|limits)\b`)
+)
+
+// blockEnd is the index of the } that closes the block whose { was just
+// before s, or -1.
+func blockEnd(s string) int {
+	depth := 1
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '{':
+			depth++
+		case '}':
+			if depth--; depth == 0 {
+				return i
+			}
+		}
+	}
+	return -1
 }
