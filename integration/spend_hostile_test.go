@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -177,16 +176,51 @@ func TestTokensPerDayHoldsAgainstClients(t *testing.T) {
 		})
 	})
 
+	// A client that hangs up once it has the finish_reason chunk, before
+	// the gateway has even sent the usage chunk, is charged exactly what
+	// the gateway reported, never an estimate: the proxy reads on for the
+	// usage after its client left, and the gateway's answer ends whole.
 	t.Run("hangs up after finish_reason", func(t *testing.T) {
-		untilRefused("hangup", func(i int) bool {
-			status := hangUpAfter(t, p.URL, key("hangup"), "hangup", gw, i, `"finish_reason":"stop"`)
-			return status == http.StatusTooManyRequests
-		})
+		const estimates = `caddy_ai_gateway_auth_usage_estimates_total{reason="client_gone"}`
+		before := readAdminMetric(t, p, estimates)
+		charged := func() int {
+			in := readAdminMetric(t, p, `caddy_ai_gateway_auth_client_tokens_total{client="key:hangup",direction="input"}`)
+			out := readAdminMetric(t, p, `caddy_ai_gateway_auth_client_tokens_total{client="key:hangup",direction="output"}`)
+			return int(in + out)
+		}
+		for i := 0; ; i++ {
+			status, ack := hangUpAfter(t, p.URL, key("hangup"), "hangup", gw, i, `"finish_reason":"stop"`, true)
+			if status == http.StatusTooManyRequests {
+				if got := reported("hangup"); got < perDay {
+					t.Errorf("refused after %d tokens, before its %d", got, perDay)
+				}
+				return
+			}
+			if status != http.StatusOK {
+				t.Fatalf("status %d", status)
+			}
+			eventually(t, waitTimeout, "the hang-up is charged what the gateway reported", func() string {
+				answer := gatewayAnswer(gw, ack)
+				if strings.HasPrefix(answer, "client gone") {
+					t.Fatalf("the gateway's answer: %s: the proxy stopped reading it when its client left", answer)
+				}
+				if got, want := charged(), reported("hangup"); answer != "complete" || got != want {
+					return fmt.Sprintf("charged %d tokens, the gateway reported %d (its answer: %q)", got, want, answer)
+				}
+				return ""
+			})
+			if got := readAdminMetric(t, p, estimates); got != before {
+				t.Fatalf("usage_estimates_total{reason=client_gone} went from %v to %v: a hang-up after finish_reason was estimated", before, got)
+			}
+			if i > 2*perDay { // each request uses at least 7 tokens
+				t.Fatalf("never refused; the gateway reported %d tokens for it, its limit is %d", reported("hangup"), perDay)
+			}
+		}
 	})
 
 	t.Run("hangs up mid-stream", func(t *testing.T) {
 		before := readAdminMetric(t, p, `caddy_ai_gateway_auth_usage_estimates_total{reason="client_gone"}`)
-		if status := hangUpAfter(t, p.URL, key("early"), "early", gw, 0, `"content":" from"`); status != http.StatusOK {
+		if status, _ := hangUpAfter(t, p.URL, key("early"), "early", gw, 0, `"content":" from"`, false); status != http.StatusOK {
 			t.Fatalf("status %d", status)
 		}
 		eventually(t, waitTimeout, "the early hang-up is charged an estimate", func() string {
@@ -201,52 +235,90 @@ func TestTokensPerDayHoldsAgainstClients(t *testing.T) {
 	})
 }
 
-// hangUpAfter streams a chat completion as a raw client, paced by the
-// fake gateway's acknowledgements (one per event read), and closes the
-// connection as soon as it has read the event containing marker; only
-// then is the gateway let go on (after a moment for the proxy to see the
-// hang-up). It returns the status.
-func hangUpAfter(t *testing.T, base, key, name string, gw *fakeGateway, i int, marker string) int {
+// hangUpAfter streams a chat completion paced by the fake gateway, which
+// writes each event only once the client has acknowledged the one before
+// (ackHeader): the client reads the events through its HTTP response
+// body, acknowledging each, until the one that contains marker; then it
+// hangs up (closes the connection) with the gateway's next event not yet
+// written. With release, the gateway is let go on after that, once the
+// proxy has had time to see the hang-up (hangUpGrace; or sooner, if the
+// proxy cancelled the gateway's answer). It returns the status and the
+// stream's ack id.
+func hangUpAfter(t *testing.T, base, key, name string, gw *fakeGateway, i int, marker string, release bool) (int, string) {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), waitTimeout)
+	ack := fmt.Sprintf("%s-%d-%d", name, i, time.Now().UnixNano())
+	body := fmt.Sprintf(`{"model":"openai/gpt-5","stream":true,"messages":[{"role":"user","content":%q}]}`, strings.Repeat("z", i))
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, base+"/v1/chat/completions", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	ack := fmt.Sprintf("%s-%d-%d", name, i, time.Now().UnixNano())
-	body := fmt.Sprintf(`{"model":"openai/gpt-5","stream":true,"messages":[{"role":"user","content":%q}]}`, strings.Repeat("z", i))
-	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nX-Test-Client: %s\r\n%s: %s\r\n"+
-		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", conn.RemoteAddr(), key, name, ackHeader, ack, len(body), body)
-	conn.SetReadDeadline(time.Now().Add(waitTimeout))
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
+	req.Header = http.Header{"Authorization": {"Bearer " + key}, "X-Test-Client": {name}, ackHeader: {ack}, "Content-Type": {"application/json"}}
+	// closing the body closes the connection; no gzip, which would hold
+	// the events back
+	tr := &http.Transport{DisableKeepAlives: true, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: waitTimeout}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return resp.StatusCode
+		resp.Body.Close()
+		return resp.StatusCode, ack
 	}
+	br := bufio.NewReader(resp.Body)
 	for {
-		var event strings.Builder
-		for { // one event: lines up to a blank one
-			line, err := br.ReadString('\n')
-			if err != nil {
-				t.Fatalf("the stream ended before %s: %v", marker, err)
-			}
-			if strings.TrimSpace(line) == "" {
-				break
-			}
-			event.WriteString(line)
-		}
-		if strings.Contains(event.String(), marker) {
+		event := readEvent(t, br, marker)
+		if strings.Contains(event, marker) {
 			break
 		}
-		gw.Ack(ack) // let the gateway send the next event
+		gw.Ack(ack) // the client has it: the gateway may send the next
 	}
-	conn.Close()
-	time.Sleep(200 * time.Millisecond) // the proxy sees the hang-up (a slow machine only makes this test weaker)
+	resp.Body.Close() // the hang-up: the gateway's next event waits for an ack
+	if !release {
+		return http.StatusOK, ack
+	}
+	// The proxy sees the hang-up at once on loopback (net/http cancels
+	// the request's context when the connection closes); a proxy that
+	// then cancels its upstream request ends the gateway's answer, and
+	// the wait ends there. A slow machine only makes this test weaker.
+	for deadline := time.Now().Add(hangUpGrace); time.Now().Before(deadline) && gatewayAnswer(gw, ack) == ""; {
+		time.Sleep(10 * time.Millisecond)
+	}
 	for range 10 {
 		gw.Ack(ack) // the rest: the usage chunk and [DONE], if the proxy still reads
 	}
-	return http.StatusOK
+	return http.StatusOK, ack
+}
+
+// hangUpGrace is how long hangUpAfter gives the proxy to see its client
+// hang up before the gateway goes on.
+const hangUpGrace = 500 * time.Millisecond
+
+// readEvent reads one SSE event (its lines up to a blank one) from a
+// response body.
+func readEvent(t *testing.T, br *bufio.Reader, marker string) string {
+	t.Helper()
+	var event strings.Builder
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("the stream ended before %s: %v", marker, err)
+		}
+		if strings.TrimSpace(line) != "" {
+			event.WriteString(line)
+		} else if event.Len() > 0 {
+			return event.String()
+		}
+	}
+}
+
+// gatewayAnswer is how the gateway's answer to the stream named ack
+// ended (gatewayRequest.Answer), "" while it is being answered.
+func gatewayAnswer(gw *fakeGateway, ack string) string {
+	for _, r := range gw.Requests() {
+		if r.Header.Get(ackHeader) == ack {
+			return r.Answer
+		}
+	}
+	return ""
 }
