@@ -72,6 +72,9 @@ const (
 	maxChoices = 128
 )
 
+// A choice count fits the capture's byte.
+const _ = uint8(maxChoices)
+
 // A captured id is unescaped into the hold: it must fit.
 const _ = uint(bodyEditHoldSize - maxModelID)
 
@@ -100,6 +103,7 @@ type capture struct {
 	fbGateway bool  // the fallback list open is providerOptions.gateway's
 	escN      uint8 // bytes of an escape so far, in esc
 	esc       [6]byte
+	choices   uint8 // the largest n or best_of (at most maxChoices), 0 when none
 	member    int   // the current member: its index in beControlledNames
 	capN      int   // bytes of the value so far: unescaped, or digits
 	fbDepth   int   // the depth of the fallback list open (0: none)
@@ -107,7 +111,6 @@ type capture struct {
 	capAt     int64 // the value's offset in the body
 	capVal    int64 // a cap's value, up to just above maxOutputCap
 	outputCap int64
-	choices   int64 // the largest n or best_of, 0 when none
 	model     string
 	fallbacks []string
 }
@@ -334,7 +337,7 @@ func (e *Editor) endChoices() bool {
 	case e.capVal > maxChoices:
 		e.refuse("member %q at byte %d is above %d, the most completions one request may ask for", e.memberName(), e.capAt, maxChoices)
 	default:
-		e.choices = max(e.choices, e.capVal)
+		e.choices = max(e.choices, uint8(e.capVal))
 		return true
 	}
 	return false
@@ -364,7 +367,7 @@ func (e *Editor) release() bool {
 		Model:     e.model,
 		HasModel:  e.hasModel,
 		OutputCap: e.outputCap,
-		Choices:   max(e.choices, 1),
+		Choices:   max(int64(e.choices), 1),
 		Fallbacks: e.fallbacks,
 		Bytes:     e.off + int64(e.n),
 	})
