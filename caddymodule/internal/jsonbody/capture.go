@@ -331,16 +331,18 @@ func (e *Editor) endCapture() bool {
 // endChoices ends a captured n or best_of; it reports false when it
 // refused it.
 func (e *Editor) endChoices() bool {
-	switch {
-	case e.capBad:
+	if e.capBad {
 		e.refuse("member %q at byte %d must be a plain positive integer (no fraction, no exponent)", e.memberName(), e.capAt)
-	case e.capVal > maxChoices:
-		e.refuse("member %q at byte %d is above %d, the most completions one request may ask for", e.memberName(), e.capAt, maxChoices)
-	default:
-		e.choices = max(e.choices, uint8(e.capVal))
-		return true
+		return false
 	}
-	return false
+	if e.capVal > maxChoices {
+		e.refuse("member %q at byte %d is above %d, the most completions one request may ask for", e.memberName(), e.capAt, maxChoices)
+		return false
+	}
+	if e.capVal >= 1 { // always (its first digit is 1 to 9): 1 to maxChoices fits the byte
+		e.choices = max(e.choices, uint8(e.capVal))
+	}
+	return true
 }
 
 // holdTrailingSpace holds the whitespace after the top-level object with
