@@ -16,8 +16,9 @@ import (
 //   - A generation (a JSON body on a generation endpoint) reserves its
 //     worst case: its input estimated from the body's size, plus its
 //     output cap (the body's, else the catalog's max_tokens for its model,
-//     else default_max_tokens), priced at its model's prices (the
-//     catalog's highest for a model it does not know).
+//     else default_max_tokens) times its choices (n, best_of), priced at
+//     its model's prices (the catalog's highest for a model it does not
+//     know).
 //   - Any other request reserves nothing; it still counts toward
 //     requests_per_minute and concurrent_requests, and a used-up budget
 //     refuses it too.

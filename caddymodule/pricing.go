@@ -16,24 +16,24 @@ import (
 
 // worstCase is the worst case of a request whose body's fields are f
 // (worstCaseOf): its model and fallback models, its output cap (-1:
-// none) and its size.
+// none), its choices (n, best_of) and its size.
 func worstCase(cat *gateway.Catalog, f jsonbody.Fields, defaultCap int64) (limits.Amount, gateway.WorstCase, error) {
 	models := make([]string, 0, 1+len(f.Fallbacks))
 	if f.HasModel {
 		models = append(models, f.Model)
 	}
-	return worstCaseOf(cat, append(models, f.Fallbacks...), f.Bytes, f.OutputCap, defaultCap)
+	return worstCaseOf(cat, append(models, f.Fallbacks...), f.Bytes, f.OutputCap, f.Choices, defaultCap)
 }
 
 // worstCaseOf is a request's worst case: its input estimate,
 // ceil(bytes/4), at most the model's context_window when the catalog
 // knows it, plus its output cap (outputCap when > 0, else the catalog's
-// max_tokens, else defaultCap), priced at the model's prices or the
-// catalog's highest. A request that names fallback models may be served
-// by any of them: the dearest is reserved (the most dollars; tokens, the
-// most of any). On a nil catalog the tokens are filled in and the error
-// is gateway.ErrNoCatalog.
-func worstCaseOf(cat *gateway.Catalog, models []string, bodyBytes, outputCap, defaultCap int64) (limits.Amount, gateway.WorstCase, error) {
+// max_tokens, else defaultCap) times its choices (withChoices), priced
+// at the model's prices or the catalog's highest. A request that names
+// fallback models may be served by any of them: the dearest is reserved
+// (the most dollars; tokens, the most of any). On a nil catalog the
+// tokens are filled in and the error is gateway.ErrNoCatalog.
+func worstCaseOf(cat *gateway.Catalog, models []string, bodyBytes, outputCap, choices, defaultCap int64) (limits.Amount, gateway.WorstCase, error) {
 	if len(models) == 0 {
 		models = []string{""} // no model: priced at the catalog's highest
 	}
@@ -42,6 +42,7 @@ func worstCaseOf(cat *gateway.Catalog, models []string, bodyBytes, outputCap, de
 	for i, model := range models {
 		in := inputEstimate(cat, model, bodyBytes)
 		wc, err := cat.WorstCase(model, in, outputCap, defaultCap)
+		wc, err = withChoices(cat, model, in, wc, err, choices)
 		if err != nil {
 			// no catalog: the caps are the request's or the default,
 			// the same for every model
@@ -54,6 +55,25 @@ func worstCaseOf(cat *gateway.Catalog, models []string, bodyBytes, outputCap, de
 		amt.Tokens = max(amt.Tokens, wc.Tokens)
 	}
 	return amt, worst, nil
+}
+
+// withChoices is the worst case wc (of model, with in input tokens) of
+// a request that generates choices completions (n, best_of): each may
+// write the whole output cap and all are billed, so the output, tokens
+// and dollars, is choices times wc's, saturating; the input is read
+// once. Its OutputCap is then the output of all choices; CapFrom stays
+// where the cap of one came from.
+func withChoices(cat *gateway.Catalog, model string, in int64, wc gateway.WorstCase, err error, choices int64) (gateway.WorstCase, error) {
+	if choices <= 1 || wc.OutputCap <= 0 {
+		return wc, err
+	}
+	out := int64(math.MaxInt64)
+	if wc.OutputCap <= math.MaxInt64/choices {
+		out = wc.OutputCap * choices
+	}
+	all, err := cat.WorstCase(model, in, out, 0) // out > 0: priced as the request's own cap
+	all.CapFrom = wc.CapFrom
+	return all, err
 }
 
 // inputEstimate is a body's input tokens before it is read by the model:

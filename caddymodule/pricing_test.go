@@ -73,7 +73,7 @@ func TestWorstCase(t *testing.T) {
 			want: limits.Amount{Tokens: 262144 + defaultCap, Input: 262144}, capFrom: gateway.CapFromDefault, err: gateway.ErrNoCatalog},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, wc, err := worstCaseOf(tc.cat, tc.models, tc.bytes, tc.outputCap, defaultCap)
+			got, wc, err := worstCaseOf(tc.cat, tc.models, tc.bytes, tc.outputCap, 1, defaultCap)
 			if !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
 				t.Fatalf("err %v, want %v", err, tc.err)
 			}
@@ -157,5 +157,64 @@ func TestWorstCaseFields(t *testing.T) {
 	got, wc, _ = worstCase(cat, jsonbody.Fields{OutputCap: -1, Bytes: 40}, 4096)
 	if !wc.AtHighest || got.Tokens != 10+4096 {
 		t.Errorf("without a model: %+v %+v, want the highest prices and the default cap", got, wc)
+	}
+}
+
+// A request that asks for n completions (n, best_of) may be billed n
+// times its output cap, whichever cap applies; its input is read once.
+func TestWorstCaseChoices(t *testing.T) {
+	cat := pricingCatalog(t)
+	const defaultCap = 4096
+	const deepIn, deepOut = 0.00000028, 0.00000042
+	for _, tc := range []struct {
+		name           string
+		cat            *gateway.Catalog
+		models         []string
+		outputCap      int64
+		choices        int64
+		want           limits.Amount
+		wantOut        int64
+		capFrom        string
+		defaultCapOver int64
+		err            error
+	}{
+		{name: "the request's cap times n", cat: cat, models: []string{"deepseek/deepseek-v3.2"}, outputCap: 1000, choices: 8,
+			want: limits.Amount{Tokens: 1000 + 8*1000, Input: 1000, USD: 1000*deepIn + 8000*deepOut}, wantOut: 8000, capFrom: gateway.CapFromRequest},
+		{name: "one choice is one cap", cat: cat, models: []string{"deepseek/deepseek-v3.2"}, outputCap: 1000, choices: 1,
+			want: limits.Amount{Tokens: 1000 + 1000, Input: 1000, USD: 1000*deepIn + 1000*deepOut}, wantOut: 1000, capFrom: gateway.CapFromRequest},
+		{name: "the catalog's max_tokens times n", cat: cat, models: []string{"deepseek/deepseek-v3.2"}, outputCap: -1, choices: 4,
+			want: limits.Amount{Tokens: 1000 + 4*8000, Input: 1000, USD: 1000*deepIn + 32000*deepOut}, wantOut: 32000, capFrom: gateway.CapFromModel},
+		{name: "the default cap times n, at the highest prices", cat: cat, models: []string{"acme/new-model"}, outputCap: -1, choices: 3,
+			want: limits.Amount{Tokens: 1000 + 3*defaultCap, Input: 1000, USD: 1000*0.00001875 + 3*defaultCap*0.000075}, wantOut: 3 * defaultCap, capFrom: gateway.CapFromDefault},
+		{name: "the dearest fallback, times n", cat: cat, models: []string{"deepseek/deepseek-v3.2", "anthropic/claude-haiku-4.5"}, outputCap: 100, choices: 128,
+			want: limits.Amount{Tokens: 1000 + 12800, Input: 1000, USD: 1000*0.00000125 + 12800*0.000005}, wantOut: 12800, capFrom: gateway.CapFromRequest},
+		{name: "no catalog: tokens times n", models: []string{"deepseek/deepseek-v3.2"}, outputCap: 300, choices: 20,
+			want: limits.Amount{Tokens: 1000 + 6000, Input: 1000}, wantOut: 6000, capFrom: gateway.CapFromRequest, err: gateway.ErrNoCatalog},
+		{name: "saturating", cat: cat, models: []string{"acme/new-model"}, outputCap: -1, choices: 128, defaultCapOver: math.MaxInt64 / 100,
+			want: limits.Amount{Tokens: math.MaxInt64, Input: 1000, USD: 1000*0.00001875 + math.MaxInt64*0.000075}, wantOut: math.MaxInt64, capFrom: gateway.CapFromDefault},
+		{name: "saturating, no catalog", models: []string{"deepseek/deepseek-v3.2"}, outputCap: -1, choices: 128, defaultCapOver: math.MaxInt64 / 100,
+			want: limits.Amount{Tokens: math.MaxInt64, Input: 1000}, wantOut: math.MaxInt64, capFrom: gateway.CapFromDefault, err: gateway.ErrNoCatalog},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dc := int64(defaultCap)
+			if tc.defaultCapOver != 0 {
+				dc = tc.defaultCapOver
+			}
+			got, wc, err := worstCaseOf(tc.cat, tc.models, 4000, tc.outputCap, tc.choices, dc)
+			if !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+				t.Fatalf("err %v, want %v", err, tc.err)
+			}
+			if got.Tokens != tc.want.Tokens || got.Input != tc.want.Input || !sameUSD(got.USD, tc.want.USD) {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+			if wc.OutputCap != tc.wantOut || wc.CapFrom != tc.capFrom {
+				t.Errorf("output %d from %q, want %d from %q", wc.OutputCap, wc.CapFrom, tc.wantOut, tc.capFrom)
+			}
+		})
+	}
+	// through the body's fields
+	f := jsonbody.Fields{Model: "deepseek/deepseek-v3.2", HasModel: true, OutputCap: 1000, Choices: 8, Bytes: 4000}
+	if got, _, err := worstCase(cat, f, defaultCap); err != nil || got.Tokens != 9000 || !sameUSD(got.USD, 1000*deepIn+8000*deepOut) {
+		t.Errorf("Fields with n 8: %+v %v", got, err)
 	}
 }

@@ -69,6 +69,9 @@ var hostileBodies = []hostileBody{
 	{"duplicate gateway user", func(m string) string {
 		return chatObject(m, `,"providerOptions":{"gateway":{"user":"alice","user":"bob"}}`)
 	}},
+	{"duplicate n, 128 last", func(m string) string { return chatObject(m, `,"max_tokens":100,"n":1,"n":128`) }},
+	{"N", func(m string) string { return chatObject(m, `,"max_tokens":100,"N":128`) }},
+	{"n above 128", func(m string) string { return chatObject(m, `,"max_tokens":100,"n":129`) }},
 	{"stream a string", func(m string) string { return chatObject(m, `,"stream":"true"`) }},
 	{"stream a number", func(m string) string { return chatObject(m, `,"stream":1`) }},
 	{"UTF-16LE", func(m string) string { return utf16le(chatObject(m, `,"stream":true,"user":"bob"`)) }},

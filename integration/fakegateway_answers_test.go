@@ -31,7 +31,11 @@ import (
 //     configured length (SetOutputTokens, default 200), lowered to the
 //     request's output cap (max_tokens on Messages; max_completion_tokens,
 //     else max_tokens, on Chat Completions; max_output_tokens on
-//     Responses) and to the model's max_tokens; 0 on embeddings.
+//     Responses) and to the model's max_tokens, then, on Chat
+//     Completions, times n (each of n choices writes up to the cap, and
+//     OpenAI's API, whose spec AI Gateway's implements, bills the tokens
+//     of every choice; the answer still shows one choice); 0 on
+//     embeddings.
 //     SetCacheTokens counts some input tokens as cache reads and writes.
 //     SetUsage and VaryUsage still override the tokens (and their cost,
 //     when non-zero);
@@ -331,6 +335,9 @@ func (g *fakeGateway) faithfulUsage(path string, body []byte, req gatewayReading
 		}
 		if m.MaxTokens > 0 && m.MaxTokens < u.Output {
 			u.Output = m.MaxTokens
+		}
+		if path == "/v1/chat/completions" && req.N > 1 {
+			u.Output *= req.N
 		}
 		u.CacheRead = min(read, u.Input)
 		u.CacheWrite = min(write, u.Input-u.CacheRead)

@@ -165,6 +165,9 @@ type gatewayReading struct {
 	// max_completion_tokens (Chat Completions), max_output_tokens
 	// (Responses).
 	MaxTokens, MaxCompletionTokens, MaxOutputTokens int
+	// N is Chat Completions' n, how many choices it generates (each up
+	// to the cap, all billed), 0 when absent or not a positive integer.
+	N int
 }
 
 func readStrictly(body []byte) (gatewayReading, error) {
@@ -184,7 +187,8 @@ func readStrictly(body []byte) (gatewayReading, error) {
 		return int(f)
 	}
 	return gatewayReading{Model: model, Stream: m["stream"] == true, IncludeUsage: so["include_usage"] == true, User: m["user"], Gateway: gw,
-		MaxTokens: count("max_tokens"), MaxCompletionTokens: count("max_completion_tokens"), MaxOutputTokens: count("max_output_tokens")}, nil
+		MaxTokens: count("max_tokens"), MaxCompletionTokens: count("max_completion_tokens"), MaxOutputTokens: count("max_output_tokens"),
+		N: count("n")}, nil
 }
 
 // outputCap is the output cap the body gives for the endpoint at path, 0

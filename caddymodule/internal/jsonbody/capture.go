@@ -23,6 +23,14 @@ import (
 //     2^53-1 is refused: JSON.parse reads numbers as doubles, so above
 //     2^53 it and an exact parser disagree, and a cap no model has is
 //     no cap the proxy could price anyway.
+//   - n, best_of (top level): how many completions one request
+//     generates, each up to the output cap, all of them billed: Chat
+//     Completions' n and legacy Completions' n and best_of (best_of
+//     generates that many and returns the best n). Each is a plain
+//     positive integer up to maxChoices, or null (one). Anything else
+//     (0, a sign, a fraction, an exponent, a string, more than
+//     maxChoices) is refused: a body the proxy reads as one choice must
+//     not be run as many.
 //   - the fallback lists: providerOptions.gateway.models (AI Gateway's
 //     model fallbacks, tried in order when `model` fails), and a
 //     top-level models (OpenRouter's spelling, which other gateways
@@ -41,6 +49,10 @@ type Fields struct {
 	// OutputCap is the largest of the output caps present, or -1 when
 	// none is (or all are null).
 	OutputCap int64
+	// Choices is how many completions the request generates: the
+	// largest of n and best_of, 1 when neither is present (or both are
+	// null). Each may write up to the output cap.
+	Choices int64
 	// Fallbacks are the model ids of the fallback lists, in body order.
 	Fallbacks []string
 	// Bytes is the size of the body the client sent.
@@ -55,7 +67,13 @@ const (
 	// maxOutputCap is the largest output cap read: 2^53-1, the largest
 	// integer that every parser reads exactly.
 	maxOutputCap = 1<<53 - 1
+	// maxChoices bounds n and best_of: OpenAI's API takes n up to 128
+	// (Chat Completions and Completions) and best_of up to 20.
+	maxChoices = 128
 )
+
+// A choice count fits the capture's byte.
+const _ = uint8(maxChoices)
 
 // A captured id is unescaped into the hold: it must fit.
 const _ = uint(bodyEditHoldSize - maxModelID)
@@ -66,6 +84,7 @@ type capKind uint8
 const (
 	capModel      capKind = iota + 1 // the top-level model
 	capCap                           // an output cap
+	capChoices                       // n or best_of
 	capFallback                      // a string entry of a fallback list
 	capEntryModel                    // the model of an object entry
 )
@@ -84,6 +103,7 @@ type capture struct {
 	fbGateway bool  // the fallback list open is providerOptions.gateway's
 	escN      uint8 // bytes of an escape so far, in esc
 	esc       [6]byte
+	choices   uint8 // the largest n or best_of (at most maxChoices), 0 when none
 	member    int   // the current member: its index in beControlledNames
 	capN      int   // bytes of the value so far: unescaped, or digits
 	fbDepth   int   // the depth of the fallback list open (0: none)
@@ -118,6 +138,15 @@ func (e *Editor) capturedValue(c byte) bool {
 			e.capVal, e.capN = int64(c-'0'), 1 // scanValue takes the first digit
 		case c != 'n': // null is no cap
 			e.refuse("member %q at byte %d must be a non-negative integer or null", e.memberName(), at)
+			return false
+		}
+	case actChoices:
+		switch {
+		case c >= '1' && c <= '9':
+			e.beginCapture(capChoices, at)
+			e.capVal, e.capN = int64(c-'0'), 1
+		case c != 'n': // null is one choice
+			e.refuse("member %q at byte %d must be a positive integer or null", e.memberName(), at)
 			return false
 		}
 	case actFallbacks:
@@ -267,6 +296,9 @@ func (e *Editor) captureNumber(b []byte) {
 // endCapture ends a captured value; it reports false when it refused it.
 func (e *Editor) endCapture() bool {
 	e.capOn = false
+	if e.capWhat == capChoices {
+		return e.endChoices()
+	}
 	if e.capWhat == capCap {
 		switch {
 		case e.capBad:
@@ -296,6 +328,23 @@ func (e *Editor) endCapture() bool {
 	return true
 }
 
+// endChoices ends a captured n or best_of; it reports false when it
+// refused it.
+func (e *Editor) endChoices() bool {
+	if e.capBad {
+		e.refuse("member %q at byte %d must be a plain positive integer (no fraction, no exponent)", e.memberName(), e.capAt)
+		return false
+	}
+	if e.capVal > maxChoices {
+		e.refuse("member %q at byte %d is above %d, the most completions one request may ask for", e.memberName(), e.capAt, maxChoices)
+		return false
+	}
+	if e.capVal >= 1 { // always (its first digit is 1 to 9): 1 to maxChoices fits the byte
+		e.choices = max(e.choices, uint8(e.capVal))
+	}
+	return true
+}
+
 // holdTrailingSpace holds the whitespace after the top-level object with
 // its '}', as much as the hold has room for; the rest is dropped.
 func (e *Editor) holdTrailingSpace() {
@@ -320,6 +369,7 @@ func (e *Editor) release() bool {
 		Model:     e.model,
 		HasModel:  e.hasModel,
 		OutputCap: e.outputCap,
+		Choices:   max(int64(e.choices), 1),
 		Fallbacks: e.fallbacks,
 		Bytes:     e.off + int64(e.n),
 	})

@@ -51,7 +51,7 @@ func TestBodyEditFields(t *testing.T) {
 	msgs := `"messages":[{"role":"user","content":"` + strings.Repeat("long conversation ", 16<<10) + `","model":"not/this","max_tokens":1}]`
 	for _, tc := range []struct {
 		name, in string
-		want     Fields // Bytes is len(in)
+		want     Fields // Bytes is len(in); Choices 1 unless given
 	}{
 		{"chat", `{"model":"openai/gpt-5","messages":[],"max_tokens":100}`, Fields{Model: "openai/gpt-5", HasModel: true, OutputCap: 100}},
 		{"model after 300 KB of messages", `{` + msgs + `,"stream":true,"model":"anthropic/claude-sonnet-4.5"}`, Fields{Model: "anthropic/claude-sonnet-4.5", HasModel: true, OutputCap: -1}},
@@ -64,6 +64,12 @@ func TestBodyEditFields(t *testing.T) {
 		{"a null and a cap", `{"max_tokens":null,"max_completion_tokens":0}`, Fields{OutputCap: 0}},
 		{"a cap of 2^53-1", `{"max_tokens":9007199254740991}`, Fields{OutputCap: 9007199254740991}},
 		{"caps elsewhere are not read", `{"reasoning":{"max_tokens":5},"thinking":{"budget_tokens":9}}`, Fields{OutputCap: -1}},
+		{"n", `{"model":"openai/gpt-5","max_tokens":1000,"n":8}`, Fields{Model: "openai/gpt-5", HasModel: true, OutputCap: 1000, Choices: 8}},
+		{"the largest of n and best_of", `{"best_of":20,"n":3,"max_tokens":16}`, Fields{OutputCap: 16, Choices: 20}},
+		{"n above best_of", `{"n":128,"best_of":2}`, Fields{OutputCap: -1, Choices: 128}},
+		{"n of one", `{"n":1}`, Fields{OutputCap: -1, Choices: 1}},
+		{"null choices", `{"n":null,"best_of":null}`, Fields{OutputCap: -1, Choices: 1}},
+		{"choices elsewhere are not read", `{"messages":[{"n":99}],"providerOptions":{"openai":{"n":500}},"stream_options":{"n":0}}`, Fields{OutputCap: -1}},
 		{
 			"gateway fallbacks",
 			`{"model":"openai/gpt-5","providerOptions":{"gateway":{"order":["vertex"],"only":["x"],"models":["anthropic/claude-opus-4.7","google/gemini-3.1-pro-preview"]}}}`,
@@ -90,6 +96,9 @@ func TestBodyEditFields(t *testing.T) {
 				t.Fatalf("refused: %v", err)
 			}
 			tc.want.Bytes = int64(len(tc.in))
+			if tc.want.Choices == 0 {
+				tc.want.Choices = 1
+			}
 			if !reflect.DeepEqual(f, tc.want) {
 				t.Errorf("got %+v\nwant %+v", f, tc.want)
 			}
@@ -135,6 +144,18 @@ func TestBodyEditFieldRefusals(t *testing.T) {
 		{"cap true", `{"max_tokens":true}`, `must be a non-negative integer or null`},
 		{"cap of 2^53", `{"max_tokens":9007199254740992}`, `member "max_tokens" at byte 14 is above 9007199254740991`},
 		{"cap huge", `{"max_tokens":1` + strings.Repeat("0", 400) + `}`, `is above 9007199254740991`},
+		{"n zero", `{"n":0}`, `member "n" at byte 5 must be a positive integer or null`},
+		{"best_of zero", `{"best_of":0}`, `member "best_of" at byte 11 must be a positive integer or null`},
+		{"n negative", `{"n":-8}`, `member "n" at byte 5 must be a positive integer or null`},
+		{"n a string", `{"n":"8"}`, `must be a positive integer or null`},
+		{"n true", `{"n":true}`, `must be a positive integer or null`},
+		{"n an array", `{"n":[8]}`, `must be a positive integer or null`},
+		{"n with a fraction", `{"n":8.0}`, `member "n" at byte 5 must be a plain positive integer (no fraction, no exponent)`},
+		{"n with an exponent", `{"n":1e2}`, `must be a plain positive integer`},
+		{"best_of with an exponent", `{"best_of":2E0}`, `member "best_of" at byte 11 must be a plain positive integer`},
+		{"n of 129", `{"max_tokens":1000,"n":129}`, `member "n" at byte 23 is above 128, the most completions one request may ask for`},
+		{"best_of of 129", `{"best_of":129}`, `member "best_of" at byte 11 is above 128`},
+		{"n huge", `{"n":1` + strings.Repeat("0", 400) + `}`, `is above 128`},
 		{"models a string", `{"models":"a/b"}`, `member "models" at byte 10 must be an array of model ids, or null`},
 		{"gateway models an object", `{"providerOptions":{"gateway":{"models":{"model":"a"}}}}`, `member "models" in providerOptions.gateway at byte 40 must be an array`},
 		{"entry a number", `{"models":["a",1]}`, `entry 2 of models at byte 15 must be a model id (a string) or an object`},
@@ -176,6 +197,28 @@ func TestBodyEditControlledModels(t *testing.T) {
 		for _, opts := range []Options{{}, optsAtEnd} {
 			if _, _, err := editAllWays(t, []byte(in), opts); err == nil || !strings.Contains(err.Error(), `"models"`) {
 				t.Errorf("%s: %v", in, err)
+			}
+		}
+	}
+}
+
+// TestBodyEditControlledChoices: n and best_of are controlled names,
+// AtEnd or not: a variant or a repeat is refused, so a body the proxy
+// reads as one choice cannot be run as many (JSON.parse takes the last
+// of two n).
+func TestBodyEditControlledChoices(t *testing.T) {
+	for _, tc := range []struct{ in, msg string }{
+		{`{"n":1,"messages":[],"n":128}`, `duplicate member "n" at byte 21`},
+		{`{"N":128}`, `member "N" at byte 1 is a case variant of "n"`},
+		{`{"\u006e":128}`, `member "\u006e" at byte 1 is an escaped spelling of "n"`},
+		{`{"best_of":1,"best_of":20}`, `duplicate member "best_of"`},
+		{`{"Best_Of":20}`, `case variant of "best_of"`},
+		{`{"beſt_of":20}`, `case variant of "best_of"`},
+		{`{"best\u005fof":20}`, `escaped spelling of "best_of"`},
+	} {
+		for _, opts := range []Options{{}, optsAtEnd} {
+			if _, _, err := editAllWays(t, []byte(tc.in), opts); err == nil || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("%s (AtEnd %v): %v, want %q", tc.in, opts.AtEnd != nil, err, tc.msg)
 			}
 		}
 	}

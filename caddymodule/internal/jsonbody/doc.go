@@ -23,7 +23,7 @@
 //	res := ed.Result()     // once the upstream has read the body (res.Done), or res.Refused
 //
 // With Options.AtEnd, the editor also reads what admission decides by
-// (the model, the output caps, the fallback models: [Fields]) and holds
+// (the model, the output caps, the choices, the fallback models: [Fields]) and holds
 // back the body's end until AtEnd approves them:
 //
 //	opts.AtEnd = func(f jsonbody.Fields) error { return admit(f) } // on the reading goroutine
@@ -83,10 +83,11 @@
 //     options ask.
 //   - a top-level `stream` that is not `true`, `false` or `null`: only
 //     `true` is a stream, and `"true"` or `1` would be guessed at.
-//   - with AtEnd, a model, an output cap or a fallback list that is not
-//     what capture.go reads ([Fields] says what): a model id is 1 to 256
-//     printable ASCII bytes, a cap a plain integer up to 2^53-1 or null,
-//     a fallback list an array (or null) of at most 32 model ids or
+//   - with AtEnd, a model, an output cap, a choice count or a fallback
+//     list that is not what capture.go reads ([Fields] says what): a
+//     model id is 1 to 256 printable ASCII bytes, a cap a plain integer
+//     up to 2^53-1 or null, n and best_of a plain integer from 1 to 128
+//     or null, a fallback list an array (or null) of at most 32 model ids or
 //     objects with one. Anything else would leave the proxy unsure of
 //     the model that runs or of the most it may cost.
 //

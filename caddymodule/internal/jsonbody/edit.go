@@ -61,9 +61,9 @@ type Options struct {
 	// IncludeUsage makes a streamed request carry
 	// stream_options.include_usage: true.
 	IncludeUsage bool
-	// AtEnd, when set, makes the editor read the model, the output caps
-	// and the fallback models (Fields; see capture.go, which also says
-	// what it refuses), and is called with them once the whole body was
+	// AtEnd, when set, makes the editor read the model, the output caps,
+	// the choices and the fallback models (Fields; see capture.go, which
+	// also says what it refuses), and is called with them once the whole body was
 	// read and found well-formed, on the goroutine reading the editor,
 	// before the body's end goes out: the top-level closing '}' and what
 	// follows it are held back until AtEnd returns nil. If it returns an
@@ -345,6 +345,7 @@ const (
 	actIncludeUsage          // stream_options.include_usage
 	actModel                 // top-level model: read (AtEnd)
 	actCap                   // an output cap: read (AtEnd)
+	actChoices               // n or best_of: read (AtEnd)
 	actFallbacks             // a fallback list: read (AtEnd)
 	actEntryModel            // the model of a fallback list's object entry: read (AtEnd)
 )
@@ -389,9 +390,9 @@ type beControlled struct {
 const bodyEditLongestName = 21
 
 // beControlledNames are, per kind of inspected object, the names a
-// client must write exactly and once. model, the output caps and the
-// fallback lists are read only with AtEnd, but their variants are always
-// refused.
+// client must write exactly and once. model, the output caps, the
+// fallback lists and the choices are read only with AtEnd, but their
+// variants are always refused.
 var beControlledNames = [...][]beControlled{
 	kindTop: {
 		{[]byte("stream"), actStream},
@@ -403,6 +404,8 @@ var beControlledNames = [...][]beControlled{
 		{[]byte("max_completion_tokens"), actCap},
 		{[]byte("max_output_tokens"), actCap},
 		{[]byte("models"), actFallbacks},
+		{[]byte("n"), actChoices},
+		{[]byte("best_of"), actChoices},
 	},
 	kindProvider: {
 		{[]byte("gateway"), actGateway},
@@ -561,7 +564,7 @@ func (e *Editor) action(a beAction) beAction {
 		if !e.opts.Attribution {
 			return actPass
 		}
-	case actModel, actCap, actFallbacks:
+	case actModel, actCap, actChoices, actFallbacks:
 		if e.opts.AtEnd == nil {
 			return actPass
 		}
@@ -601,7 +604,7 @@ func (e *Editor) memberValue(c byte) bool {
 			e.refuse("member \"stream\" at byte %d must be true, false or null", e.pos(e.r))
 			return false
 		}
-	case actModel, actCap, actFallbacks, actEntryModel:
+	case actModel, actCap, actChoices, actFallbacks, actEntryModel:
 		return e.capturedValue(c)
 	}
 	return true

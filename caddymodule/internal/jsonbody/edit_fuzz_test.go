@@ -33,7 +33,8 @@ import (
 //     second implementation below; an input with nothing to edit, or no
 //     edit asked, comes out byte for byte.
 //   - with AtEnd (mode&16), the editor also refuses what mustRefuse's
-//     reading of model, the output caps and the fallback lists says, and
+//     reading of model, the output caps, the choices (n, best_of) and
+//     the fallback lists says, and
 //     for an accepted body AtEnd gets what encoding/json decodes of them
 //     (wantFields), the output being the same as without AtEnd. When
 //     AtEnd returns an error (mode&32), Read and Stopped return it, and
@@ -79,6 +80,12 @@ func FuzzBodyEdit(f *testing.F) {
 		`{"providerOptions":{"gateway":{"models":["a",1,null,[]]}},"models":"x","model":"` + strings.Repeat("m", 257) + `"}`,
 		`{"model":"é","models":["\u0000","\u007e\n"]}` + "  \n",
 		`{"models":["a\u007f"],"model":"\u007e"}`,
+		`{"model":"openai/gpt-5","max_tokens":1000,"n":128,"best_of":20}`,
+		`{"n":null,"best_of":1,"messages":[{"n":0}],"N":2}`,
+		`{"n":129}`,
+		`{"best_of":0,"max_tokens":5}`,
+		`{"n":8.0,"best_of":-1,"be\u0073t_of":2}`,
+		`{"n":1e2,"n":"3","best_of":[1],"Best_of":1}`,
 	}
 	for i, s := range seeds {
 		for mode := range uint8(64) {
@@ -266,7 +273,7 @@ func checkFields(t *testing.T, in []byte, opts Options, out []byte, fields []Fie
 
 // wantFields is what AtEnd must get of a body the editor accepts.
 func wantFields(top jsonObject) Fields {
-	f := Fields{OutputCap: -1}
+	f := Fields{OutputCap: -1, Choices: 1}
 	addList := func(v any) {
 		list, _ := v.([]any)
 		for _, e := range list {
@@ -284,6 +291,11 @@ func wantFields(top jsonObject) Fields {
 			if n, ok := m.Value.(json.Number); ok {
 				v, _ := n.Int64()
 				f.OutputCap = max(f.OutputCap, v)
+			}
+		case `"n"`, `"best_of"`:
+			if n, ok := m.Value.(json.Number); ok {
+				v, _ := n.Int64()
+				f.Choices = max(f.Choices, v)
 			}
 		case `"models"`:
 			addList(m.Value)
@@ -363,6 +375,14 @@ func captureRefusal(top jsonObject) string {
 			}
 			if v, err := n.Int64(); ok && (err != nil || v > maxOutputCap) {
 				return "a cap too large"
+			}
+		case `"n"`, `"best_of"`:
+			n, ok := m.Value.(json.Number)
+			if m.Value != nil && (!ok || strings.Trim(string(n), "0123456789") != "") {
+				return "a choice count not a plain positive integer"
+			}
+			if v, err := n.Int64(); ok && (err != nil || v < 1 || v > maxChoices) {
+				return "a choice count out of 1 to 128"
 			}
 		case `"models"`:
 			if why := badList(m.Value); why != "" {

@@ -57,7 +57,7 @@ func (r *Refusal) Message() string {
 			" while its other requests are in flight" + retry
 	case r.Left.Tokens > 0 || r.Left.USD > 0:
 		return "this request's worst case (its input and its output cap) does not fit what is left of this client's " + what + " for " + period +
-			"; send it with a lower output cap (max_tokens), or retry after the time in Retry-After"
+			"; send it with a lower output cap (max_tokens) or fewer choices (n), or retry after the time in Retry-After"
 	}
 	return "this client has used up its " + what + " for " + period + " on this proxy" + retry
 }
