@@ -29,7 +29,7 @@ func BenchmarkLimitAdmit(b *testing.B) {
 	run := func(b *testing.B, s *spend) {
 		i := 0
 		for b.Loop() {
-			if refused, _ := s.admit(names[i%len(names)], time.Now()); refused != "" {
+			if refused, _ := s.admit(names[i%len(names)], s.limits, time.Now()); refused != "" {
 				b.Fatalf("refused: %s", refused)
 			}
 			i++
@@ -70,7 +70,7 @@ func BenchmarkLimitAdmit(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			i := 0
 			for pb.Next() {
-				s.admit(names[i%len(names)], time.Now())
+				s.admit(names[i%len(names)], s.limits, time.Now())
 				i++
 			}
 		})

@@ -365,7 +365,7 @@ func TestRedisFaultsFallBackAndRecover(t *testing.T) {
 	name := fmt.Sprintf("fault-%d", time.Now().UnixNano())
 	now := time.Now()
 	for i := range 2 {
-		if refused, _ := s.admit(name, now); refused != "" {
+		if refused, _ := s.admit(name, s.limits, now); refused != "" {
 			t.Fatalf("request %d refused", i+1)
 		}
 	}
@@ -376,14 +376,14 @@ func TestRedisFaultsFallBackAndRecover(t *testing.T) {
 	admitErrs, probeErrs := counterValue(storeErrAdmit), counterValue(storeErrProbe)
 	mr.Close()
 	// the ledger noted the 2 Redis admitted: one more, then refused
-	if refused, _ := s.admit(name, now); refused != "" {
+	if refused, _ := s.admit(name, s.limits, now); refused != "" {
 		t.Fatalf("first request with Redis down refused (%s)", refused)
 	}
-	if refused, _ := s.admit(name, now); refused != limitRequestsPerMinute {
+	if refused, _ := s.admit(name, s.limits, now); refused != limitRequestsPerMinute {
 		t.Fatalf("fourth request with Redis down: %q, want the local requests_per_minute", refused)
 	}
 	for range 100 {
-		s.admit("other-"+name, now)
+		s.admit("other-"+name, s.limits, now)
 	}
 	if got := counterValue(storeErrAdmit) - admitErrs; got != 1 {
 		t.Errorf("admit errors grew by %v, want 1: requests do not try a failing Redis", got)
@@ -415,16 +415,16 @@ func TestRedisFaultsFallBackAndRecover(t *testing.T) {
 	}
 	// fleet-wide again: Redis's window has its 2, so 1 more
 	later := now.Add(time.Second)
-	if refused, _ := s.admit(name, later); refused != "" {
+	if refused, _ := s.admit(name, s.limits, later); refused != "" {
 		t.Fatalf("after recovery: refused (%s)", refused)
 	}
-	if refused, _ := s.admit(name, later); refused != limitRequestsPerMinute {
+	if refused, _ := s.admit(name, s.limits, later); refused != limitRequestsPerMinute {
 		t.Fatalf("after recovery, 4th in Redis's window: %q", refused)
 	}
 
 	// a script error: the same fallback
 	mr.SetError("ERR injected failure")
-	if refused, _ := s.admit("script-"+name, later); refused != "" {
+	if refused, _ := s.admit("script-"+name, s.limits, later); refused != "" {
 		t.Fatalf("with a script error: refused (%s)", refused)
 	}
 	if st := r.status(); st.Healthy || !strings.Contains(st.LastError, "injected failure") {
@@ -472,7 +472,7 @@ func TestRedisSlowFallsBack(t *testing.T) {
 	r, logs := redisStore(t, "redis://:"+testRedisPassword+"@"+ln.Addr().String()+"/3")
 	s := &spend{ledger: newLedger(), limits: Limits{RequestsPerMinute: 1}, limited: true, shared: r, logger: zap.NewNop()}
 	start := time.Now()
-	refused, _ := s.admit("slow", time.Now())
+	refused, _ := s.admit("slow", s.limits, time.Now())
 	took := time.Since(start)
 	if refused != "" {
 		t.Fatalf("refused (%s)", refused)
@@ -481,7 +481,7 @@ func TestRedisSlowFallsBack(t *testing.T) {
 	if took > 10*time.Second { // bounds a hang only
 		t.Errorf("a request waited %v", took)
 	}
-	if refused, _ := s.admit("slow", time.Now()); refused != limitRequestsPerMinute {
+	if refused, _ := s.admit("slow", s.limits, time.Now()); refused != limitRequestsPerMinute {
 		t.Errorf("the ledger did not count: %q", refused)
 	}
 	waitState(t, r, storeFailing)

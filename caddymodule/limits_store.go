@@ -45,16 +45,16 @@ func (s *spend) releaseRedis() {
 
 // admit checks and counts a request: in Redis when the limits name one
 // and it answers, else in the instance's ledger.
-func (s *spend) admit(name string, now time.Time) (refused string, retry time.Duration) {
+func (s *spend) admit(name string, lim Limits, now time.Time) (refused string, retry time.Duration) {
 	if s.shared != nil {
-		if refused, retry, ok := s.shared.admit(name, s.limits, now); ok {
+		if refused, retry, ok := s.shared.admit(name, lim, now); ok {
 			if refused == "" {
-				s.ledger.note(name, s.limits, now)
+				s.ledger.note(name, lim, now)
 			}
 			return refused, retry
 		}
 	}
-	return s.ledger.admit(name, s.limits, now)
+	return s.ledger.admit(name, lim, now)
 }
 
 // record counts what a finished request used: in the instance's ledger,

@@ -147,7 +147,7 @@ func (c *countingBody) Read(p []byte) (int, error) {
 // a generation endpoint, an upstream request that outlives its client
 // long enough to read the usage. It returns the request to forward, or
 // the body's refusal (or the client's error reading a small body).
-func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string) (*http.Request, error) {
+func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string, modelCheck func(fieldsOfBody) error) (*http.Request, error) {
 	path := r.URL.Path
 	m.generation = generationPaths[path]
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
@@ -156,7 +156,8 @@ func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string) (
 	}
 	if jsonRequest(r) {
 		m.injected = usagePaths[path]
-		if err := m.readJSONBody(r, jsonbody.Options{Attribution: attribution, User: user, IncludeUsage: m.injected}); err != nil {
+		// modelCheck: the client's policy's model check (modelcheck.go), nil without an allowlist
+		if err := m.readJSONBody(r, jsonbody.Options{Attribution: attribution, User: user, IncludeUsage: m.injected /*, AtEnd: modelCheck */}); err != nil {
 			return r, err
 		}
 	}

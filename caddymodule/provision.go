@@ -72,6 +72,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionSpend(); err != nil {
 		return err
 	}
+	if err := h.provisionPolicies(); err != nil { // after spend: the block's limits and reporting are the default
+		return err
+	}
 	h.statusHandle = registerStatus(h)
 	return nil
 }

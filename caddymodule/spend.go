@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,7 +32,7 @@ type spend struct {
 
 // provisionSpend sets up reporting, limits and metering, if configured.
 func (h *Handler) provisionSpend() error {
-	if h.Reporting == nil && h.Limits == nil && !h.UsageMetrics {
+	if h.Reporting == nil && h.Limits == nil && !h.UsageMetrics && !h.policiesNeedMetering() {
 		return nil
 	}
 	h.spend = &spend{ledger: acquireLedger(), logger: h.logger}
@@ -51,6 +52,10 @@ func (h *Handler) provisionSpend() error {
 		if err := h.spend.provisionRedis(l); err != nil {
 			return err
 		}
+	}
+	if !h.spend.limited && slices.ContainsFunc(h.Policies, func(p Policy) bool { return p.Limits != nil }) {
+		h.spend.limited = true // a policy's limits only (policies.go)
+		h.spend.ledger.register(h.spend, Limits{})
 	}
 	return nil
 }
@@ -73,7 +78,7 @@ func (h *Handler) cleanupSpend() {
 // is the client's own error reading a small body (Caddy answers it). Call
 // refusedAsItStreamed once the request is forwarded, then end, on the
 // writer.
-func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*meterWriter, *http.Request, *refusal, error) {
+func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any, pol *activePolicy) (*meterWriter, *http.Request, *refusal, error) {
 	name, _ := client.(string)
 	if encodedBody(r) {
 		// a compressed body could carry attribution past the editor
@@ -82,14 +87,14 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*mete
 	if foreignCharset(r) { // bodyread.go
 		return nil, r, unsupportedBody(r, name, "send the request body as UTF-8 JSON: this proxy reads it as such (no charset but utf-8 in Content-Type)"), nil
 	}
-	if s.limited {
-		if limit, retry := s.admit(name, time.Now()); limit != "" {
+	if pol.limits != nil { // the client's policy's, else the block's
+		if limit, retry := s.admit(name, *pol.limits, time.Now()); limit != "" {
 			return nil, r, overLimit(name, limit, retry), nil
 		}
 	}
 	var user *string
-	if s.reporter != nil {
-		user = s.reporter.stamp(r, name)
+	if pol.reporter != nil {
+		user = pol.reporter.stamp(r, name)
 	}
 	// Usage is read from the answer as it passes. Without the client's
 	// Accept-Encoding, reverse_proxy's transport asks for gzip itself and
@@ -98,7 +103,7 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any) (*mete
 	// metered too; the leg between proxy and gateway stays compressed.
 	delete(r.Header, "Accept-Encoding")
 	mw := &meterWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, spend: s, id: name, r: r}
-	req, err := mw.prepare(r, s.reporter != nil, user)
+	req, err := mw.prepare(r, pol.reporter != nil, user, pol.modelCheck(r.URL.Path))
 	if err != nil { // a body refused before anything went upstream (bodyread.go)
 		ref, err := bodyError(r, name, err)
 		return nil, r, ref, err

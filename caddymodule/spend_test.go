@@ -296,7 +296,7 @@ func TestLimitsWindows(t *testing.T) {
 		admit := func() (int, string) {
 			w := httptest.NewRecorder()
 			r := clientRequest(t, "clock", "/v1/chat/completions")
-			mw, _, ref, err := s.begin(w, r, any("key:clock")) // the id ServeHTTP would pass
+			mw, _, ref, err := s.begin(w, r, any("key:clock"), &activePolicy{limits: &s.limits}) // the id ServeHTTP would pass
 			if err != nil {
 				t.Fatal(err)
 			}
