@@ -20,6 +20,7 @@ import (
 type policyLines struct {
 	file        string
 	allowModels int   // the block's first allow_models line
+	catalogFile int   // the catalog_file line
 	policies    []int // each policy's line
 	models      []int // each policy's first allow_models line (0: none)
 }
@@ -55,6 +56,7 @@ func parseCatalogFile(d *caddyfile.Dispenser, h *Handler) error {
 	if h.CatalogFile != "" {
 		return d.Errf("catalog_file is already set to %s; give it once", h.CatalogFile)
 	}
+	h.lines(d).catalogFile = d.Line()
 	return oneArg(d, &h.CatalogFile)
 }
 
@@ -166,7 +168,7 @@ func checkPoliciesAdapted(h *Handler) error {
 	}
 	ids, err := readCatalogIDs(h.CatalogFile)
 	if err != nil {
-		return fmt.Errorf("catalog_file: %v, at %s", err, src.file)
+		return fmt.Errorf("catalog_file: %v, at %s:%d", err, src.file, src.catalogFile)
 	}
 	if bad := policy.UnmatchedModels(h.AllowModels, ids); len(bad) > 0 {
 		return fmt.Errorf("allow_models: %s, at %s:%d", unmatchedMessage(bad, h.CatalogFile), src.file, src.allowModels)
