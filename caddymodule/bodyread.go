@@ -184,6 +184,9 @@ func (h *heldBody) Close() error {
 // error (the client's, reading its body) is returned as Caddy's: 413 for
 // a body over a request_body limit, else 400.
 func bodyError(r *http.Request, name string, err error) (*refusal, error) {
+	if ref, ok := asModelRefusal(r, name, err); ok { // the model check (modelcheck.go)
+		return ref, nil
+	}
 	ref, ok := errors.AsType[*jsonbody.Refusal](err)
 	if !ok {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {

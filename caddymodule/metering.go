@@ -99,6 +99,7 @@ type meterWriter struct {
 	caddyhttp.ResponseWriterWrapper
 	spend       *spend
 	id          string // the client's id
+	policy      string // the client's policy's name (policies.go)
 	r           *http.Request
 	wroteHeader bool
 	status      int
@@ -377,6 +378,7 @@ func (m *meterWriter) end() {
 	if u.hasCost {
 		series.cost.Add(u.cost)
 	}
+	m.countModel(u) // per model and policy (modelmetrics.go)
 	if repl, ok := m.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("ai_gateway_auth.usage.input_tokens", u.input)
 		repl.Set("ai_gateway_auth.usage.output_tokens", u.output)

@@ -102,7 +102,7 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any, pol *a
 	// Gateway compresses whole answers for clients that accept it) is
 	// metered too; the leg between proxy and gateway stays compressed.
 	delete(r.Header, "Accept-Encoding")
-	mw := &meterWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, spend: s, id: name, r: r}
+	mw := &meterWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, spend: s, id: name, r: r, policy: pol.name}
 	req, err := mw.prepare(r, pol.reporter != nil, user, pol.modelCheck(r.URL.Path))
 	if err != nil { // a body refused before anything went upstream (bodyread.go)
 		ref, err := bodyError(r, name, err)
