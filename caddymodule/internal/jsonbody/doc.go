@@ -22,6 +22,14 @@
 //	...
 //	res := ed.Result()     // once the upstream has read the body (res.Done), or res.Refused
 //
+// With Options.AtEnd, the editor also reads what admission decides by
+// (the model, the output caps, the fallback models: [Fields]) and holds
+// back the body's end until AtEnd approves them:
+//
+//	opts.AtEnd = func(f jsonbody.Fields) error { return admit(f) } // on the reading goroutine
+//	...
+//	if err := ed.Stopped(); err != nil { /* AtEnd's error: answer it (429, 403) */ }
+//
 // (The module reads a small body whole through the editor before the
 // upstream is called, and sends what came out with its exact length.)
 // Make the editor the source of the replay tee (package replay), not the
@@ -75,8 +83,27 @@
 //     options ask.
 //   - a top-level `stream` that is not `true`, `false` or `null`: only
 //     `true` is a stream, and `"true"` or `1` would be guessed at.
+//   - with AtEnd, a model, an output cap or a fallback list that is not
+//     what capture.go reads ([Fields] says what): a model id is 1 to 256
+//     printable ASCII bytes, a cap a plain integer up to 2^53-1 or null,
+//     a fallback list an array (or null) of at most 32 model ids or
+//     objects with one. Anything else would leave the proxy unsure of
+//     the model that runs or of the most it may cost.
 //
 // An exact single member is read exactly as JSON says.
+//
+// # The body's end (AtEnd)
+//
+// AtEnd decides on the whole body, but the model may come after
+// megabytes of messages, which have gone upstream by then. So with AtEnd
+// the top-level closing '}' and the whitespace after it (up to the hold's
+// size; more is dropped, and the body counts as Edited) are held back
+// until the source ends and AtEnd returns nil; only then do they go out
+// and Read return io.EOF. If AtEnd returns an error, Read returns that
+// error (never io.EOF, so a transport aborts the chunked body: no
+// terminator, and no complete JSON text ever left) and Stopped returns
+// it; Result is then neither Done nor Refused. AtEnd is not called for a
+// refused body, nor when the source fails.
 //
 // # The edits
 //
@@ -150,7 +177,8 @@
 // Memory: one allocation per request of about 3 KiB (the struct with its
 // 2 KiB input buffer, its hold buffer and its nesting bits) and two small
 // ones to encode User; nothing grows with the body or with any value in
-// it. A refusal allocates its message. Nothing is pooled: a body the
+// it. A refusal allocates its message; with AtEnd, each model id read is
+// a string, and the fallback ids a slice. Nothing is pooled: a body the
 // transport may still read after Close belongs to its request only.
 //
 // # The response's usage

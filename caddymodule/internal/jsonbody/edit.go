@@ -61,6 +61,16 @@ type Options struct {
 	// IncludeUsage makes a streamed request carry
 	// stream_options.include_usage: true.
 	IncludeUsage bool
+	// AtEnd, when set, makes the editor read the model, the output caps
+	// and the fallback models (Fields; see capture.go, which also says
+	// what it refuses), and is called with them once the whole body was
+	// read and found well-formed, on the goroutine reading the editor,
+	// before the body's end goes out: the top-level closing '}' and what
+	// follows it are held back until AtEnd returns nil. If it returns an
+	// error, Read returns that error from then on (never io.EOF: the
+	// upstream request is aborted, with no complete JSON sent) and
+	// Stopped returns it.
+	AtEnd func(Fields) error
 }
 
 // Result is what the editor saw. Until Done (or Refused), it
@@ -89,6 +99,7 @@ type Editor struct {
 	closed  atomic.Bool
 	res     atomic.Uint32 // published bodyEditResult bits
 	refusal atomic.Pointer[Refusal]
+	stopped atomic.Pointer[stopped]
 
 	srcErr   error // the source's error, returned once the input is drained
 	finished bool  // the end of input was handled
@@ -117,6 +128,8 @@ type Editor struct {
 
 	frames [4]beFrame // the inspected objects open, outermost first
 	nf     int
+	// inspDepth is the depth of the innermost inspected object (0: none).
+	inspDepth int
 
 	// The current member of the innermost inspected object.
 	act    beAction
@@ -130,11 +143,14 @@ type Editor struct {
 	clientUsage bool
 	edited      bool
 	done        bool
+
+	capture // what AtEnd gets (capture.go)
 }
 
 // NewEditor returns a reader of src edited as opts says.
 func NewEditor(src io.ReadCloser, opts Options) *Editor {
 	e := &Editor{src: src, opts: opts}
+	e.outputCap = -1
 	if opts.Attribution && opts.User != nil {
 		e.user, _ = json.Marshal(*opts.User) // a string always encodes
 	}
@@ -155,6 +171,19 @@ func (e *Editor) Result() Result {
 
 // Refusal returns why the body was refused, or nil.
 func (e *Editor) Refusal() *Refusal { return e.refusal.Load() }
+
+// stopped boxes AtEnd's error for an atomic pointer.
+type stopped struct{ err error }
+
+// Stopped returns the error AtEnd returned, which stopped the body
+// before its end, or nil. It is not a refusal of the body (Refusal is
+// nil): the caller answers it as its AtEnd decided.
+func (e *Editor) Stopped() error {
+	if s := e.stopped.Load(); s != nil {
+		return s.err
+	}
+	return nil
+}
 
 func (e *Editor) publish() {
 	var b uint32
@@ -190,6 +219,9 @@ func (e *Editor) Read(p []byte) (int, error) {
 		if e.err != nil {
 			return 0, e.err
 		}
+		if s := e.stopped.Load(); s != nil {
+			return 0, s.err
+		}
 		if e.srcErr != nil {
 			if !e.finished {
 				e.finish()
@@ -217,6 +249,9 @@ func (e *Editor) finish() {
 	}
 	switch e.st {
 	case stTrailing:
+		if e.opts.AtEnd != nil && !e.release() {
+			return
+		}
 		e.done = true
 	case stBefore:
 		e.refuse("the body is empty; send one JSON object")
@@ -308,6 +343,10 @@ const (
 	actGateway               // providerOptions.gateway: inspected if an object
 	actStreamOpts            // top-level stream_options
 	actIncludeUsage          // stream_options.include_usage
+	actModel                 // top-level model: read (AtEnd)
+	actCap                   // an output cap: read (AtEnd)
+	actFallbacks             // a fallback list: read (AtEnd)
+	actEntryModel            // the model of a fallback list's object entry: read (AtEnd)
 )
 
 // Kinds of inspected object.
@@ -318,10 +357,12 @@ const (
 	kindProvider
 	kindGateway
 	kindStreamOpts
+	kindEntry // an object entry of a fallback list (AtEnd)
 )
 
-// beFrame is one inspected object. They nest at most three deep: the top
-// level, providerOptions, providerOptions.gateway.
+// beFrame is one inspected object. They nest at most four deep: the top
+// level, providerOptions, providerOptions.gateway, an object entry of its
+// models.
 type beFrame struct {
 	kind beKind
 	// canRemove: a member of this object can be removed, so a comma is
@@ -348,18 +389,20 @@ type beControlled struct {
 const bodyEditLongestName = 21
 
 // beControlledNames are, per kind of inspected object, the names a
-// client must write exactly and once. model and the output caps are read
-// by nothing yet, but will be (budgets): their variants are refused now.
+// client must write exactly and once. model, the output caps and the
+// fallback lists are read only with AtEnd, but their variants are always
+// refused.
 var beControlledNames = [...][]beControlled{
 	kindTop: {
 		{[]byte("stream"), actStream},
 		{[]byte("stream_options"), actStreamOpts},
 		{[]byte("user"), actUser},
 		{[]byte("providerOptions"), actProvider},
-		{[]byte("model"), actPass},
-		{[]byte("max_tokens"), actPass},
-		{[]byte("max_completion_tokens"), actPass},
-		{[]byte("max_output_tokens"), actPass},
+		{[]byte("model"), actModel},
+		{[]byte("max_tokens"), actCap},
+		{[]byte("max_completion_tokens"), actCap},
+		{[]byte("max_output_tokens"), actCap},
+		{[]byte("models"), actFallbacks},
 	},
 	kindProvider: {
 		{[]byte("gateway"), actGateway},
@@ -368,11 +411,14 @@ var beControlledNames = [...][]beControlled{
 		{[]byte("user"), actUser},
 		{[]byte("tags"), actRemove},
 		{[]byte("quotaEntityId"), actRemove},
-		{[]byte("models"), actPass},
+		{[]byte("models"), actFallbacks},
 		{[]byte("order"), actPass},
 	},
 	kindStreamOpts: {
 		{[]byte("include_usage"), actIncludeUsage},
+	},
+	kindEntry: {
+		{[]byte("model"), actEntryModel},
 	},
 }
 
@@ -382,6 +428,7 @@ var beKindWhere = [...]string{
 	kindProvider:   " in providerOptions",
 	kindGateway:    " in providerOptions.gateway",
 	kindStreamOpts: " in stream_options",
+	kindEntry:      " in an entry of a fallback list",
 }
 
 // Constant output; pend slices these and never writes to them.
@@ -396,6 +443,7 @@ var (
 func (e *Editor) push(k beKind) {
 	f := &e.frames[e.nf]
 	*f = beFrame{kind: k}
+	e.inspDepth = e.depth
 	switch k {
 	case kindTop:
 		f.canRemove = e.opts.Attribution && e.opts.User == nil
@@ -409,6 +457,12 @@ func (e *Editor) push(k beKind) {
 // pop ends the innermost inspected object after its '}' went out.
 func (e *Editor) pop() {
 	e.nf--
+	// the object's '}' went out: its parent is the innermost container,
+	// but for an entry of a fallback list, whose parent is beyond the list
+	e.inspDepth = e.depth
+	if f := &e.frames[e.nf]; f.kind == kindEntry {
+		e.inspDepth--
+	}
 	if f := &e.frames[e.nf]; f.kind == kindStreamOpts {
 		e.clientUsage = f.iuTrue
 		e.soOK = e.opts.IncludeUsage
@@ -485,6 +539,7 @@ func (e *Editor) match(f *beFrame) (beAction, bool) {
 			e.refuse("duplicate member %q%s at byte %d"+fix, c.name, where, e.namePos)
 		default:
 			f.seen |= 1 << i
+			e.member = i
 			return e.action(c.act), true
 		}
 		return 0, false
@@ -504,6 +559,10 @@ func (e *Editor) action(a beAction) beAction {
 		}
 	case actRemove:
 		if !e.opts.Attribution {
+			return actPass
+		}
+	case actModel, actCap, actFallbacks:
+		if e.opts.AtEnd == nil {
 			return actPass
 		}
 	}
@@ -542,6 +601,8 @@ func (e *Editor) memberValue(c byte) bool {
 			e.refuse("member \"stream\" at byte %d must be true, false or null", e.pos(e.r))
 			return false
 		}
+	case actModel, actCap, actFallbacks, actEntryModel:
+		return e.capturedValue(c)
 	}
 	return true
 }

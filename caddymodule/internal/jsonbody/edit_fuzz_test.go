@@ -32,6 +32,13 @@ import (
 //     output equals the input with the documented edits applied by a
 //     second implementation below; an input with nothing to edit, or no
 //     edit asked, comes out byte for byte.
+//   - with AtEnd (mode&16), the editor also refuses what mustRefuse's
+//     reading of model, the output caps and the fallback lists says, and
+//     for an accepted body AtEnd gets what encoding/json decodes of them
+//     (wantFields), the output being the same as without AtEnd. When
+//     AtEnd returns an error (mode&32), Read and Stopped return it, and
+//     what went out is that output without its top-level '}' and what
+//     follows it: never a complete JSON text.
 func FuzzBodyEdit(f *testing.F) {
 	seeds := []string{
 		`{"model":"m","messages":[{"role":"user","content":"hi \"there\"\n","user":"x"}],"stream":true,"user":"sandbox"}`,
@@ -65,9 +72,16 @@ func FuzzBodyEdit(f *testing.F) {
 		`{}`,
 		`{"a":"` + strings.Repeat("QUJD", 40) + "\x01" + strings.Repeat("QUJD", 40) + `"}`,
 		`{"a":"` + strings.Repeat("plain prose ", 20) + "\xc3\xa9\xff" + strings.Repeat("x", 90) + `"}`,
+		`{"model":"openai\/gpt-5","max_tokens":100,"max_completion_tokens":null,"max_output_tokens":7}`,
+		`{"model":"a\u0062","max_tokens":1e3,"models":["x",{"model":"y","when":{"model":1}}]}`,
+		`{"model":null,"max_tokens":-1,"max_output_tokens":9007199254740992}`,
+		`{"providerOptions":{"gateway":{"models":[{"Model":"a"},{"model":"b","model":"c"},{}],"order":["p"]}},"models":null}`,
+		`{"providerOptions":{"gateway":{"models":["a",1,null,[]]}},"models":"x","model":"` + strings.Repeat("m", 257) + `"}`,
+		`{"model":"é","models":["\u0000","\u007e\n"]}` + "  \n",
+		`{"models":["a\u007f"],"model":"\u007e"}`,
 	}
 	for i, s := range seeds {
-		for mode := range uint8(16) {
+		for mode := range uint8(64) {
 			f.Add([]byte(s), mode, uint64(i))
 		}
 	}
@@ -77,6 +91,17 @@ func FuzzBodyEdit(f *testing.F) {
 			opts.User = strPtr(testReportingUser)
 			if mode&8 != 0 {
 				opts.User = strPtr("ü\"<x>\\\x01\xff")
+			}
+		}
+		var fields []Fields
+		capture, stop := mode&16 != 0, mode&32 != 0
+		if capture {
+			opts.AtEnd = func(f Fields) error {
+				fields = append(fields, f)
+				if stop {
+					return errFuzzStop
+				}
+				return nil
 			}
 		}
 		out, res, err := edit(t, in, opts, nil, nil)
@@ -95,7 +120,11 @@ func FuzzBodyEdit(f *testing.F) {
 			t.Fatalf("in pieces: %q %+v %v\none read: %q %+v %v", got, r, e, out, res, err)
 		}
 
-		why := mustRefuse(in)
+		why := mustRefuse(in, capture)
+		if stop && err == errFuzzStop {
+			checkStopped(t, in, opts, out, res, why)
+			return
+		}
 		if err != nil {
 			if !errors.Is(err, ErrRefused) || !res.Refused || res.Done {
 				t.Fatalf("error %v, result %+v", err, res)
@@ -110,6 +139,9 @@ func FuzzBodyEdit(f *testing.F) {
 		}
 		if !res.Done || res.Refused {
 			t.Fatalf("accepted, but %+v", res)
+		}
+		if capture {
+			checkFields(t, in, opts, out, fields)
 		}
 		if !res.Edited && !bytes.Equal(out, in) {
 			t.Fatalf("not Edited, but\n%q\nbecame\n%q", in, out)
@@ -188,10 +220,171 @@ func checkStrictReading(t *testing.T, out []byte, opts Options, res Result) {
 	}
 }
 
+var errFuzzStop = errors.New("stopped by AtEnd")
+
+// checkStopped checks a body AtEnd stopped: one the editor accepts, whose
+// output is the approved output without its end.
+func checkStopped(t *testing.T, in []byte, opts Options, out []byte, res Result, why string) {
+	t.Helper()
+	if why != "" || res.Done || res.Refused {
+		t.Fatalf("AtEnd stopped %q (%+v), which must be refused: %s", in, res, why)
+	}
+	opts.AtEnd = func(Fields) error { return nil }
+	full, _, err := edit(t, in, opts, nil, nil)
+	if err != nil || !bytes.HasPrefix(full, out) || json.Valid(bytes.TrimPrefix(out, bom)) {
+		t.Fatalf("stopped, %q went out; approved: %q, %v", out, full, err)
+	}
+	if rest := full[len(out):]; len(rest) == 0 || rest[0] != '}' || len(bytes.TrimLeft(rest[1:], " \t\r\n")) > 0 {
+		t.Fatalf("stopped, %q went out; approved: %q: more than the end was held", out, full)
+	}
+}
+
+// checkFields checks what AtEnd got for an accepted body, edited twice
+// (in one read and in pieces): once each time, what encoding/json reads;
+// and that AtEnd changed nothing in the output (but for trailing
+// whitespace beyond what is held).
+func checkFields(t *testing.T, in []byte, opts Options, out []byte, fields []Fields) {
+	t.Helper()
+	if len(fields) != 2 || !reflect.DeepEqual(fields[0], fields[1]) {
+		t.Fatalf("AtEnd called %d times for two edits: %+v", len(fields), fields)
+	}
+	tree, err := decodeOrdered(bytes.TrimPrefix(in, bom))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wantFields(tree.(jsonObject))
+	want.Bytes = int64(len(in))
+	if !reflect.DeepEqual(fields[0], want) {
+		t.Fatalf("AtEnd got %+v, encoding/json reads %+v, in %q", fields[0], want, in)
+	}
+	opts.AtEnd = nil
+	plain, _, _ := edit(t, in, opts, nil, nil)
+	if !bytes.Equal(bytes.TrimRight(out, " \t\r\n"), bytes.TrimRight(plain, " \t\r\n")) {
+		t.Fatalf("with AtEnd %q, without %q", out, plain)
+	}
+}
+
+// wantFields is what AtEnd must get of a body the editor accepts.
+func wantFields(top jsonObject) Fields {
+	f := Fields{OutputCap: -1}
+	addList := func(v any) {
+		list, _ := v.([]any)
+		for _, e := range list {
+			if o, ok := e.(jsonObject); ok {
+				e = o.get("model")
+			}
+			f.Fallbacks = append(f.Fallbacks, e.(string))
+		}
+	}
+	for _, m := range top {
+		switch m.Raw {
+		case `"model"`:
+			f.Model, f.HasModel = m.Value.(string), true
+		case `"max_tokens"`, `"max_completion_tokens"`, `"max_output_tokens"`:
+			if n, ok := m.Value.(json.Number); ok {
+				v, _ := n.Int64()
+				f.OutputCap = max(f.OutputCap, v)
+			}
+		case `"models"`:
+			addList(m.Value)
+		case `"providerOptions"`:
+			po, _ := m.Value.(jsonObject)
+			if gw, ok := po.get("gateway").(jsonObject); ok {
+				addList(gw.get("models"))
+			}
+		}
+	}
+	return f
+}
+
+// get is the value of o's member spelled exactly name (the input has
+// one at most), or nil.
+func (o jsonObject) get(name string) any {
+	for _, m := range o {
+		if m.Raw == `"`+name+`"` {
+			return m.Value
+		}
+	}
+	return nil
+}
+
+// captureRefusal says why the editor with AtEnd must refuse a body whose
+// controlled names are all spelled exactly once, or "".
+func captureRefusal(top jsonObject) string {
+	isID := func(v any) bool {
+		s, ok := v.(string)
+		if !ok || len(s) == 0 || len(s) > maxModelID {
+			return false
+		}
+		for _, c := range []byte(s) {
+			if c < 0x20 || c > 0x7e {
+				return false
+			}
+		}
+		return true
+	}
+	badList := func(v any) string {
+		list, ok := v.([]any)
+		switch {
+		case v == nil:
+			return ""
+		case !ok:
+			return "a fallback list not an array"
+		case len(list) > maxFallbacks:
+			return "too many fallbacks"
+		}
+		for _, e := range list {
+			o, ok := e.(jsonObject)
+			if !ok {
+				if !isID(e) {
+					return "a fallback not a model id"
+				}
+				continue
+			}
+			if why := controlledNames(o, kindEntry); why != "" {
+				return why
+			}
+			if m := o.get("model"); !isID(m) {
+				return "an entry's model not a model id"
+			}
+		}
+		return ""
+	}
+	for _, m := range top {
+		switch m.Raw {
+		case `"model"`:
+			if !isID(m.Value) {
+				return "model not a model id"
+			}
+		case `"max_tokens"`, `"max_completion_tokens"`, `"max_output_tokens"`:
+			n, ok := m.Value.(json.Number)
+			if m.Value != nil && (!ok || strings.Trim(string(n), "0123456789") != "") {
+				return "a cap not a plain non-negative integer"
+			}
+			if v, err := n.Int64(); ok && (err != nil || v > maxOutputCap) {
+				return "a cap too large"
+			}
+		case `"models"`:
+			if why := badList(m.Value); why != "" {
+				return why
+			}
+		case `"providerOptions"`:
+			po, _ := m.Value.(jsonObject)
+			if gw, ok := po.get("gateway").(jsonObject); ok {
+				if why := badList(gw.get("models")); why != "" {
+					return why
+				}
+			}
+		}
+	}
+	return ""
+}
+
 // mustRefuse says why the editor must refuse in, or "" if it must accept
 // it: the rule of edit.go, by other means (encoding/json's validity,
-// its decoder's names with their raw spelling).
-func mustRefuse(in []byte) string {
+// its decoder's names with their raw spelling); with capture, also the
+// rules of capture.go.
+func mustRefuse(in []byte, capture bool) string {
 	body := bytes.TrimPrefix(in, bom)
 	if !json.Valid(body) || !utf8.Valid(body) {
 		return "not valid UTF-8 JSON"
@@ -238,6 +431,9 @@ func mustRefuse(in []byte) string {
 				}
 			}
 		}
+	}
+	if capture {
+		return captureRefusal(top)
 	}
 	return ""
 }

@@ -189,8 +189,8 @@ func (e *Editor) inObject() bool {
 }
 
 // inspected reports whether the innermost container open is an
-// inspected object.
-func (e *Editor) inspected() bool { return e.nf > 0 && e.depth == e.nf }
+// inspected object (never asked at depth 0, where inspDepth is 0 too).
+func (e *Editor) inspected() bool { return e.depth == e.inspDepth }
 
 // scanValue reads the start of a value (after ':', ',' in an array, or
 // '['), or an empty array's ']'.
@@ -207,7 +207,7 @@ func (e *Editor) scanValue() {
 		e.unexpected("a value")
 		return
 	}
-	if e.inspected() && !e.memberValue(c) {
+	if e.inspected() && !e.memberValue(c) || e.depth == e.fbDepth && !e.fallbackEntry(c) {
 		return
 	}
 	switch {
@@ -239,6 +239,9 @@ func (e *Editor) scanValue() {
 // valueEnd follows a value that ended: the top-level one, or one in an
 // array or object.
 func (e *Editor) valueEnd() {
+	if e.capOn && !e.endCapture() {
+		return
+	}
 	if e.depth == 0 {
 		e.st = stTrailing
 		return
@@ -257,10 +260,16 @@ func (e *Editor) closeContainer(c byte) {
 		return
 	}
 	insp := e.inspected()
-	if insp && e.beforeClose() {
-		return // the addition goes out first
+	if insp && (e.beforeClose() || !e.entryComplete()) {
+		return // the addition goes out first, or a refusal
+	}
+	if e.depth == 1 && e.opts.AtEnd != nil {
+		e.mode, e.nh = modeHold, 0 // the body's end waits for AtEnd
 	}
 	e.take(1)
+	if e.depth == e.fbDepth {
+		e.fbDepth = 0
+	}
 	e.depth--
 	if insp {
 		e.pop()
@@ -383,6 +392,8 @@ func (e *Editor) scanAfter() {
 func (e *Editor) scanTrailing() {
 	c := e.in[e.r]
 	switch {
+	case isJSONSpace(c) && e.mode == modeHold:
+		e.holdTrailingSpace()
 	case isJSONSpace(c):
 		e.takeSpace()
 	case isValueStart(c):
@@ -395,7 +406,11 @@ func (e *Editor) scanTrailing() {
 // scanString reads a string's content up to its closing quote: a value,
 // or a member name that is not held.
 func (e *Editor) scanString() {
-	n, end := e.stringBytes(e.avail())
+	in := e.avail()
+	n, end := e.stringBytes(in)
+	if e.capOn {
+		e.captureString(in[:n])
+	}
 	e.take(n)
 	if !end {
 		return
@@ -419,6 +434,9 @@ func (e *Editor) scanNumber() {
 			break
 		}
 		e.num = next
+	}
+	if e.capOn {
+		e.captureNumber(in[:n])
 	}
 	e.take(n)
 	if n == len(in) {

@@ -26,6 +26,8 @@ var (
 	optsUsage   = Options{IncludeUsage: true}
 	optsBoth    = Options{Attribution: true, User: strPtr(testReportingUser), IncludeUsage: true}
 	optsBothNil = Options{Attribution: true, IncludeUsage: true}
+	// optsAtEnd reads what AtEnd gets, and approves it.
+	optsAtEnd = Options{Attribution: true, User: strPtr(testReportingUser), IncludeUsage: true, AtEnd: func(Fields) error { return nil }}
 )
 
 // chunkedReader hands out its data in reads of the sizes given, in turn
@@ -93,8 +95,12 @@ func edit(t testing.TB, in []byte, opts Options, src, out []int) ([]byte, Result
 		if _, again := ed.Read(make([]byte, 10)); again != err {
 			t.Fatalf("after %v, a second Read returned %v", err, again)
 		}
-		if ref := ed.Refusal(); ref == nil || error(ref) != err {
-			t.Fatalf("Refusal() %v, Read's error %v", ref, err)
+		if !errors.Is(err, ErrRefused) { // AtEnd's
+			if ed.Stopped() != err || ed.Refusal() != nil {
+				t.Fatalf("Stopped() %v, Refusal() %v, Read's error %v", ed.Stopped(), ed.Refusal(), err)
+			}
+		} else if ref := ed.Refusal(); ref == nil || error(ref) != err || ed.Stopped() != nil {
+			t.Fatalf("Refusal() %v, Stopped() %v, Read's error %v", ref, ed.Stopped(), err)
 		}
 	}
 	return got, ed.Result(), err
@@ -448,7 +454,7 @@ var bodyRefusalCases = []struct{ name, in, msg string }{
 func TestBodyEditRefusals(t *testing.T) {
 	for _, tc := range bodyRefusalCases {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, opts := range []Options{{}, optsBoth, optsBothNil} {
+			for i, opts := range []Options{{}, optsBoth, optsBothNil, optsAtEnd} {
 				out, res, err := editAllWays(t, []byte(tc.in), opts)
 				if err == nil {
 					t.Fatalf("accepted, output %q", trunc(out))
@@ -459,7 +465,7 @@ func TestBodyEditRefusals(t *testing.T) {
 				if !res.Refused || res.Done {
 					t.Fatalf("result %+v", res)
 				}
-				if opts == (Options{}) && !bytes.HasPrefix([]byte(tc.in), out) {
+				if i == 0 && !bytes.HasPrefix([]byte(tc.in), out) {
 					t.Fatalf("with no edit, %q went out: not a prefix of the body", trunc(out))
 				}
 				if len(err.Error()) > 400 {
