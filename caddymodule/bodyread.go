@@ -200,7 +200,7 @@ func bodyError(r *http.Request, name string, err error) (*refusal, error) {
 // countForwarded counts a request sent upstream, unless its body was
 // refused as it streamed: its refusal counts that one a bad request.
 func countForwarded(w http.ResponseWriter) {
-	if m, ok := w.(*meterWriter); ok && m.body != nil && m.body.Refusal() != nil && !m.wroteHeader {
+	if m, ok := w.(*meterWriter); ok && m.body != nil && (m.body.Refusal() != nil || m.body.Stopped() != nil) && !m.wroteHeader {
 		return
 	}
 	forwardedCounter.Inc()
@@ -213,6 +213,10 @@ func countForwarded(w http.ResponseWriter) {
 func (m *meterWriter) refusedAsItStreamed() *refusal {
 	if m.body == nil || m.wroteHeader {
 		return nil
+	}
+	if ref, ok := asModelRefusal(m.r, m.id, m.body.Stopped()); ok { // the model check (modelcheck.go)
+		m.refusalAnswered = true
+		return ref
 	}
 	ref := m.body.Refusal()
 	if ref == nil {

@@ -100,6 +100,7 @@ type meterWriter struct {
 	spend       *spend
 	id          string // the client's id
 	policy      string // the client's policy's name (policies.go)
+	model       string // the model the body named, when the body editor read it (AtEnd)
 	r           *http.Request
 	wroteHeader bool
 	status      int
@@ -148,7 +149,7 @@ func (c *countingBody) Read(p []byte) (int, error) {
 // a generation endpoint, an upstream request that outlives its client
 // long enough to read the usage. It returns the request to forward, or
 // the body's refusal (or the client's error reading a small body).
-func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string, modelCheck func(fieldsOfBody) error) (*http.Request, error) {
+func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string, modelCheck func(jsonbody.Fields) error) (*http.Request, error) {
 	path := r.URL.Path
 	m.generation = generationPaths[path]
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
@@ -157,8 +158,14 @@ func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string, m
 	}
 	if jsonRequest(r) {
 		m.injected = usagePaths[path]
-		// modelCheck: the client's policy's model check (modelcheck.go), nil without an allowlist
-		if err := m.readJSONBody(r, jsonbody.Options{Attribution: attribution, User: user, IncludeUsage: m.injected /*, AtEnd: modelCheck */}); err != nil {
+		opts := jsonbody.Options{Attribution: attribution, User: user, IncludeUsage: m.injected}
+		if modelCheck != nil { // the client's policy's model check (modelcheck.go): nil without an allowlist
+			opts.AtEnd = func(f jsonbody.Fields) error {
+				m.model = f.Model
+				return modelCheck(f)
+			}
+		}
+		if err := m.readJSONBody(r, opts); err != nil {
 			return r, err
 		}
 	}

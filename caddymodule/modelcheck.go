@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/policy"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,13 +91,13 @@ func (ap *activePolicy) buildChecks() {
 		return
 	}
 	name := ap.name
-	ap.checkIfNamed = func(f fieldsOfBody) error {
+	ap.checkIfNamed = func(f jsonbody.Fields) error {
 		if !f.HasModel && len(f.Fallbacks) == 0 {
 			return nil
 		}
 		return checkModels(m, name, f)
 	}
-	ap.check = func(f fieldsOfBody) error {
+	ap.check = func(f jsonbody.Fields) error {
 		if !f.HasModel {
 			return &modelRefusal{policy: name, message: "the request names no model; this client may use only some models, " +
 				"so every request must name its model (provider/model, as GET /v1/models lists them)"}
@@ -105,7 +106,7 @@ func (ap *activePolicy) buildChecks() {
 	}
 }
 
-func checkModels(m *policy.Models, name string, f fieldsOfBody) error {
+func checkModels(m *policy.Models, name string, f jsonbody.Fields) error {
 	var ref *policy.Refusal
 	if f.HasModel {
 		ref = m.CheckRequest(f.Model, f.Fallbacks)
@@ -120,7 +121,7 @@ func checkModels(m *policy.Models, name string, f fieldsOfBody) error {
 
 // modelCheck is the hook the body editor runs at the end of r's body for
 // the client's policy: nil without an allowlist.
-func (ap *activePolicy) modelCheck(path string) func(fieldsOfBody) error {
+func (ap *activePolicy) modelCheck(path string) func(jsonbody.Fields) error {
 	if ap.models == nil {
 		return nil
 	}

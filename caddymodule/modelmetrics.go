@@ -108,7 +108,5 @@ func (m *meterWriter) countModel(u usage) {
 }
 
 // requestedModel is the model the request body named, "" when none (or
-// when the body was not read as JSON).
-func (m *meterWriter) requestedModel() string {
-	return "" // TODO(i-capture): the editor's Fields.Model
-}
+// when the editor did not read it: no JSON body, or no AtEnd hook).
+func (m *meterWriter) requestedModel() string { return m.model }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/policy"
 	"github.com/caddyserver/caddy/v2"
 )
@@ -63,7 +64,7 @@ type activePolicy struct {
 	reporter *reporter      // nil: no reporting stamp
 	// the model check as the body editor's AtEnd hook, built once
 	// (modelcheck.go): for endpoints that need a model, and for others
-	check, checkIfNamed func(fieldsOfBody) error
+	check, checkIfNamed func(jsonbody.Fields) error
 }
 
 // policySet is a handler's provisioned policies.

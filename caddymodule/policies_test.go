@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 )
 
 // policySite is a site whose ai_gateway_auth block (line 2) holds a
@@ -197,19 +198,19 @@ func TestModelCheckHooks(t *testing.T) {
 	ap.buildChecks()
 	chat, other := ap.modelCheck("/v1/chat/completions"), ap.modelCheck("/v1/custom")
 	for _, c := range []struct {
-		f         fieldsOfBody
-		check     func(fieldsOfBody) error
+		f         jsonbody.Fields
+		check     func(jsonbody.Fields) error
 		wantError string
 	}{
-		{fieldsOfBody{Model: "openai/gpt-5", HasModel: true}, chat, ""},
-		{fieldsOfBody{Model: "anthropic/claude-sonnet-4.5", HasModel: true}, chat, `model "anthropic/claude-sonnet-4.5" is not allowed`},
-		{fieldsOfBody{Model: "gpt-5", HasModel: true}, chat, "AI Gateway model ids name their provider"},
-		{fieldsOfBody{Model: "openai/gpt-5", HasModel: true, Fallbacks: []string{"anthropic/claude-haiku-4.5", "anthropic/claude-opus-4"}}, chat,
+		{jsonbody.Fields{Model: "openai/gpt-5", HasModel: true}, chat, ""},
+		{jsonbody.Fields{Model: "anthropic/claude-sonnet-4.5", HasModel: true}, chat, `model "anthropic/claude-sonnet-4.5" is not allowed`},
+		{jsonbody.Fields{Model: "gpt-5", HasModel: true}, chat, "AI Gateway model ids name their provider"},
+		{jsonbody.Fields{Model: "openai/gpt-5", HasModel: true, Fallbacks: []string{"anthropic/claude-haiku-4.5", "anthropic/claude-opus-4"}}, chat,
 			`fallback model "anthropic/claude-opus-4" is not allowed`},
-		{fieldsOfBody{}, chat, "the request names no model"},
-		{fieldsOfBody{}, other, ""},
-		{fieldsOfBody{Fallbacks: []string{"x/y"}}, other, `fallback model "x/y"`},
-		{fieldsOfBody{Model: "x/y", HasModel: true}, other, `model "x/y" is not allowed`},
+		{jsonbody.Fields{}, chat, "the request names no model"},
+		{jsonbody.Fields{}, other, ""},
+		{jsonbody.Fields{Fallbacks: []string{"x/y"}}, other, `fallback model "x/y"`},
+		{jsonbody.Fields{Model: "x/y", HasModel: true}, other, `model "x/y" is not allowed`},
 	} {
 		err := c.check(c.f)
 		if c.wantError == "" && err != nil || c.wantError != "" && (err == nil || !strings.Contains(err.Error(), c.wantError)) {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/anthropics/anthropic-sdk-go/v2"
+	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 )
@@ -208,4 +210,131 @@ func TestPoliciesValidate(t *testing.T) {
 			t.Errorf("%s: caddy validate: %v\n%s\nwant %q at %s:%d", c.name, err, out, c.want, file, c.line)
 		}
 	}
+}
+
+// completedSince counts the requests the gateway got whole (the body
+// ended: inference could run) after the first before.
+func completedSince(gw *fakeGateway, before int) int {
+	n := 0
+	for _, r := range gw.Requests()[before:] {
+		if r.BodyErr == "" {
+			n++
+		}
+	}
+	return n
+}
+
+// The model check through the real SDKs: a model the client's policy
+// does not allow is refused 403 model_not_allowed and never runs, also
+// when `model` comes after 256 KiB of messages (the upstream request is
+// aborted unfinished) and when it is only a fallback; an allowed model
+// passes; a generation body without a model is refused.
+func TestPoliciesModelCheck(t *testing.T) {
+	t.Parallel()
+	apiKey := newAPIKey()
+	gw := newFakeGateway(t, nil, apiKey)
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, `allow_models anthropic/claude-haiku-*
+		policy trusted {
+			clients key:alice
+			allow_models openai/* anthropic/*
+		}`)
+	bob, alice := policyClient(t, p.URL, "bob", secret), policyClient(t, p.URL, "alice", secret)
+	ctx := t.Context()
+	chat := func(c openai.Client, model string, opts ...option.RequestOption) error {
+		_, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+			Model:    model,
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hello")},
+		}, opts...)
+		return err
+	}
+
+	t.Run("disallowed model", func(t *testing.T) {
+		before := len(gw.Requests())
+		wantModelNotAllowed(t, chat(bob, "openai/gpt-5"), "openai/gpt-5")
+		if n := completedSince(gw, before); n != 0 {
+			t.Errorf("the gateway got %d complete requests", n)
+		}
+	})
+	t.Run("allowed model", func(t *testing.T) {
+		if err := chat(bob, "anthropic/claude-haiku-4.5"); err != nil {
+			t.Fatal(err)
+		}
+		if err := chat(alice, "openai/gpt-5"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("model after 256 KiB of messages", func(t *testing.T) {
+		big := strings.Repeat("a", 256<<10)
+		body := `{"messages":[{"role":"user","content":"` + big + `"}],"model":"openai/gpt-5"}`
+		before := len(gw.Requests())
+		req, _ := http.NewRequest(http.MethodPost, p.URL+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+signedClientKey("bob", secret))
+		req.Header.Set("Content-Type", "application/json")
+		res, err := newTestClient(t).HTTP.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusForbidden || res.Header.Get("X-Ai-Gateway-Auth-Error") != "model_not_allowed" {
+			t.Errorf("got %d %q; want 403 model_not_allowed", res.StatusCode, res.Header.Get("X-Ai-Gateway-Auth-Error"))
+		}
+		if n := completedSince(gw, before); n != 0 {
+			t.Errorf("the gateway got %d complete requests", n)
+		}
+		// and through the SDK, which writes messages before model
+		before = len(gw.Requests())
+		_, err = bob.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+			Model:    "openai/gpt-5",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(big)},
+		})
+		wantModelNotAllowed(t, err, "openai/gpt-5")
+		if n := completedSince(gw, before); n != 0 {
+			t.Errorf("SDK: the gateway got %d complete requests", n)
+		}
+	})
+	t.Run("fallback not allowed", func(t *testing.T) {
+		before := len(gw.Requests())
+		err := chat(bob, "anthropic/claude-haiku-4.5", option.WithJSONSet("providerOptions",
+			map[string]any{"gateway": map[string]any{"models": []string{"anthropic/claude-haiku-4.5", "openai/gpt-5"}}}))
+		wantModelNotAllowed(t, err, "openai/gpt-5")
+		if n := completedSince(gw, before); n != 0 {
+			t.Errorf("the gateway got %d complete requests", n)
+		}
+	})
+	t.Run("no model", func(t *testing.T) {
+		before := len(gw.Requests())
+		err := chat(bob, "", option.WithJSONDel("model"))
+		var apiErr *openai.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusForbidden || apiErr.Code != "model_not_allowed" || !strings.Contains(apiErr.Message, "names no model") {
+			t.Errorf("a body without model: %v", err)
+		}
+		gatewayUntouched(t, gw, before, "a body without model")
+	})
+	t.Run("anthropic SDK", func(t *testing.T) {
+		c := anthropic.NewClient(
+			aoption.WithBaseURL(p.URL),
+			aoption.WithAPIKey(signedClientKey("bob", secret)),
+			aoption.WithHTTPClient(newTestClient(t).HTTP),
+			aoption.WithMaxRetries(0),
+		)
+		before := len(gw.Requests())
+		_, err := c.Messages.New(ctx, anthropic.MessageNewParams{
+			Model: "anthropic/claude-sonnet-4", MaxTokens: 100,
+			Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("Say hello"))},
+		})
+		var apiErr *anthropic.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusForbidden || apiErr.Type() != "permission_error" ||
+			!strings.Contains(apiErr.Message, `"anthropic/claude-sonnet-4"`) {
+			t.Errorf("Anthropic SDK: got %v; want a 403 permission_error naming the model", err)
+		}
+		if n := completedSince(gw, before); n != 0 {
+			t.Errorf("the gateway got %d complete requests", n)
+		}
+		if _, err := c.Messages.New(ctx, anthropic.MessageNewParams{
+			Model: "anthropic/claude-haiku-4.5", MaxTokens: 100,
+			Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("Say hello"))},
+		}); err != nil {
+			t.Errorf("an allowed model: %v", err)
+		}
+	})
 }
