@@ -237,3 +237,29 @@ func TestModelCheckHooks(t *testing.T) {
 		}
 	}
 }
+
+// The model label is capped: beyond maxModelLabels ids, models count as
+// "other"; an id no allowlist could admit is "other" at once; no model is
+// "none".
+func TestModelLabelsCapped(t *testing.T) {
+	old := maxModelLabels
+	t.Cleanup(func() { maxModelLabels = old })
+	modelLabels.mu.Lock()
+	given := len(modelLabels.models)
+	modelLabels.mu.Unlock()
+	maxModelLabels = given + 2
+	a, b := modelSeriesFor("p", "cap/a"), modelSeriesFor("p", "cap/b")
+	over := modelSeriesFor("p", "cap/c")
+	if a == b || a == over || b == over {
+		t.Fatal("the first ids under the cap share a series")
+	}
+	if modelSeriesFor("p", "cap/d") != over || modelSeriesFor("p", "bad id") != over || modelSeriesFor("p", "other") != over {
+		t.Error("ids over the cap, or invalid, do not share the other series")
+	}
+	if modelSeriesFor("p", "cap/a") != a || modelSeriesFor("q", "cap/a") == a {
+		t.Error("series are not per (policy, model)")
+	}
+	if modelSeriesFor("p", "") == over {
+		t.Error("no model counts as other")
+	}
+}
