@@ -78,6 +78,10 @@ type handlerStatus struct {
 	Replay  replay.Status             `json:"replay"`
 	// How the handler's limits are counted (absent without limits).
 	Limits *LimitsStatus `json:"limits,omitempty"`
+	// The handler's policies, in order, and the policy of the client
+	// asked for with ?client=<id> (policies.go).
+	Policies     []string `json:"policies,omitempty"`
+	ClientPolicy *string  `json:"client_policy,omitempty"`
 }
 
 type statusReport struct {
@@ -107,6 +111,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	// both must be able to serve during the switch.
 	for _, e := range entries {
 		hs := handlerStatus{Handler: e.seq, Sources: []credential.SourceStatus{}, Replay: e.handler.replayBudget.Status(), Limits: e.spend.limitsStatus()}
+		hs.Policies, hs.ClientPolicy = e.handler.policyStatus(r.URL.Query().Get("client"))
 		for _, s := range e.handler.sources {
 			s.Current(now) // starts a source's refresher if no request has yet
 			st := s.Status(now)

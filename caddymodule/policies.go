@@ -318,3 +318,24 @@ func readCatalogIDs(path string) ([]string, error) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// policyStatus is the status route's view of the policies: their names
+// in order, and the name of client's policy ("" for the block's own
+// settings) when a client id is asked for.
+func (h *Handler) policyStatus(client string) (names []string, clientPolicy *string) {
+	ps := h.policies
+	if ps == nil {
+		return nil, nil
+	}
+	for _, p := range ps.set.Policies() {
+		names = append(names, p.Name)
+	}
+	if client == "" {
+		return names, nil
+	}
+	name := ""
+	if p, ok := ps.set.Select(client); ok {
+		name = p.Name
+	}
+	return names, &name
+}

@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -110,6 +112,21 @@ func TestPoliciesModelList(t *testing.T) {
 	lookup("alice", "openai/gpt-5")
 	if n := len(gw.Requests()); n != before+1 || gw.Requests()[n-1].Path != "/v1/models/openai/gpt-5" {
 		t.Errorf("alice's lookup did not reach the gateway")
+	}
+	for client, want := range map[string]string{"key:alice": "trusted", "key:bob": "", "key:carol": "open"} {
+		res := newTestClient(t).do(t, http.MethodGet, p.Admin+"/ai_gateway_auth/status?client="+url.QueryEscape(client), nil, "")
+		var status struct {
+			Handlers []struct {
+				Policies     []string `json:"policies"`
+				ClientPolicy *string  `json:"client_policy"`
+			} `json:"handlers"`
+		}
+		if err := json.Unmarshal(res.Body, &status); err != nil || len(status.Handlers) != 1 {
+			t.Fatalf("status: %v: %s", err, res.Body)
+		}
+		if h := status.Handlers[0]; !slices.Equal(h.Policies, []string{"trusted", "open"}) || h.ClientPolicy == nil || *h.ClientPolicy != want {
+			t.Errorf("status for %s: %s", client, res.Body)
+		}
 	}
 	if !strings.Contains(p.Logs(), `"client":"bob","policy":""`) {
 		t.Errorf("the refusal's log line does not name bob and the block's settings:\n%s", tail(p.Logs(), 10))
@@ -261,6 +278,13 @@ func TestPoliciesModelCheck(t *testing.T) {
 		}
 		if err := chat(alice, "openai/gpt-5"); err != nil {
 			t.Fatal(err)
+		}
+		// usage per model and policy
+		if got := readAdminMetric(t, p, `caddy_ai_gateway_auth_model_tokens_total{direction="input",model="openai/gpt-5",policy="trusted"}`); got <= 0 {
+			t.Errorf("model_tokens_total of alice's openai/gpt-5 = %v", got)
+		}
+		if got := readAdminMetric(t, p, `caddy_ai_gateway_auth_model_tokens_total{direction="input",model="anthropic/claude-haiku-4.5",policy=""}`); got <= 0 {
+			t.Errorf("model_tokens_total of bob's anthropic/claude-haiku-4.5 = %v", got)
 		}
 	})
 	t.Run("model after 256 KiB of messages", func(t *testing.T) {
