@@ -208,8 +208,8 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		"client":    regexp.MustCompile(`^(placeholder|other|key:(?:[A-Za-z0-9._:-]{1,64}/)?[A-Za-z0-9_.%-]{1,128}|sandbox:[A-Za-z0-9_.%-]+/[A-Za-z0-9_.%-]*/[A-Za-z0-9_.%-]+)$`),
 		"direction": regexp.MustCompile(`^(input|output)$`),
 		// per model and policy (modelmetrics.go): a model id as an allowlist reads it, capped in number; a policy name
-		"model":  regexp.MustCompile(`^(none|other|[A-Za-z0-9._:/@+-]{1,256})$`),
-		"policy": regexp.MustCompile(`^[A-Za-z0-9_-]{0,64}$`),
+		"model":     regexp.MustCompile(`^(none|other|[A-Za-z0-9._:/@+-]{1,256})$`),
+		"policy":    regexp.MustCompile(`^[A-Za-z0-9_-]{0,64}$`),
 		"limit":     regexp.MustCompile(`^(requests_per_minute|tokens_per_day|usd_per_day|too_many_clients)$`),
 		"source":    regexp.MustCompile(`^(static|vercel_oidc)$`),
 		"result":    regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled|edited|unchanged)$`),

@@ -38,7 +38,9 @@ func (h *Handler) forwardFor(pol *activePolicy, w http.ResponseWriter, r *http.R
 			return writeError(w, r, http.StatusBadGateway, errUnavailable, "model_list_unreadable",
 				"the gateway's model list could not be read to filter it for this client; retry later")
 		}
-		return ferr
+		// part of the list went out: cut the answer short, as
+		// reverse_proxy does, so that the client sees it incomplete
+		panic(http.ErrAbortHandler)
 	}
 	return err
 }

@@ -4,12 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // policySite is a site whose ai_gateway_auth block (line 2) holds a
@@ -261,5 +264,53 @@ func TestModelLabelsCapped(t *testing.T) {
 	}
 	if modelSeriesFor("p", "") == over {
 		t.Error("no model counts as other")
+	}
+}
+
+// The model list as the handler filters it: models not allowed taken
+// out, an unreadable list answered 502 while nothing went out and cut
+// short after, an error answer passed as it is, a client without an
+// allowlist served the list untouched.
+func TestModelListFiltered(t *testing.T) {
+	var h Handler
+	if err := json.Unmarshal([]byte(`{"client_keys": ["sk-placeholder"], "allow_models": ["anthropic/*"]}`), &h); err != nil {
+		t.Fatal(err)
+	}
+	h.CredentialsRaw = append(h.CredentialsRaw, staticSourceJSON("sk-upstream"))
+	provisionHandler(t, &h)
+	upstream := func(status int, body string) caddyhttp.Handler {
+		return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			w.WriteHeader(status)
+			_, err := w.Write([]byte(body))
+			return err
+		})
+	}
+	list := func(next caddyhttp.Handler) (*httptest.ResponseRecorder, any) {
+		r := httptest.NewRequest(http.MethodGet, "/v1/models", nil)
+		r.Header.Set("Authorization", "Bearer sk-placeholder")
+		r, _ = withReplacer(r)
+		w := httptest.NewRecorder()
+		var panicked any
+		func() {
+			defer func() { panicked = recover() }()
+			_ = h.ServeHTTP(w, r, next)
+		}()
+		return w, panicked
+	}
+	w, _ := list(upstream(200, testCatalog))
+	if w.Code != 200 || w.Body.String() != `{"object":"list","data":[{"id":"anthropic/claude-haiku-4.5"},{"id":"anthropic/claude-sonnet-4.5"}]}` ||
+		w.Header().Get("Content-Length") != "" {
+		t.Errorf("filtered list: %d %s %q", w.Code, w.Body, w.Header().Get("Content-Length"))
+	}
+	if w, _ := list(upstream(200, "<html>")); w.Code != http.StatusBadGateway || !strings.Contains(w.Body.String(), "model_list_unreadable") {
+		t.Errorf("unreadable list: %d %s", w.Code, w.Body)
+	}
+	if w, p := list(upstream(200, `{"data":[{"id":"anthropic/x"},`)); p != http.ErrAbortHandler || strings.Contains(w.Body.String(), "model_list_unreadable") {
+		t.Errorf("a list cut short: %v %d %s", p, w.Code, w.Body)
+	}
+	if w, _ := list(upstream(500, `{"error":{"message":"down"}}`)); w.Code != 500 || w.Body.String() != `{"error":{"message":"down"}}` {
+		t.Errorf("an error answer: %d %s", w.Code, w.Body)
 	}
 }

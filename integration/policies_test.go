@@ -229,6 +229,23 @@ func TestPoliciesValidate(t *testing.T) {
 	}
 }
 
+// abortedSince waits until the gateway recorded the request the proxy
+// aborted before its body ended (the fake records it once it sees the
+// body break off, which may be after the client got its answer), and
+// fails if any request after the first before came whole.
+func abortedSince(t *testing.T, gw *fakeGateway, before int) {
+	t.Helper()
+	eventually(t, waitTimeout, "the gateway records the aborted request", func() string {
+		if n := len(gw.Requests()) - before; n != 1 {
+			return fmt.Sprintf("%d requests", n)
+		}
+		return ""
+	})
+	if r := gw.Requests()[before]; r.BodyErr == "" || r.Ran {
+		t.Errorf("the gateway got the request whole (ran: %v)", r.Ran)
+	}
+}
+
 // completedSince counts the requests the gateway got whole (the body
 // ended: inference could run) after the first before.
 func completedSince(gw *fakeGateway, before int) int {
@@ -302,9 +319,7 @@ func TestPoliciesModelCheck(t *testing.T) {
 		if res.StatusCode != http.StatusForbidden || res.Header.Get("X-Ai-Gateway-Auth-Error") != "model_not_allowed" {
 			t.Errorf("got %d %q; want 403 model_not_allowed", res.StatusCode, res.Header.Get("X-Ai-Gateway-Auth-Error"))
 		}
-		if n := completedSince(gw, before); n != 0 {
-			t.Errorf("the gateway got %d complete requests", n)
-		}
+		abortedSince(t, gw, before)
 		// and through the SDK, which writes messages before model
 		before = len(gw.Requests())
 		_, err = bob.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
@@ -312,9 +327,7 @@ func TestPoliciesModelCheck(t *testing.T) {
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(big)},
 		})
 		wantModelNotAllowed(t, err, "openai/gpt-5")
-		if n := completedSince(gw, before); n != 0 {
-			t.Errorf("SDK: the gateway got %d complete requests", n)
-		}
+		abortedSince(t, gw, before)
 	})
 	t.Run("fallback not allowed", func(t *testing.T) {
 		before := len(gw.Requests())
@@ -333,6 +346,21 @@ func TestPoliciesModelCheck(t *testing.T) {
 			t.Errorf("a body without model: %v", err)
 		}
 		gatewayUntouched(t, gw, before, "a body without model")
+	})
+	t.Run("model list unreadable", func(t *testing.T) {
+		// a list that breaks off after its data began is cut short, never
+		// passed on unfiltered (before, it would be answered 502: the
+		// handler's unit test)
+		gw.SetCatalogFailure(catalogMalformed)
+		_, err := bob.Models.List(t.Context())
+		if err == nil {
+			t.Error("a model list cut short: no error")
+		}
+		var apiErr *openai.Error
+		gw.SetCatalogFailure(catalogError) // an error answer passes as it is
+		if _, err = bob.Models.List(t.Context()); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusInternalServerError {
+			t.Errorf("the gateway's error answer: %v", err)
+		}
 	})
 	t.Run("anthropic SDK", func(t *testing.T) {
 		c := anthropic.NewClient(
