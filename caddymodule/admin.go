@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/gateway"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/replay"
 	"github.com/caddyserver/caddy/v2"
 )
@@ -77,7 +79,13 @@ type handlerStatus struct {
 	Sources []credential.SourceStatus `json:"sources"`
 	Replay  replay.Status             `json:"replay"`
 	// How the handler's limits are counted (absent without limits).
-	Limits *LimitsStatus `json:"limits,omitempty"`
+	Limits *limits.Status `json:"limits,omitempty"`
+	// Client is the one client asked for (?client=<id>), under this
+	// handler's limits (absent without metering).
+	Client *limits.ClientStatus `json:"client,omitempty"`
+	// The gateway's model catalog (absent without metering): its age,
+	// model count and last error (catalog.go).
+	Catalog *gateway.Status `json:"catalog,omitempty"`
 	// The handler's policies, in order, and the policy of the client
 	// asked for with ?client=<id> (policies.go).
 	Policies     []string `json:"policies,omitempty"`
@@ -91,8 +99,8 @@ type statusReport struct {
 	// The clients with the most tokens today (UTC), when usage is
 	// metered (see limits.go), and where they were read: "redis" (the
 	// fleet's counts) or "local" (this instance's).
-	TopClientsToday []ClientUsage `json:"top_clients_today,omitempty"`
-	TopClientsFrom  string        `json:"top_clients_from,omitempty"`
+	TopClientsToday []limits.ClientUsage `json:"top_clients_today,omitempty"`
+	TopClientsFrom  string               `json:"top_clients_from,omitempty"`
 }
 
 func serveStatus(w http.ResponseWriter, r *http.Request) error {
@@ -101,17 +109,21 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	now := time.Now()
 	report := statusReport{Healthy: true, Time: now.UTC(), Handlers: []handlerStatus{}}
-	report.TopClientsToday, report.TopClientsFrom = fleetTopClientsToday(now)
 	statusMu.Lock()
 	entries := slices.Clone(statusEntries)
 	statusMu.Unlock()
+	report.TopClientsToday, report.TopClientsFrom = topClientsToday(entries, now)
+	client := r.URL.Query().Get("client")
 	// During a reload the old config's handlers are still listed until it
 	// is cleaned up; only the newest handler of each sequence matters to
 	// a health check, so report all but judge health on all as well:
 	// both must be able to serve during the switch.
 	for _, e := range entries {
-		hs := handlerStatus{Handler: e.seq, Sources: []credential.SourceStatus{}, Replay: e.handler.replayBudget.Status(), Limits: e.spend.limitsStatus()}
-		hs.Policies, hs.ClientPolicy = e.handler.policyStatus(r.URL.Query().Get("client"))
+		hs := handlerStatus{Handler: e.seq, Sources: []credential.SourceStatus{}, Replay: e.handler.replayBudget.Status(), Limits: e.spend.limitsStatus(), Catalog: e.handler.catalogStatus()}
+		if client != "" {
+			hs.Client = e.spend.clientStatus(client, now)
+		}
+		hs.Policies, hs.ClientPolicy = e.handler.policyStatus(client)
 		for _, s := range e.handler.sources {
 			s.Current(now) // starts a source's refresher if no request has yet
 			st := s.Status(now)
@@ -127,6 +139,37 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	return json.NewEncoder(w).Encode(report)
+}
+
+// topClientsToday is the status route's top_clients_today: from the
+// first metered handler whose Redis answers (then from is "redis"), else
+// from this instance's ledger ("local").
+func topClientsToday(entries []*statusEntry, now time.Time) (top []limits.ClientUsage, from string) {
+	var local *spend
+	for _, e := range entries {
+		switch {
+		case e.spend == nil:
+		case e.spend.store.Redis() != nil && e.spend.store.Status().Healthy:
+			return e.spend.store.Top(now, 10)
+		case local == nil:
+			local = e.spend
+		}
+	}
+	if local == nil {
+		return nil, ""
+	}
+	return local.store.Top(now, 10)
+}
+
+// clientStatus is one client's counts under the handler's limits: what
+// it spent today and this month, what its requests in flight reserve,
+// and what is left under each limit. An unknown client has zeros.
+func (s *spend) clientStatus(id string, now time.Time) *limits.ClientStatus {
+	if s == nil {
+		return nil
+	}
+	st := s.store.ClientStatus(id, s.h.policyForID(id).cfg, now) // under its policy's limits (policies.go)
+	return &st
 }
 
 // Interface guard

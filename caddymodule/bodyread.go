@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -119,6 +120,7 @@ func (m *meterWriter) readJSONBody(r *http.Request, opts jsonbody.Options) error
 	m.body = jsonbody.NewEditor(src, opts)
 	if r.ContentLength < 0 || r.ContentLength > bodyReadAhead {
 		r.Body = m.body
+		m.streamed = true
 		r.ContentLength = -1 // an edit changes the length: send it chunked
 		delete(r.Header, "Content-Length")
 		return nil
@@ -153,6 +155,8 @@ type heldBody struct {
 	mu     sync.Mutex
 	b      []byte
 	closed bool
+	// sent: the upstream read it to its end (the request went whole)
+	sent atomic.Bool
 }
 
 func (h *heldBody) Read(p []byte) (int, error) {
@@ -163,11 +167,13 @@ func (h *heldBody) Read(p []byte) (int, error) {
 	}
 	if len(h.b) == 0 {
 		h.b = nil
+		h.sent.Store(true)
 		return 0, io.EOF
 	}
 	n := copy(p, h.b)
 	if h.b = h.b[n:]; len(h.b) == 0 {
 		h.b = nil
+		h.sent.Store(true)
 	}
 	return n, nil
 }
@@ -200,7 +206,7 @@ func bodyError(r *http.Request, name string, err error) (*refusal, error) {
 // countForwarded counts a request sent upstream, unless its body was
 // refused as it streamed: its refusal counts that one a bad request.
 func countForwarded(w http.ResponseWriter) {
-	if m, ok := w.(*meterWriter); ok && m.body != nil && (m.body.Refusal() != nil || m.body.Stopped() != nil) && !m.wroteHeader {
+	if m, ok := w.(*meterWriter); ok && m.body != nil && (m.body.Refusal() != nil || m.body.Stopped() != nil || m.admitRef != nil) && !m.wroteHeader {
 		return
 	}
 	forwardedCounter.Inc()
@@ -217,6 +223,9 @@ func (m *meterWriter) refusedAsItStreamed() *refusal {
 	if ref, ok := asModelRefusal(m.r, m.id, m.body.Stopped()); ok { // the model check (modelcheck.go)
 		m.refusalAnswered = true
 		return ref
+	}
+	if m.admitRef != nil { // not admitted at the body's end (budget.go)
+		return m.admitRef
 	}
 	ref := m.body.Refusal()
 	if ref == nil {

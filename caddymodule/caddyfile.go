@@ -182,6 +182,20 @@ var handlerOptions = newOptions("ai_gateway_auth",
 	option[Handler]{"allow_models", parseBlockAllowModels}, // policies_caddyfile.go
 	option[Handler]{"policy", parsePolicy},
 	option[Handler]{"catalog_file", parseCatalogFile},
+	option[Handler]{"gateway", func(d *caddyfile.Dispenser, h *Handler) error { // catalog.go
+		if h.Gateway != "" {
+			return d.Errf("gateway is already set to %s; give it once", h.Gateway)
+		}
+		if err := oneArg(d, &h.Gateway); err != nil {
+			return err
+		}
+		if !strings.Contains(h.Gateway, "{") { // a placeholder is checked at provision
+			if err := checkGatewayURL(h.Gateway); err != nil {
+				return d.Errf("%v", err)
+			}
+		}
+		return nil
+	}},
 )
 
 // keysFileOptions are the options of client_keys_file's block.

@@ -98,7 +98,10 @@ type Handler struct {
 	// /v1/audio/speech, /v1/audio/transcriptions, /v1/rerank, /v2/rerank,
 	// /v1/models and "/v1/models/<model id>[/endpoints]"; never the
 	// account's endpoints (/v1/report, /v1/credits, /v1/generation,
-	// /v1/quotas, /v1/realtime/client-secrets).
+	// /v1/quotas, /v1/realtime/client-secrets). While a token or dollar
+	// limit is on, the default (and the word default) leaves out the
+	// endpoints whose answers the proxy cannot meter: images, audio and
+	// rerank; naming one is allowed, with a warning at load.
 	AllowPaths []string `json:"allow_paths,omitempty"`
 
 	// Request bodies up to this many bytes are kept while they stream
@@ -148,6 +151,11 @@ type Handler struct {
 	// a typo. Never fetched. Default: none, globs are not checked against
 	// a catalog.
 	CatalogFile string `json:"catalog_file,omitempty"`
+	// The gateway's base URL (without /v1) where the proxy itself reads
+	// the model catalog (prices, output caps) and looks generations up,
+	// with its own credential (the one it sets upstream), when metering
+	// is on. Default: https://ai-gateway.vercel.sh.
+	Gateway string `json:"gateway,omitempty"`
 
 	sources     []credential.Source
 	sourceKinds []any // each source's Kind, boxed once for the replacer
@@ -165,6 +173,7 @@ type Handler struct {
 	spend        *spend       // nil unless reporting, limits or usage_metrics
 	policies     *policySet   // allow_models and policies (policies.go)
 	policySrc    *policyLines // where the Caddyfile wrote them, for errors
+	gateway      *gatewayLink // the catalog and ledger (catalog.go); nil unless metering
 	replayBudget *replay.Budget
 	keySources   *identity.Registration // this handler's entries in the registry of key sources (keynamespace.go)
 
@@ -215,7 +224,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	// 5. spend (spend.go): the body's encoding, the client's limits, the
 	// reporting headers, the body read strictly and edited
-	m, req, ref, err := h.spend.begin(w, r, client.ID(), pol)
+	m, req, ref, err := h.spend.begin(w, r, client, pol)
 	if ref != nil {
 		return h.refuse(w, r, ref)
 	}

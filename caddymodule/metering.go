@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,10 +98,11 @@ var errClientGone = errors.New("the client went away")
 // machinery: only the answer the client gets is metered.
 type meterWriter struct {
 	caddyhttp.ResponseWriterWrapper
-	spend       *spend
-	id          string // the client's id
-	policy      string // the client's policy's name (policies.go)
-	model       string // the model the body named, when the body editor read it (AtEnd)
+	spend  *spend
+	id     string // the client's id
+	policy string // the client's policy's name (policies.go)
+	// the client's policy's model check (modelcheck.go), nil without an allowlist
+	modelCheck  func(jsonbody.Fields) error
 	r           *http.Request
 	wroteHeader bool
 	status      int
@@ -114,6 +116,16 @@ type meterWriter struct {
 	reqBytes        *countingBody // what the client sent, for an estimate
 	respBytes       int64
 	generation      bool // an estimate is charged if the answer ends without usage
+	streamed        bool // the body streams through the editor (not read ahead)
+
+	// the request's admission (budget.go): its limits, its ticket (nil
+	// once ended) and the worst case it reserved; the model its body
+	// named; the refusal held when its body's end was not admitted
+	cfg      limits.Config
+	ticket   *limits.Ticket
+	worst    limits.Amount
+	model    string
+	admitRef *refusal
 
 	// the usage-only chunk the proxy asked for is hidden from a client
 	// that did not: lines are forwarded whole
@@ -159,11 +171,11 @@ func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string, m
 	if jsonRequest(r) {
 		m.injected = usagePaths[path]
 		opts := jsonbody.Options{Attribution: attribution, User: user, IncludeUsage: m.injected}
-		if modelCheck != nil { // the client's policy's model check (modelcheck.go): nil without an allowlist
-			opts.AtEnd = func(f jsonbody.Fields) error {
-				m.model = f.Model
-				return modelCheck(f)
-			}
+		if m.generation || modelCheck != nil {
+			// the model check first (modelcheck.go: nil without an
+			// allowlist), then the reservation (budget.go)
+			m.modelCheck = modelCheck
+			opts.AtEnd = m.atEnd
 		}
 		if err := m.readJSONBody(r, opts); err != nil {
 			return r, err
@@ -359,64 +371,25 @@ func (m *meterWriter) end() {
 			}
 		}
 	}
-	u, found := meteredUsage(m.scan.Finish())
+	u, found := m.scan.Finish()
+	amt, priced, estimated := m.settle(u, found)
 	series := clientSeriesFor(m.id)
-	if m.generation && m.status >= 200 && m.status < 300 && !m.scan.Complete() {
-		in, out := m.estimate()
-		in, out = max(in-u.input, 0), max(out-u.output, 0) // what the partial usage lacks
-		u.input += in
-		u.output += out
-		found = true
-		reason := "no_usage"
-		if m.gone || m.r.Context().Err() != nil { // m.r has the client's own context
-			reason = "client_gone"
-		}
-		usageEstimatesTotal.WithLabelValues(reason).Inc()
-		series.estimatedInput.Add(float64(in))
-		series.estimatedOutput.Add(float64(out))
-	}
-	m.spend.record(m.id, u, time.Now())
 	series.requests.Inc()
-	if !found {
+	if estimated != "" {
+		usageEstimatesTotal.WithLabelValues(estimated).Inc()
+		series.estimatedInput.Add(float64(amt.Input))
+		series.estimatedOutput.Add(float64(amt.Tokens - amt.Input))
+	} else if !found {
 		return
 	}
-	series.input.Add(float64(u.input))
-	series.output.Add(float64(u.output))
-	if u.hasCost {
-		series.cost.Add(u.cost)
+	series.input.Add(float64(amt.Input))
+	series.output.Add(float64(amt.Tokens - amt.Input))
+	if priced && amt.USD > 0 {
+		series.cost.Add(amt.USD)
 	}
-	m.countModel(u) // per model and policy (modelmetrics.go)
+	m.countModel(amt, priced) // per model and policy (modelmetrics.go)
 	if repl, ok := m.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("ai_gateway_auth.usage.input_tokens", u.input)
-		repl.Set("ai_gateway_auth.usage.output_tokens", u.output)
+		repl.Set("ai_gateway_auth.usage.input_tokens", amt.Input)
+		repl.Set("ai_gateway_auth.usage.output_tokens", amt.Tokens-amt.Input)
 	}
-}
-
-// estimate is what an answer without usage is charged: its input from
-// the request body's size, its output from the stream's data events
-// (about a token each) or the answer's size; at least one output token
-// for an answer that has any content.
-func (m *meterWriter) estimate() (input, output int64) {
-	if m.reqBytes != nil {
-		input = (m.reqBytes.n.Load() + bytesPerToken - 1) / bytesPerToken
-	}
-	if n := m.scan.Events(); n > 0 {
-		output = n
-	} else {
-		output = (m.respBytes + bytesPerToken - 1) / bytesPerToken
-	}
-	return input, output
-}
-
-// usage is a request's usage as the ledger counts it (limits.go,
-// limits_redis.go): what the response reported, or an estimate.
-type usage struct {
-	input, output int64
-	cost          float64
-	hasCost       bool
-}
-
-// meteredUsage is what the usage scanner found, as the ledger counts it.
-func meteredUsage(u jsonbody.Usage, found bool) (usage, bool) {
-	return usage{input: u.Input, output: u.Output, cost: u.Cost, hasCost: u.HasCost}, found
 }

@@ -202,8 +202,10 @@ func TestEncodedRequestBodyRefused(t *testing.T) {
 	}
 }
 
-// An answer that ends without usage is charged an estimate, never zero,
-// and counted as estimated; an answer with usage is not.
+// An answer that ends without usage is charged its worst case (the
+// body's bytes / 4 and the output cap reserved: here the default, no
+// catalog and no cap in the body), never zero, and counted as estimated;
+// an answer with usage is not.
 func TestUsageEstimates(t *testing.T) {
 	h := spendHandler(t, func(h *Handler) { h.UsageMetrics = true })
 	client := "estimate-" + time.Now().Format("150405-000000")
@@ -223,13 +225,13 @@ func TestUsageEstimates(t *testing.T) {
 	serve(t, h, r, noUsage)
 	in, _ := replacerOf(r).Get("ai_gateway_auth.usage.input_tokens")
 	out, _ := replacerOf(r).Get("ai_gateway_auth.usage.output_tokens")
-	if in != int64((len(body)+3)/4) || out != int64(2) {
-		t.Errorf("estimate %v/%v, want %d input (the body's bytes / 4) and 2 output (its two events)", in, out, (len(body)+3)/4)
+	if in != int64((len(body)+3)/4) || out != int64(defaultMaxTokens) {
+		t.Errorf("estimate %v/%v, want %d input (the body's bytes / 4) and %d output (the default cap)", in, out, (len(body)+3)/4, defaultMaxTokens)
 	}
 	if got := counterValue(usageEstimatesTotal.WithLabelValues("no_usage")); got != before+1 {
 		t.Errorf("usage_estimates_total{reason=no_usage} grew by %v, want 1", got-before)
 	}
-	if counterValue(series.estimatedInput) != float64((len(body)+3)/4) || counterValue(series.estimatedOutput) != 2 ||
+	if counterValue(series.estimatedInput) != float64((len(body)+3)/4) || counterValue(series.estimatedOutput) != defaultMaxTokens ||
 		counterValue(series.input) != counterValue(series.estimatedInput) {
 		t.Errorf("estimated series %v/%v, tokens %v", counterValue(series.estimatedInput), counterValue(series.estimatedOutput), counterValue(series.input))
 	}

@@ -5,7 +5,9 @@ import (
 	"slices"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/gateway"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/replay"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,7 +55,7 @@ var collectors = []prometheus.Collector{requestsTotal, pushesTotal}
 // allCollectors is every metric of the module: the glue's own
 // (collectors) and each engine's.
 func allCollectors() []prometheus.Collector {
-	return slices.Concat(collectors, credential.Collectors(), identity.Collectors(), replay.Collectors())
+	return slices.Concat(collectors, credential.Collectors(), identity.Collectors(), replay.Collectors(), limits.Collectors(), gateway.Collectors())
 }
 
 // registerMetrics adds the collectors to this config's registry.

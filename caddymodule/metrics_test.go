@@ -210,13 +210,16 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		// per model and policy (modelmetrics.go): a model id as an allowlist reads it, capped in number; a policy name
 		"model":     regexp.MustCompile(`^(none|other|[A-Za-z0-9._:/@+-]{1,256})$`),
 		"policy":    regexp.MustCompile(`^[A-Za-z0-9_-]{0,64}$`),
-		"limit":     regexp.MustCompile(`^(requests_per_minute|tokens_per_day|usd_per_day|too_many_clients)$`),
+		"limit":     regexp.MustCompile(`^(requests_per_minute|tokens_per_day|tokens_per_month|usd_per_day|usd_per_month|concurrent_requests|too_many_clients)$`),
 		"source":    regexp.MustCompile(`^(static|vercel_oidc)$`),
-		"result":    regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled|edited|unchanged)$`),
+		"result":    regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled|edited|unchanged|ok|error|reconciled|failed|dropped)$`),
+		"gateway":   regexp.MustCompile(`^https?://[^/?#@]+$`),
 		"source_id": regexp.MustCompile(`^[0-9a-f]{12}$`),
-		"reason":    regexp.MustCompile(`^(body_too_large|memory_limit|client_gone|no_usage)$`),
+		"reason":    regexp.MustCompile(`^(body_too_large|memory_limit|client_gone|no_usage|no_answer)$`),
+		// limit_reservations_swept_total
+		"store": regexp.MustCompile(`^(local|redis)$`),
 		// storage_errors_total, once a share test ran; limit_store_errors_total, once a Redis test ran
-		"op": regexp.MustCompile(`^(load|store|lock|unlock|admit|record|top|probe)$`),
+		"op": regexp.MustCompile(`^(load|store|lock|unlock|admit|settle|top|client|probe)$`),
 	}
 	families, err := ctx.GetMetricsRegistry().Gather()
 	if err != nil {

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"sync"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/policy"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -96,17 +97,13 @@ func modelSeriesFor(policyName, model string) *modelSeries {
 	return s
 }
 
-// countModel counts what a finished request used under its model and
-// policy.
-func (m *meterWriter) countModel(u usage) {
-	s := modelSeriesFor(m.policy, m.requestedModel())
-	s.input.Add(float64(u.input))
-	s.output.Add(float64(u.output))
-	if u.hasCost {
-		s.cost.Add(u.cost)
+// countModel counts what a finished request used (as the client's
+// series count it) under its model and policy.
+func (m *meterWriter) countModel(amt limits.Amount, priced bool) {
+	s := modelSeriesFor(m.policy, m.model)
+	s.input.Add(float64(amt.Input))
+	s.output.Add(float64(amt.Tokens - amt.Input))
+	if priced && amt.USD > 0 {
+		s.cost.Add(amt.USD)
 	}
 }
-
-// requestedModel is the model the request body named, "" when none (or
-// when the editor did not read it: no JSON body, or no AtEnd hook).
-func (m *meterWriter) requestedModel() string { return m.model }

@@ -2,7 +2,10 @@ package caddymodule
 
 import (
 	"fmt"
+	"slices"
 	"strings"
+
+	"go.uber.org/zap"
 )
 
 // defaultAllowPaths are AI Gateway's inference endpoints and its model
@@ -32,6 +35,28 @@ var defaultAllowPaths = []string{
 	modelPaths,
 }
 
+// unmeterablePaths are the default paths whose answers the proxy cannot
+// meter or price: speech (audio bytes), transcription, images and rerank
+// carry no usage it reads, and image and speech models are priced per
+// image or character, not per token (AI Gateway's docs, 2026-12). While a
+// token or dollar limit is on, the default leaves them out
+// (meteredDefaultPaths); naming one is allowed, with a warning
+// (warnUnmeterable).
+var unmeterablePaths = []string{
+	"/v1/images/generations",
+	"/v1/images/edits",
+	"/v1/audio/speech",
+	"/v1/audio/transcriptions",
+	"/v1/rerank",
+	"/v2/rerank",
+}
+
+// meteredDefaultPaths is defaultAllowPaths without unmeterablePaths: what
+// the word default means while a token or dollar limit is on.
+var meteredDefaultPaths = slices.DeleteFunc(slices.Clone(defaultAllowPaths), func(p string) bool {
+	return slices.Contains(unmeterablePaths, p)
+})
+
 // modelPaths is the pattern for one model's details: /v1/models/ then a
 // model id (one or two segments, provider/model, of [A-Za-z0-9._:-], none
 // of them . or ..) and optionally /endpoints, and nothing else. A prefix
@@ -56,11 +81,20 @@ type pathAllowList struct {
 }
 
 func newPathAllowList(patterns []string) (*pathAllowList, error) {
+	return newPathAllowListWith(patterns, defaultAllowPaths)
+}
+
+// newPathAllowListWith is newPathAllowList with defaults for the word
+// default (and for no patterns at all).
+func newPathAllowListWith(patterns, defaults []string) (*pathAllowList, error) {
+	if len(patterns) == 0 {
+		patterns = []string{allowPathsDefault}
+	}
 	l := &pathAllowList{exact: map[string]bool{}}
 	for _, p := range patterns {
 		switch {
 		case p == allowPathsDefault:
-			for _, d := range defaultAllowPaths {
+			for _, d := range defaults {
 				l.addPattern(d)
 			}
 		case p == "*" || p == "/*":
@@ -197,4 +231,55 @@ func unhex(c byte) byte {
 		return c - 'A' + 10
 	}
 	return c - '0'
+}
+
+// provisionPaths builds the handler's allow list: while a token or dollar
+// limit is on, the word default (and no allow_paths at all) leaves out
+// the endpoints the proxy cannot meter, and a pattern that names one
+// anyway is logged as a warning (at load, so `caddy validate` shows it).
+func (h *Handler) provisionPaths() error {
+	defaults := defaultAllowPaths
+	limited := h.Limits != nil && h.Limits.limitsSpend()
+	if limited {
+		defaults = meteredDefaultPaths
+	}
+	l, err := newPathAllowListWith(h.AllowPaths, defaults)
+	if err != nil {
+		return err
+	}
+	h.paths = l
+	if limited {
+		h.warnUnmeterable()
+	}
+	return nil
+}
+
+// warnUnmeterable logs the unmeterable endpoints that allow_paths lets
+// through by name (an exact path or a prefix; not the word default).
+func (h *Handler) warnUnmeterable() {
+	var named []string
+	for _, p := range h.AllowPaths {
+		if p == allowPathsDefault {
+			continue
+		}
+		one, err := newPathAllowList([]string{p})
+		if err != nil {
+			continue
+		}
+		for _, u := range unmeterablePaths {
+			if one.allows(u) && !slices.Contains(named, u) {
+				named = append(named, u)
+			}
+		}
+	}
+	if len(named) > 0 {
+		h.logger.Warn("allow_paths lets through endpoints whose answers the proxy cannot meter or price: spend there is bounded only by requests_per_minute and concurrent_requests, not by token or dollar limits",
+			zap.Strings("paths", named))
+	}
+}
+
+// limitsSpend reports whether l limits tokens or dollars (a per-month
+// limit belongs here too once it exists).
+func (l *Limits) limitsSpend() bool {
+	return l.TokensPerDay > 0 || l.USDPerDay > 0
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/policy"
 	"github.com/caddyserver/caddy/v2"
 )
@@ -61,6 +62,7 @@ type activePolicy struct {
 	nameAny  any            // name, boxed once: the placeholder allocates nothing
 	models   *policy.Models // nil: any model, and no check at all
 	limits   *Limits        // nil: no limits
+	cfg      limits.Config  // limits' config (zero: none), what the request is admitted under
 	reporter *reporter      // nil: no reporting stamp
 	// the model check as the body editor's AtEnd hook, built once
 	// (modelcheck.go): for endpoints that need a model, and for others
@@ -80,6 +82,12 @@ type policySet struct {
 // clients globs match its id, else the block's own settings. Never nil;
 // it allocates nothing.
 func (h *Handler) policyFor(client *identity.Principal) *activePolicy {
+	id, _ := client.ID().(string)
+	return h.policyForID(id)
+}
+
+// policyForID is policyFor of the client with this id.
+func (h *Handler) policyForID(id string) *activePolicy {
 	ps := h.policies
 	if ps == nil { // not provisioned
 		return &noActivePolicy
@@ -87,7 +95,6 @@ func (h *Handler) policyFor(client *identity.Principal) *activePolicy {
 	if ps.set == nil {
 		return ps.def
 	}
-	id, _ := client.ID().(string)
 	if p, ok := ps.set.Select(id); ok {
 		return ps.byName[p.Name]
 	}
@@ -131,7 +138,7 @@ func (h *Handler) provisionPolicies() error {
 		ps.def.reporter = s.reporter
 		if s.limited && h.Limits != nil {
 			lim := *h.Limits
-			ps.def.limits = &lim
+			ps.def.limits, ps.def.cfg = &lim, lim.config()
 		}
 	}
 	ps.def.buildChecks()
@@ -180,7 +187,7 @@ const unreachableAdvice = "fix its clients globs, move it before the policy that
 // newActivePolicy provisions one policy: its own settings, or the
 // block's (def) where it has none.
 func (h *Handler) newActivePolicy(p Policy, def *activePolicy) (*activePolicy, policy.Policy, error) {
-	ap := &activePolicy{name: p.Name, nameAny: p.Name, models: def.models, limits: def.limits, reporter: def.reporter}
+	ap := &activePolicy{name: p.Name, nameAny: p.Name, models: def.models, limits: def.limits, cfg: def.cfg, reporter: def.reporter}
 	pp := policy.Policy{Name: p.Name}
 	if len(p.Clients) == 0 {
 		return nil, pp, fmt.Errorf("policy %s: no clients (name at least one clients glob)", p.Name)
@@ -207,7 +214,7 @@ func (h *Handler) newActivePolicy(p Policy, def *activePolicy) (*activePolicy, p
 			return nil, pp, fmt.Errorf("policy %s: %v", p.Name, err)
 		}
 		lim := *p.Limits
-		ap.limits = &lim
+		ap.limits, ap.cfg = &lim, lim.config()
 	}
 	if p.Reporting != nil {
 		rp, err := newReporter(*p.Reporting)
@@ -242,8 +249,8 @@ func newModels(what string, patterns []string) (*policy.Models, error) {
 // block's, but the store's settings are the block's alone (one ledger,
 // one Redis for every client of the block).
 func checkPolicyLimits(l Limits) error {
-	if l.Redis != "" || l.RedisTimeout != 0 || l.MaxClients != 0 {
-		return errors.New("limits: redis and max_clients are the block's only (one store counts every client of the block); set them in the block's limits")
+	if l.Redis != "" || l.RedisTimeout != 0 || l.MaxClients != 0 || l.DefaultMaxTokens != 0 {
+		return errors.New("limits: redis, max_clients and default_max_tokens are the block's only (one store counts every client of the block); set them in the block's limits")
 	}
 	return l.check()
 }

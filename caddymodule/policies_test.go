@@ -57,7 +57,7 @@ func TestPolicyCaddyfileErrors(t *testing.T) {
 		{"bad policy allow_models", policySite("\t\tpolicy a {\n\t\t\tclients placeholder\n\t\t\tallow_models openai/gpt?5\n\t\t}\n"), 7,
 			[]string{"policy a: allow_models: glob", `holds '?'`}},
 		{"redis in a policy's limits", policySite("\t\tpolicy a {\n\t\t\tclients placeholder\n\t\t\tlimits {\n\t\t\t\trequests_per_minute 5\n\t\t\t\tredis redis://127.0.0.1:6379\n\t\t\t}\n\t\t}\n"), 10,
-			[]string{"policy a: limits: redis and max_clients are the block's only"}},
+			[]string{"policy a: limits: redis, max_clients and default_max_tokens are the block's only"}},
 		{"limits twice", policySite("\t\tpolicy a {\n\t\t\tclients placeholder\n\t\t\tlimits {\n\t\t\t\trequests_per_minute 5\n\t\t\t}\n\t\t\tlimits {\n\t\t\t\trequests_per_minute 5\n\t\t\t}\n\t\t}\n"), 10,
 			[]string{"policy a: limits is already configured"}},
 		{"sandbox glob without vercel_sandbox", policySite("\t\tpolicy web {\n\t\t\tclients sandbox:team_acme/prj_web/*\n\t\t}\n"), 5,
@@ -177,7 +177,7 @@ func TestPolicyProvisionErrors(t *testing.T) {
 		{`"policies": [{"name": "a", "clients": ["sandbox:**"]}]`, "policy a can match no client"},
 		{`"policies": [{"name": "a", "clients": ["placeholder"]}, {"name": "a", "clients": ["placeholder"]}]`, "a policy of that name comes earlier"},
 		{`"policies": [{"name": "a", "clients": []}]`, "policy a: no clients"},
-		{`"policies": [{"name": "a", "clients": ["placeholder"], "limits": {"requests_per_minute": 1, "max_clients": 100}}]`, "max_clients are the block's only"},
+		{`"policies": [{"name": "a", "clients": ["placeholder"], "limits": {"requests_per_minute": 1, "max_clients": 100}}]`, "max_clients and default_max_tokens are the block's only"},
 		{`"allow_models": ["openai/gpt 5"]`, "allow_models: glob"},
 		{`"allow_models": ["openai/gpt-6*"], "catalog_file": "` + filepath.ToSlash(catalog) + `"`, `"openai/gpt-6*" matches no model`},
 	} {

@@ -62,11 +62,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.sandbox = identity.NewSandboxVerifier(cfg, h.jwks)
 	}
-	paths := h.AllowPaths
-	if len(paths) == 0 {
-		paths = defaultAllowPaths
-	}
-	if h.paths, err = newPathAllowList(paths); err != nil {
+	if err := h.provisionPaths(); err != nil { // paths.go
 		return err
 	}
 	if err := h.provisionSpend(); err != nil {
@@ -74,6 +70,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if err := h.provisionPolicies(); err != nil { // after spend: the block's limits and reporting are the default
 		return err
+	}
+	if h.spend != nil {
+		if err := h.provisionGateway(); err != nil { // catalog.go: no call made here
+			return err
+		}
 	}
 	h.statusHandle = registerStatus(h)
 	return nil
@@ -233,5 +234,6 @@ func (h *Handler) Cleanup() error {
 	unregisterStatus(h.statusHandle)
 	h.keySources.Unregister()
 	h.cleanupSpend()
+	h.releaseGateway()
 	return nil
 }

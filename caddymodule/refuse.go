@@ -6,6 +6,7 @@ import (
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/safetext"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -166,26 +167,39 @@ func invalidBody(r *http.Request, name string, ref *jsonbody.Refusal) *refusal {
 // (with status 429).
 const errRateLimit = "rate_limit_error"
 
-// overLimit is a 429: the client is over limit (limits.go) until retry
-// from now.
-func overLimit(name, limit string, retry time.Duration) *refusal {
-	msg := "this client has used up its requests per minute on this proxy; retry after the time in Retry-After"
-	switch limit {
-	case limitTooManyClients:
-		msg = "this proxy keeps counts for as many clients as it may today, each over a daily limit; retry after the time in Retry-After"
-	case limitTokensPerDay:
-		msg = "this client has used up its tokens for today (UTC) on this proxy; retry after the time in Retry-After"
-	case limitUSDPerDay:
-		msg = "this client has used up its budget for today (UTC) on this proxy; retry after the time in Retry-After"
-	}
+// overLimit is a 429: the engine refused the client's request (a limit,
+// when it may retry, and for a budget whether its worst case can fit at
+// all: the message then says to lower the output cap).
+func overLimit(name string, ref *limits.Refusal) *refusal {
 	return &refusal{
-		status: http.StatusTooManyRequests, errType: errRateLimit, code: limit + "_exceeded", message: msg,
-		retryAfter: retryAfterSeconds(retry),
-		counter:    limitedCounter, also: limitRefusalsTotal.WithLabelValues(limit),
+		status: http.StatusTooManyRequests, errType: errRateLimit, code: ref.Code(), message: ref.Message(),
+		retryAfter: retryAfterSeconds(ref.RetryAfter),
+		counter:    limitedCounter, also: limitRefusalsTotal.WithLabelValues(ref.Limit),
 		level: zapcore.InfoLevel, event: "client over its limit",
 		fields: func() []zap.Field {
-			return []zap.Field{zap.String("client", name), zap.String("limit", limit), zap.Duration("retry_after", retry)}
+			return []zap.Field{zap.String("client", name), zap.String("limit", ref.Limit), zap.Duration("retry_after", ref.RetryAfter),
+				zap.Bool("never_fits", ref.NeverFits)}
 		},
+	}
+}
+
+// catalogRetry is the Retry-After of catalog_unavailable: the catalog is
+// being read in the background.
+const catalogRetry = 5 * time.Second
+
+// catalogUnavailable is a 503: a dollar limit applies and no catalog of
+// the gateway's prices was ever read, so the request's worst case cannot
+// be priced.
+func catalogUnavailable(name string) *refusal {
+	const code = "catalog_unavailable"
+	return &refusal{
+		status: http.StatusServiceUnavailable, errType: errUnavailable, code: code,
+		message: "this proxy has not read the gateway's model prices yet, and this client has a budget in US dollars; " +
+			"retry after the time in the Retry-After header",
+		retryAfter: retryAfterSeconds(catalogRetry),
+		counter:    limitedCounter, // a dollar limit that cannot be checked holds the request
+		level:      zapcore.WarnLevel, event: "no catalog to price a request",
+		fields: func() []zap.Field { return []zap.Field{zap.String("client", name)} },
 	}
 }
 

@@ -5,8 +5,9 @@ import (
 	"net/textproto"
 	"slices"
 	"strings"
-	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
@@ -19,15 +20,20 @@ import (
 
 // spend is a handler's provisioned reporting, limits and metering.
 type spend struct {
+	h        *Handler  // the catalog and reconciliation (pricing.go)
 	reporter *reporter // nil without reporting
 	limits   Limits
 	limited  bool
-	ledger   *ledger
-	// shared is the Redis the limits are counted in (limits_redis.go),
-	// nil when each instance counts alone; sharedKey its redisPool key.
-	shared    *redisLimits
-	sharedKey string
-	logger    *zap.Logger
+	cfg      limits.Config // limits.config(), or zero: meter only
+	// defaultCap is the output cap reservations assume when neither the
+	// body nor the catalog gives one (default_max_tokens)
+	defaultCap int64
+	// store counts every client: the process's ledger and, when the
+	// limits name one, a Redis (limits.go); redisKey is its pool key
+	ledger   *limits.Ledger
+	store    *limits.Store
+	redisKey string
+	logger   *zap.Logger
 }
 
 // provisionSpend sets up reporting, limits and metering, if configured.
@@ -35,7 +41,7 @@ func (h *Handler) provisionSpend() error {
 	if h.Reporting == nil && h.Limits == nil && !h.UsageMetrics && !h.policiesNeedMetering() {
 		return nil
 	}
-	h.spend = &spend{ledger: acquireLedger(), logger: h.logger}
+	h.spend = &spend{h: h, ledger: acquireLedger(), logger: h.logger, defaultCap: h.Limits.outputCap()}
 	if h.Reporting != nil {
 		rp, err := newReporter(*h.Reporting)
 		if err != nil {
@@ -47,27 +53,30 @@ func (h *Handler) provisionSpend() error {
 		if err := l.check(); err != nil {
 			return err
 		}
-		h.spend.limits, h.spend.limited = *l, true
-		h.spend.ledger.register(h.spend, *l)
-		if err := h.spend.provisionRedis(l); err != nil {
-			return err
-		}
+		h.spend.limits, h.spend.limited, h.spend.cfg = *l, true, l.config()
+		h.spend.ledger.Register(h.spend, l.MaxClients)
 	}
 	if !h.spend.limited && slices.ContainsFunc(h.Policies, func(p Policy) bool { return p.Limits != nil }) {
 		h.spend.limited = true // a policy's limits only (policies.go)
-		h.spend.ledger.register(h.spend, Limits{})
+		h.spend.ledger.Register(h.spend, 0)
 	}
-	return nil
+	return h.spend.provisionStore(h.Limits)
 }
 
 // cleanupSpend releases the ledger; safe after a partial Provision.
 func (h *Handler) cleanupSpend() {
 	if h.spend != nil {
-		h.spend.releaseRedis()
-		h.spend.ledger.unregister(h.spend)
+		h.spend.releaseStore()
+		h.spend.ledger.Unregister(h.spend)
 		releaseLedger()
 		h.spend = nil
 	}
+}
+
+// limitsFor is the limits a client's requests are admitted under: its
+// policy's (policies.go), else the block's.
+func (s *spend) limitsFor(client *identity.Principal) limits.Config {
+	return s.h.policyFor(client).cfg
 }
 
 // begin refuses a body the proxy could not read as AI Gateway would (a
@@ -78,8 +87,8 @@ func (h *Handler) cleanupSpend() {
 // is the client's own error reading a small body (Caddy answers it). Call
 // refusedAsItStreamed once the request is forwarded, then end, on the
 // writer.
-func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any, pol *activePolicy) (*meterWriter, *http.Request, *refusal, error) {
-	name, _ := client.(string)
+func (s *spend) begin(w http.ResponseWriter, r *http.Request, client *identity.Principal, pol *activePolicy) (*meterWriter, *http.Request, *refusal, error) {
+	name, _ := client.ID().(string)
 	if encodedBody(r) {
 		// a compressed body could carry attribution past the editor
 		return nil, r, unsupportedBody(r, name, "send the request body uncompressed: this proxy checks what it carries (no Content-Encoding)"), nil
@@ -87,10 +96,11 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any, pol *a
 	if foreignCharset(r) { // bodyread.go
 		return nil, r, unsupportedBody(r, name, "send the request body as UTF-8 JSON: this proxy reads it as such (no charset but utf-8 in Content-Type)"), nil
 	}
-	if pol.limits != nil { // the client's policy's, else the block's
-		if limit, retry := s.admit(name, *pol.limits, time.Now()); limit != "" {
-			return nil, r, overLimit(name, limit, retry), nil
-		}
+	// pol is the client's policy, chosen once (ServeHTTP: policyFor): its
+	// limits are limitsFor(client)'s
+	mw := &meterWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, spend: s, id: name, r: r, cfg: pol.cfg, policy: pol.name}
+	if ref := mw.admitAtStart(); ref != nil { // budget.go
+		return nil, r, ref, nil
 	}
 	var user *string
 	if pol.reporter != nil {
@@ -102,9 +112,12 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client any, pol *a
 	// Gateway compresses whole answers for clients that accept it) is
 	// metered too; the leg between proxy and gateway stays compressed.
 	delete(r.Header, "Accept-Encoding")
-	mw := &meterWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, spend: s, id: name, r: r, policy: pol.name}
 	req, err := mw.prepare(r, pol.reporter != nil, user, pol.modelCheck(r.URL.Path))
 	if err != nil { // a body refused before anything went upstream (bodyread.go)
+		mw.abandon()
+		if ref := mw.refusedAtEnd(err); ref != nil {
+			return nil, r, ref, nil
+		}
 		ref, err := bodyError(r, name, err)
 		return nil, r, ref, err
 	}

@@ -4,10 +4,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
 )
 
 func (rp *Reporting) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -53,6 +54,8 @@ var reportingOptions = newOptions("reporting",
 	}},
 )
 
+// unmarshalCaddyfile parses a `limits { ... }` block: the one parser of
+// limits, for the handler's block and for a policy's.
 func (l *Limits) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("limits takes a block, not arguments; got '%s'", d.Val())
@@ -60,8 +63,9 @@ func (l *Limits) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if err := limitsOptions.parseBlock(d, l); err != nil {
 		return err
 	}
-	if l.RequestsPerMinute == 0 && l.TokensPerDay == 0 && l.USDPerDay == 0 {
-		return d.Errf("limits needs at least one of `requests_per_minute <n>`, `tokens_per_day <n>` and `usd_per_day <amount>`")
+	if l.config() == (limits.Config{}) {
+		return d.Errf("limits needs at least one of `requests_per_minute <n>`, `tokens_per_day <n>`, `tokens_per_month <n>`, " +
+			"`usd_per_day <amount>`, `usd_per_month <amount>` and `concurrent_requests <n>`")
 	}
 	return nil
 }
@@ -69,31 +73,40 @@ func (l *Limits) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // limitsOptions are the options of the limits block.
 var limitsOptions = newOptions("limits",
 	option[Limits]{"requests_per_minute", func(d *caddyfile.Dispenser, l *Limits) error {
-		n, err := positiveArg(d, 1_000_000)
+		n, err := positiveArg(d, limits.MaxRequestsPerMinute)
 		l.RequestsPerMinute = int(n)
 		return err
 	}},
 	option[Limits]{"tokens_per_day", func(d *caddyfile.Dispenser, l *Limits) error {
-		n, err := positiveArg(d, 1<<53)
+		n, err := positiveArg(d, limits.MaxTokens)
 		l.TokensPerDay = n
 		return err
 	}},
+	option[Limits]{"tokens_per_month", func(d *caddyfile.Dispenser, l *Limits) error {
+		n, err := positiveArg(d, limits.MaxTokens)
+		l.TokensPerMonth = n
+		return err
+	}},
 	option[Limits]{"usd_per_day", func(d *caddyfile.Dispenser, l *Limits) error {
-		var v string
-		if err := oneArg(d, &v); err != nil {
-			return err
-		}
-		usd, ok := parseUSD(v)
-		if !ok {
-			return d.Errf("usd_per_day: '%s' is not an amount in USD above 0 and at most 1000000000, written like 5, 0.50 or 1_000", v)
-		}
-		l.USDPerDay = usd
-		return nil
+		return usdArg(d, &l.USDPerDay)
+	}},
+	option[Limits]{"usd_per_month", func(d *caddyfile.Dispenser, l *Limits) error {
+		return usdArg(d, &l.USDPerMonth)
+	}},
+	option[Limits]{"concurrent_requests", func(d *caddyfile.Dispenser, l *Limits) error {
+		n, err := positiveArg(d, limits.MaxConcurrentRequests)
+		l.ConcurrentRequests = int(n)
+		return err
+	}},
+	option[Limits]{"default_max_tokens", func(d *caddyfile.Dispenser, l *Limits) error {
+		n, err := positiveArg(d, maxDefaultMaxTokens)
+		l.DefaultMaxTokens = n
+		return err
 	}},
 	option[Limits]{"max_clients", func(d *caddyfile.Dispenser, l *Limits) error {
-		n, err := positiveArg(d, maxMaxClients)
-		if err == nil && n < minMaxClients {
-			err = d.Errf("max_clients: '%d' is below %d", n, minMaxClients)
+		n, err := positiveArg(d, limits.MaxMaxClients)
+		if err == nil && n < limits.MinMaxClients {
+			err = d.Errf("max_clients: '%d' is below %d", n, limits.MinMaxClients)
 		}
 		l.MaxClients = int(n)
 		return err
@@ -115,13 +128,30 @@ var limitsOptions = newOptions("limits",
 		if !strings.Contains(l.Redis, "{") {
 			// a literal URL: check it now, with the file and line (the
 			// error never shows the URL's password)
-			if _, err := parseRedisURL(l.Redis); err != nil {
+			r, err := limits.NewRedis(l.Redis, zap.NewNop())
+			if err != nil {
 				return d.Errf("limits redis: %v", err)
 			}
+			_ = r.Close()
 		}
 		return nil
 	}},
 )
+
+// usdArg reads a dollar limit's amount into usd.
+func usdArg(d *caddyfile.Dispenser, usd *float64) error {
+	name := d.Val()
+	var v string
+	if err := oneArg(d, &v); err != nil {
+		return err
+	}
+	f, ok := parseUSD(v)
+	if !ok {
+		return d.Errf("%s: '%s' is not an amount in USD above 0 and at most 1000000000, written like 5, 0.50 or 1_000", name, v)
+	}
+	*usd = f
+	return nil
+}
 
 // redisOptions are the options of the limits block's redis.
 var redisOptions = newOptions("redis",
@@ -131,7 +161,7 @@ var redisOptions = newOptions("redis",
 			return err
 		}
 		t, err := caddy.ParseDuration(v)
-		if err != nil || t < time.Millisecond || t > maxRedisTimeout {
+		if err != nil || t <= 0 || limits.CheckRedisTimeout(t) != nil {
 			return d.Errf("redis timeout: '%s' is not a duration from 1ms to 10s", v)
 		}
 		l.RedisTimeout = caddy.Duration(t)
@@ -144,13 +174,13 @@ var redisOptions = newOptions("redis",
 // NaN or Inf.
 var usdAmount = regexp.MustCompile(`^[0-9](_?[0-9])*(\.[0-9](_?[0-9])*)?$`)
 
-// parseUSD reads a usd_per_day amount: above 0 and at most maxUSDPerDay.
+// parseUSD reads a dollar limit's amount: above 0 and at most limits.MaxUSD.
 func parseUSD(v string) (float64, bool) {
 	if !usdAmount.MatchString(v) {
 		return 0, false
 	}
 	f, err := strconv.ParseFloat(strings.ReplaceAll(v, "_", ""), 64)
-	if err != nil || !(f > 0) || f > maxUSDPerDay {
+	if err != nil || !(f > 0) || f > limits.MaxUSD {
 		return 0, false
 	}
 	return f, true

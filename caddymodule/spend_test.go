@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -219,7 +221,7 @@ func TestMeteringPerClient(t *testing.T) {
 			t.Errorf("%s{client=%q} = %v, want %v", series, client, c.got, c.want)
 		}
 	}
-	top := topClientsToday(time.Now())
+	top, _ := h.spend.store.Top(time.Now(), 10)
 	found := false
 	for _, c := range top {
 		if c.Client == client {
@@ -235,7 +237,7 @@ func TestMeteringPerClient(t *testing.T) {
 // with Retry-After and without reaching the upstream; tokens_per_day
 // trips once the day's tokens reach the limit.
 func TestLimitsRefuse(t *testing.T) {
-	h := spendHandler(t, func(h *Handler) { h.Limits = &Limits{RequestsPerMinute: 3, TokensPerDay: 1000} })
+	h := spendHandler(t, func(h *Handler) { h.Limits = &Limits{RequestsPerMinute: 3, TokensPerDay: 1000, DefaultMaxTokens: 10} })
 	stamp := time.Now().UnixNano()
 	chat := `{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5}}`
 	for _, path := range []string{"/v1/chat/completions", "/v1/messages"} {
@@ -264,14 +266,19 @@ func TestLimitsRefuse(t *testing.T) {
 	}
 	client := fmt.Sprintf("tpd-%d", stamp)
 	big := `{"choices":[],"usage":{"prompt_tokens":600,"completion_tokens":300}}`
-	h2 := spendHandler(t, func(h *Handler) { h.Limits = &Limits{TokensPerDay: 1000} })
-	for i, want := range []int{200, 200, 429} { // 900 tokens, then 1800: over
+	h2 := spendHandler(t, func(h *Handler) { h.Limits = &Limits{TokensPerDay: 1000, DefaultMaxTokens: 300} })
+	// a worst case of about 300 tokens fits; 900 are charged; the next
+	// worst case does not fit what is left
+	for i, want := range []int{200, 429} {
 		w := serve(t, h2, clientRequest(t, client, "/v1/chat/completions"), answering("application/json", big, nil))
 		if w.Code != want {
 			t.Fatalf("request %d: got %d, want %d", i+1, w.Code, want)
 		}
 		if want == 429 {
-			assertErrorShape(t, w.Body.Bytes(), false, errRateLimit, "tokens_per_day_exceeded")
+			msg := assertErrorShape(t, w.Body.Bytes(), false, errRateLimit, "tokens_per_day_exceeded")
+			if !strings.Contains(msg, "lower output cap") {
+				t.Errorf("the message does not say to lower the cap: %q", msg)
+			}
 			if ra, _ := strconv.Atoi(w.Header().Get("Retry-After")); ra < 1 || ra > 86400 {
 				t.Errorf("Retry-After %q", w.Header().Get("Retry-After"))
 			}
@@ -292,20 +299,27 @@ func nearUTCMidnight(now time.Time) bool {
 // as the oldest leaves the window; tokens start again at midnight UTC.
 func TestLimitsWindows(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := &spend{ledger: newLedger(), limits: Limits{RequestsPerMinute: 3, TokensPerDay: 100}, limited: true, logger: zap.NewNop()}
-		admit := func() (int, string) {
+		l := Limits{RequestsPerMinute: 3, TokensPerDay: 100, DefaultMaxTokens: 10}
+		s := &spend{h: &Handler{}, ledger: limits.NewLedger(), limits: l, cfg: l.config(), defaultCap: 10, limited: true, logger: zap.NewNop()}
+		s.store = limits.NewStore(s.ledger, nil, 0)
+		client := identity.KeyPrincipal("", "clock")
+		serveAnswer := func(answer string) (int, string) {
 			w := httptest.NewRecorder()
 			r := clientRequest(t, "clock", "/v1/chat/completions")
-			mw, _, ref, err := s.begin(w, r, any("key:clock"), &activePolicy{limits: &s.limits}) // the id ServeHTTP would pass
+			mw, _, ref, err := s.begin(w, r, client, &activePolicy{cfg: s.cfg})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if ref != nil {
 				return ref.status, ref.retryAfter
 			}
+			_, _ = io.Copy(io.Discard, r.Body)
+			mw.Header().Set("Content-Type", "application/json")
+			_, _ = mw.Write([]byte(answer))
 			mw.end()
 			return http.StatusOK, ""
 		}
+		admit := func() (int, string) { return serveAnswer(`{"usage":{"prompt_tokens":1,"completion_tokens":1}}`) }
 		// the fake clock starts at midnight UTC, 2000-01-01; move to 00:00:50
 		time.Sleep(50 * time.Second)
 		for i := 0; i < 3; i++ {
@@ -324,8 +338,10 @@ func TestLimitsWindows(t *testing.T) {
 			}
 		}
 
-		s.ledger.record("key:clock", usage{input: 60, output: 40}, time.Now())
 		time.Sleep(2 * time.Minute)
+		if code, _ := serveAnswer(`{"usage":{"prompt_tokens":60,"completion_tokens":40}}`); code != 200 {
+			t.Fatal("a request under tokens_per_day was refused")
+		}
 		if code, ra := admit(); code != 429 || ra != strconv.Itoa(86400-50-15-46-120) {
 			t.Fatalf("over tokens_per_day: %d (Retry-After %s)", code, ra)
 		}
@@ -342,8 +358,7 @@ func TestLimitsWindows(t *testing.T) {
 // a label table of its own, and puts the process-wide table back after:
 // left full, it would make the clients of later tests "other".
 func TestClientCardinalityCap(t *testing.T) {
-	defer func(n int) { maxLedgerClients = n }(maxLedgerClients)
-	maxLedgerClients = 2000
+	const maxLedgerClients = 2000
 	clientLabels.mu.Lock()
 	savedCap, savedSeries, savedOther := maxClientLabels, clientLabels.series, clientLabels.other
 	maxClientLabels, clientLabels.series = 100, nil
@@ -362,7 +377,7 @@ func TestClientCardinalityCap(t *testing.T) {
 		maxClientLabels, clientLabels.series, clientLabels.other = savedCap, savedSeries, savedOther
 	})
 
-	h := spendHandler(t, func(h *Handler) { h.Limits = &Limits{RequestsPerMinute: 1000} })
+	h := spendHandler(t, func(h *Handler) { h.Limits = &Limits{RequestsPerMinute: 1000, MaxClients: maxLedgerClients} })
 	next := answering("application/json", `{"usage":{"prompt_tokens":1,"completion_tokens":2}}`, nil)
 	otherIn := clientTokensTotal.WithLabelValues(otherClientLabel, "input")
 	before := counterValue(otherIn)
@@ -399,10 +414,7 @@ func TestClientCardinalityCap(t *testing.T) {
 	if got := own + counterValue(otherIn) - before; got != clients {
 		t.Errorf("input tokens counted: %v, want %d", got, clients)
 	}
-	h.spend.ledger.mu.Lock()
-	n := len(h.spend.ledger.clients)
-	h.spend.ledger.mu.Unlock()
-	if n > maxLedgerClients {
+	if n := h.spend.ledger.Clients(); n > maxLedgerClients {
 		t.Errorf("the ledger holds %d clients, over its bound of %d", n, maxLedgerClients)
 	}
 }

@@ -89,14 +89,14 @@ func TestOverLimitClientNotForgotten(t *testing.T) {
 	}
 	apiKey := newAPIKey()
 	gw := newFakeGateway(t, nil, apiKey)
-	p, secret := signedKeysProxy(t, gw.URL(), apiKey, "limits {\n\t\t\ttokens_per_day 10\n\t\t\tmax_clients 10\n\t\t}")
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, "limits {\n\t\t\ttokens_per_day 40\n\t\t\tdefault_max_tokens 10\n\t\t\tmax_clients 10\n\t\t}")
 	tc := newTestClient(t)
 	send := func(name string) int {
 		t.Helper()
 		return tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions",
 			map[string]string{"Authorization": "Bearer " + signedClientKey(name, secret)}, chatBody).Status
 	}
-	if got := send("hog"); got != http.StatusOK { // the answer's usage (16 tokens) is over 10
+	if got := send("hog"); got != http.StatusOK { // reserves 28 of 40 tokens, is charged 16: another 28 do not fit
 		t.Fatalf("hog's first request: %d", got)
 	}
 	if got := send("hog"); got != http.StatusTooManyRequests {

@@ -33,7 +33,8 @@ func TestTenantsKeySourcesKeepTheirIDs(t *testing.T) {
 		credential static {env.AI_GATEWAY_API_KEY}
 		client_key_secret {env.%s}
 		limits {
-			tokens_per_day 1500
+			tokens_per_day     1500
+			default_max_tokens 100
 		}
 		reporting
 	}

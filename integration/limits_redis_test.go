@@ -195,6 +195,7 @@ func TestFleetLimitsRedis(t *testing.T) {
 		limits {
 			requests_per_minute 6
 			tokens_per_day      100
+			default_max_tokens  10
 			redis {env.LIMITS_REDIS_URL} {
 				timeout 500ms
 			}
@@ -277,12 +278,14 @@ func TestFleetLimitsRedis(t *testing.T) {
 		if nearUTCMidnight(time.Now()) {
 			t.Skip("UTC midnight is within 2 minutes: the day's tokens could start again between requests")
 		}
-		gw.SetUsage(fakeUsage{Input: 30, Output: 10})
-		for i, p := range fleet { // 0, 40, 80 tokens before each: all under 100
+		// each request reserves 28 tokens (chatBody's 70 bytes / 4, plus
+		// the default cap of 10) and is charged 30
+		gw.SetUsage(fakeUsage{Input: 20, Output: 10})
+		for i, p := range fleet { // 0, 30, 60 tokens before each: 28 more fit in 100
 			if res, _ := send(p, "tpd"); res.Status != 200 {
 				t.Fatalf("instance %d: %d %s", i+1, res.Status, res.Body)
 			}
-			want := 40 * (i + 1)
+			want := 30 * (i + 1)
 			// the answer's tokens are added by a background writer: wait
 			// until another instance's status shows them
 			eventually(t, waitTimeout, fmt.Sprintf("the fleet's count has %d tokens", want), func() string {
@@ -298,7 +301,7 @@ func TestFleetLimitsRedis(t *testing.T) {
 		for i, p := range fleet {
 			res, _ := send(p, "tpd")
 			if msg := refusedWith(res, "tokens_per_day_exceeded"); msg != "" {
-				t.Errorf("instance %d, 120 of 100 tokens used on three instances: %s", i+1, msg)
+				t.Errorf("instance %d, 90 of 100 tokens used on three instances, 28 asked: %s", i+1, msg)
 			}
 		}
 		if n := reached("tpd"); n != 3 {

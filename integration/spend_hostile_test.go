@@ -70,10 +70,11 @@ func TestBodyAttributionIsTheProxys(t *testing.T) {
 // client that streams without asking for usage (the openai-go SDK's
 // default; it still gets a well-formed stream with no extra chunk), one
 // that asks for gzip, and one that hangs up right after the
-// finish_reason chunk, before the usage chunk. Each is counted exactly
-// what the gateway reported, and refused once over its day's tokens.
-// (Before, the first and the last counted 0 tokens and were never
-// refused.) A client that hangs up mid-stream is charged an estimate.
+// finish_reason chunk, before the usage chunk. Each is charged exactly
+// what the gateway reported (the status route's figure, no estimate),
+// and refused once its next worst case does not fit what is left. A
+// client that hangs up mid-stream is charged its worst case, marked
+// estimated.
 func TestTokensPerDayHoldsAgainstClients(t *testing.T) {
 	t.Parallel()
 	if nearUTCMidnight(time.Now()) {
@@ -82,8 +83,10 @@ func TestTokensPerDayHoldsAgainstClients(t *testing.T) {
 	apiKey := newAPIKey()
 	gw := newFakeGateway(t, nil, apiKey)
 	gw.VaryUsage()
-	const perDay = 60 // a few requests' worth (usage: 5-101 input, 2-14 output tokens)
-	p, secret := signedKeysProxy(t, gw.URL(), apiKey, fmt.Sprintf("limits {\n\t\t\ttokens_per_day %d\n\t\t}", perDay))
+	// a few requests' worth (usage: 5-101 input, 2-14 output tokens); each
+	// reserves its body's bytes / 4 plus the default cap of 20
+	const perDay, outCap = 200, 20
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, fmt.Sprintf("limits {\n\t\t\ttokens_per_day %d\n\t\t\tdefault_max_tokens %d\n\t\t}", perDay, outCap))
 	tc := newTestClient(t)
 	key := func(name string) string { return signedClientKey(name, secret) }
 
@@ -97,27 +100,34 @@ func TestTokensPerDayHoldsAgainstClients(t *testing.T) {
 		return sum
 	}
 	// untilRefused sends a client's requests until the proxy refuses one
-	// with 429 tokens_per_day_exceeded; it fails if that does not happen
-	// by the time the client must be over its limit.
-	untilRefused := func(name string, send func(i int) (limited bool)) {
+	// with 429 tokens_per_day_exceeded, whose worst case (at most
+	// maxWorst(i) for the i-th request) does not fit what is left; it
+	// fails if that does not happen by the time it must have, and when
+	// what the proxy charged is not exactly what the gateway reported.
+	untilRefused := func(name string, maxWorst func(i int) int, send func(i int) (limited bool)) {
 		t.Helper()
 		for i := 0; ; i++ {
 			if send(i) {
-				if got := reported(name); got < perDay {
-					t.Errorf("%s: refused after %d tokens, before its %d", name, got, perDay)
+				if got := reported(name); got+maxWorst(i) <= perDay {
+					t.Errorf("%s: refused after %d tokens, when %d more still fit in %d", name, got, maxWorst(i), perDay)
 				}
-				return
+				break
 			}
-			if i > 2*perDay { // each request uses at least 7 tokens
+			if i > perDay/7 { // each request uses at least 7 tokens
 				t.Fatalf("%s: never refused; the gateway reported %d tokens for it, its limit is %d", name, reported(name), perDay)
 			}
 		}
+		if c, raw := clientBudget(t, p, "key:"+name); c.Today.Tokens != int64(reported(name)) || c.Today.EstimatedTokens != 0 {
+			t.Errorf("%s: charged %+v, want exactly the %d tokens the gateway reported: %s", name, c.Today, reported(name), raw)
+		}
 	}
+	// an SDK's body: its JSON around the content, with room to spare
+	sdkWorst := func(i int) int { return (200+i+3)/4 + outCap }
 
 	t.Run("openai-go stream without include_usage", func(t *testing.T) {
 		oc := openai.NewClient(option.WithBaseURL(p.URL+"/v1/"), option.WithAPIKey(key("sdk")), option.WithHTTPClient(tc.HTTP),
 			option.WithMaxRetries(0), option.WithHeader("X-Test-Client", "sdk"))
-		untilRefused("sdk", func(i int) bool {
+		untilRefused("sdk", sdkWorst, func(i int) bool {
 			stream := oc.Chat.Completions.NewStreaming(t.Context(), openai.ChatCompletionNewParams{
 				Model:    "openai/gpt-5",
 				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(strings.Repeat("x", i))},
@@ -149,11 +159,14 @@ func TestTokensPerDayHoldsAgainstClients(t *testing.T) {
 		})
 	})
 
+	gzipBody := func(i int) string {
+		return fmt.Sprintf(`{"model":"openai/gpt-5","messages":[{"role":"user","content":%q}]}`, strings.Repeat("y", i))
+	}
 	t.Run("asks for gzip", func(t *testing.T) {
-		untilRefused("gzip", func(i int) bool {
+		untilRefused("gzip", func(i int) int { return (len(gzipBody(i))+3)/4 + outCap }, func(i int) bool {
 			res := tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions", map[string]string{
 				"Authorization": "Bearer " + key("gzip"), "Accept-Encoding": "gzip", "X-Test-Client": "gzip",
-			}, fmt.Sprintf(`{"model":"openai/gpt-5","messages":[{"role":"user","content":%q}]}`, strings.Repeat("y", i)))
+			}, gzipBody(i))
 			if res.Status == http.StatusTooManyRequests {
 				return true
 			}
@@ -178,10 +191,14 @@ func TestTokensPerDayHoldsAgainstClients(t *testing.T) {
 	})
 
 	t.Run("hangs up after finish_reason", func(t *testing.T) {
-		untilRefused("hangup", func(i int) bool {
+		before := readAdminMetric(t, p, `caddy_ai_gateway_auth_usage_estimates_total{reason="client_gone"}`)
+		untilRefused("hangup", func(i int) int { return (len(hangUpBody(i))+3)/4 + outCap }, func(i int) bool {
 			status := hangUpAfter(t, p.URL, key("hangup"), "hangup", gw, i, `"finish_reason":"stop"`)
 			return status == http.StatusTooManyRequests
 		})
+		if got := readAdminMetric(t, p, `caddy_ai_gateway_auth_usage_estimates_total{reason="client_gone"}`); got != before {
+			t.Errorf("usage_estimates_total{reason=client_gone} grew by %v: a hang-up after finish_reason was estimated", got-before)
+		}
 	})
 
 	t.Run("hangs up mid-stream", func(t *testing.T) {
@@ -189,23 +206,29 @@ func TestTokensPerDayHoldsAgainstClients(t *testing.T) {
 		if status := hangUpAfter(t, p.URL, key("early"), "early", gw, 0, `"content":" from"`); status != http.StatusOK {
 			t.Fatalf("status %d", status)
 		}
-		eventually(t, waitTimeout, "the early hang-up is charged an estimate", func() string {
+		worst := int64((len(hangUpBody(0))+3)/4 + outCap)
+		eventually(t, waitTimeout, "the early hang-up is charged its worst case", func() string {
 			if got := readAdminMetric(t, p, `caddy_ai_gateway_auth_usage_estimates_total{reason="client_gone"}`); got != before+1 {
 				return fmt.Sprintf("usage_estimates_total{reason=client_gone} = %v, want %v", got, before+1)
 			}
-			if got := readAdminMetric(t, p, `caddy_ai_gateway_auth_client_estimated_tokens_total{client="key:early",direction="input"}`); got <= 0 {
-				return fmt.Sprintf("estimated input tokens %v", got)
+			if c, raw := clientBudget(t, p, "key:early"); c.Today.Tokens != worst || c.Today.EstimatedTokens != worst {
+				return fmt.Sprintf("charged %+v, want %d tokens, estimated: %s", c.Today, worst, raw)
 			}
 			return ""
 		})
 	})
 }
 
+// hangUpBody is hangUpAfter's i-th request body.
+func hangUpBody(i int) string {
+	return fmt.Sprintf(`{"model":"openai/gpt-5","stream":true,"messages":[{"role":"user","content":%q}]}`, strings.Repeat("z", i))
+}
+
 // hangUpAfter streams a chat completion as a raw client, paced by the
-// fake gateway's acknowledgements (one per event read), and closes the
-// connection as soon as it has read the event containing marker; only
-// then is the gateway let go on (after a moment for the proxy to see the
-// hang-up). It returns the status.
+// fake gateway's acknowledgements (one per event read from the decoded
+// body), and closes the connection as soon as it has read the event
+// containing marker; only then is the gateway let go on (after a moment
+// for the proxy to see the hang-up). It returns the status.
 func hangUpAfter(t *testing.T, base, key, name string, gw *fakeGateway, i int, marker string) int {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), waitTimeout)
@@ -214,22 +237,22 @@ func hangUpAfter(t *testing.T, base, key, name string, gw *fakeGateway, i int, m
 	}
 	defer conn.Close()
 	ack := fmt.Sprintf("%s-%d-%d", name, i, time.Now().UnixNano())
-	body := fmt.Sprintf(`{"model":"openai/gpt-5","stream":true,"messages":[{"role":"user","content":%q}]}`, strings.Repeat("z", i))
+	body := hangUpBody(i)
 	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nX-Test-Client: %s\r\n%s: %s\r\n"+
 		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", conn.RemoteAddr(), key, name, ackHeader, ack, len(body), body)
 	conn.SetReadDeadline(time.Now().Add(waitTimeout))
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return resp.StatusCode
 	}
+	events := bufio.NewReader(resp.Body) // the chunked framing decoded: events only
 	for {
 		var event strings.Builder
 		for { // one event: lines up to a blank one
-			line, err := br.ReadString('\n')
+			line, err := events.ReadString('\n')
 			if err != nil {
 				t.Fatalf("the stream ended before %s: %v", marker, err)
 			}

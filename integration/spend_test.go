@@ -248,10 +248,10 @@ func TestLimitsWithSDKs(t *testing.T) {
 	reverse_proxy %s`, limits, gw.URL())
 	}
 	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret}},
-		site("requests_per_minute 2"), site("tokens_per_day 20"))
+		site("requests_per_minute 2"), site("tokens_per_day 58\n\t\t\tdefault_max_tokens 10"))
 	ctx := t.Context()
 	chat := openai.ChatCompletionNewParams{Model: "openai/gpt-5", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}}
-	msg := anthropic.MessageNewParams{Model: "anthropic/claude-sonnet-4", MaxTokens: 64,
+	msg := anthropic.MessageNewParams{Model: "anthropic/claude-sonnet-4", MaxTokens: 8,
 		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))}}
 
 	checkOpenAI := func(t *testing.T, err error, code string) {
@@ -263,6 +263,9 @@ func TestLimitsWithSDKs(t *testing.T) {
 		if e.StatusCode != http.StatusTooManyRequests || e.Type != "rate_limit_error" || e.Code != code || e.Response.Header.Get("Retry-After") == "" {
 			t.Errorf("got %d %q %q Retry-After %q; want 429 rate_limit_error %s with Retry-After",
 				e.StatusCode, e.Type, e.Code, e.Response.Header.Get("Retry-After"), code)
+		}
+		if code == "tokens_per_day_exceeded" && !strings.Contains(e.Message, "send it with a lower output cap (max_tokens)") {
+			t.Errorf("the message does not tell the agent to lower its cap: %q", e.Message)
 		}
 	}
 	checkAnthropic := func(t *testing.T, err error) {
@@ -304,12 +307,15 @@ func TestLimitsWithSDKs(t *testing.T) {
 			t.Skip("UTC midnight is within 2 minutes: the day's tokens could start again between requests")
 		}
 		oc, ac := sdkClients(t, p.URLs[1], signedClientKey("tpd", secret))
-		if _, err := oc.Chat.Completions.New(ctx, chat); err != nil { // 16 tokens: under 20
+		// each reserves its body's bytes / 4 plus its cap (10 by default,
+		// 8 for the Anthropic one: 27 and 39 tokens) and is charged 16
+		if _, err := oc.Chat.Completions.New(ctx, chat); err != nil { // 0 + 27 fit in 58
 			t.Fatal(err)
 		}
-		if _, err := ac.Messages.New(ctx, msg); err != nil { // 32: over, but it was under when sent
+		if _, err := ac.Messages.New(ctx, msg); err != nil { // 16 + 39 fit
 			t.Fatal(err)
 		}
+		// 32 spent: neither 27 nor 39 fits what is left
 		before := len(gw.Requests())
 		_, err := oc.Chat.Completions.New(ctx, chat)
 		checkOpenAI(t, err, "tokens_per_day_exceeded")

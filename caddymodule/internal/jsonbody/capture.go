@@ -57,6 +57,9 @@ const (
 	maxOutputCap = 1<<53 - 1
 )
 
+// A captured id is unescaped into the hold: it must fit.
+const _ = uint(bodyEditHoldSize - maxModelID)
+
 // What a capture reads.
 type capKind uint8
 

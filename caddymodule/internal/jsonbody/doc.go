@@ -202,6 +202,13 @@
 //     message, or of message_start and then message_delta, whose counts
 //     are cumulative: every usage object seen overwrites the fields it
 //     has, it is never added.
+//   - cached input: {prompt,input}_tokens_details.cached_tokens (OpenAI's
+//     shapes) or Anthropic's cache counts, as Usage.CacheReadTokens and
+//     CacheWriteTokens.
+//   - what it cost and which generation it was (usage_gateway.go):
+//     usage.cost and usage.gateway_cost, or AI Gateway's
+//     provider_metadata.gateway {cost, gatewayCost, generationId}, read
+//     exactly into nano-dollars; the answer's id when it is a gen_ id.
 //
 // A compressed response (any Content-Encoding but identity) is not
 // scanned, nor is anything but a 2xx JSON or SSE answer.

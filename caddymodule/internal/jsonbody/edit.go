@@ -23,7 +23,7 @@ const (
 	bodyEditMaxName = 6 * bodyEditLongestName
 	// bodyEditMaxHeldSpace bounds the whitespace held back with a comma
 	// (see the file comment).
-	bodyEditMaxHeldSpace = 384
+	bodyEditMaxHeldSpace = 256
 	bodyEditHoldSize     = 1 + bodyEditMaxHeldSpace + bodyEditMaxName + 2
 	// bodyEditMaxDepth bounds the nesting of arrays and objects.
 	bodyEditMaxDepth = 1000
@@ -132,10 +132,10 @@ type Editor struct {
 	inspDepth int
 
 	// The current member of the innermost inspected object.
-	act    beAction
-	vfirst byte   // the first byte of its value
 	cmp    []byte // replacement the dropped value is compared with
 	cmpN   int
+	act    beAction
+	vfirst byte // the first byte of its value
 	cmpBad bool
 
 	streamTrue  bool

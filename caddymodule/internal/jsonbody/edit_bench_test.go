@@ -113,6 +113,7 @@ func BenchmarkBodyEdit(b *testing.B) {
 		{"passthrough/256KiB", realisticAgentBody(256<<10, false, false), optsBoth, true},
 		{"passthrough/2MiB", realisticAgentBody(2<<20, false, false), optsBoth, true},
 		{"image/2MiB", imageAgentBody(1536 << 10), optsBoth, true},
+		{"atend/2MiB", realisticAgentBody(2<<20, true, true), optsAtEnd, true},
 		{"copy/256KiB", realisticAgentBody(256<<10, true, true), optsBoth, false},
 		{"copy/2MiB", realisticAgentBody(2<<20, true, true), optsBoth, false},
 	} {

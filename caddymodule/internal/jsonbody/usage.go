@@ -3,6 +3,7 @@ package jsonbody
 import (
 	"bytes"
 	"encoding/json"
+	"math/bits"
 	"net/http"
 	"strconv"
 	"strings"
@@ -27,6 +28,12 @@ const (
 	fieldCacheCreation
 	fieldCacheRead
 	fieldCost
+	fieldCached      // {prompt,input}_tokens_details.cached_tokens
+	fieldCostNano    // cost, in nano-dollars
+	fieldGatewayCost // gateway_cost, in nano-dollars
+
+	// the token counts: a usage object without one is not a usage
+	fieldTokens = fieldPrompt | fieldCompletion | fieldInput | fieldOutput | fieldCacheCreation | fieldCacheRead
 )
 
 // UsageScanner finds token usage in a response body written to it in
@@ -36,10 +43,20 @@ type UsageScanner struct {
 	// SSE: the unfinished line (its tail); JSON: the body's tail.
 	carry []byte
 
-	seen                              uint8
+	seen                              uint16
 	prompt, completion, input, output int64
-	cacheCreation, cacheRead          int64
+	cacheCreation, cacheRead, cached  int64
 	cost                              float64
+	costNano, gatewayCostNano         int64
+
+	// provider_metadata.gateway's cost and gatewayCost (nano-dollars,
+	// -1: none seen; valid once metaSeen), and the generation id
+	// (usage_gateway.go)
+	metaSeen                  bool
+	metaCost, metaGatewayCost int64
+	generationID              string
+	idSeen                    bool // an answer id was seen: no other is looked for
+	jsonBytes                 int  // of a JSON body, up to more than maxUsageCarry
 
 	// What an estimate needs when an answer ends without its usage:
 	// events counts SSE data lines (but [DONE]); final is set once the
@@ -59,9 +76,25 @@ type Usage struct {
 	Input int64
 	// Output counts every output token, reasoning tokens included.
 	Output int64
-	// Cost is AI Gateway's cost (USD), when HasCost.
+	// Cost is AI Gateway's cost (USD) in usage.cost, when HasCost.
 	Cost    float64
 	HasCost bool
+	// CacheReadTokens and CacheWriteTokens are the part of Input read
+	// from and written to the prompt cache: Anthropic's
+	// cache_read_input_tokens and cache_creation_input_tokens, or
+	// OpenAI's {prompt,input}_tokens_details.cached_tokens (reads).
+	CacheReadTokens, CacheWriteTokens int64
+	// CostNanoUSD is the answer's cost of inference in nano-dollars:
+	// usage.cost, else provider_metadata.gateway.cost; -1 when absent.
+	CostNanoUSD int64
+	// GatewayCostNanoUSD is what the account pays in nano-dollars, the
+	// cost with AI Gateway's surcharges: usage.gateway_cost, else
+	// provider_metadata.gateway.gatewayCost; -1 when absent.
+	GatewayCostNanoUSD int64
+	// GenerationID is AI Gateway's id of the generation (gen_...):
+	// provider_metadata.gateway.generationId, else the answer's id when
+	// it is one; "" when neither was seen.
+	GenerationID string
 }
 
 // Start picks how to scan from the response's status and headers.
@@ -92,6 +125,7 @@ func (s *UsageScanner) Start(status int, h http.Header) {
 func (s *UsageScanner) Write(p []byte) {
 	switch s.mode {
 	case scanJSON:
+		s.jsonBytes = min(s.jsonBytes+len(p), maxUsageCarry+1)
 		s.keepTail(p)
 	case scanSSE:
 		s.writeSSE(p)
@@ -171,8 +205,20 @@ func (s *UsageScanner) scanLine(line []byte) {
 	if !s.final && finishMarker(line) {
 		s.final = true
 	}
-	if bytes.Contains(line, usageKey) && s.findUsage(line) && s.final {
+	if !bytes.Contains(line, usageKey) { // the ids and costs come with a usage key too
+		return
+	}
+	if s.mode == scanSSE {
+		s.findGenerationID(line)
+	}
+	if !s.findUsage(line) {
+		return
+	}
+	if s.final {
 		s.complete = true
+	}
+	if bytes.Contains(line, gatewayKey) { // with the usage object, as AI Gateway writes it
+		s.findGatewayMetadata(line)
 	}
 }
 
@@ -234,12 +280,61 @@ func (s *UsageScanner) findUsage(b []byte) bool {
 // b and overwrites the counts it names. It reports whether the object
 // was well formed and had a token count; a malformed one changes nothing.
 func (s *UsageScanner) applyUsageObject(b []byte) bool {
-	var seen uint8
-	var vals [7]int64
+	var seen uint16
+	var vals [10]int64 // by field: the index of its bit
 	var cost float64
+	set := func(bit uint16, n int64) {
+		vals[bits.TrailingZeros16(bit)], seen = n, seen|bit
+	}
+	ok := eachMember(b, func(key, val []byte) {
+		switch bit := usageField(key); bit {
+		case 0:
+		case fieldCost:
+			if n, ok := parseNanoUSD(val); ok {
+				set(fieldCostNano, n)
+			}
+			if f, ok := parseCost(val); ok {
+				cost, seen = f, seen|fieldCost
+			}
+		case fieldGatewayCost:
+			if n, ok := parseNanoUSD(val); ok {
+				set(bit, n)
+			}
+		case fieldCached:
+			if n, ok := cachedTokens(val); ok {
+				set(bit, n)
+			}
+		default:
+			if n, ok := parseCount(val); ok {
+				set(bit, n)
+			}
+		}
+	})
+	if !ok || seen&fieldTokens == 0 {
+		return false
+	}
+	for idx, dst := range []*int64{&s.prompt, &s.completion, &s.input, &s.output, &s.cacheCreation, &s.cacheRead, nil, &s.cached, &s.costNano, &s.gatewayCostNano} {
+		if dst != nil && seen&(1<<idx) != 0 {
+			*dst = vals[idx]
+		}
+	}
+	if seen&fieldCost != 0 {
+		s.cost = cost
+	}
+	s.seen |= seen
+	return true
+}
+
+// eachMember calls fn with the name (raw, between its quotes) and the
+// raw value of each member of the JSON object at the start of b, and
+// reports whether the object is well formed up to its '}'.
+func eachMember(b []byte, fn func(key, val []byte)) bool {
+	if len(b) == 0 || b[0] != '{' {
+		return false
+	}
 	i := skipSpace(b, 1)
 	if i < len(b) && b[i] == '}' {
-		return false
+		return true
 	}
 	for {
 		if i >= len(b) || b[i] != '"' {
@@ -259,61 +354,52 @@ func (s *UsageScanner) applyUsageObject(b []byte) bool {
 		if !ok {
 			return false
 		}
-		if bit, idx := usageField(key); bit != 0 {
-			val := b[i:vEnd]
-			if bit == fieldCost {
-				if f, ok := parseCost(val); ok {
-					cost, seen = f, seen|bit
-				}
-			} else if n, ok := parseCount(val); ok {
-				vals[idx], seen = n, seen|bit
-			}
-		}
+		fn(key, b[i:vEnd])
 		i = skipSpace(b, vEnd)
-		if i >= len(b) {
+		switch {
+		case i >= len(b):
 			return false
-		}
-		if b[i] == '}' {
-			break
-		}
-		if b[i] != ',' {
+		case b[i] == '}':
+			return true
+		case b[i] != ',':
 			return false
 		}
 		i = skipSpace(b, i+1)
 	}
-	if seen&^fieldCost == 0 {
-		return false
-	}
-	for idx, dst := range []*int64{&s.prompt, &s.completion, &s.input, &s.output, &s.cacheCreation, &s.cacheRead} {
-		if seen&(1<<idx) != 0 {
-			*dst = vals[idx]
-		}
-	}
-	if seen&fieldCost != 0 {
-		s.cost = cost
-	}
-	s.seen |= seen
-	return true
 }
 
-func usageField(key []byte) (uint8, int) {
+// cachedTokens reads cached_tokens from a usage's token details object.
+func cachedTokens(details []byte) (n int64, found bool) {
+	ok := eachMember(details, func(key, val []byte) {
+		if string(key) == "cached_tokens" {
+			n, found = parseCount(val)
+		}
+	})
+	return n, ok && found
+}
+
+func usageField(key []byte) uint16 {
 	switch string(key) {
 	case "prompt_tokens":
-		return fieldPrompt, 0
+		return fieldPrompt
 	case "completion_tokens":
-		return fieldCompletion, 1
+		return fieldCompletion
 	case "input_tokens":
-		return fieldInput, 2
+		return fieldInput
 	case "output_tokens":
-		return fieldOutput, 3
+		return fieldOutput
 	case "cache_creation_input_tokens":
-		return fieldCacheCreation, 4
+		return fieldCacheCreation
 	case "cache_read_input_tokens":
-		return fieldCacheRead, 5
+		return fieldCacheRead
 	case "cost":
-		return fieldCost, 6
+		return fieldCost
+	case "prompt_tokens_details", "input_tokens_details":
+		return fieldCached
+	case "gateway_cost":
+		return fieldGatewayCost
 	}
-	return 0, 0
+	return 0
 }
 
 // SSE reports whether the answer is scanned as an SSE stream (set by
@@ -333,16 +419,22 @@ func (s *UsageScanner) Complete() bool { return s.complete }
 // each, for an estimate when an answer ends without its usage.
 func (s *UsageScanner) Events() int64 { return s.events }
 
-// Finish ends the body and returns what it reported, if anything.
+// Finish ends the body and returns what it reported, and whether it
+// reported token counts (without them, the Usage has at most the
+// generation id and the costs).
 func (s *UsageScanner) Finish() (Usage, bool) {
 	if len(s.carry) > 0 { // a JSON body, or a last SSE line without its newline
 		s.scanLine(s.tail())
 	}
-	s.carry, s.mode = nil, scanNone
-	if s.seen&^fieldCost == 0 {
-		return Usage{}, false
+	if s.mode == scanJSON && s.jsonBytes <= maxUsageCarry { // the whole body
+		s.findGenerationID(s.carry)
 	}
-	var u Usage
+	s.carry, s.mode = nil, scanNone
+	u := Usage{CostNanoUSD: -1, GatewayCostNanoUSD: -1, GenerationID: s.generationID}
+	s.costsTo(&u)
+	if s.seen&fieldTokens == 0 {
+		return u, false
+	}
 	if s.seen&fieldPrompt != 0 { // OpenAI chat: prompt_tokens counts cached input too
 		u.Input = s.prompt
 	} else { // Anthropic counts cache reads and writes apart from input_tokens
@@ -354,6 +446,10 @@ func (s *UsageScanner) Finish() (Usage, bool) {
 		u.Output = s.output
 	}
 	u.Cost, u.HasCost = s.cost, s.seen&fieldCost != 0
+	u.CacheReadTokens, u.CacheWriteTokens = s.cacheRead, s.cacheCreation
+	if s.seen&(fieldCacheRead|fieldCacheCreation) == 0 && s.seen&fieldCached != 0 {
+		u.CacheReadTokens = s.cached // OpenAI's: part of prompt_tokens or input_tokens
+	}
 	return u, true
 }
 

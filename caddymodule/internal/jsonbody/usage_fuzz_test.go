@@ -2,6 +2,7 @@ package jsonbody
 
 import (
 	"net/http"
+	"os"
 	"testing"
 )
 
@@ -17,6 +18,14 @@ func FuzzUsageScanner(f *testing.F) {
 	f.Add(true, "data: {\"usage\":{\"a\":{\"b\":[\"}\\\"\",{}]},\"output_tokens\":3}}\r\n\r\n", uint16(5), uint16(40))
 	f.Add(false, "{\"usage\":{\"cost\":\"1e400\",\"output_tokens\":999999999999999}}", uint16(1), uint16(2))
 	f.Add(false, "{\"usage\":{\"input_tokens\":1,\"usage\":{\"output_tokens\":2}}}", uint16(0), uint16(0))
+	for _, name := range usageFixtures {
+		body, err := os.ReadFile("testdata/" + name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(true, string(body), uint16(len(body)/3), uint16(len(body)/2))
+	}
+	f.Add(false, `{"id":"gen_01","usage":{"prompt_tokens":1,"cost":1.5e-10,"gateway_cost":"0.1"},"provider_metadata":{"gateway":{"cost":"2","generationId":"gen_02"}}}`, uint16(3), uint16(9))
 	f.Fuzz(func(t *testing.T, sse bool, body string, a, b uint16) {
 		ct := "application/json"
 		if sse {
@@ -36,8 +45,12 @@ func FuzzUsageScanner(f *testing.F) {
 		if split != whole || splitFound != wholeFound {
 			t.Fatalf("split at %d and %d: %+v (%v); whole: %+v (%v)", i, j, split, splitFound, whole, wholeFound)
 		}
-		if whole.Input < 0 || whole.Output < 0 || whole.Cost < 0 {
+		if whole.Input < 0 || whole.Output < 0 || whole.Cost < 0 || whole.CacheReadTokens < 0 || whole.CacheWriteTokens < 0 ||
+			whole.CostNanoUSD < -1 || whole.GatewayCostNanoUSD < -1 {
 			t.Fatalf("negative usage %+v", whole)
+		}
+		if id := whole.GenerationID; id != "" && (len(id) > maxGenerationID || generationID([]byte(`"`+id+`"`)) == nil) {
+			t.Fatalf("generation id %q", id)
 		}
 	})
 }
