@@ -73,12 +73,6 @@ func (h *Handler) cleanupSpend() {
 	}
 }
 
-// limitsFor is the limits a client's requests are admitted under: its
-// policy's (policies.go), else the block's.
-func (s *spend) limitsFor(client *identity.Principal) limits.Config {
-	return s.h.policyFor(client).cfg
-}
-
 // begin refuses a body the proxy could not read as AI Gateway would (a
 // content coding, a foreign charset) and a client over its limits,
 // stamps the reporting headers, sets up the body's reading and edits
@@ -97,7 +91,8 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client *identity.P
 		return nil, r, unsupportedBody(r, name, "send the request body as UTF-8 JSON: this proxy reads it as such (no charset but utf-8 in Content-Type)"), nil
 	}
 	// pol is the client's policy, chosen once (ServeHTTP: policyFor): its
-	// limits are limitsFor(client)'s
+	// cfg is the limits the client is admitted under, the policy's or
+	// the block's (what limitsFor gave before policies)
 	mw := &meterWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, spend: s, id: name, r: r, cfg: pol.cfg, policy: pol.name}
 	if ref := mw.admitAtStart(); ref != nil { // budget.go
 		return nil, r, ref, nil
