@@ -149,7 +149,7 @@ func (m *meterWriter) settle(u jsonbody.Usage, found bool) (amt limits.Amount, p
 			amt.Tokens, amt.Input = used, max(u.Input, amt.Input)
 		}
 		t.Settle(amt, true, now)
-		if id := generationID(u); id != "" {
+		if id := u.GenerationID; id != "" {
 			m.spend.h.reconcileLater(id, func(a limits.Amount) { t.Correct(a, time.Now()) })
 		}
 		return amt, true, estimated

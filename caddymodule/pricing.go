@@ -103,3 +103,12 @@ func priceAnswer(cat *gateway.Catalog, model string, u answerFigures) (amt limit
 }
 
 func nanoUSD(n int64) float64 { return float64(n) / 1e9 }
+
+// answerAmount is what an answer used, from the usage its scanner read
+// (see priceAnswer).
+func answerAmount(cat *gateway.Catalog, model string, u jsonbody.Usage) (limits.Amount, bool) {
+	return priceAnswer(cat, model, answerFigures{
+		input: u.Input, output: u.Output, cacheRead: u.CacheReadTokens, cacheWrite: u.CacheWriteTokens,
+		costNano: u.CostNanoUSD, gatewayCostNano: u.GatewayCostNanoUSD,
+	})
+}

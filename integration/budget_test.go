@@ -99,12 +99,17 @@ func clientBudget(t *testing.T, p *caddyProc, id string) (budgetClient, string) 
 	return *st.Handlers[0].Client, string(res.Body)
 }
 
-// refusal reads a refusal's error code.
+// refusalCode reads a refusal's error code: in the body (OpenAI's
+// shape), else in the header every refusal carries (Anthropic's shape
+// has no code).
 func refusalCode(res response) string {
 	var e struct {
 		Error struct{ Code string } `json:"error"`
 	}
 	_ = json.Unmarshal(res.Body, &e)
+	if e.Error.Code == "" {
+		return res.Header.Get("X-Ai-Gateway-Auth-Error")
+	}
 	return e.Error.Code
 }
 
