@@ -164,8 +164,8 @@ func TestPoliciesUploads(t *testing.T) {
 }
 
 // A policy's limits replace the block's: bob has the block's one request
-// a minute, alice her policy's three. (Counted with today's limits glue;
-// issue 22's reservations take its place when i-budget lands.)
+// a minute, alice her policy's three; and with reservations, a token
+// budget of the policy's decides whether a request's worst case fits.
 func TestPoliciesLimitsReplaceTheBlocks(t *testing.T) {
 	t.Parallel()
 	apiKey := newAPIKey()
@@ -195,6 +195,33 @@ func TestPoliciesLimitsReplaceTheBlocks(t *testing.T) {
 	}
 	if got := served("alice"); got != 3 {
 		t.Errorf("alice (policy trusted's limits) was served %d of 5; want 3", got)
+	}
+
+	// tokens: the block's budget fits a 1000-token cap, policy tight's does not
+	p2, secret2 := signedKeysProxy(t, gw.URL(), apiKey, `limits {
+			tokens_per_day 1_000_000
+		}
+		policy tight {
+			clients key:dave
+			limits {
+				tokens_per_day 500
+			}
+		}`)
+	capped := func(name string) error {
+		c := policyClient(t, p2.URL, name, secret2)
+		_, err := c.Chat.Completions.New(t.Context(), openai.ChatCompletionNewParams{
+			Model:               "openai/gpt-5",
+			Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hello")},
+			MaxCompletionTokens: openai.Int(1000),
+		})
+		return err
+	}
+	if err := capped("bob"); err != nil {
+		t.Errorf("bob (the block's tokens_per_day 1000000): %v", err)
+	}
+	var apiErr *openai.Error
+	if err := capped("dave"); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusTooManyRequests || apiErr.Code != "tokens_per_day_exceeded" {
+		t.Errorf("dave (policy tight's tokens_per_day 500) with a 1000-token cap: %v; want 429 tokens_per_day_exceeded", err)
 	}
 }
 
