@@ -19,10 +19,10 @@ import (
 // reporting + metering. Compare the pairs:
 //
 //	go test ./caddymodule -run '^$' -bench 'ServeHTTPSpend' -benchmem -count 5
-func BenchmarkServeHTTPSpendOffJSON(b *testing.B) { benchSpend(b, false, false) }
-func BenchmarkServeHTTPSpendOnJSON(b *testing.B)  { benchSpend(b, true, false) }
-func BenchmarkServeHTTPSpendOffSSE(b *testing.B)  { benchSpend(b, false, true) }
-func BenchmarkServeHTTPSpendOnSSE(b *testing.B)   { benchSpend(b, true, true) }
+func BenchmarkServeHTTPSpendOffJSON(b *testing.B) { benchSpend(b, false, false, nil) }
+func BenchmarkServeHTTPSpendOnJSON(b *testing.B)  { benchSpend(b, true, false, nil) }
+func BenchmarkServeHTTPSpendOffSSE(b *testing.B)  { benchSpend(b, false, true, nil) }
+func BenchmarkServeHTTPSpendOnSSE(b *testing.B)   { benchSpend(b, true, true, nil) }
 
 // discardWriter is a ResponseWriter that keeps nothing.
 type discardWriter struct{ h http.Header }
@@ -32,7 +32,9 @@ func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(int)             {}
 func (w *discardWriter) Flush()                      {}
 
-func benchSpend(b *testing.B, on, sse bool) {
+// benchSpend runs the bench; configure, if not nil, adds to the
+// handler's configuration (policies_bench_test.go).
+func benchSpend(b *testing.B, on, sse bool, configure func(*Handler)) {
 	b.Setenv("BENCH_AIGW_KEY", "sk-bench-static-key")
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
@@ -40,6 +42,10 @@ func benchSpend(b *testing.B, on, sse bool) {
 	if on {
 		h.Reporting, h.UsageMetrics = &Reporting{Tags: []string{"sandboxes"}}, true
 	}
+	if configure != nil {
+		configure(h)
+	}
+	h.Gateway = "http://127.0.0.1:9" // the catalog is read there (and fails): never the internet
 	if err := h.Provision(ctx); err != nil {
 		b.Fatal(err)
 	}
