@@ -417,3 +417,47 @@ func TestPoliciesModelCheck(t *testing.T) {
 		}
 	})
 }
+
+// The access log names each request's policy ({ai_gateway_auth.policy}
+// with log_append), "" for the block's own settings.
+func TestPoliciesAccessLog(t *testing.T) {
+	t.Parallel()
+	apiKey := newAPIKey()
+	gw := newFakeGateway(t, nil, apiKey)
+	secret := newClientKeySecret()
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret}},
+		fmt.Sprintf(`	ai_gateway_auth {
+		credential static {env.AI_GATEWAY_API_KEY}
+		client_key_secret {env.CLIENT_KEY_SECRET}
+		allow_models anthropic/*
+		policy trusted {
+			clients key:alice
+			allow_models openai/* anthropic/*
+		}
+	}
+	reverse_proxy %s
+	log {
+		output file %s
+		format json
+	}
+	log_append policy {ai_gateway_auth.policy}`, gw.URL(), logFile))
+	tc := newTestClient(t)
+	for _, name := range []string{"alice", "bob"} {
+		tc.do(t, http.MethodGet, p.URL+"/v1/models", map[string]string{"Authorization": "Bearer " + signedClientKey(name, secret), "X-Test-Id": name}, "")
+	}
+	var entries []map[string]any
+	eventually(t, waitTimeout, "two access log entries", func() string {
+		b, _ := os.ReadFile(logFile)
+		if entries = caddyLogEntries(string(b), "handled request"); len(entries) < 2 {
+			return fmt.Sprintf("%d entries", len(entries))
+		}
+		return ""
+	})
+	for name, want := range map[string]string{"alice": "trusted", "bob": ""} {
+		e := accessLogEntry(entries, name)
+		if e == nil || e["policy"] != want {
+			t.Errorf("%s's access log entry: policy %v; want %q", name, e["policy"], want)
+		}
+	}
+}
