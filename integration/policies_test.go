@@ -374,6 +374,21 @@ func TestPoliciesModelCheck(t *testing.T) {
 		}
 		gatewayUntouched(t, gw, before, "a body without model")
 	})
+	t.Run("model spelled twice or otherwise", func(t *testing.T) {
+		for _, body := range []string{
+			`{"model":"anthropic/claude-haiku-4.5","messages":[],"model":"openai/gpt-5"}`,
+			`{"model":"anthropic/claude-haiku-4.5","Model":"openai/gpt-5","messages":[]}`,
+			`{"m\u006fdel":"openai/gpt-5","messages":[]}`,
+		} {
+			before := len(gw.Requests())
+			res := newTestClient(t).do(t, http.MethodPost, p.URL+"/v1/chat/completions",
+				map[string]string{"Authorization": "Bearer " + signedClientKey("bob", secret), "Content-Type": "application/json"}, body)
+			if res.Status != http.StatusBadRequest || res.Header.Get("X-Ai-Gateway-Auth-Error") != "invalid_request_body" {
+				t.Errorf("%s: %d %s", body, res.Status, res.Body)
+			}
+			gatewayUntouched(t, gw, before, body)
+		}
+	})
 	t.Run("model list unreadable", func(t *testing.T) {
 		// a list that breaks off after its data began is cut short, never
 		// passed on unfiltered (before, it would be answered 502: the
