@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -322,5 +323,50 @@ func TestReportingUserLegacyDefault(t *testing.T) {
 		if hdr.Get("Ai-Reporting-User") != want || string(got) != `{"user":"`+want+`"}` {
 			t.Errorf("user %s: header %q, body %s; want %s", user, hdr.Get("Ai-Reporting-User"), got, want)
 		}
+	}
+}
+
+// A client whose connection ends (its context cancelled) right after the
+// finish chunk, while the upstream is quiet before its usage chunk: the
+// upstream request is not cancelled (the proxy reads on for the usage,
+// within drainTimeout), and the request is charged exactly the gateway's
+// usage, not an estimate. (A mutant that cancels on the client's context
+// fails here: the upstream's context ends at once.)
+func TestClientContextEndsAfterFinish(t *testing.T) {
+	h := spendHandler(t, func(h *Handler) { h.UsageMetrics = true })
+	before := counterValue(usageEstimatesTotal.WithLabelValues("client_gone"))
+	r := chatRequest(t, "quiet-upstream", `{"stream":true}`)
+	ctx, hangUp := context.WithCancel(r.Context())
+	defer hangUp()
+	r = r.WithContext(ctx)
+	upstreamCancelled := false
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		_, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, c := range chatChunks[:3] { // up to finish_reason
+			_, _ = io.WriteString(w, c)
+		}
+		http.NewResponseController(w).Flush()
+		hangUp() // the client leaves while the upstream is quiet
+		select { // a cancelled upstream ends at once; a kept one is not done before drainTimeout
+		case <-r.Context().Done():
+			upstreamCancelled = true
+			return r.Context().Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+		for _, c := range chatChunks[3:] { // then the usage chunk and [DONE]
+			_, _ = io.WriteString(w, c)
+		}
+		return nil
+	})
+	_ = h.ServeHTTP(httptest.NewRecorder(), r, next)
+	if upstreamCancelled {
+		t.Fatal("the upstream request was cancelled when the client left after the finish chunk")
+	}
+	if in, _ := replacerOf(r).Get("ai_gateway_auth.usage.input_tokens"); in != int64(120) {
+		t.Errorf("input tokens %v, want the gateway's 120", in)
+	}
+	if got := counterValue(usageEstimatesTotal.WithLabelValues("client_gone")); got != before {
+		t.Errorf("usage_estimates_total{reason=client_gone} grew by %v", got-before)
 	}
 }
