@@ -72,8 +72,8 @@ caddyfile() { # caddyfile TARGET
 	local t=$1 handler="" header_up=""
 	case $t in
 	caddy) header_up="header_up Authorization \"Bearer $UPSTREAM_KEY\"" ;;
-	static) handler=$'ai_gateway_auth {\n\t\tcredential static {env.AI_GATEWAY_API_KEY}\n\t\tclient_key sk-placeholder\n\t\t'"$OPTIONS"$'\n\t}' ;;
-	oidc) handler=$'ai_gateway_auth {\n\t\tcredential vercel_oidc {\n\t\t\tfile '"$WORK"$'/oidc-token\n\t\t}\n\t\tclient_key sk-placeholder\n\t\t'"$OPTIONS"$'\n\t}' ;;
+	static) handler=$'ai_gateway_auth {\n\t\tcredential static {env.AI_GATEWAY_API_KEY}\n\t\tclient_key sk-placeholder\n\t\tgateway http://127.0.0.1:'"$UP_PORT"$'\n\t\t'"$OPTIONS"$'\n\t}' ;;
+	oidc) handler=$'ai_gateway_auth {\n\t\tcredential vercel_oidc {\n\t\t\tfile '"$WORK"$'/oidc-token\n\t\t}\n\t\tclient_key sk-placeholder\n\t\tgateway http://127.0.0.1:'"$UP_PORT"$'\n\t\t'"$OPTIONS"$'\n\t}' ;;
 	esac
 	cat <<CADDYFILE
 {

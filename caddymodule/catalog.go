@@ -25,6 +25,11 @@ import (
 // given.
 const defaultGateway = "https://ai-gateway.vercel.sh"
 
+// defaultGatewayURL is defaultGateway, but for this package's tests,
+// which point it at a closed loopback port: no test calls the real
+// gateway.
+var defaultGatewayURL = defaultGateway
+
 var gatewayPool = caddy.NewUsagePool()
 
 // reconcilerFirstDelay, when not 0, replaces the reconciler's first wait
@@ -70,7 +75,7 @@ func checkGatewayURL(s string) error {
 // gatewayURL is the handler's gateway, placeholders resolved and checked.
 func (h *Handler) gatewayURL() (string, error) {
 	if h.Gateway == "" {
-		return defaultGateway, nil
+		return defaultGatewayURL, nil
 	}
 	u := caddy.NewReplacer().ReplaceAll(h.Gateway, "")
 	if err := checkGatewayURL(u); err != nil {

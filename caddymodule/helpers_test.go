@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	// Watched files are polled; poll fast so that file tests do not wait
 	// a second per change. Set once, before any watcher starts.
 	filewatch.Interval = 10 * time.Millisecond
+	// A metered handler reads the model catalog from its gateway: unless
+	// a test names one, a closed loopback port, never AI Gateway itself.
+	defaultGatewayURL = "http://127.0.0.1:1"
 	os.Exit(m.Run())
 }
 

@@ -278,8 +278,7 @@ func (h *Handler) warnUnmeterable() {
 	}
 }
 
-// limitsSpend reports whether l limits tokens or dollars (a per-month
-// limit belongs here too once it exists).
+// limitsSpend reports whether l limits tokens or dollars.
 func (l *Limits) limitsSpend() bool {
-	return l.TokensPerDay > 0 || l.USDPerDay > 0
+	return l.TokensPerDay > 0 || l.USDPerDay > 0 || l.TokensPerMonth > 0 || l.USDPerMonth > 0
 }

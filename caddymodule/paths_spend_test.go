@@ -34,6 +34,9 @@ func TestDefaultAllowPathsWithSpendLimits(t *testing.T) {
 		{"requests_per_minute only", handler(&Limits{RequestsPerMinute: 100}), true},
 		{"tokens_per_day", handler(&Limits{TokensPerDay: 100000}), false},
 		{"usd_per_day", handler(&Limits{USDPerDay: 5}), false},
+		{"tokens_per_month", handler(&Limits{TokensPerMonth: 1000000}), false},
+		{"usd_per_month", handler(&Limits{USDPerMonth: 50}), false},
+		{"concurrent_requests only", handler(&Limits{ConcurrentRequests: 4}), true},
 	} {
 		for _, path := range append(slices.Clone(unmeterablePaths), "/v1/chat/completions", "/v1/messages", "/v1/embeddings") {
 			want := tc.unmeterable || !slices.Contains(unmeterablePaths, path)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -19,10 +20,23 @@ import (
 // reporting + metering. Compare the pairs:
 //
 //	go test ./caddymodule -run '^$' -bench 'ServeHTTPSpend' -benchmem -count 5
-func BenchmarkServeHTTPSpendOffJSON(b *testing.B) { benchSpend(b, false, false, nil) }
-func BenchmarkServeHTTPSpendOnJSON(b *testing.B)  { benchSpend(b, true, false, nil) }
-func BenchmarkServeHTTPSpendOffSSE(b *testing.B)  { benchSpend(b, false, true, nil) }
-func BenchmarkServeHTTPSpendOnSSE(b *testing.B)   { benchSpend(b, true, true, nil) }
+//
+// "Limits" adds limits (tokens and dollars per day and month,
+// concurrent_requests) to reporting and metering:
+// every request reserves its worst case, priced from a catalog read
+// before the loop, and settles from its answer.
+func BenchmarkServeHTTPSpendOffJSON(b *testing.B)    { benchSpend(b, spendOff, false) }
+func BenchmarkServeHTTPSpendOnJSON(b *testing.B)     { benchSpend(b, spendOn, false) }
+func BenchmarkServeHTTPSpendLimitsJSON(b *testing.B) { benchSpend(b, spendLimits, false) }
+func BenchmarkServeHTTPSpendOffSSE(b *testing.B)     { benchSpend(b, spendOff, true) }
+func BenchmarkServeHTTPSpendOnSSE(b *testing.B)      { benchSpend(b, spendOn, true) }
+func BenchmarkServeHTTPSpendLimitsSSE(b *testing.B)  { benchSpend(b, spendLimits, true) }
+
+const (
+	spendOff    = iota // no reporting, metering or limits
+	spendOn            // reporting and usage_metrics
+	spendLimits        // reporting and limits
+)
 
 // discardWriter is a ResponseWriter that keeps nothing.
 type discardWriter struct{ h http.Header }
@@ -32,24 +46,42 @@ func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(int)             {}
 func (w *discardWriter) Flush()                      {}
 
-// benchSpend runs the bench; configure, if not nil, adds to the
+func benchSpend(b *testing.B, mode int, sse bool) { benchSpendWith(b, mode, sse, nil) }
+
+// benchSpendWith is benchSpend with configure, if not nil, adding to the
 // handler's configuration (policies_bench_test.go).
-func benchSpend(b *testing.B, on, sse bool, configure func(*Handler)) {
+func benchSpendWith(b *testing.B, mode int, sse bool, configure func(*Handler)) {
 	b.Setenv("BENCH_AIGW_KEY", "sk-bench-static-key")
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	h := &Handler{CredentialsRaw: []json.RawMessage{staticSourceJSON("{env.BENCH_AIGW_KEY}")}, ClientKeys: []string{"sk-placeholder"}}
-	if on {
+	switch mode {
+	case spendOn:
 		h.Reporting, h.UsageMetrics = &Reporting{Tags: []string{"sandboxes"}}, true
+	case spendLimits:
+		catalog := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = io.WriteString(w, pricingCatalogJSON)
+		}))
+		defer catalog.Close()
+		h.Reporting, h.Gateway = &Reporting{Tags: []string{"sandboxes"}}, catalog.URL
+		h.Limits = &Limits{TokensPerDay: 1 << 50, USDPerDay: 1e9,
+			TokensPerMonth: 1 << 50, USDPerMonth: 1e9, ConcurrentRequests: 10000}
 	}
 	if configure != nil {
 		configure(h)
 	}
-	h.Gateway = "http://127.0.0.1:9" // the catalog is read there (and fails): never the internet
+	if h.Gateway == "" {
+		h.Gateway = "http://127.0.0.1:9" // the catalog is read there (and fails): never the internet
+	}
 	if err := h.Provision(ctx); err != nil {
 		b.Fatal(err)
 	}
 	defer h.Cleanup()
+	if mode == spendLimits {
+		for h.currentCatalog() == nil { // read in the background
+			time.Sleep(time.Millisecond)
+		}
+	}
 
 	answer := [][]byte{[]byte(`{"id":"chatcmpl-bench","object":"chat.completion","created":1767225600,"model":"openai/gpt-5",` +
 		`"choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the bench upstream: a short answer of a few dozen words, ` +

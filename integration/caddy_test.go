@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -87,7 +88,7 @@ func tryStartCaddy(t testing.TB, opts caddyOptions, siteBodies []string) (*caddy
 		p.URL = p.URLs[0]
 	}
 	p.Caddyfile = filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(p.Caddyfile, []byte(cf.String()), 0o600); err != nil {
+	if err := os.WriteFile(p.Caddyfile, []byte(pinGateway(cf.String())), 0o600); err != nil {
 		return nil, err
 	}
 
@@ -223,4 +224,63 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// pinGateway gives every ai_gateway_auth block that names no `gateway` the
+// upstream of the reverse_proxy that follows it when that is on loopback
+// (the fake gateway), else a closed loopback port: a metered proxy reads
+// the model catalog from its gateway, and no test may call AI Gateway
+// itself. The line goes right after the block's opening line.
+func pinGateway(caddyfile string) string {
+	const open = "ai_gateway_auth {"
+	var b strings.Builder
+	rest := caddyfile
+	for {
+		i := strings.Index(rest, open)
+		if i < 0 {
+			b.WriteString(rest)
+			return b.String()
+		}
+		b.WriteString(rest[:i+len(open)])
+		rest = rest[i+len(open):]
+		block := rest
+		if end := blockEnd(rest); end >= 0 {
+			block = rest[:end]
+		}
+		if gatewayLine.MatchString(block) {
+			continue
+		}
+		target := "http://127.0.0.1:1"
+		if m := reverseProxyTarget.FindStringSubmatch(rest); m != nil {
+			switch u := m[1]; {
+			case strings.HasPrefix(u, "http://127.0.0.1:"), strings.HasPrefix(u, "http://localhost:"):
+				target = u
+			case strings.HasPrefix(u, "127.0.0.1:"):
+				target = "http://" + u
+			}
+		}
+		b.WriteString("\n\t\tgateway " + target)
+	}
+}
+
+var (
+	gatewayLine        = regexp.MustCompile(`(?m)^\s*gateway\s`)
+	reverseProxyTarget = regexp.MustCompile(`reverse_proxy\s+(\S+)`)
+)
+
+// blockEnd is the index of the } that closes the block whose { was just
+// before s, or -1.
+func blockEnd(s string) int {
+	depth := 1
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '{':
+			depth++
+		case '}':
+			if depth--; depth == 0 {
+				return i
+			}
+		}
+	}
+	return -1
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -207,4 +208,85 @@ func TestUnmeterablePathsRefusedUnderLimits(t *testing.T) {
 		!strings.Contains(out, "/v1/images/generations") {
 		t.Errorf("caddy validate does not warn about the unmeterable endpoint:\n%s", out)
 	}
+}
+
+// TestReconcileWithProxyCredential: a Messages stream cut upstream after
+// its message_start (the generation id seen, no usage) is charged its
+// worst case, estimated; the proxy then looks the generation up in the
+// gateway's ledger with its own credential (the API key, never the
+// client's key), and the gateway's figure replaces the estimate exactly:
+// its tokens and what the account paid.
+func TestReconcileWithProxyCredential(t *testing.T) {
+	t.Parallel()
+	if nearUTCMidnight(time.Now()) {
+		t.Skip("UTC midnight is within 2 minutes")
+	}
+	apiKey := newAPIKey()
+	gw := newFakeGateway(t, nil, apiKey)
+	gw.Faithful()
+	gw.SetSurcharge(0.0001)
+	gw.CutStreams(4)
+	p := startCaddy(t, caddyOptions{Env: map[string]string{"AI_GATEWAY_API_KEY": apiKey}},
+		meteredSite(gw.URL(), "limits {\n\t\t\ttokens_per_day 10000000\n\t\t}"))
+	body := `{"model":"anthropic/claude-haiku-4.5","max_tokens":300,"stream":true,"messages":[{"role":"user","content":"hello there"}]}`
+	// the client's key in x-api-key, as pi and OpenClaw send it: it must
+	// reach neither the answer's generation nor its lookup
+	_, _ = newTestClient(t).try(http.MethodPost, p.URL+"/v1/messages",
+		map[string]string{"x-api-key": catalogClientKey, "anthropic-version": "2023-06-01"}, body)
+	gens := gw.Generations()
+	if len(gens) != 1 {
+		t.Fatalf("%d generations billed, want 1", len(gens))
+	}
+	gen := gens[0]
+	var c budgetClient
+	var raw string
+	eventually(t, 2*time.Minute, "the estimate is reconciled", func() string {
+		if c, raw = clientBudget(t, p, "placeholder"); c.Today.EstimatedTokens != 0 || c.Today.Tokens == 0 {
+			return raw
+		}
+		return ""
+	})
+	if want := int64(gen.Usage.Input + gen.Usage.Output); c.Today.Tokens != want {
+		t.Errorf("charged %d tokens after reconciliation, want the gateway's %d: %s", c.Today.Tokens, want, raw)
+	}
+	if want := gen.Usage.Total(); math.Abs(c.Today.USD-want) > 1e-12 {
+		t.Errorf("charged $%v after reconciliation, want the gateway's total_cost $%v: %s", c.Today.USD, want, raw)
+	}
+	lookups := gw.GenerationLookups()
+	if len(lookups) == 0 {
+		t.Fatal("no generation lookup")
+	}
+	for _, l := range lookups {
+		if l.Credential != apiKey || l.AuthMethod != "api-key" || l.RawQuery != "id="+gen.ID {
+			t.Errorf("lookup %s?%s with %s credential %q, want the proxy's API key", l.Path, l.RawQuery, l.AuthMethod, redactAll([]string{l.Credential}))
+		}
+		for name, vals := range l.Header {
+			for _, v := range vals {
+				if strings.Contains(v, catalogClientKey) {
+					t.Errorf("a lookup carried the client's key in %s", name)
+				}
+			}
+		}
+	}
+	if got := readAdminMetric(t, p, `caddy_ai_gateway_auth_reconciliations_total{result="reconciled"}`); got != 1 {
+		t.Errorf(`reconciliations_total{result="reconciled"} = %v, want 1`, got)
+	}
+}
+
+// awaitCatalog has p read its catalog: a metered request starts the read
+// (answered 503 catalog_unavailable under a dollar limit until it is done,
+// which charges nothing), then the status shows the models of every
+// handler's catalog.
+func awaitCatalog(t testing.TB, p *caddyProc, clientKey string) {
+	t.Helper()
+	_, _ = newTestClient(t).try(http.MethodPost, p.URL+"/v1/chat/completions",
+		map[string]string{"Authorization": "Bearer " + clientKey}, chatBody)
+	eventually(t, waitTimeout, "the catalog is read", func() string {
+		for _, c := range adminCatalogs(t, p) {
+			if c != nil && c.Models == 0 {
+				return "no models yet: " + c.LastError
+			}
+		}
+		return ""
+	})
 }

@@ -20,7 +20,7 @@ func adminLoad(t testing.TB, p *caddyProc, caddyfile string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.Admin+"/load", strings.NewReader(caddyfile))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.Admin+"/load", strings.NewReader(pinGateway(caddyfile)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,10 +46,14 @@ const usageChunk = `data: {"id":"chatcmpl-bench0123456789abcdef","object":"chat.
 	`"created":1767225600,"model":"openai/gpt-4o-mini","choices":[],"usage":{"prompt_tokens":42,"completion_tokens":64,` +
 	`"total_tokens":106,"cost":0.0000384}}` + "\n\n"
 
-// models is the answer to GET /v1/models: AI Gateway's shape, two models.
+// models is the answer to GET /v1/models: AI Gateway's shape, two models
+// with their prices (USD per token), largest output and context window,
+// which a proxy with limits reads as its catalog.
 const models = `{"object":"list","data":[` +
-	`{"id":"openai/gpt-5","object":"model","created":1767225600,"owned_by":"openai","type":"language"},` +
-	`{"id":"anthropic/claude-sonnet-5.5","object":"model","created":1767225600,"owned_by":"anthropic","type":"language"}]}` + "\n"
+	`{"id":"openai/gpt-5","object":"model","created":1767225600,"owned_by":"openai","type":"language",` +
+	`"context_window":400000,"max_tokens":128000,"pricing":{"input":"0.00000125","output":"0.00001","input_cache_read":"0.000000125"}},` +
+	`{"id":"anthropic/claude-sonnet-5.5","object":"model","created":1767225600,"owned_by":"anthropic","type":"language",` +
+	`"context_window":200000,"max_tokens":64000,"pricing":{"input":"0.000003","output":"0.000015","input_cache_read":"0.0000003","input_cache_write":"0.00000375"}}]}` + "\n"
 
 // message is the answer to POST /v1/messages: an Anthropic message.
 const message = `{"id":"msg_bench0123456789abcdef","type":"message","role":"assistant","model":"anthropic/claude-sonnet-5.5",` +
