@@ -226,11 +226,13 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// pinGateway gives every ai_gateway_auth block that names no `gateway` the
-// upstream of the reverse_proxy that follows it when that is on loopback
-// (the fake gateway), else a closed loopback port: a metered proxy reads
-// the model catalog from its gateway, and no test may call AI Gateway
-// itself. The line goes right after the block's opening line.
+// pinGateway gives every metered ai_gateway_auth block (usage_metrics,
+// reporting or limits) that names no `gateway` a closed loopback port as
+// its gateway: a metered proxy reads the model catalog from its gateway,
+// and no test may call AI Gateway itself. Such a proxy has no catalog, as
+// before the catalog was wired; a test that wants one names `gateway`
+// (the fake gateway's URL). The line goes right after the block's opening
+// line; an unmetered block is left as written.
 func pinGateway(caddyfile string) string {
 	const open = "ai_gateway_auth {"
 	var b strings.Builder
@@ -247,25 +249,15 @@ func pinGateway(caddyfile string) string {
 		if end := blockEnd(rest); end >= 0 {
 			block = rest[:end]
 		}
-		if gatewayLine.MatchString(block) {
-			continue
+		if meteredBlock.MatchString(block) && !gatewayLine.MatchString(block) {
+			b.WriteString("\n\t\tgateway http://127.0.0.1:1")
 		}
-		target := "http://127.0.0.1:1"
-		if m := reverseProxyTarget.FindStringSubmatch(rest); m != nil {
-			switch u := m[1]; {
-			case strings.HasPrefix(u, "http://127.0.0.1:"), strings.HasPrefix(u, "http://localhost:"):
-				target = u
-			case strings.HasPrefix(u, "127.0.0.1:"):
-				target = "http://" + u
-			}
-		}
-		b.WriteString("\n\t\tgateway " + target)
 	}
 }
 
 var (
-	gatewayLine        = regexp.MustCompile(`(?m)^\s*gateway\s`)
-	reverseProxyTarget = regexp.MustCompile(`reverse_proxy\s+(\S+)`)
+	gatewayLine  = regexp.MustCompile(`(?m)^\s*gateway\s`)
+	meteredBlock = regexp.MustCompile(`(?m)^\s*(usage_metrics|reporting|limits)\b`)
 )
 
 // blockEnd is the index of the } that closes the block whose { was just

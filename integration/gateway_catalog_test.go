@@ -272,21 +272,3 @@ func TestReconcileWithProxyCredential(t *testing.T) {
 		t.Errorf(`reconciliations_total{result="reconciled"} = %v, want 1`, got)
 	}
 }
-
-// awaitCatalog has p read its catalog: a metered request starts the read
-// (answered 503 catalog_unavailable under a dollar limit until it is done,
-// which charges nothing), then the status shows the models of every
-// handler's catalog.
-func awaitCatalog(t testing.TB, p *caddyProc, clientKey string) {
-	t.Helper()
-	_, _ = newTestClient(t).try(http.MethodPost, p.URL+"/v1/chat/completions",
-		map[string]string{"Authorization": "Bearer " + clientKey}, chatBody)
-	eventually(t, waitTimeout, "the catalog is read", func() string {
-		for _, c := range adminCatalogs(t, p) {
-			if c != nil && c.Models == 0 {
-				return "no models yet: " + c.LastError
-			}
-		}
-		return ""
-	})
-}
