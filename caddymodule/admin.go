@@ -86,6 +86,10 @@ type handlerStatus struct {
 	// The gateway's model catalog (absent without metering): its age,
 	// model count and last error (catalog.go).
 	Catalog *gateway.Status `json:"catalog,omitempty"`
+	// The handler's policies, in order, and the policy of the client
+	// asked for with ?client=<id> (policies.go).
+	Policies     []string `json:"policies,omitempty"`
+	ClientPolicy *string  `json:"client_policy,omitempty"`
 }
 
 type statusReport struct {
@@ -119,6 +123,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 		if client != "" {
 			hs.Client = e.spend.clientStatus(client, now)
 		}
+		hs.Policies, hs.ClientPolicy = e.handler.policyStatus(client)
 		for _, s := range e.handler.sources {
 			s.Current(now) // starts a source's refresher if no request has yet
 			st := s.Status(now)
@@ -163,7 +168,7 @@ func (s *spend) clientStatus(id string, now time.Time) *limits.ClientStatus {
 	if s == nil {
 		return nil
 	}
-	st := s.store.ClientStatus(id, s.cfg, now)
+	st := s.store.ClientStatus(id, s.h.policyForID(id).cfg, now) // under its policy's limits (policies.go)
 	return &st
 }
 

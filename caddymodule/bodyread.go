@@ -190,6 +190,9 @@ func (h *heldBody) Close() error {
 // error (the client's, reading its body) is returned as Caddy's: 413 for
 // a body over a request_body limit, else 400.
 func bodyError(r *http.Request, name string, err error) (*refusal, error) {
+	if ref, ok := asModelRefusal(r, name, err); ok { // the model check (modelcheck.go)
+		return ref, nil
+	}
 	ref, ok := errors.AsType[*jsonbody.Refusal](err)
 	if !ok {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
@@ -203,7 +206,7 @@ func bodyError(r *http.Request, name string, err error) (*refusal, error) {
 // countForwarded counts a request sent upstream, unless its body was
 // refused as it streamed: its refusal counts that one a bad request.
 func countForwarded(w http.ResponseWriter) {
-	if m, ok := w.(*meterWriter); ok && m.body != nil && (m.body.Refusal() != nil || m.admitRef != nil) && !m.wroteHeader {
+	if m, ok := w.(*meterWriter); ok && m.body != nil && (m.body.Refusal() != nil || m.body.Stopped() != nil || m.admitRef != nil) && !m.wroteHeader {
 		return
 	}
 	forwardedCounter.Inc()
@@ -216,6 +219,10 @@ func countForwarded(w http.ResponseWriter) {
 func (m *meterWriter) refusedAsItStreamed() *refusal {
 	if m.body == nil || m.wroteHeader {
 		return nil
+	}
+	if ref, ok := asModelRefusal(m.r, m.id, m.body.Stopped()); ok { // the model check (modelcheck.go)
+		m.refusalAnswered = true
+		return ref
 	}
 	if m.admitRef != nil { // not admitted at the body's end (budget.go)
 		return m.admitRef

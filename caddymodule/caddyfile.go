@@ -28,7 +28,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
 		return nil, err
 	}
-	deriveKeyNamespaces(h, &handler) // keynamespace.go
+	deriveKeyNamespaces(h, &handler)                       // keynamespace.go
+	if err := checkPoliciesAdapted(&handler); err != nil { // policies_caddyfile.go
+		return nil, err
+	}
 	return &handler, nil
 }
 
@@ -176,6 +179,9 @@ var handlerOptions = newOptions("ai_gateway_auth",
 		h.UsageMetrics = true
 		return nil
 	}},
+	option[Handler]{"allow_models", parseBlockAllowModels}, // policies_caddyfile.go
+	option[Handler]{"policy", parsePolicy},
+	option[Handler]{"catalog_file", parseCatalogFile},
 	option[Handler]{"gateway", func(d *caddyfile.Dispenser, h *Handler) error { // catalog.go
 		if h.Gateway != "" {
 			return d.Errf("gateway is already set to %s; give it once", h.Gateway)

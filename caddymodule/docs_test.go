@@ -142,6 +142,7 @@ var placeholderContext = map[string]string{
 	"reporting":         "reporting {\n%s\n}",
 	"limits":            "limits {\nrequests_per_minute 1\n%s\n}",
 	"redis":             "limits {\nrequests_per_minute 1\nredis {env.DOC_REDIS} {\n%s\n}\n}",
+	"policy":            "policy doc {\nclients placeholder\n%s\n}",
 }
 
 func adaptHandlerBody(body string) error {

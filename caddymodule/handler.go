@@ -35,6 +35,7 @@ const defaultCredentialWait = 10 * time.Second
 //	{ai_gateway_auth.client}             the client's readable name: "placeholder" for a literal client_key, the key's name (client_keys_file, signed key), or the sandbox name/id
 //	{ai_gateway_auth.client_id}          the client's unique id: "placeholder", "key:<name>", "key:<namespace>/<name>" or "sandbox:<team>/<project>/<sandbox id>" (identity.Principal)
 //	{ai_gateway_auth.credential_source}  the source whose credential was sent: "static" or "vercel_oidc"
+//	{ai_gateway_auth.policy}             the name of the client's policy; empty for the block's own settings
 //	{ai_gateway_auth.usage.input_tokens}  input tokens the response reported (metering on; set when the response ends)
 //	{ai_gateway_auth.usage.output_tokens} output tokens the response reported (likewise)
 type Handler struct {
@@ -130,6 +131,26 @@ type Handler struct {
 	// turns metering on too). Default: false.
 	UsageMetrics bool `json:"usage_metrics,omitempty"`
 
+	// Globs over AI Gateway model ids ("openai/*", "anthropic/claude-haiku-*";
+	// '*' within one '/'-separated segment, "**" across '/') that every
+	// client may use, unless its policy names its own. A request for
+	// another model, or with a fallback model outside them, gets 403
+	// model_not_allowed; GET /v1/models lists only these. Turns the body
+	// reading (metering) on. Default: none, any model (policies.go).
+	AllowModels []string `json:"allow_models,omitempty"`
+
+	// Groups of clients with their own allow_models, limits and
+	// reporting, in order: a client's policy is the first one whose
+	// clients globs match its id. What a policy leaves out is the
+	// block's. Default: none.
+	Policies []Policy `json:"policies,omitempty"`
+
+	// A saved copy of AI Gateway's GET /v1/models answer (a local file,
+	// read when the config loads): with it, an allow_models glob that
+	// matches none of its models is an error, so `caddy validate` catches
+	// a typo. Never fetched. Default: none, globs are not checked against
+	// a catalog.
+	CatalogFile string `json:"catalog_file,omitempty"`
 	// The gateway's base URL (without /v1) where the proxy itself reads
 	// the model catalog (prices, output caps) and looks generations up,
 	// with its own credential (the one it sets upstream), when metering
@@ -150,6 +171,8 @@ type Handler struct {
 	logger       *zap.Logger
 	statusHandle *statusEntry
 	spend        *spend       // nil unless reporting, limits or usage_metrics
+	policies     *policySet   // allow_models and policies (policies.go)
+	policySrc    *policyLines // where the Caddyfile wrote them, for errors
 	gateway      *gatewayLink // the catalog and ledger (catalog.go); nil unless metering
 	replayBudget *replay.Budget
 	keySources   *identity.Registration // this handler's entries in the registry of key sources (keynamespace.go)
@@ -187,6 +210,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if ref != nil {
 		return h.refuse(w, r, ref)
 	}
+	pol := h.policyFor(client) // the client's policy, chosen once (policies.go)
+	if ref := checkRequestModel(r, client.Name(), pol); ref != nil {
+		return h.refuse(w, r, ref) // a model the path names, an upload under an allowlist (modelcheck.go)
+	}
+	setPolicyPlaceholder(r, pol)
 	src, cred, ref := h.authorize(r, client) // 3-4. the upstream credential, in place of the client's
 	if ref != nil {
 		return h.refuse(w, r, ref)
@@ -196,15 +224,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	// 5. spend (spend.go): the body's encoding, the client's limits, the
 	// reporting headers, the body read strictly and edited
-	m, req, ref, err := h.spend.begin(w, r, client)
+	m, req, ref, err := h.spend.begin(w, r, client, pol)
 	if ref != nil {
 		return h.refuse(w, r, ref)
 	}
 	if err != nil {
 		return err // the client's error reading its body: Caddy answers
 	}
-	defer m.end()                            // 7. meter: what the answer used (metering.go)
-	err = h.forward(m, req, next, src, cred) // 6. proxy
+	defer m.end()                                    // 7. meter: what the answer used (metering.go)
+	err = h.forwardFor(pol, m, req, next, src, cred) // 6. proxy (a model list filtered: modellist.go)
 	if ref := m.refusedAsItStreamed(); ref != nil {
 		return h.refuse(m, m.r, ref) // the body editor refused the rest of the body
 	}

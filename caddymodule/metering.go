@@ -98,8 +98,11 @@ var errClientGone = errors.New("the client went away")
 // machinery: only the answer the client gets is metered.
 type meterWriter struct {
 	caddyhttp.ResponseWriterWrapper
-	spend       *spend
-	id          string // the client's id
+	spend  *spend
+	id     string // the client's id
+	policy string // the client's policy's name (policies.go)
+	// the client's policy's model check (modelcheck.go), nil without an allowlist
+	modelCheck  func(jsonbody.Fields) error
 	r           *http.Request
 	wroteHeader bool
 	status      int
@@ -158,7 +161,7 @@ func (c *countingBody) Read(p []byte) (int, error) {
 // a generation endpoint, an upstream request that outlives its client
 // long enough to read the usage. It returns the request to forward, or
 // the body's refusal (or the client's error reading a small body).
-func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string) (*http.Request, error) {
+func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string, modelCheck func(jsonbody.Fields) error) (*http.Request, error) {
 	path := r.URL.Path
 	m.generation = generationPaths[path]
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
@@ -168,8 +171,11 @@ func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string) (
 	if jsonRequest(r) {
 		m.injected = usagePaths[path]
 		opts := jsonbody.Options{Attribution: attribution, User: user, IncludeUsage: m.injected}
-		if m.generation {
-			opts.AtEnd = m.admitBody // budget.go
+		if m.generation || modelCheck != nil {
+			// the model check first (modelcheck.go: nil without an
+			// allowlist), then the reservation (budget.go)
+			m.modelCheck = modelCheck
+			opts.AtEnd = m.atEnd
 		}
 		if err := m.readJSONBody(r, opts); err != nil {
 			return r, err
@@ -381,6 +387,7 @@ func (m *meterWriter) end() {
 	if priced && amt.USD > 0 {
 		series.cost.Add(amt.USD)
 	}
+	m.countModel(amt, priced) // per model and policy (modelmetrics.go)
 	if repl, ok := m.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("ai_gateway_auth.usage.input_tokens", amt.Input)
 		repl.Set("ai_gateway_auth.usage.output_tokens", amt.Tokens-amt.Input)

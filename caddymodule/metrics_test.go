@@ -207,6 +207,9 @@ func TestMetricsLabelsBounded(t *testing.T) {
 		// spend per client (clientmetrics.go): client names are verified and capped in number
 		"client":    regexp.MustCompile(`^(placeholder|other|key:(?:[A-Za-z0-9._:-]{1,64}/)?[A-Za-z0-9_.%-]{1,128}|sandbox:[A-Za-z0-9_.%-]+/[A-Za-z0-9_.%-]*/[A-Za-z0-9_.%-]+)$`),
 		"direction": regexp.MustCompile(`^(input|output)$`),
+		// per model and policy (modelmetrics.go): a model id as an allowlist reads it, capped in number; a policy name
+		"model":     regexp.MustCompile(`^(none|other|[A-Za-z0-9._:/@+-]{1,256})$`),
+		"policy":    regexp.MustCompile(`^[A-Za-z0-9_-]{0,64}$`),
 		"limit":     regexp.MustCompile(`^(requests_per_minute|tokens_per_day|tokens_per_month|usd_per_day|usd_per_month|concurrent_requests|too_many_clients)$`),
 		"source":    regexp.MustCompile(`^(static|vercel_oidc)$`),
 		"result":    regexp.MustCompile(`^(success|failure|used|older|refused|replaced|kept|throttled|edited|unchanged|ok|error|reconciled|failed|dropped)$`),

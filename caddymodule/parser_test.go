@@ -341,7 +341,7 @@ func TestCaddyfileErrors(t *testing.T) {
 
 		// identity: signed keys, revocation, vercel_sandbox, allow_paths
 		{"unknown option names the later options", site(block(okCreds, okClient, "\t\tclient_secret x\n")), 5,
-			[]string{"client_key_secret, client_keys_revoked_file, vercel_sandbox, allow_paths, retry_body_limit, retry_memory_limit, credential_wait, reporting, limits, usage_metrics or gateway"}},
+			[]string{"client_key_secret, client_keys_revoked_file, vercel_sandbox, allow_paths, retry_body_limit, retry_memory_limit, credential_wait, reporting, limits, usage_metrics, allow_models, policy, catalog_file or gateway"}},
 		{"no client auth names every way", site(block(okCreds, "\t\tallow_paths /v1/*\n")), 5,
 			[]string{"no client authentication", "client_key_secret {env.CLIENT_KEY_SECRET}", "vercel_sandbox"}},
 		{"client_key_secret without secret", site(block(okCreds, "\t\tclient_key_secret\n")), 4,

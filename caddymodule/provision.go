@@ -68,6 +68,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionSpend(); err != nil {
 		return err
 	}
+	if err := h.provisionPolicies(); err != nil { // after spend: the block's limits and reporting are the default
+		return err
+	}
 	if h.spend != nil {
 		if err := h.provisionGateway(); err != nil { // catalog.go: no call made here
 			return err

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
@@ -37,7 +38,7 @@ type spend struct {
 
 // provisionSpend sets up reporting, limits and metering, if configured.
 func (h *Handler) provisionSpend() error {
-	if h.Reporting == nil && h.Limits == nil && !h.UsageMetrics {
+	if h.Reporting == nil && h.Limits == nil && !h.UsageMetrics && !h.policiesNeedMetering() {
 		return nil
 	}
 	h.spend = &spend{h: h, ledger: acquireLedger(), logger: h.logger, defaultCap: h.Limits.outputCap()}
@@ -55,6 +56,10 @@ func (h *Handler) provisionSpend() error {
 		h.spend.limits, h.spend.limited, h.spend.cfg = *l, true, l.config()
 		h.spend.ledger.Register(h.spend, l.MaxClients)
 	}
+	if !h.spend.limited && slices.ContainsFunc(h.Policies, func(p Policy) bool { return p.Limits != nil }) {
+		h.spend.limited = true // a policy's limits only (policies.go)
+		h.spend.ledger.Register(h.spend, 0)
+	}
 	return h.spend.provisionStore(h.Limits)
 }
 
@@ -68,11 +73,6 @@ func (h *Handler) cleanupSpend() {
 	}
 }
 
-// limitsFor is the limits a client's requests are admitted under.
-func (s *spend) limitsFor(_ *identity.Principal) limits.Config {
-	return s.cfg
-}
-
 // begin refuses a body the proxy could not read as AI Gateway would (a
 // content coding, a foreign charset) and a client over its limits,
 // stamps the reporting headers, sets up the body's reading and edits
@@ -81,7 +81,7 @@ func (s *spend) limitsFor(_ *identity.Principal) limits.Config {
 // is the client's own error reading a small body (Caddy answers it). Call
 // refusedAsItStreamed once the request is forwarded, then end, on the
 // writer.
-func (s *spend) begin(w http.ResponseWriter, r *http.Request, client *identity.Principal) (*meterWriter, *http.Request, *refusal, error) {
+func (s *spend) begin(w http.ResponseWriter, r *http.Request, client *identity.Principal, pol *activePolicy) (*meterWriter, *http.Request, *refusal, error) {
 	name, _ := client.ID().(string)
 	if encodedBody(r) {
 		// a compressed body could carry attribution past the editor
@@ -90,13 +90,16 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client *identity.P
 	if foreignCharset(r) { // bodyread.go
 		return nil, r, unsupportedBody(r, name, "send the request body as UTF-8 JSON: this proxy reads it as such (no charset but utf-8 in Content-Type)"), nil
 	}
-	mw := &meterWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, spend: s, id: name, r: r, cfg: s.limitsFor(client)}
+	// pol is the client's policy, chosen once (ServeHTTP: policyFor): its
+	// cfg is the limits the client is admitted under, the policy's or
+	// the block's (what limitsFor gave before policies)
+	mw := &meterWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, spend: s, id: name, r: r, cfg: pol.cfg, policy: pol.name}
 	if ref := mw.admitAtStart(); ref != nil { // budget.go
 		return nil, r, ref, nil
 	}
 	var user *string
-	if s.reporter != nil {
-		user = s.reporter.stamp(r, name)
+	if pol.reporter != nil {
+		user = pol.reporter.stamp(r, name)
 	}
 	// Usage is read from the answer as it passes. Without the client's
 	// Accept-Encoding, reverse_proxy's transport asks for gzip itself and
@@ -104,7 +107,7 @@ func (s *spend) begin(w http.ResponseWriter, r *http.Request, client *identity.P
 	// Gateway compresses whole answers for clients that accept it) is
 	// metered too; the leg between proxy and gateway stays compressed.
 	delete(r.Header, "Accept-Encoding")
-	req, err := mw.prepare(r, s.reporter != nil, user)
+	req, err := mw.prepare(r, pol.reporter != nil, user, pol.modelCheck(r.URL.Path))
 	if err != nil { // a body refused before anything went upstream (bodyread.go)
 		mw.abandon()
 		if ref := mw.refusedAtEnd(err); ref != nil {

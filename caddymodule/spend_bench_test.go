@@ -46,7 +46,11 @@ func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(int)             {}
 func (w *discardWriter) Flush()                      {}
 
-func benchSpend(b *testing.B, mode int, sse bool) {
+func benchSpend(b *testing.B, mode int, sse bool) { benchSpendWith(b, mode, sse, nil) }
+
+// benchSpendWith is benchSpend with configure, if not nil, adding to the
+// handler's configuration (policies_bench_test.go).
+func benchSpendWith(b *testing.B, mode int, sse bool, configure func(*Handler)) {
 	b.Setenv("BENCH_AIGW_KEY", "sk-bench-static-key")
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
@@ -63,6 +67,12 @@ func benchSpend(b *testing.B, mode int, sse bool) {
 		h.Reporting, h.Gateway = &Reporting{Tags: []string{"sandboxes"}}, catalog.URL
 		h.Limits = &Limits{TokensPerDay: 1 << 50, USDPerDay: 1e9,
 			TokensPerMonth: 1 << 50, USDPerMonth: 1e9, ConcurrentRequests: 10000}
+	}
+	if configure != nil {
+		configure(h)
+	}
+	if h.Gateway == "" {
+		h.Gateway = "http://127.0.0.1:9" // the catalog is read there (and fails): never the internet
 	}
 	if err := h.Provision(ctx); err != nil {
 		b.Fatal(err)

@@ -306,7 +306,7 @@ func TestLimitsWindows(t *testing.T) {
 		serveAnswer := func(answer string) (int, string) {
 			w := httptest.NewRecorder()
 			r := clientRequest(t, "clock", "/v1/chat/completions")
-			mw, _, ref, err := s.begin(w, r, client)
+			mw, _, ref, err := s.begin(w, r, client, &activePolicy{cfg: s.cfg})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -165,6 +165,9 @@ func TestLocalCaddyfilesServeLoopback(t *testing.T) {
 			body := env.paths.Replace(string(readFile(t, file)))
 			body = strings.Replace(body, ":4000 {", ":"+port+" {", 1) // the site's port, nothing else
 			body = strings.ReplaceAll(body, "reverse_proxy https://ai-gateway.vercel.sh", "reverse_proxy "+upstream.URL)
+			if !strings.Contains(body, "\tgateway ") { // a metered block reads the catalog there: loopback only
+				body = strings.ReplaceAll(body, "\tai_gateway_auth {\n", "\tai_gateway_auth {\n\t\tgateway "+upstream.URL+"\n")
+			}
 			cfgJSON, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(body), map[string]any{"filename": file})
 			if err != nil {
 				t.Fatalf("adapt: %v", err)
