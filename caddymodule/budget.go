@@ -62,9 +62,13 @@ func (m *meterWriter) admitAtStart() *refusal {
 // which stops the body before its end.
 func (m *meterWriter) admitBody(f jsonbody.Fields) error {
 	cat := m.spend.h.currentCatalog()
+	usdLimit := m.cfg.USDPerDay > 0 || m.cfg.USDPerMonth > 0
+	if cat == nil && usdLimit {
+		cat = m.spend.h.awaitCatalog(m.r.Context()) // the first read may be under way
+	}
 	worst, _, err := worstCase(cat, f, m.spend.defaultCap)
 	if err != nil {
-		if m.cfg.USDPerDay > 0 || m.cfg.USDPerMonth > 0 {
+		if usdLimit {
 			m.admitRef = catalogUnavailable(m.id)
 			return errAdmission
 		}

@@ -152,6 +152,30 @@ func (h *Handler) currentCatalog() *gateway.Catalog {
 	return g.catalog.Current()
 }
 
+// awaitCatalog is currentCatalog for a request that cannot be admitted
+// without one (a dollar limit): when none was read yet, it waits for the
+// first read to end, at most credential_wait or until ctx ends, so that
+// the first requests after a start are not refused while the catalog is
+// on its way. A first read that failed ends the wait at once.
+func (h *Handler) awaitCatalog(ctx context.Context) *gateway.Catalog {
+	c := h.currentCatalog()
+	if c != nil || h.gateway == nil {
+		return c
+	}
+	wait := time.Duration(h.CredentialWait)
+	if wait <= 0 {
+		wait = defaultCredentialWait
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-h.gateway.catalog.Tried():
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return h.gateway.catalog.Current()
+}
+
 // catalogStatus is what the status route shows of the handler's catalog
 // (nil without metering): its age, model count and last error, never a
 // credential.

@@ -53,6 +53,10 @@ type CatalogSource struct {
 	logger    *zap.Logger
 	current   atomic.Pointer[Catalog]
 	refreshCh chan struct{}
+	// tried is closed once the first fetch has ended, good or not, or the
+	// source stopped: what a caller that has no catalog yet waits for.
+	tried     chan struct{}
+	triedOnce sync.Once
 
 	mu          sync.Mutex
 	started     bool
@@ -96,6 +100,7 @@ func NewCatalogSource(cfg SourceConfig) (*CatalogSource, error) {
 		cfg:       cfg,
 		logger:    logger,
 		refreshCh: make(chan struct{}, 1),
+		tried:     make(chan struct{}),
 	}, nil
 }
 
@@ -108,6 +113,12 @@ func (s *CatalogSource) SetCredential(f func(context.Context) (string, error)) {
 // Current is the latest good catalog, nil until one has been read. It
 // takes no lock.
 func (s *CatalogSource) Current() *Catalog { return s.current.Load() }
+
+// Tried is closed once the first fetch has ended, good or not (then
+// Current is the catalog, or still nil), or the source stopped.
+func (s *CatalogSource) Tried() <-chan struct{} { return s.tried }
+
+func (s *CatalogSource) markTried() { s.triedOnce.Do(func() { close(s.tried) }) }
 
 // Start begins fetching in the background: at once, then every
 // Interval, retrying failures with backoff. Calls after the first, and
@@ -139,6 +150,7 @@ func (s *CatalogSource) Stop() {
 	}
 	s.setNext(time.Time{})
 	trackSource(s, false)
+	s.markTried()
 }
 
 // Refresh asks for a fetch now, or, when one started less than RetryMin
@@ -185,6 +197,7 @@ func (s *CatalogSource) run(ctx context.Context) {
 			return // stopped: the outcome is not a failure of the gateway
 		}
 		next = s.record(err)
+		s.markTried()
 	}
 }
 

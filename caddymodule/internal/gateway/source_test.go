@@ -389,3 +389,38 @@ func TestCatalogMetrics(t *testing.T) {
 		}
 	})
 }
+
+// TestCatalogSourceTried: Tried is closed once the first fetch has ended,
+// good or bad, and by Stop; never before the first fetch.
+func TestCatalogSourceTried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		for _, fail := range []bool{false, true} {
+			release := make(chan struct{})
+			f := &fake{answer: func(_ int, w http.ResponseWriter, _ *http.Request) {
+				<-release
+				if fail {
+					w.WriteHeader(http.StatusBadGateway)
+					return
+				}
+				w.Write(catalogBytes(t))
+			}}
+			s := newSource(t, f, SourceConfig{})
+			s.Start()
+			synctest.Wait()
+			select {
+			case <-s.Tried():
+				t.Fatalf("fail=%v: Tried closed while the first fetch is under way", fail)
+			default:
+			}
+			close(release)
+			<-s.Tried()
+			if got := s.Current() != nil; got == fail {
+				t.Fatalf("fail=%v: after the first fetch, catalog present = %v", fail, got)
+			}
+			s.Stop()
+		}
+		s := newSource(t, catalogAnswers(t, func(int) bool { return false }), SourceConfig{})
+		s.Stop() // never started: waiters are let go
+		<-s.Tried()
+	})
+}
