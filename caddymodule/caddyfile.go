@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/credential"
@@ -51,6 +52,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	if !h.hasClientAuth() {
 		return d.Errf("ai_gateway_auth: %s", noClientAuthMessage)
+	}
+	if h.Limits != nil && h.Limits.storeOnly() && !h.policiesLimited() {
+		return fmt.Errorf("limits sets no limit, only where to count (redis, max_clients, default_max_tokens): add one of "+
+			"requests_per_minute, tokens_per_day, tokens_per_month, usd_per_day, usd_per_month, concurrent_requests, or a policy with limits, at %s:%d",
+			d.File(), h.limitsLine)
 	}
 	return nil
 }
@@ -166,7 +172,7 @@ var handlerOptions = newOptions("ai_gateway_auth",
 		if h.Limits != nil {
 			return d.Errf("limits is already configured; give it once")
 		}
-		h.Limits = new(Limits)
+		h.Limits, h.limitsLine = new(Limits), d.Line()
 		return h.Limits.unmarshalCaddyfile(d)
 	}},
 	option[Handler]{"usage_metrics", func(d *caddyfile.Dispenser, h *Handler) error {

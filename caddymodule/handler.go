@@ -182,6 +182,7 @@ type Handler struct {
 	// the line that named the secrets' namespace (for errors)
 	keySourceOrder       []string
 	secretsNamespaceLine int
+	limitsLine           int // the line of the block's limits (for errors)
 }
 
 // CaddyModule returns the Caddy module information.

@@ -108,14 +108,26 @@ func (l *Limits) outputCap() int64 {
 	return l.DefaultMaxTokens
 }
 
+// storeOnly reports whether l holds the store's settings but no limit: a
+// block whose policies set the limits, its clients counted in l's Redis.
+func (l *Limits) storeOnly() bool {
+	return l.config() == (limits.Config{}) && (l.Redis != "" || l.MaxClients != 0 || l.DefaultMaxTokens != 0)
+}
+
 // check says what is wrong with limits given in JSON (the Caddyfile
 // parser refuses the same values with file and line).
-func (l *Limits) check() error {
+func (l *Limits) check() error { return l.checkWith(false) }
+
+// checkWith is check for a block whose policies set limits
+// (policyLimits): its own limits block may then hold the store's
+// settings alone (redis, max_clients, default_max_tokens), for the
+// policies' clients to be counted in that Redis.
+func (l *Limits) checkWith(policyLimits bool) error {
 	cfg := l.config()
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.Validate(); err != nil && cfg != (limits.Config{}) {
 		return fmt.Errorf("limits: %v", err)
 	}
-	if cfg == (limits.Config{}) {
+	if cfg == (limits.Config{}) && !policyLimits {
 		return errors.New("limits: set at least one of " + strings.Join(limitNames, ", "))
 	}
 	if math.IsNaN(l.USDPerDay) || math.IsNaN(l.USDPerMonth) {

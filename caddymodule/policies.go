@@ -245,6 +245,11 @@ func newModels(what string, patterns []string) (*policy.Models, error) {
 	return m, nil
 }
 
+// policiesLimited reports whether a policy sets limits.
+func (h *Handler) policiesLimited() bool {
+	return slices.ContainsFunc(h.Policies, func(p Policy) bool { return p.Limits != nil })
+}
+
 // checkPolicyLimits says what is wrong with a policy's limits: as the
 // block's, but the store's settings are the block's alone (one ledger,
 // one Redis for every client of the block).

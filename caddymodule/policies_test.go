@@ -73,6 +73,10 @@ func TestPolicyCaddyfileErrors(t *testing.T) {
 			[]string{`policy a: allow_models: "openai/gpt-5/*" matches no model`}},
 		{"catalog file missing", policySite("\t\tcatalog_file /nonexistent/models.json\n"), 5,
 			[]string{"catalog_file: open /nonexistent/models.json"}},
+		{"limits with a store and no limit, no policy limits", policySite("\t\tlimits {\n\t\t\tredis redis://127.0.0.1:6379\n\t\t}\n\t\tpolicy a {\n\t\t\tclients placeholder\n\t\t}\n"), 5,
+			[]string{"limits sets no limit, only where to count", "or a policy with limits"}},
+		{"empty limits", policySite("\t\tlimits {\n\t\t}\n"), 6,
+			[]string{"limits needs at least one of"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := adapt(t, file, tc.body)
@@ -89,6 +93,24 @@ func TestPolicyCaddyfileErrors(t *testing.T) {
 				t.Errorf("error %q does not name %s:%d\n%s", msg, file, tc.line, numbered(tc.body))
 			}
 		})
+	}
+}
+
+// A block whose policies set the limits may name only where to count
+// them (a fleet's Redis): its policies' clients are counted there.
+func TestPolicyLimitsInTheBlocksRedis(t *testing.T) {
+	out := adaptOK(t, "Caddyfile", policySite(
+		"\t\tlimits {\n\t\t\tredis {env.LIMITS_REDIS_URL}\n\t\t}\n",
+		"\t\tpolicy a {\n\t\t\tclients placeholder\n\t\t\tlimits {\n\t\t\t\ttokens_per_day 5000\n\t\t\t}\n\t\t}\n",
+	))
+	if s := string(out); !strings.Contains(s, `"redis": "{env.LIMITS_REDIS_URL}"`) || !strings.Contains(s, `"tokens_per_day": 5000`) {
+		t.Fatalf("the block's redis or the policy's limit is missing:\n%s", out)
+	}
+	if err := (&Limits{Redis: "redis://127.0.0.1:6379"}).checkWith(true); err != nil {
+		t.Fatalf("a store-only limits block under policies with limits: %v", err)
+	}
+	if err := (&Limits{Redis: "redis://127.0.0.1:6379"}).check(); err == nil {
+		t.Fatal("a store-only limits block without policy limits passed")
 	}
 }
 

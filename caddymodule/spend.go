@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"net/http"
 	"net/textproto"
-	"slices"
 	"strings"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
@@ -49,14 +48,15 @@ func (h *Handler) provisionSpend() error {
 		}
 		h.spend.reporter = rp
 	}
+	policyLimits := h.policiesLimited()
 	if l := h.Limits; l != nil {
-		if err := l.check(); err != nil {
+		if err := l.checkWith(policyLimits); err != nil {
 			return err
 		}
 		h.spend.limits, h.spend.limited, h.spend.cfg = *l, true, l.config()
 		h.spend.ledger.Register(h.spend, l.MaxClients)
 	}
-	if !h.spend.limited && slices.ContainsFunc(h.Policies, func(p Policy) bool { return p.Limits != nil }) {
+	if !h.spend.limited && policyLimits {
 		h.spend.limited = true // a policy's limits only (policies.go)
 		h.spend.ledger.Register(h.spend, 0)
 	}

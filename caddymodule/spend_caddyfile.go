@@ -63,7 +63,7 @@ func (l *Limits) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if err := limitsOptions.parseBlock(d, l); err != nil {
 		return err
 	}
-	if l.config() == (limits.Config{}) {
+	if l.config() == (limits.Config{}) && !l.storeOnly() {
 		return d.Errf("limits needs at least one of `requests_per_minute <n>`, `tokens_per_day <n>`, `tokens_per_month <n>`, " +
 			"`usd_per_day <amount>`, `usd_per_month <amount>` and `concurrent_requests <n>`")
 	}

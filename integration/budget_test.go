@@ -245,6 +245,44 @@ func TestBudgetBurst(t *testing.T) {
 			t.Errorf("status from %q, want redis: %s", c.From, raw)
 		}
 	})
+
+	// The limits are a policy's, and the block's limits name only the
+	// Redis: the policy's clients are counted there all the same.
+	t.Run("a policy's limits, three instances on the block's Redis", func(t *testing.T) {
+		if nearUTCMidnight(time.Now()) {
+			t.Skip("UTC midnight is within 2 minutes")
+		}
+		rp := startRedis(t, "budget-policy-pw-7e21")
+		apiKey := newAPIKey()
+		gw := newFakeGateway(t, nil, apiKey)
+		gw.SetOutputTokens(outCap)
+		secret := newClientKeySecret()
+		env := map[string]string{"AI_GATEWAY_API_KEY": apiKey, "CLIENT_KEY_SECRET": secret, "LIMITS_REDIS_URL": rp.URL()}
+		site := fmt.Sprintf(`	ai_gateway_auth {
+		credential static {env.AI_GATEWAY_API_KEY}
+		client_key_secret {env.CLIENT_KEY_SECRET}
+		limits {
+			default_max_tokens %d
+			redis {env.LIMITS_REDIS_URL} {
+				timeout 2s
+			}
+		}
+		policy fleet {
+			clients key:*
+			limits {
+				tokens_per_day %d
+			}
+		}
+	}
+	reverse_proxy %s`, outCap, limit, gw.URL())
+		fleet := startFleet(t, 3, t.TempDir(), caddyOptions{Env: env}, site)
+		waitLimitsHealthy(t, fleet, true)
+		served, codes := burst(t, gw, fleet, signedClientKey("policy-burst", secret), body, 40)
+		checkBurst(t, gw, fleet[0], "key:policy-burst", served, codes, limit, input+outCap)
+		if c, raw := clientBudget(t, fleet[1], "key:policy-burst"); c.From != "redis" {
+			t.Errorf("status from %q, want redis: %s", c.From, raw)
+		}
+	})
 }
 
 // TestBudgetHangUps: five 400 KB requests of one client, each abandoned
