@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
@@ -44,7 +45,7 @@ const statusClientClosed = 499
 // isGeneration reports whether r is a generation: a JSON body on a
 // generation endpoint, which reserves its worst case.
 func isGeneration(r *http.Request) bool {
-	return generationPaths[r.URL.Path] && jsonRequest(r)
+	return generationPaths[strings.TrimRight(r.URL.Path, "/")] && jsonRequest(r)
 }
 
 // admitAtStart admits a request that is not a generation before its body

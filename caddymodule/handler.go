@@ -87,7 +87,7 @@ type Handler struct {
 	// segments of letters, digits and - _ . :, then optionally
 	// /endpoints), or the word "default" for the default list, so
 	// ["default", "/v1/credits"] adds one path to it. Whatever the list, a
-	// path with a dot segment, a ; or an ambiguous percent-encoding (an
+	// path with a dot segment, an empty segment (//), a ; or an ambiguous percent-encoding (an
 	// encoded / \ . ; or %, a control byte, a byte of 0x80 or above) is
 	// refused.
 	//

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -162,7 +163,7 @@ func (c *countingBody) Read(p []byte) (int, error) {
 // long enough to read the usage. It returns the request to forward, or
 // the body's refusal (or the client's error reading a small body).
 func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string, modelCheck func(jsonbody.Fields) error) (*http.Request, error) {
-	path := r.URL.Path
+	path := strings.TrimRight(r.URL.Path, "/") // the gateway may route /v1/chat/completions/ as without its slash
 	m.generation = generationPaths[path]
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		m.reqBytes = &countingBody{ReadCloser: r.Body}

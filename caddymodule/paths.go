@@ -191,6 +191,7 @@ func isModelIDSegment(s string) bool {
 // another path than the allow list did, so that it is refused whatever
 // the patterns say:
 //   - a dot segment (/./, /../, or a trailing /. or /..);
+//   - an empty segment (//), which a server may merge;
 //   - a ; anywhere (servers that take path parameters read /..;/ as /../);
 //   - a percent-encoded /, \, . or ; (a server that decodes before it
 //     resolves sees a separator or a dot segment);
@@ -202,7 +203,7 @@ func isModelIDSegment(s string) bool {
 //     a lax UTF-8 decoder reads overlong forms as ASCII (%C0%AE is .);
 //   - a % not followed by two hex digits.
 func ambiguousPath(p string) bool {
-	if strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+	if strings.Contains(p, "/./") || strings.Contains(p, "/../") || strings.Contains(p, "//") ||
 		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") || strings.IndexByte(p, ';') >= 0 {
 		return true
 	}

@@ -71,7 +71,10 @@ func TestPathAllowList(t *testing.T) {
 		{"/v1/models/openai/gpt-5/", false, true, true},
 		{"/v1/models/openai/gpt-5/endpoints/", false, true, true},
 		{"/v1/models/", false, true, true},
-		{"/v1/models//gpt-5", false, true, true},
+		{"/v1/models//gpt-5", false, false, false}, // an empty segment: a server may drop it
+		{"/v1//chat/completions", false, false, false},
+		{"//v1/chat/completions", false, false, false},
+		{"/v1/chat/completions//", false, false, false},
 		{"/v1/models/open%41i/gpt-5", false, true, true}, // no % in a model id; a harmless one passes a prefix
 		{"/v1/models/gpt%205", false, true, true},
 		{"/v1/models/gpt+5", false, true, true},
