@@ -266,6 +266,7 @@ func (h *Handler) screen(r *http.Request, client *identity.Principal) *refusal {
 		return forbidden(r, "path_not_allowed", "this path is not allowed through this proxy (allow_paths)",
 			"path "+safetext.Clipped(r.URL.EscapedPath())+" is not allowed through this proxy (allow_paths)")
 	}
+	useCanonicalModelPath(r) // /v1/models/openai%2Fgpt-5 goes upstream as /v1/models/openai/gpt-5
 	if h.spend != nil && upgradeRequest(r) {
 		// a WebSocket (AI Gateway's /v1/responses has one) carries its
 		// messages and usage in frames the proxy cannot meter or edit:
