@@ -100,15 +100,15 @@ type fakeGateway struct {
 
 // gatewayRequest is what the gateway received and how it answered.
 type gatewayRequest struct {
-	At       time.Time
+	At     time.Time
 	Method string
 	Path   string // decoded
 	// EscapedPath is the path as the request line had it (a %2F stays
 	// %2F).
 	EscapedPath string
 	RawQuery    string
-	Header   http.Header
-	Body     []byte
+	Header      http.Header
+	Body        []byte
 	// ContentLength is the request's Content-Length, -1 when it came
 	// chunked.
 	ContentLength int64
@@ -278,7 +278,7 @@ func (g *fakeGateway) ackChan(id string) chan struct{} {
 func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	rec := gatewayRequest{
-		At:       time.Now(),
+		At:          time.Now(),
 		Method:      r.Method,
 		Path:        r.URL.Path,
 		EscapedPath: r.URL.EscapedPath(),
