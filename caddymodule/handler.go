@@ -89,7 +89,11 @@ type Handler struct {
 	// ["default", "/v1/credits"] adds one path to it. Whatever the list, a
 	// path with a dot segment, an empty segment (//), a ; or an ambiguous percent-encoding (an
 	// encoded / \ . ; or %, a control byte, a byte of 0x80 or above) is
-	// refused.
+	// refused, but for one: the slash of a two-segment model id escaped as
+	// %2F (or %2f), as the official SDKs send a model lookup
+	// (/v1/models/openai%2Fgpt-5), is read as the slash; the path is
+	// checked, and forwarded, as /v1/models/openai/gpt-5, the form AI
+	// Gateway documents.
 	//
 	// Default: AI Gateway's inference endpoints and model listing only:
 	// /v1/chat/completions, /v1/completions, /v1/responses,
@@ -267,6 +271,7 @@ func (h *Handler) screen(r *http.Request, client *identity.Principal) *refusal {
 		return forbidden(r, "path_not_allowed", "this path is not allowed through this proxy (allow_paths)",
 			"path "+safetext.Clipped(r.URL.EscapedPath())+" is not allowed through this proxy (allow_paths)")
 	}
+	useCanonicalModelPath(r) // /v1/models/openai%2Fgpt-5 goes upstream as /v1/models/openai/gpt-5
 	if h.spend != nil && upgradeRequest(r) {
 		// a WebSocket (AI Gateway's /v1/responses has one) carries its
 		// messages and usage in frames the proxy cannot meter or edit:

@@ -143,21 +143,37 @@ func checkRequestModel(r *http.Request, clientName any, pol *activePolicy) *refu
 		return modelNotAllowed(r, clientName, pol.name, "this endpoint is not available to this client: its model is a form field "+
 			"this proxy does not read, and this client may use only some models")
 	}
-	if id, ok := pathModel(path); ok && !pol.models.Allows(id) {
-		ref := pol.models.CheckRequest(id, nil)
-		return modelNotAllowed(r, clientName, pol.name, ref.Message())
+	for _, id := range pathModels(path) {
+		if id != "" && !pol.models.Allows(id) {
+			ref := pol.models.CheckRequest(id, nil)
+			return modelNotAllowed(r, clientName, pol.name, ref.Message())
+		}
 	}
 	return nil
 }
 
-// pathModel is the model id GET /v1/models/<id>[/endpoints] names.
-func pathModel(path string) (string, bool) {
+// pathModels are the model ids GET /v1/models/<id>[/endpoints] may name,
+// read from the decoded path, so that /v1/models/openai%2Fgpt-5 and
+// /v1/models/openai/gpt-5 name the same model (and the first goes
+// upstream as the second: useCanonicalModelPath). With a one-segment id,
+// <x>/endpoints reads two ways: the endpoints of the model x, or the
+// model x/endpoints (AI Gateway's routes are /v1/models/{creator}/{model}
+// and /v1/models/{creator}/{model}/endpoints); under an allowlist, both
+// must be allowed.
+func pathModels(path string) [2]string {
 	id, ok := strings.CutPrefix(path, "/v1/models/")
 	if !ok || id == "" {
-		return "", false
+		return [2]string{}
 	}
-	id = strings.TrimSuffix(id, "/endpoints")
-	return id, true
+	bare, ok := strings.CutSuffix(id, "/endpoints")
+	switch {
+	case !ok:
+		return [2]string{id}
+	case strings.Contains(bare, "/"):
+		return [2]string{bare}
+	default:
+		return [2]string{bare, id}
+	}
 }
 
 // modelNotAllowed is the 403 model_not_allowed refusal; message names the

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -130,8 +131,11 @@ func (l *pathAllowList) addPattern(p string) {
 	}
 }
 
-// allows reports whether the request path (escaped form) may go upstream.
+// allows reports whether the request path (escaped form) may go upstream:
+// a model path with an encoded slash in its id is checked as
+// canonicalModelPath writes it, the form it is forwarded in.
 func (l *pathAllowList) allows(escapedPath string) bool {
+	escapedPath, _ = canonicalModelPath(escapedPath)
 	if ambiguousPath(escapedPath) {
 		return false
 	}
@@ -147,6 +151,45 @@ func (l *pathAllowList) allows(escapedPath string) bool {
 		}
 	}
 	return false
+}
+
+// canonicalModelPath reads the one percent-encoding a model path may
+// have: the official SDKs escape a model id as one path segment, so
+// openai-go's Models.Get(ctx, "openai/gpt-5"), and models.retrieve of
+// the npm packages openai and @anthropic-ai/sdk, send
+// /v1/models/openai%2Fgpt-5. When p (escaped) is a model path (modelPaths)
+// once the %2F (or %2f) right after the id's first segment is a /, it
+// returns that path and true: /v1/models/openai/gpt-5, the form AI
+// Gateway documents (/v1/models/{creator}/{model}[/endpoints]), which the
+// allow list checks and the proxy forwards (useCanonicalModelPath), so
+// that the gateway gets the path the allow list and the model check
+// read. Any other path is returned as is, with false: an encoded slash
+// anywhere else, a second one, %252F, or an id segment that is . or ..
+// leaves the path to ambiguousPath, which refuses it.
+func canonicalModelPath(p string) (string, bool) {
+	tail, ok := strings.CutPrefix(p, "/v1/models/")
+	if !ok {
+		return p, false
+	}
+	i := strings.IndexByte(tail, '%')
+	if i <= 0 || strings.IndexByte(tail[:i], '/') >= 0 || !strings.EqualFold(tail[i:min(i+3, len(tail))], "%2F") {
+		return p, false
+	}
+	canon := "/v1/models/" + tail[:i] + "/" + tail[i+3:]
+	if !isModelPath(canon) {
+		return p, false
+	}
+	return canon, true
+}
+
+// useCanonicalModelPath makes an allowed request's path the form the
+// allow list read (canonicalModelPath): /v1/models/openai%2Fgpt-5 goes
+// upstream as /v1/models/openai/gpt-5. Its decoded path (r.URL.Path, what
+// the model check reads) is that already.
+func useCanonicalModelPath(r *http.Request) {
+	if p, ok := canonicalModelPath(r.URL.EscapedPath()); ok {
+		r.URL.Path, r.URL.RawPath = p, ""
+	}
 }
 
 // isModelPath reports whether p is one model's details or its endpoints

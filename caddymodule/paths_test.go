@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 func TestPathAllowList(t *testing.T) {
@@ -80,6 +81,48 @@ func TestPathAllowList(t *testing.T) {
 		{"/v1/models/gpt+5", false, true, true},
 		{"/v1/models/gpt~5", false, true, true},
 		{"/v1/modelsx", false, true, true},
+		// the official SDKs escape a model id's slash: that one escape,
+		// between the id's two segments, is read as the slash (the path is
+		// checked, and forwarded, as /v1/models/openai/gpt-5)
+		{"/v1/models/openai%2Fgpt-5", true, true, true},
+		{"/v1/models/openai%2fgpt-5", true, true, true},
+		{"/v1/models/openai%2Fgpt-5/endpoints", true, true, true},
+		{"/v1/models/anthropic%2Fclaude-sonnet-4.5", true, true, true},
+		{"/v1/models/bedrock:x%2Fa.b_c-d", true, true, true},
+		{"/v1/models/openai%2Fendpoints", true, true, true},
+		// and no other: a second escape, one elsewhere, an encoded %, a
+		// third segment, a dot segment, an empty segment
+		{"/v1/models/openai%2Fgpt-5%2Fendpoints", false, false, false},
+		{"/v1/models/openai%2Fgpt-5%2fendpoints", false, false, false},
+		{"/v1/models/a%2Fb%2Fc", false, false, false},
+		{"/v1/models/a%2Fb/c", false, false, false},
+		{"/v1/models/a/b%2Fc", false, false, false},
+		{"/v1/models/a/b%2Fendpoints", false, false, false},
+		{"/v1/models/openai%2Fgpt-5/extra", false, false, false},
+		{"/v1/models/openai%2Fgpt-5/endpoints/x", false, false, false},
+		{"/v1/models/openai%2Fgpt-5/", false, false, false},
+		{"/v1/models/openai%252Fgpt-5", false, false, false},
+		{"/v1/models/openai%25%32%46gpt-5", false, false, false},
+		{"/v1/models/..%2Fcredits", false, false, false},
+		{"/v1/models/.%2Fgpt-5", false, false, false},
+		{"/v1/models/openai%2F..", false, false, false},
+		{"/v1/models/openai%2F.", false, false, false},
+		{"/v1/models/openai%2F%2e%2e", false, false, false},
+		{"/v1/models/%2e%2e%2Fcredits", false, false, false},
+		{"/v1/models/%2Fgpt-5", false, false, false},
+		{"/v1/models/openai%2F", false, false, false},
+		{"/v1/models/openai%2F/gpt-5", false, false, false},
+		{"/v1/models/openai%2F%2Fgpt-5", false, false, false},
+		{"/v1/models/open%61i%2Fgpt-5", false, false, false},
+		{"/v1/models/openai%2Fgpt-5;x", false, false, false},
+		{"/v1/models/openai%2Fgpt-5%00", false, false, false},
+		{"/v1/models/openai%5Cgpt-5", false, false, false},
+		{"/v1/models/openai%2", false, false, false},
+		{"/v1/models%2Fopenai%2Fgpt-5", false, false, false},
+		{"/v1%2Fmodels/openai%2Fgpt-5", false, false, false},
+		{"/v2/models/openai%2Fgpt-5", false, false, false},
+		{"/v1/chat%2Fcompletions", false, false, false},
+		{"/x/v1/models/openai%2Fgpt-5", false, false, false},
 		// dot segments and encoded separators are refused by every list
 		{"/v1/../admin", false, false, false},
 		{"/v1/./chat/completions", false, false, false},
@@ -274,6 +317,55 @@ func TestAllowPathsDocComment(t *testing.T) {
 	}
 }
 
+// canonicalModelPath reads the encoded slash of a model id and nothing
+// else; an allowed request goes upstream in that form, and the model
+// check reads the same id from both spellings.
+func TestCanonicalModelPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/v1/models/openai%2Fgpt-5":           "/v1/models/openai/gpt-5",
+		"/v1/models/openai%2fgpt-5/endpoints": "/v1/models/openai/gpt-5/endpoints",
+		"/v1/models/openai/gpt-5":             "",
+		"/v1/models/openai%2Fgpt-5%2Fx":       "",
+		"/v1/models/a%2Fb/c":                  "",
+		"/v1/models/..%2Fx":                   "",
+		"/v1/models/x%2F..":                   "",
+		"/v1/models/x%252Fy":                  "",
+		"/v1/models/%2Fy":                     "",
+		"/v1/models/x%2":                      "",
+		"/v1/models/x%":                       "",
+		"/v1/models%2Fx":                      "",
+	} {
+		got, ok := canonicalModelPath(in)
+		if ok != (want != "") || ok && got != want || !ok && got != in {
+			t.Errorf("canonicalModelPath(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}
+
+// Through the handler: the SDK's spelling of a model lookup goes upstream
+// as AI Gateway documents it, with the slash; other paths as sent.
+func TestHandlerForwardsCanonicalModelPath(t *testing.T) {
+	h := staticHandler(t)
+	for target, want := range map[string]string{
+		"/v1/models/openai%2Fgpt-5":           "/v1/models/openai/gpt-5",
+		"/v1/models/openai%2fgpt-5/endpoints": "/v1/models/openai/gpt-5/endpoints",
+		"/v1/models/openai/gpt-5":             "/v1/models/openai/gpt-5",
+		"/v1/models?x=%2F":                    "/v1/models",
+	} {
+		r := httptest.NewRequest(http.MethodGet, target, nil)
+		r.Header.Set("Authorization", "Bearer sk-placeholder")
+		r, _ = withReplacer(r)
+		var forwarded string
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			forwarded = r.URL.EscapedPath()
+			return nil
+		})
+		if w := serve(t, h, r, next); w.Code != http.StatusOK || forwarded != want {
+			t.Errorf("%s: status %d, forwarded as %q; want 200, %q", target, w.Code, forwarded, want)
+		}
+	}
+}
+
 // modelPathOracle is the model rule written as a regular expression, to
 // check the hand-written matcher against.
 var modelPathOracle = regexp.MustCompile(`^/v1/models/[A-Za-z0-9._:-]+(/[A-Za-z0-9._:-]+)?(/endpoints)?$`)
@@ -281,14 +373,18 @@ var modelPathOracle = regexp.MustCompile(`^/v1/models/[A-Za-z0-9._:-]+(/[A-Za-z0
 // FuzzAllowPaths: whatever request target a client sends (parsed as Go's
 // server does), a path any list allows decodes to itself as the list
 // read it: no dot segment, ;, backslash, %, control or non-ASCII byte
-// once decoded; and the default list allows only its exact paths and
-// what the model rule's regular expression matches.
+// once decoded; an encoded slash only as the one slash of a model id,
+// and then the path goes upstream decoded (as the model check reads it);
+// and the default list allows only its exact paths and what the model
+// rule's regular expression matches.
 func FuzzAllowPaths(f *testing.F) {
 	for _, s := range []string{
 		"/v1/models/openai/gpt-5", "/v1/models/openai/gpt-5/endpoints", "/v1/models/..;/credits",
 		"/v1/models/%252e%252e/credits", "/v1/models/..%00/credits", "/v1/models/%C0%AE%C0%AE/credits",
 		"/v1/chat/completions?x=1", "/v1/models/open%41i/gpt-5", "/v1/%2e%2e/x", "/v1/models/a/b/c",
 		"/v1/models/./x", "/v1/models/x/..", "/v1/models/%3b", "/v1/models/a%2",
+		"/v1/models/openai%2Fgpt-5", "/v1/models/openai%2fgpt-5/endpoints", "/v1/models/a%2Fb%2Fc",
+		"/v1/models/..%2Fcredits", "/v1/models/openai%252Fgpt-5", "/v1/models/x%2F..",
 	} {
 		f.Add(s)
 	}
@@ -311,6 +407,11 @@ func FuzzAllowPaths(f *testing.F) {
 				continue
 			}
 			decoded := u.Path
+			forwarded, canonical := canonicalModelPath(escaped)
+			if strings.Contains(strings.ToLower(escaped), "%2f") &&
+				(!canonical || forwarded != decoded || strings.Count(escaped, "%") != 1 || !modelPathOracle.MatchString(forwarded)) {
+				t.Fatalf("%s allows %q, forwarded as %q, which decodes to %q", name, escaped, forwarded, decoded)
+			}
 			if strings.ContainsAny(decoded, ";\\%") {
 				t.Fatalf("%s allows %q, which decodes to %q", name, escaped, decoded)
 			}
@@ -324,10 +425,10 @@ func FuzzAllowPaths(f *testing.F) {
 					t.Fatalf("%s allows %q, a dot segment once decoded (%q)", name, escaped, decoded)
 				}
 			}
-			if name == "default" && !slices.Contains(defaultAllowPaths, escaped) &&
-				(!modelPathOracle.MatchString(escaped) || strings.Contains(escaped, "/./") || strings.Contains(escaped, "/../") ||
-					strings.HasSuffix(escaped, "/.") || strings.HasSuffix(escaped, "/..")) {
-				t.Fatalf("the default list allows %q", escaped)
+			if name == "default" && !slices.Contains(defaultAllowPaths, forwarded) &&
+				(!modelPathOracle.MatchString(forwarded) || strings.Contains(forwarded, "/./") || strings.Contains(forwarded, "/../") ||
+					strings.HasSuffix(forwarded, "/.") || strings.HasSuffix(forwarded, "/..")) {
+				t.Fatalf("the default list allows %q (forwarded as %q)", escaped, forwarded)
 			}
 		}
 	})

@@ -255,7 +255,15 @@ func TestModelCheckHooks(t *testing.T) {
 		t.Errorf("multipart without an allowlist: %+v", ref)
 	}
 	for path, refused := range map[string]bool{"/v1/models/openai/gpt-5": false, "/v1/models/anthropic/claude-opus-4": true,
-		"/v1/models/anthropic/claude-opus-4/endpoints": true, "/v1/models": false} {
+		"/v1/models/anthropic/claude-opus-4/endpoints": true, "/v1/models": false,
+		// the SDKs' spelling names the same model
+		"/v1/models/openai%2Fgpt-5": false, "/v1/models/openai%2fgpt-5/endpoints": false,
+		"/v1/models/anthropic%2Fclaude-opus-4": true, "/v1/models/anthropic%2Fclaude-opus-4/endpoints": true,
+		// ids are case-sensitive, as in a body
+		"/v1/models/OpenAI/gpt-5": true, "/v1/models/OpenAI%2Fgpt-5": true,
+		// <x>/endpoints: the model x's endpoints, or the model x/endpoints; both must be allowed
+		"/v1/models/openai/endpoints": true, "/v1/models/openai%2Fendpoints": true,
+		"/v1/models/anthropic/claude-haiku-4.5/endpoints": false} {
 		r, _ := http.NewRequest(http.MethodGet, "http://x"+path, nil)
 		if ref := checkRequestModel(r, "c", ap); (ref != nil) != refused {
 			t.Errorf("%s: %+v", path, ref)

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"math/big"
 	"net/http"
 	"slices"
@@ -306,4 +307,56 @@ func (m fakeModel) provider() string {
 	}
 	p, _, _ := strings.Cut(m.ID, "/")
 	return p
+}
+
+// modelPage is AI Gateway's answer to GET /v1/models/{creator}/{model}
+// (the model's entry, as GET /v1/models lists it) and to
+// /v1/models/{creator}/{model}/endpoints (the providers that serve it:
+// {"data":{"id","name","architecture","endpoints":[…]}}, each endpoint
+// with its provider, limits, supported parameters and pricing as
+// prompt/completion); a model it does not have is 404 model_not_found.
+// The shapes are as recorded from AI Gateway (third-party notes,
+// 2026-08; the endpoints route is in Vercel's REST API reference). It
+// routes on the path as sent: an id whose slash is escaped
+// (openai%2Fgpt-5) is not a route AI Gateway documents, and the fake
+// answers it 404 not_found_error, so a test sees which form reached it.
+func (g *fakeGateway) modelPage(r *http.Request) (int, any) {
+	tail := strings.TrimPrefix(r.URL.EscapedPath(), "/v1/models/")
+	id, endpoints := strings.CutSuffix(tail, "/endpoints")
+	if strings.Count(id, "/") != 1 || strings.Contains(id, "%") {
+		return http.StatusNotFound, map[string]any{
+			"error": map[string]string{"message": "not found: " + r.URL.EscapedPath(), "type": "not_found_error"},
+		}
+	}
+	m, ok := g.Model(id)
+	if !ok {
+		return http.StatusNotFound, map[string]any{
+			"error": map[string]string{"message": fmt.Sprintf("Model '%s' not found", id), "type": "model_not_found"},
+		}
+	}
+	if m.Object == "" {
+		m.Object = "model"
+	}
+	if !endpoints {
+		return http.StatusOK, m
+	}
+	output := "text"
+	if m.Type == "image" {
+		output = "image"
+	}
+	endpoint := map[string]any{
+		"name": m.OwnedBy + " | " + m.ID, "model_name": m.Name, "provider_name": m.OwnedBy,
+		"context_length": m.ContextWindow, "max_completion_tokens": m.MaxTokens, "max_prompt_tokens": nil,
+		"quantization": nil, "supported_parameters": []string{"max_tokens", "temperature", "stop", "tools", "tool_choice"},
+		"tags": m.Tags, "status": 0, "supports_implicit_caching": slices.Contains(m.Tags, "implicit-caching"),
+		"pricing": map[string]any{"prompt": m.Pricing["input"], "completion": m.Pricing["output"], "request": "0", "discount": 0},
+	}
+	return http.StatusOK, map[string]any{"data": map[string]any{
+		"id": m.ID, "name": m.Name,
+		"architecture": map[string]any{
+			"tokenizer": nil, "instruct_type": nil, "modality": "text→" + output,
+			"input_modalities": []string{"text"}, "output_modalities": []string{output},
+		},
+		"endpoints": []any{endpoint},
+	}}
 }

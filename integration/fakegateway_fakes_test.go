@@ -171,6 +171,54 @@ func fakesEventually(t *testing.T, timeout time.Duration, what string, cond func
 
 var fakesGenIDPattern = regexp.MustCompile(`^gen_[0-9A-HJKMNP-TV-Z]{26}$`)
 
+// TestFakesModelPage: GET /v1/models/{creator}/{model} serves the model's
+// catalog entry and /endpoints its providers, in AI Gateway's shapes; an
+// unknown model is 404 model_not_found, and an escaped slash (a route AI
+// Gateway does not document) 404 not_found_error.
+func TestFakesModelPage(t *testing.T) {
+	t.Parallel()
+	apiKey := newAPIKey()
+	gw := newFakeGateway(t, nil, apiKey)
+	gw.Faithful()
+	auth := map[string]string{"Authorization": "Bearer " + apiKey}
+
+	res := fakesDo(t, http.MethodGet, gw.URL()+"/v1/models/anthropic/claude-haiku-4.5", auth, "")
+	var m fakeModel
+	if err := json.Unmarshal(res.Body, &m); res.Status != http.StatusOK || err != nil || m.ID != "anthropic/claude-haiku-4.5" ||
+		m.Object != "model" || m.OwnedBy != "anthropic" || m.Pricing["input"] != "0.000001" {
+		t.Errorf("the model's entry: %d %s", res.Status, res.Body)
+	}
+	res = fakesDo(t, http.MethodGet, gw.URL()+"/v1/models/anthropic/claude-haiku-4.5/endpoints", auth, "")
+	var eps struct {
+		Data struct {
+			ID        string
+			Endpoints []struct {
+				ProviderName string `json:"provider_name"`
+				Pricing      struct{ Prompt, Completion string }
+			}
+		}
+	}
+	if err := json.Unmarshal(res.Body, &eps); res.Status != http.StatusOK || err != nil || eps.Data.ID != "anthropic/claude-haiku-4.5" ||
+		len(eps.Data.Endpoints) != 1 || eps.Data.Endpoints[0].ProviderName != "anthropic" || eps.Data.Endpoints[0].Pricing.Completion != "0.000005" {
+		t.Errorf("the model's endpoints: %d %s", res.Status, res.Body)
+	}
+	for path, errType := range map[string]string{
+		"/v1/models/nosuch/model":                 "model_not_found",
+		"/v1/models/nosuch/model/endpoints":       "model_not_found",
+		"/v1/models/anthropic%2Fclaude-haiku-4.5": "not_found_error",
+		"/v1/models/gpt-5":                        "not_found_error",
+	} {
+		res := fakesDo(t, http.MethodGet, gw.URL()+path, auth, "")
+		var e struct{ Error struct{ Type string } }
+		if json.Unmarshal(res.Body, &e); res.Status != http.StatusNotFound || e.Error.Type != errType {
+			t.Errorf("%s: %d %s; want 404 %s", path, res.Status, res.Body, errType)
+		}
+		if r := gw.Requests(); r[len(r)-1].EscapedPath != path {
+			t.Errorf("%s: recorded as %q", path, r[len(r)-1].EscapedPath)
+		}
+	}
+}
+
 // TestFakesCatalog: GET /v1/models serves the catalog in AI Gateway's
 // shape (the recorded deepseek entry verbatim), or the test's, and
 // records who fetched it; its failure modes fail as said.

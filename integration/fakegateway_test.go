@@ -31,7 +31,9 @@ import (
 //
 // For budgets (issue 22) it also serves, as AI Gateway does: a model
 // catalog (GET /v1/models: SetCatalog, SetCatalogFailure,
-// CatalogFetches; fakegateway_catalog_test.go); faithful answers, whose
+// CatalogFetches; one model's entry and its endpoints, GET
+// /v1/models/{creator}/{model}[/endpoints]; fakegateway_catalog_test.go);
+// faithful answers, whose
 // usage follows the body it got and whose cost follows the catalog,
 // shown as the endpoint's cost mode says (Faithful, SetCostMode, …;
 // fakegateway_answers_test.go); a generation per request that ran
@@ -98,12 +100,15 @@ type fakeGateway struct {
 
 // gatewayRequest is what the gateway received and how it answered.
 type gatewayRequest struct {
-	At       time.Time
-	Method   string
-	Path     string
-	RawQuery string
-	Header   http.Header
-	Body     []byte
+	At     time.Time
+	Method string
+	Path   string // decoded
+	// EscapedPath is the path as the request line had it (a %2F stays
+	// %2F).
+	EscapedPath string
+	RawQuery    string
+	Header      http.Header
+	Body        []byte
 	// ContentLength is the request's Content-Length, -1 when it came
 	// chunked.
 	ContentLength int64
@@ -273,13 +278,14 @@ func (g *fakeGateway) ackChan(id string) chan struct{} {
 func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	rec := gatewayRequest{
-		At:       time.Now(),
-		Method:   r.Method,
-		Path:     r.URL.Path,
-		RawQuery: r.URL.RawQuery,
-		Header:   r.Header.Clone(),
-		Body:     body,
-		Trailer:  r.Trailer.Clone(),
+		At:          time.Now(),
+		Method:      r.Method,
+		Path:        r.URL.Path,
+		EscapedPath: r.URL.EscapedPath(),
+		RawQuery:    r.URL.RawQuery,
+		Header:      r.Header.Clone(),
+		Body:        body,
+		Trailer:     r.Trailer.Clone(),
 		// -1: chunked
 		ContentLength: r.ContentLength,
 	}
@@ -306,6 +312,13 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodGet && r.URL.Path == "/v1/models" && g.catalogFailed(w, r, rec) {
+		return
+	}
+	if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/models/") {
+		status, answer := g.modelPage(r)
+		rec.Status = status
+		g.record(rec)
+		writeJSON(w, status, answer)
 		return
 	}
 	var req gatewayReading

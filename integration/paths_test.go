@@ -112,6 +112,11 @@ func TestAllowPaths(t *testing.T) {
 		"/v1/models/..%09/credits",
 		"/v1/models/%C0%AE%C0%AE/credits",
 		"/v1/models/..%3B/credits",
+		// an encoded slash anywhere but between a model id's segments
+		"/v1/models/..%2Fcredits",
+		"/v1/models/openai%2F..%2Fcredits",
+		"/v1/models/x%2F..",
+		"/v1/models/%2e%2e%2Fcredits",
 	}
 	cases := []struct {
 		base, target string
@@ -143,9 +148,18 @@ func TestAllowPaths(t *testing.T) {
 		{anyURL, "/admin", 404}, // allowed: the gateway answers
 		// one model's details and endpoints: a model id, then
 		// optionally /endpoints, and nothing else (the gateway answers)
-		{defaultURL, "/v1/models/openai/gpt-5", 404},
-		{defaultURL, "/v1/models/openai/gpt-5/endpoints", 404},
-		{defaultURL, "/v1/models/anthropic/claude-sonnet-4.5", 404},
+		{defaultURL, "/v1/models/openai/gpt-5", 200},
+		{defaultURL, "/v1/models/openai/gpt-5/endpoints", 200},
+		{defaultURL, "/v1/models/anthropic/claude-sonnet-4", 200},
+		// the id's slash escaped, as the SDKs send it: that one escape
+		// passes, and the gateway gets the slash (see TestModelLookupSDK)
+		{defaultURL, "/v1/models/openai%2Fgpt-5", 200},
+		{defaultURL, "/v1/models/openai%2fgpt-5/endpoints", 200},
+		{anyURL, "/v1/models/openai%2Fgpt-5", 200},
+		{customURL, "/v1/models/openai%2Fgpt-5", 403},
+		{defaultURL, "/v1/models/openai%2Fgpt-5%2Fendpoints", 403},
+		{defaultURL, "/v1/models/openai%252Fgpt-5", 403},
+		{defaultURL, "/v1/models/a%2Fb/c", 403},
 		{defaultURL, "/v1/models/openai/gpt-5/endpoints/x", 403},
 		{defaultURL, "/v1/models/openai/gpt-5/", 403},
 		{defaultURL, "/v1/models/a/b/c", 403},
@@ -199,8 +213,9 @@ func TestAllowPaths(t *testing.T) {
 				}
 				r := lastRequest(t, gw)
 				assertForwarded(t, r, apiKey, "api-key")
-				if want, _, _ := strings.Cut(c.target, "?"); r.Path != want {
-					t.Errorf("the gateway got path %q, want %q", r.Path, want)
+				want, _, _ := strings.Cut(c.target, "?")
+				if want = strings.NewReplacer("%2F", "/", "%2f", "/").Replace(want); r.EscapedPath != want {
+					t.Errorf("the gateway got path %q, want %q", r.EscapedPath, want)
 				}
 			}
 		})

@@ -93,25 +93,16 @@ func TestPoliciesModelList(t *testing.T) {
 	if got := listedModels(t, bob); !slices.Equal(got, []string{"anthropic/claude-haiku-4.5"}) {
 		t.Errorf("bob (the block's allow_models) lists %q", got)
 	}
-	// (the SDK escapes the id's slash, which allow_paths refuses: asked raw)
-	lookup := func(name, id string) *http.Response {
-		req, _ := http.NewRequest(http.MethodGet, p.URL+"/v1/models/"+id, nil)
-		req.Header.Set("Authorization", "Bearer "+signedClientKey(name, secret))
-		res, err := newTestClient(t).HTTP.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		return res
-	}
+	// a lookup through the SDK (which escapes the id's slash)
 	before := len(gw.Requests())
-	if res := lookup("bob", "openai/gpt-5"); res.StatusCode != http.StatusForbidden || res.Header.Get("X-Ai-Gateway-Auth-Error") != "model_not_allowed" {
-		t.Errorf("bob's lookup of openai/gpt-5: %d %q", res.StatusCode, res.Header.Get("X-Ai-Gateway-Auth-Error"))
-	}
+	_, err := bob.Models.Get(t.Context(), "openai/gpt-5")
+	wantModelNotAllowed(t, err, "openai/gpt-5")
 	gatewayUntouched(t, gw, before, "a model lookup of a model not allowed")
-	lookup("alice", "openai/gpt-5")
-	if n := len(gw.Requests()); n != before+1 || gw.Requests()[n-1].Path != "/v1/models/openai/gpt-5" {
-		t.Errorf("alice's lookup did not reach the gateway")
+	if m, err := alice.Models.Get(t.Context(), "openai/gpt-5"); err != nil || m.ID != "openai/gpt-5" {
+		t.Errorf("alice's lookup of openai/gpt-5: %+v, %v", m, err)
+	}
+	if n := len(gw.Requests()); n != before+1 || gw.Requests()[n-1].EscapedPath != "/v1/models/openai/gpt-5" {
+		t.Errorf("alice's lookup did not reach the gateway as /v1/models/openai/gpt-5")
 	}
 	for client, want := range map[string]string{"key:alice": "trusted", "key:bob": "", "key:carol": "open"} {
 		res := newTestClient(t).do(t, http.MethodGet, p.Admin+"/ai_gateway_auth/status?client="+url.QueryEscape(client), nil, "")
