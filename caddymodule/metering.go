@@ -350,6 +350,7 @@ func (m *meterWriter) Flush() { _ = m.FlushError() }
 // log. An answer of a generation endpoint that ended without its usage is
 // charged an estimate.
 func (m *meterWriter) end() {
+	defer m.recycleBody()
 	if m.stopWatch != nil {
 		m.stopWatch()
 		m.cancel()
@@ -391,5 +392,16 @@ func (m *meterWriter) end() {
 	if repl, ok := m.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("ai_gateway_auth.usage.input_tokens", amt.Input)
 		repl.Set("ai_gateway_auth.usage.output_tokens", amt.Tokens-amt.Input)
+	}
+}
+
+// recycleBody gives back the editor of a body read ahead, once the
+// request is done: nothing else holds it (the transport reads the
+// bytes it produced, held apart: bodyread.go). A streamed body's editor
+// is the transport's to read, even after ServeHTTP returns: never.
+func (m *meterWriter) recycleBody() {
+	if m.body != nil && !m.streamed {
+		m.body.Recycle()
+		m.body = nil
 	}
 }
