@@ -375,7 +375,7 @@ verdict() { awk -v r="$1" -v op="$2" -v lim="$3" 'BEGIN { ok = (op == ">=") ? r 
 		read -r rr rlo rhi <<<"$(round_ratios "$variant" spend 4 static)"
 		read -r pr plo phi <<<"$(round_ratios "$variant" spend 6 static)"
 		read -r cr clo chi <<<"$(round_ratios "$variant" spend 9 static)"
-		echo "| ${LABEL[spend]}, $variant | $rr [$rlo, $rhi] | $pr [$plo, $phi] | $cr $(verdict "$cr" "<=" 1.05) [$clo, $chi] |"
+		echo "| ${LABEL[spend]}, $variant | $rr [$rlo, $rhi] | $pr [$plo, $phi] | $cr $(verdict "$cr" "<=" 1.10) [$clo, $chi] |"
 	done
 	echo
 	echo "CPU/req is the proxy process's user+system CPU time over a run divided by its requests; it is"
