@@ -112,12 +112,10 @@ type meterWriter struct {
 	body *jsonbody.Editor // nil when the body is not read as JSON
 	// refusalAnswered: the editor's refusal was answered (refusedAsItStreamed)
 	refusalAnswered bool
-	readAhead       heldBody      // a small body read ahead (bodyread.go)
-	injected        bool          // the editor asks for usage on the client's behalf
-	reqBytes        *countingBody // what the client sent, for an estimate
-	respBytes       int64
-	generation      bool // an estimate is charged if the answer ends without usage
-	streamed        bool // the body streams through the editor (not read ahead)
+	readAhead       heldBody // a small body read ahead (bodyread.go)
+	injected        bool     // the editor asks for usage on the client's behalf
+	generation      bool     // an estimate is charged if the answer ends without usage
+	streamed        bool     // the body streams through the editor (not read ahead)
 
 	// the request's admission (budget.go): its limits, its ticket (nil
 	// once ended) and the worst case it reserved; the model its body
@@ -144,31 +142,14 @@ type meterWriter struct {
 	stopWatch func() bool
 }
 
-// countingBody counts the bytes read from a request body (read by the
-// transport's goroutine, counted at the end by the handler's).
-type countingBody struct {
-	io.ReadCloser
-	n atomic.Int64
-}
-
-func (c *countingBody) Read(p []byte) (int, error) {
-	n, err := c.ReadCloser.Read(p)
-	c.n.Add(int64(n))
-	return n, err
-}
-
-// prepare sets up the request for metering: its body counted and, for a
-// JSON request, read strictly and edited as asked (bodyread.go); and, for
+// prepare sets up the request for metering: for a JSON request, its
+// body read strictly and edited as asked (bodyread.go); and, for
 // a generation endpoint, an upstream request that outlives its client
 // long enough to read the usage. It returns the request to forward, or
 // the body's refusal (or the client's error reading a small body).
 func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string, modelCheck func(jsonbody.Fields) error) (*http.Request, error) {
 	path := strings.TrimRight(r.URL.Path, "/") // the gateway may route /v1/chat/completions/ as without its slash
 	m.generation = generationPaths[path]
-	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		m.reqBytes = &countingBody{ReadCloser: r.Body}
-		r.Body = m.reqBytes
-	}
 	if jsonRequest(r) {
 		m.injected = usagePaths[path]
 		opts := jsonbody.Options{Attribution: attribution, User: user, IncludeUsage: m.injected}
@@ -221,7 +202,6 @@ func (m *meterWriter) Write(p []byte) (int, error) {
 	// what the upstream sent is metered, whether or not the client is
 	// still there to get it
 	m.scan.Write(p)
-	m.respBytes += int64(len(p))
 	if m.scan.Final() && !m.final.Load() {
 		m.final.Store(true)
 	}
@@ -351,6 +331,7 @@ func (m *meterWriter) Flush() { _ = m.FlushError() }
 // log. An answer of a generation endpoint that ended without its usage is
 // charged an estimate.
 func (m *meterWriter) end() {
+	defer m.recycleBody()
 	if m.stopWatch != nil {
 		m.stopWatch()
 		m.cancel()
@@ -392,5 +373,16 @@ func (m *meterWriter) end() {
 	if repl, ok := m.r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("ai_gateway_auth.usage.input_tokens", amt.Input)
 		repl.Set("ai_gateway_auth.usage.output_tokens", amt.Tokens-amt.Input)
+	}
+}
+
+// recycleBody gives back the editor of a body read ahead, once the
+// request is done: nothing else holds it (the transport reads the
+// bytes it produced, held apart: bodyread.go). A streamed body's editor
+// is the transport's to read, even after ServeHTTP returns: never.
+func (m *meterWriter) recycleBody() {
+	if m.body != nil && !m.streamed {
+		m.body.Recycle()
+		m.body = nil
 	}
 }

@@ -170,13 +170,15 @@ func (rp *reporter) stamp(r *http.Request, clientID string) *string {
 	switch {
 	case rp.userClient:
 		if v := reportingValue(clientID, maxReportingUser); v != "" {
-			hdr[headerReportingUser], user = []string{v}, &v
+			vs := []string{v} // user points into it: one allocation, not two
+			hdr[headerReportingUser], user = vs, &vs[0]
 		}
 	case rp.userStatic != nil:
 		hdr[headerReportingUser], user = rp.userStatic, &rp.userStatic[0]
 	default:
 		if v := reportingValue(repl.ReplaceAll(rp.user, ""), maxReportingUser); v != "" {
-			hdr[headerReportingUser], user = []string{v}, &v
+			vs := []string{v}
+			hdr[headerReportingUser], user = vs, &vs[0]
 		}
 	}
 	if rp.tagsStatic != nil {

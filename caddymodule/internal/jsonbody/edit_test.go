@@ -877,3 +877,14 @@ func TestBodyEditLongRuns(t *testing.T) {
 		}
 	}
 }
+
+// appendJSONString encodes as json.Marshal does, the usual ids and the
+// strings it escapes alike.
+func TestAppendJSONString(t *testing.T) {
+	for _, s := range []string{"", "key:alice", "sandbox:sbx_1", `a"b`, `a\b`, "<&>", "tab\there", "\x00\x1f\x7f", "é", "\u2028\u2029", "\xff", strings.Repeat("x", 100)} {
+		want, _ := json.Marshal(s)
+		if got := appendJSONString([]byte("prefix"), s); string(got) != "prefix"+string(want) {
+			t.Errorf("%q: %s, want %s", s, got, want)
+		}
+	}
+}

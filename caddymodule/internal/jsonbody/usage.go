@@ -576,7 +576,8 @@ func UsageLine(line []byte) ([]byte, bool) {
 func UsageOnlyChunk(data []byte) bool {
 	var chunk struct {
 		Choices *[]json.RawMessage `json:"choices"`
-		Usage   map[string]any     `json:"usage"`
+		Usage   json.RawMessage    `json:"usage"` // an object: not decoded into a map (once per stream, but costly)
 	}
-	return json.Unmarshal(data, &chunk) == nil && chunk.Choices != nil && len(*chunk.Choices) == 0 && chunk.Usage != nil
+	return json.Unmarshal(data, &chunk) == nil && chunk.Choices != nil && len(*chunk.Choices) == 0 &&
+		len(chunk.Usage) > 0 && chunk.Usage[0] == '{'
 }

@@ -186,6 +186,9 @@ func TestUsageOnlyChunk(t *testing.T) {
 		`data:{"choices":[] , "usage" :  {"prompt_tokens":1}}`:                                   true,
 		`data: {"id":"c","choices":[{"delta":{}}],"usage":{"prompt_tokens":1}}`:                  false, // content
 		`data: {"id":"c","choices":[],"usage":null}`:                                             false,
+		`data: {"id":"c","choices":[],"usage":"x"}`:                                              false, // not an object
+		`data: {"id":"c","choices":[],"usage":[{}]}`:                                             false,
+		`data: {"id":"c","choices":[],"usage":{}}`:                                               true,
 		`data: {"id":"c","usage":{"prompt_tokens":1}}`:                                           false, // no choices
 		`{"choices":[],"usage":{"prompt_tokens":1}}`:                                             false, // not a data line
 		`data: {"choices":[],"usage":{"prompt_tokens":1}`:                                        false, // cut
@@ -197,6 +200,19 @@ func TestUsageOnlyChunk(t *testing.T) {
 		}
 		if want && !HasUsageObject([]byte(line)) {
 			t.Errorf("HasUsageObject(%s) = false", line)
+		}
+	}
+}
+
+// BenchmarkUsageOnlyChunk: the check a hidden usage chunk costs, once
+// per stream whose client did not ask for usage.
+func BenchmarkUsageOnlyChunk(b *testing.B) {
+	data := []byte(`{"id":"chatcmpl-bench0123456789abcdef","object":"chat.completion.chunk","created":1767225600,"model":"openai/gpt-4o-mini",` +
+		`"choices":[],"usage":{"prompt_tokens":42,"completion_tokens":64,"total_tokens":106,"prompt_tokens_details":{"cached_tokens":0},"cost":0.0000447}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !UsageOnlyChunk(data) {
+			b.Fatal("not a usage-only chunk")
 		}
 	}
 }
