@@ -2,7 +2,6 @@ package jsonbody
 
 import (
 	"bytes"
-	"encoding/json"
 	"math/bits"
 	"net/http"
 	"strconv"
@@ -572,12 +571,30 @@ func UsageLine(line []byte) ([]byte, bool) {
 
 // UsageOnlyChunk reports whether data, the JSON of an SSE data line
 // (UsageLine), is the usage-only chunk of a Chat Completions stream: an
-// empty choices array and a usage object.
+// empty choices array and a usage object. It reads the top-level members
+// in place (no decoding, no allocation); the last of a repeated member
+// counts, and a key matches without regard to case, as encoding/json's.
 func UsageOnlyChunk(data []byte) bool {
-	var chunk struct {
-		Choices *[]json.RawMessage `json:"choices"`
-		Usage   json.RawMessage    `json:"usage"` // an object: not decoded into a map (once per stream, but costly)
+	data = bytes.TrimSpace(data)
+	var choices, usage []byte
+	ok := eachMember(data, func(key, val []byte) {
+		switch {
+		case bytes.EqualFold(key, choicesName):
+			choices = val
+		case bytes.EqualFold(key, usageName):
+			usage = val
+		}
+	})
+	if !ok || len(choices) == 0 || choices[0] != '[' || skipSpace(choices, 1) != len(choices)-1 {
+		return false // not well formed, or choices not an empty array
 	}
-	return json.Unmarshal(data, &chunk) == nil && chunk.Choices != nil && len(*chunk.Choices) == 0 &&
-		len(chunk.Usage) > 0 && chunk.Usage[0] == '{'
+	if end, _ := skipValue(data, 0); end != len(data) {
+		return false // something after the object
+	}
+	return eachMember(usage, func(_, _ []byte) {}) // an object, well formed
 }
+
+var (
+	choicesName = []byte("choices")
+	usageName   = []byte("usage")
+)

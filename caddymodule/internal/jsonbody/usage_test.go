@@ -193,6 +193,11 @@ func TestUsageOnlyChunk(t *testing.T) {
 		`{"choices":[],"usage":{"prompt_tokens":1}}`:                                             false, // not a data line
 		`data: {"choices":[],"usage":{"prompt_tokens":1}`:                                        false, // cut
 		`data: [DONE]`: false,
+		`data: {"choices":[ ],"usage":{}}` + "\r\n":        true,
+		`data: {"Choices":[],"usage":{}}`:                  true,  // keys match without regard to case, as encoding/json's
+		`data: {"choices":[],"choices":[{}],"usage":{}}`:   false, // the last of a repeated member counts
+		`data: {"choices":[],"usage":{}} {}`:               false, // something after the object
+		`data: {"choices":[],"usage":{"prompt_tokens" 1}}`: false, // malformed member
 	} {
 		data, ok := UsageLine([]byte(line))
 		if got := ok && UsageOnlyChunk(data); got != want {
