@@ -237,8 +237,8 @@ func (m *meterWriter) discard(n int) (int, error) {
 // on behalf of a client that did not ask. An unfinished line is held
 // until its end.
 func (m *meterWriter) writeHiding(p []byte) error {
-	if len(m.held) == 0 && !m.passing && len(p) > 0 && p[len(p)-1] == '\n' && !m.dropBlank && !jsonbody.HasUsageObject(p) {
-		_, err := m.ResponseWriter.Write(p) // the common case: whole lines, no usage
+	if len(m.held) == 0 && !m.passing && len(p) > 0 && p[len(p)-1] == '\n' && !m.dropBlank && !m.scan.MayHaveUsageKey() {
+		_, err := m.ResponseWriter.Write(p) // the common case: whole lines, no usage key (the scanner just read them)
 		return err
 	}
 	var out []byte

@@ -66,6 +66,9 @@ type UsageScanner struct {
 	events   int64
 	final    bool
 	complete bool
+	// keyInWrite: the last Write may have held the usage key (see
+	// MayHaveUsageKey)
+	keyInWrite bool
 }
 
 // Usage is what a response reported.
@@ -120,8 +123,16 @@ func (s *UsageScanner) Start(status int, h http.Header) {
 	}
 }
 
+// MayHaveUsageKey reports whether the last Write's bytes may hold the
+// usage key: false only when they were whole SSE lines, none with it
+// (the cheap test, from the same pass, for hiding the usage chunk).
+func (s *UsageScanner) MayHaveUsageKey() bool { return s.keyInWrite }
+
 // Write scans the next piece of the body.
 func (s *UsageScanner) Write(p []byte) {
+	// every byte of p is in a line scanned whole only if no line was
+	// left unfinished before p and none is after it
+	s.keyInWrite = s.mode != scanSSE || len(s.carry) > 0 || len(p) > 0 && p[len(p)-1] != '\n'
 	switch s.mode {
 	case scanJSON:
 		s.jsonBytes = min(s.jsonBytes+len(p), maxUsageCarry+1)
@@ -201,12 +212,14 @@ func (s *UsageScanner) scanLine(line []byte) {
 	if s.mode == scanSSE && bytes.HasPrefix(line, sseData) && !bytes.Equal(bytes.TrimSpace(line[len(sseData):]), sseDone) {
 		s.events++
 	}
-	if !s.final && finishMarker(line) {
+	finish, usage := lineKeys(line, !s.final)
+	if finish {
 		s.final = true
 	}
-	if !bytes.Contains(line, usageKey) { // the ids and costs come with a usage key too
+	if !usage { // the ids and costs come with a usage key too
 		return
 	}
+	s.keyInWrite = true
 	if s.mode == scanSSE {
 		s.findGenerationID(line)
 	}
@@ -227,26 +240,53 @@ var (
 	sseDone  = []byte("[DONE]")
 )
 
-// finishMarker reports whether an SSE line ends the answer's content: a
-// Chat Completions chunk with a finish_reason, Anthropic's message_delta
-// with its stop_reason, or the Responses API's response.completed. What
-// follows is usage (and [DONE] or message_stop) only.
-func finishMarker(line []byte) bool {
-	for _, key := range finishKeys {
-		if i := bytes.Index(line, key); i >= 0 {
-			j := skipSpace(line, i+len(key))
-			if j < len(line) && line[j] == ':' {
-				if j = skipSpace(line, j+1); j < len(line) && line[j] == '"' {
-					return true // a reason, not null
-				}
-			}
+// lineKeys reports, in one pass over the quotes of an SSE line, whether
+// it ends the answer's content (looked for only if finish: a Chat
+// Completions chunk with a finish_reason, Anthropic's message_delta with
+// its stop_reason, or the Responses API's response.completed; what
+// follows is usage, and [DONE] or message_stop, only) and whether it has
+// the usage key. Every quote is visited, so a key is found wherever
+// bytes.Index would find it; of finish_reason and stop_reason only the
+// first of each counts (with several choices, one that finished is not
+// the answer's end).
+func lineKeys(line []byte, finish bool) (final, usage bool) {
+	var finishSeen, stopSeen bool
+	for i := 0; ; {
+		q := bytes.IndexByte(line[i:], '"')
+		if q < 0 {
+			return final, usage
+		}
+		i += q + 1
+		rest := line[i:]
+		switch {
+		case len(rest) < 6: // "usage" is the shortest key looked for
+		case rest[0] == 'u':
+			usage = usage || bytes.HasPrefix(rest, usageKey[1:])
+		case !finish || final:
+		case rest[0] == 'f' && !finishSeen && bytes.HasPrefix(rest, finishKey[1:]):
+			finishSeen, final = true, reasonFollows(line, i+len(finishKey)-1)
+		case rest[0] == 's' && !stopSeen && bytes.HasPrefix(rest, stopKey[1:]):
+			stopSeen, final = true, reasonFollows(line, i+len(stopKey)-1)
+		case rest[0] == 'r':
+			final = bytes.HasPrefix(rest, responseCompleted[1:])
 		}
 	}
-	return bytes.Contains(line, responseCompleted)
+}
+
+// reasonFollows reports whether a string (a reason, not null) is the
+// value of the key that ends before line[i].
+func reasonFollows(line []byte, i int) bool {
+	j := skipSpace(line, i)
+	if j < len(line) && line[j] == ':' {
+		j = skipSpace(line, j+1)
+		return j < len(line) && line[j] == '"'
+	}
+	return false
 }
 
 var (
-	finishKeys        = [][]byte{[]byte(`"finish_reason"`), []byte(`"stop_reason"`)}
+	finishKey         = []byte(`"finish_reason"`)
+	stopKey           = []byte(`"stop_reason"`)
 	responseCompleted = []byte(`"response.completed"`)
 )
 

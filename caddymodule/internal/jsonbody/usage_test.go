@@ -221,3 +221,48 @@ func BenchmarkUsageOnlyChunk(b *testing.B) {
 		}
 	}
 }
+
+// lineKeys finds the finish markers and the usage key as bytes.Index
+// would, in one pass: keys in strings (escaped quotes) do not count, and
+// of finish_reason and stop_reason only the first of each.
+func TestLineKeys(t *testing.T) {
+	for line, want := range map[string][2]bool{
+		`data: {"choices":[{"delta":{"content":"x"},"finish_reason":null}]}`:               {false, false},
+		`data: {"choices":[{"delta":{},"finish_reason" : "stop"}]}`:                        {true, false},
+		`data: {"choices":[{"finish_reason":null},{"finish_reason":"stop"}]}`:              {false, false},
+		`data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{}}`:     {true, true},
+		`data: {"type":"response.completed","response":{}}`:                                {true, false},
+		`data: {"choices":[],"usage":{"prompt_tokens":1}}`:                                 {false, true},
+		`data: {"choices":[{"delta":{"content":"\"usage\" \"finish_reason\":\"stop\""}}]}`: {false, false},
+		`data: {"usage":null}`: {false, true},
+		`"usage`:               {false, false},
+	} {
+		if f, u := lineKeys([]byte(line), true); f != want[0] || u != want[1] {
+			t.Errorf("lineKeys(%s) = %v, %v, want %v, %v", line, f, u, want[0], want[1])
+		}
+	}
+	if f, _ := lineKeys([]byte(`data: {"choices":[{"finish_reason":"stop"}]}`), false); f {
+		t.Error("lineKeys looked for a finish marker it was not asked for")
+	}
+}
+
+// MayHaveUsageKey is false only for whole lines without the usage key.
+func TestMayHaveUsageKey(t *testing.T) {
+	var s UsageScanner
+	s.Start(200, http.Header{"Content-Type": {"text/event-stream"}})
+	for _, step := range []struct {
+		write string
+		want  bool
+	}{
+		{"data: {\"choices\":[{\"delta\":{}}]}\n\n", false},
+		{"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\n", true},
+		{"data: {\"choices\":[{\"delta\":", true}, // unfinished
+		{"{}}]}\n\n", true}, // the end of a line begun before
+		{"data: [DONE]\n\n", false},
+	} {
+		s.Write([]byte(step.write))
+		if got := s.MayHaveUsageKey(); got != step.want {
+			t.Errorf("after %q: MayHaveUsageKey() = %v, want %v", step.write, got, step.want)
+		}
+	}
+}
