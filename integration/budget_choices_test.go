@@ -58,7 +58,7 @@ func TestBudgetChoices(t *testing.T) {
 		t.Fatalf("billed %+v, want one request of 100 input and 8 × 50 output tokens", billed)
 	}
 	eventually(t, waitTimeout, "the proxy charged what the gateway billed", func() string {
-		c, raw := clientBudget(t, p, "key:choices")
+		c, raw := settledBudget(t, p, "key:choices")
 		if c.Today.Tokens != 500 || c.Today.OutputTokens != 400 || c.Today.Requests != 1 || c.InFlight != 0 || c.Reserved.Tokens != 0 ||
 			c.Left["tokens_per_day"] != limit-500 {
 			return raw

@@ -99,6 +99,22 @@ func clientBudget(t *testing.T, p *caddyProc, id string) (budgetClient, string) 
 	return *st.Handlers[0].Client, string(res.Body)
 }
 
+// settledBudget is clientBudget once the client has nothing in flight:
+// a request is settled when its handler ends, which may be a moment after
+// its client has read the whole answer.
+func settledBudget(t *testing.T, p *caddyProc, id string) (budgetClient, string) {
+	t.Helper()
+	var c budgetClient
+	var raw string
+	eventually(t, waitTimeout, id+"'s requests settled", func() string {
+		if c, raw = clientBudget(t, p, id); c.InFlight != 0 {
+			return raw
+		}
+		return ""
+	})
+	return c, raw
+}
+
 // refusalCode reads a refusal's error code: in the body (OpenAI's
 // shape), else in the header every refusal carries (Anthropic's shape
 // has no code).
@@ -182,7 +198,7 @@ func checkBurst(t *testing.T, gw *fakeGateway, p *caddyProc, id string, served i
 		t.Errorf("the gateway billed %d tokens, want %d × %d, at most the limit %d", got, served, worst, limit)
 	}
 	eventually(t, waitTimeout, "the proxy charged what the gateway billed", func() string {
-		c, raw := clientBudget(t, p, id)
+		c, raw := settledBudget(t, p, id)
 		if c.Today.Tokens != int64(billed.Input+billed.Output) || c.InFlight != 0 || c.Reserved.Tokens != 0 || c.Today.EstimatedTokens != 0 ||
 			c.Left["tokens_per_day"] != float64(limit-int64(served)*worst) {
 			return raw
@@ -445,7 +461,7 @@ func TestBudgetNewLimits(t *testing.T) {
 			t.Errorf("over the month: %d %s (Retry-After %q), want 429 tokens_per_month_exceeded, Retry-After about %.0f s (the 1st, 00:00 UTC)",
 				res.Status, res.Body, res.Header.Get("Retry-After"), want)
 		}
-		c, raw := clientBudget(t, p, "key:monthly")
+		c, raw := settledBudget(t, p, "key:monthly")
 		if c.Month.Tokens != perMonth || c.Left["tokens_per_month"] != 0 || c.InFlight != 0 {
 			t.Errorf("status after the month's tokens: %s", raw)
 		}
@@ -503,7 +519,7 @@ func TestBudgetCapAtTheEnd(t *testing.T) {
 	if res := send(1000); res.Status != http.StatusOK { // 65,800 + 66,600 fit
 		t.Errorf("the same request with a lower cap: %d %s", res.Status, res.Body)
 	}
-	c, raw := clientBudget(t, p, "key:late-cap")
+	c, raw := settledBudget(t, p, "key:late-cap")
 	if total := gw.BilledTotal(); c.Today.Tokens != int64(total.Input+total.Output) || c.Today.Requests != 2 {
 		t.Errorf("charged %+v, want exactly the %d tokens of the 2 billed requests: %s", c.Today, total.Input+total.Output, raw)
 	}

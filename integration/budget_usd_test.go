@@ -240,7 +240,7 @@ func TestBudgetRecordings(t *testing.T) {
 		if res.Status != http.StatusOK {
 			t.Fatalf("%s: %d %s", tc.client, res.Status, res.Body)
 		}
-		c, raw := clientBudget(t, p, "key:"+tc.client)
+		c, raw := settledBudget(t, p, "key:"+tc.client)
 		if c.Today.Tokens != tc.tokens || math.Abs(c.Today.USD-tc.usd) > usdTolerance || c.Today.EstimatedTokens != 0 {
 			t.Errorf("%s: counted %+v, want %d tokens and $%v: %s", tc.client, c.Today, tc.tokens, tc.usd, raw)
 		}

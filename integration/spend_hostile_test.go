@@ -117,7 +117,7 @@ func TestTokensPerDayHoldsAgainstClients(t *testing.T) {
 				t.Fatalf("%s: never refused; the gateway reported %d tokens for it, its limit is %d", name, reported(name), perDay)
 			}
 		}
-		if c, raw := clientBudget(t, p, "key:"+name); c.Today.Tokens != int64(reported(name)) || c.Today.EstimatedTokens != 0 {
+		if c, raw := settledBudget(t, p, "key:"+name); c.Today.Tokens != int64(reported(name)) || c.Today.EstimatedTokens != 0 {
 			t.Errorf("%s: charged %+v, want exactly the %d tokens the gateway reported: %s", name, c.Today, reported(name), raw)
 		}
 	}
