@@ -41,22 +41,6 @@ import (
 // A client with no allowlist pays nothing for any of this: its policy's
 // hooks are nil.
 
-// modelBodyPaths are the generation endpoints whose body must name its model
-// under an allowlist.
-var modelBodyPaths = map[string]bool{
-	"/v1/chat/completions":      true,
-	"/v1/completions":           true,
-	"/v1/responses":             true,
-	"/v1/responses/compact":     true,
-	"/v1/messages":              true,
-	"/v1/messages/count_tokens": true,
-	"/v1/embeddings":            true,
-	"/v1/images/generations":    true,
-	"/v1/audio/speech":          true,
-	"/v1/rerank":                true,
-	"/v2/rerank":                true,
-}
-
 // formModelPaths are the endpoints whose model is a multipart form field.
 var formModelPaths = map[string]bool{
 	"/v1/audio/transcriptions": true,
@@ -125,7 +109,7 @@ func (ap *activePolicy) modelCheck(path string) func(jsonbody.Fields) error {
 	if ap.models == nil {
 		return nil
 	}
-	if modelBodyPaths[strings.TrimRight(path, "/")] {
+	if jsonPaths[strings.TrimRight(path, "/")] { // every JSON endpoint names its model (bodyread.go)
 		return ap.check
 	}
 	return ap.checkIfNamed
