@@ -49,14 +49,19 @@ const (
 	bytesPerToken = 4
 )
 
-// generationPaths are the endpoints that are charged an estimate when
-// their answer ends without usage (model listing or token counting cost
-// no tokens).
+// generationPaths are the endpoints that run a model, paid per token:
+// each reserves its worst case before it goes upstream (budget.go) and is
+// charged it when its answer ends without usage (model listing and token
+// counting cost no tokens). An embedding reserves its input and, with no
+// output cap in its body, the default cap: more than it uses, settled to
+// its figure when it ends.
 var generationPaths = map[string]bool{
-	"/v1/chat/completions": true,
-	"/v1/completions":      true,
-	"/v1/responses":        true,
-	"/v1/messages":         true,
+	"/v1/chat/completions":  true,
+	"/v1/completions":       true,
+	"/v1/responses":         true,
+	"/v1/responses/compact": true,
+	"/v1/messages":          true,
+	"/v1/embeddings":        true,
 }
 
 // usagePaths are the endpoints whose streams carry usage only when asked

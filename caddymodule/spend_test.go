@@ -190,7 +190,7 @@ func TestMeteringPerClient(t *testing.T) {
 	for _, tc := range cases {
 		// not a generation endpoint: answers without usage are not
 		// estimated here (TestUsageEstimates)
-		r := clientRequest(t, name, "/v1/embeddings")
+		r := clientRequest(t, name, "/v1/rerank")
 		w := serve(t, h, r, answering(tc.ContentType, tc.Body, nil))
 		if w.Body.String() != tc.Body {
 			t.Fatalf("%s: the client got a changed body", tc.Name)
@@ -434,7 +434,7 @@ func TestMeterWriterPassesThrough(t *testing.T) {
 		return err
 	})
 	// not a generation endpoint: an answer without usage is not estimated
-	w := serve(t, h, clientRequest(t, client, "/v1/embeddings"), next)
+	w := serve(t, h, clientRequest(t, client, "/v1/rerank"), next)
 	if !w.Flushed || calls.Load() != 1 {
 		t.Errorf("flushed %v, calls %d", w.Flushed, calls.Load())
 	}

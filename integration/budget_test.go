@@ -136,6 +136,12 @@ func refusalCode(res response) string {
 // returns how many were served and the refusals' codes.
 func burst(t *testing.T, gw *fakeGateway, fleet []*caddyProc, key, body string, n int) (served int, codes map[string]int) {
 	t.Helper()
+	return burstAt(t, gw, fleet, "/v1/chat/completions", key, body, n)
+}
+
+// burstAt is burst on another endpoint.
+func burstAt(t *testing.T, gw *fakeGateway, fleet []*caddyProc, path, key, body string, n int) (served int, codes map[string]int) {
+	t.Helper()
 	gw.HoldAnswers(0)
 	tc := newTestClient(t)
 	var mu sync.Mutex
@@ -146,7 +152,7 @@ func burst(t *testing.T, gw *fakeGateway, fleet []*caddyProc, key, body string, 
 	for i := range n {
 		p := fleet[i%len(fleet)]
 		wg.Go(func() {
-			res := tc.do(t, http.MethodPost, p.URL+"/v1/chat/completions", map[string]string{"Authorization": "Bearer " + key}, body)
+			res := tc.do(t, http.MethodPost, p.URL+path, map[string]string{"Authorization": "Bearer " + key}, body)
 			if res.Status != http.StatusOK {
 				mu.Lock()
 				refused++
@@ -522,5 +528,34 @@ func TestBudgetCapAtTheEnd(t *testing.T) {
 	c, raw := settledBudget(t, p, "key:late-cap")
 	if total := gw.BilledTotal(); c.Today.Tokens != int64(total.Input+total.Output) || c.Today.Requests != 2 {
 		t.Errorf("charged %+v, want exactly the %d tokens of the 2 billed requests: %s", c.Today, total.Input+total.Output, raw)
+	}
+}
+
+// TestBudgetEmbeddingsBurst: embeddings are paid per token too, and a
+// burst of them is held like any generation: each reserves its input
+// estimate plus the default output cap (an embedding has none in its
+// body), so under tokens_per_day at most ⌊L/worst⌋ of 40 parallel ones
+// go upstream, and the gateway bills at most L.
+func TestBudgetEmbeddingsBurst(t *testing.T) {
+	t.Parallel()
+	if nearUTCMidnight(time.Now()) {
+		t.Skip("UTC midnight is within 2 minutes")
+	}
+	const limit, outCap = 3000, 100
+	input := strings.Repeat("z", 1600-len(`{"model":"openai/text-embedding-3-small","input":""}`))
+	body := `{"model":"openai/text-embedding-3-small","input":"` + input + `"}` // 1600 bytes: 400 tokens estimated
+	apiKey := newAPIKey()
+	gw := newFakeGateway(t, nil, apiKey)
+	p, secret := signedKeysProxy(t, gw.URL(), apiKey, fmt.Sprintf("limits {\n\t\t\ttokens_per_day %d\n\t\t\tdefault_max_tokens %d\n\t\t}", limit, outCap))
+	served, codes := burstAt(t, gw, []*caddyProc{p}, "/v1/embeddings", signedClientKey("embed", secret), body, 40)
+	if want := limit / (400 + outCap); served != want || codes["tokens_per_day_exceeded"] != 40-served {
+		t.Errorf("served %d of 40 embeddings, want ⌊%d/%d⌋ = %d (refusals %v)", served, limit, 400+outCap, want, codes)
+	}
+	billed := 0
+	for _, r := range gw.Billed() {
+		billed += r.Usage.Input + r.Usage.Output
+	}
+	if billed > limit {
+		t.Errorf("the gateway billed %d tokens, over the limit of %d", billed, limit)
 	}
 }
