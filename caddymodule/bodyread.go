@@ -125,7 +125,8 @@ func (m *meterWriter) readJSONBody(r *http.Request, opts jsonbody.Options) error
 		delete(r.Header, "Content-Length")
 		return nil
 	}
-	buf := make([]byte, 0, r.ContentLength+128) // room for the usual edits
+	pooled := readAheadBuffer(int(r.ContentLength) + 128) // room for the usual edits
+	buf := (*pooled)[:0]
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -139,7 +140,8 @@ func (m *meterWriter) readJSONBody(r *http.Request, opts jsonbody.Options) error
 			return err
 		}
 	}
-	m.readAhead.b = buf // in the meterWriter: one allocation less per request
+	*pooled = buf // the same array, unless an edit outgrew it
+	m.readAhead.b, m.readAhead.pooled = buf, pooled // in the meterWriter: one allocation less per request
 	r.Body = &m.readAhead
 	if int64(len(buf)) != r.ContentLength {
 		r.ContentLength = int64(len(buf))
@@ -149,11 +151,13 @@ func (m *meterWriter) readJSONBody(r *http.Request, opts jsonbody.Options) error
 }
 
 // heldBody is a small request body read ahead. It lets go of its bytes
-// as soon as they are read (or at Close): a stream that lasts minutes
-// does not keep them. Reads after Close fail.
+// as soon as they are read (or at Close), its buffer back to the pool
+// it came from: a stream that lasts minutes does not keep them, and the
+// next body reuses them. Reads after Close fail.
 type heldBody struct {
 	mu     sync.Mutex
 	b      []byte
+	pooled *[]byte // the buffer b is in, until it goes back to its pool
 	closed bool
 	// sent: the upstream read it to its end (the request went whole)
 	sent atomic.Bool
@@ -165,15 +169,13 @@ func (h *heldBody) Read(p []byte) (int, error) {
 	if h.closed {
 		return 0, jsonbody.ErrClosed
 	}
-	if len(h.b) == 0 {
-		h.b = nil
-		h.sent.Store(true)
-		return 0, io.EOF
-	}
 	n := copy(p, h.b)
 	if h.b = h.b[n:]; len(h.b) == 0 {
-		h.b = nil
+		h.letGo()
 		h.sent.Store(true)
+		if n == 0 {
+			return 0, io.EOF
+		}
 	}
 	return n, nil
 }
@@ -181,8 +183,61 @@ func (h *heldBody) Read(p []byte) (int, error) {
 func (h *heldBody) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.closed, h.b = true, nil
+	h.closed = true
+	h.letGo()
 	return nil
+}
+
+// letGo gives the buffer back: the bytes were copied out (or never will
+// be), and nothing else points into it. Called with mu held.
+func (h *heldBody) letGo() {
+	h.b = nil
+	if h.pooled != nil {
+		putReadAheadBuffer(h.pooled)
+		h.pooled = nil
+	}
+}
+
+// readAheadPools hold the buffers of bodies read ahead, by size: powers
+// of two from 512 bytes to the smallest one above bodyReadAhead plus
+// room for the edits, so that a small body never holds a large buffer.
+var readAheadPools [9]sync.Pool // of *[]byte: 512 B, 1 KiB, ..., 128 KiB
+
+const smallestReadAhead = 512
+
+// readAheadPool is the index of the smallest pool whose buffers hold n
+// bytes, or -1 past the largest.
+func readAheadPool(n int) int {
+	for i, size := 0, smallestReadAhead; i < len(readAheadPools); i, size = i+1, size*2 {
+		if n <= size {
+			return i
+		}
+	}
+	return -1
+}
+
+// readAheadBuffer returns a buffer with room for n bytes, from its pool.
+func readAheadBuffer(n int) *[]byte {
+	i := readAheadPool(n)
+	if i < 0 {
+		b := make([]byte, 0, n)
+		return &b
+	}
+	if b, ok := readAheadPools[i].Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, 0, smallestReadAhead<<i)
+	return &b
+}
+
+// putReadAheadBuffer gives b back to the pool of its size (an edit may
+// have grown it past its pool's).
+func putReadAheadBuffer(b *[]byte) {
+	c := cap(*b)
+	if i := readAheadPool(c); i >= 0 && c == smallestReadAhead<<i {
+		*b = (*b)[:0]
+		readAheadPools[i].Put(b)
+	}
 }
 
 // bodyError is the refusal of a body the editor refused (400

@@ -227,6 +227,39 @@ func TestHeldBody(t *testing.T) {
 	}
 }
 
+// A body read ahead goes back to its pool once read whole or closed, and
+// only then: the next buffer of that size may be the same array, so a
+// body must never be readable from a buffer it gave back.
+func TestHeldBodyBufferPool(t *testing.T) {
+	for _, tc := range []struct{ n, size int }{{1, 512}, {512, 512}, {513, 1024}, {bodyReadAhead + 128, 128 << 10}} {
+		if got := cap(*readAheadBuffer(tc.n)); got != tc.size {
+			t.Errorf("a buffer for %d bytes holds %d, want %d", tc.n, got, tc.size)
+		}
+	}
+	if b := readAheadBuffer(200 << 10); cap(*b) != 200<<10 {
+		t.Errorf("past the largest pool: %d bytes", cap(*b))
+	}
+	for _, closeFirst := range []bool{false, true} {
+		pooled := readAheadBuffer(3)
+		*pooled = append((*pooled)[:0], "abc"...)
+		hb := &heldBody{b: *pooled, pooled: pooled}
+		buf := make([]byte, 2)
+		if closeFirst {
+			hb.Close()
+		} else if n, err := hb.Read(buf); n != 2 || err != nil || hb.pooled == nil {
+			t.Fatalf("first read: %d %v, pooled %v", n, err, hb.pooled != nil)
+		}
+		_, _ = hb.Read(buf)
+		if hb.pooled != nil || hb.b != nil {
+			t.Errorf("closed %v: the buffer is still held after the body's end", closeFirst)
+		}
+		hb.Close() // a second give-back would hand the buffer to two bodies
+		if hb.pooled != nil {
+			t.Error("the buffer came back")
+		}
+	}
+}
+
 // A JSON request whose Content-Type names a charset other than UTF-8 is
 // refused with 415 before anything is read (the editor reads UTF-8; the
 // gateway might decode the declared charset). (Before, a UTF-16LE body

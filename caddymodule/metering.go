@@ -91,6 +91,14 @@ var (
 	}, []string{"client", "direction"})
 )
 
+// the body editor's results, looked up once: every metered request
+// counts one
+var (
+	bodyEditsEdited    = bodyEditsTotal.WithLabelValues("edited")
+	bodyEditsUnchanged = bodyEditsTotal.WithLabelValues("unchanged")
+	bodyEditsRefused   = bodyEditsTotal.WithLabelValues("refused")
+)
+
 func init() {
 	collectors = append(collectors, bodyEditsTotal, usageEstimatesTotal, clientEstimatedTokensTotal)
 }
@@ -162,7 +170,7 @@ func (m *meterWriter) prepare(r *http.Request, attribution bool, user *string, m
 			// the model check first (modelcheck.go: nil without an
 			// allowlist), then the reservation (budget.go)
 			m.modelCheck = modelCheck
-			opts.AtEnd = m.atEnd
+			opts.AtEnd = m
 		}
 		if err := m.readJSONBody(r, opts); err != nil {
 			return r, err
@@ -239,70 +247,92 @@ func (m *meterWriter) discard(n int) (int, error) {
 }
 
 // writeHiding writes p without the usage-only chunk the proxy asked for
-// on behalf of a client that did not ask. An unfinished line is held
-// until its end.
+// on behalf of a client that did not ask. Lines pass in runs of p, as they
+// are (no copy); an unfinished line is held until its end.
 func (m *meterWriter) writeHiding(p []byte) error {
 	if len(m.held) == 0 && !m.passing && len(p) > 0 && p[len(p)-1] == '\n' && !m.dropBlank && !m.scan.MayHaveUsageKey() {
 		_, err := m.ResponseWriter.Write(p) // the common case: whole lines, no usage key (the scanner just read them)
 		return err
 	}
-	var out []byte
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			if m.passing || len(m.held)+len(p) > maxHeldLine {
-				out = append(append(out, m.held...), p...)
-				m.held, m.passing = m.held[:0], true
-			} else {
-				m.held = append(m.held, p...)
-			}
+	from, i := 0, 0 // p[from:i] passes, not written yet; the next line starts at i
+	for {
+		n := bytes.IndexByte(p[i:], '\n')
+		if n < 0 {
 			break
 		}
-		line := p[:i+1]
-		p = p[i+1:]
-		if m.passing {
-			out = append(out, line...)
-			m.passing = false
-			continue
-		}
-		if len(m.held) > 0 {
-			m.held = append(m.held, line...)
-			line = m.held
-		}
+		line, next := p[i:i+n+1], i+n+1
 		switch {
-		case m.dropBlank && len(bytes.TrimSpace(line)) == 0:
-			m.dropBlank = false
-		case m.hideUsageChunk(line):
-			m.dropBlank = true
-		default:
-			m.dropBlank = false
-			out = append(out, line...)
+		case m.passing: // the end of a line too long to hold
+			m.passing = false
+		case len(m.held) > 0: // the end of the held line (p's first)
+			m.held = append(m.held, line...)
+			if !m.hides(m.held) {
+				if _, err := m.ResponseWriter.Write(m.held); err != nil {
+					return err
+				}
+			}
+			m.held, from = m.held[:0], next
+		case m.hides(line):
+			if err := m.writeRun(p[from:i]); err != nil {
+				return err
+			}
+			from = next
 		}
-		m.held = m.held[:0]
+		i = next
+	}
+	if err := m.writeRun(p[from:i]); err != nil {
+		return err
+	}
+	if rest := p[i:]; len(rest) > 0 {
+		if m.passing || len(m.held)+len(rest) > maxHeldLine {
+			err := m.writeRun(m.held)
+			m.held, m.passing = m.held[:0], true
+			if err != nil {
+				return err
+			}
+			return m.writeRun(rest)
+		}
+		m.held = append(m.held, rest...)
 	}
 	if cap(m.held) > maxHeldLine {
 		m.held = nil
 	}
-	if len(out) == 0 {
+	return nil
+}
+
+// writeRun writes lines that pass, if any.
+func (m *meterWriter) writeRun(b []byte) error {
+	if len(b) == 0 {
 		return nil
 	}
-	_, err := m.ResponseWriter.Write(out)
+	_, err := m.ResponseWriter.Write(b)
 	return err
+}
+
+// hides reports whether a whole line is hidden: the usage-only chunk,
+// or the blank line that ends its event.
+func (m *meterWriter) hides(line []byte) bool {
+	switch {
+	case m.dropBlank && len(bytes.TrimSpace(line)) == 0:
+		m.dropBlank = false
+		return true
+	case m.hideUsageChunk(line):
+		m.dropBlank = true
+		return true
+	}
+	m.dropBlank = false
+	return false
 }
 
 // hideUsageChunk reports whether line is the usage-only chunk of a
 // Chat Completions stream (no choices, a usage object) that the client
 // did not ask for.
 func (m *meterWriter) hideUsageChunk(line []byte) bool {
+	if res := m.body.Result(); !res.Done || !res.Streamed || res.ClientUsage {
+		return false // the cheap test first
+	}
 	data, ok := jsonbody.UsageLine(line)
-	if !ok {
-		return false
-	}
-	res := m.body.Result()
-	if !res.Done || !res.Streamed || res.ClientUsage {
-		return false
-	}
-	return jsonbody.UsageOnlyChunk(data)
+	return ok && jsonbody.UsageOnlyChunk(data)
 }
 
 // ReadFrom keeps io.Copy from bypassing Write.
@@ -348,13 +378,12 @@ func (m *meterWriter) end() {
 	if m.body != nil {
 		// a refusal answered 400 was counted by its refusal (invalidBody)
 		if res := m.body.Result(); res.Refused && !m.refusalAnswered {
-			bodyEditsTotal.WithLabelValues("refused").Inc()
+			bodyEditsRefused.Inc()
 		} else if res.Done {
-			switch {
-			case res.Edited:
-				bodyEditsTotal.WithLabelValues("edited").Inc()
-			default:
-				bodyEditsTotal.WithLabelValues("unchanged").Inc()
+			if res.Edited {
+				bodyEditsEdited.Inc()
+			} else {
+				bodyEditsUnchanged.Inc()
 			}
 		}
 	}

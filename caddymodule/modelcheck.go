@@ -184,10 +184,10 @@ func asModelRefusal(r *http.Request, clientName any, err error) (*refusal, bool)
 	return modelNotAllowed(r, clientName, mr.policy, mr.message), true
 }
 
-// atEnd is the body editor's AtEnd hook (metering.go): the model check,
+// AtEnd is the body editor's AtEnd hook (metering.go): the model check,
 // then, for a generation, its reservation (budget.go), so that a model
 // refused reserves nothing.
-func (m *meterWriter) atEnd(f jsonbody.Fields) error {
+func (m *meterWriter) AtEnd(f jsonbody.Fields) error {
 	if m.modelCheck != nil {
 		if err := m.modelCheck(f); err != nil {
 			return err

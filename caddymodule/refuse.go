@@ -154,7 +154,7 @@ func invalidBody(r *http.Request, name string, ref *jsonbody.Refusal) *refusal {
 	const code = "invalid_request_body"
 	return &refusal{
 		status: http.StatusBadRequest, errType: errInvalidRequest, code: code, message: ref.Error(),
-		counter: badRequestCounter, also: bodyEditsTotal.WithLabelValues("refused"),
+		counter: badRequestCounter, also: bodyEditsRefused,
 		level: zapcore.InfoLevel, event: "request refused",
 		fields: func() []zap.Field {
 			return []zap.Field{zap.String("code", code), zap.String("client", name), zap.String("method", r.Method),

@@ -3,6 +3,7 @@ package jsonbody
 import (
 	"io"
 	"strconv"
+	"sync"
 )
 
 // Fields is what the editor read for Options.AtEnd: the members that say which
@@ -319,7 +320,7 @@ func (e *Editor) endCapture() bool {
 		e.refuse("%s at byte %d must be a model id: 1 to %d printable ASCII characters", name, e.capAt, maxModelID)
 		return false
 	}
-	id := string(e.hold[:e.capN])
+	id := modelIDs.intern(e.hold[:e.capN])
 	if e.capWhat == capModel {
 		e.model, e.hasModel = id, true
 	} else {
@@ -365,7 +366,7 @@ func (e *Editor) holdTrailingSpace() {
 // goes out if it returns nil; otherwise the body stops there. It
 // reports whether the end was released.
 func (e *Editor) release() bool {
-	err := e.opts.AtEnd(Fields{
+	err := e.opts.AtEnd.AtEnd(Fields{
 		Model:     e.model,
 		HasModel:  e.hasModel,
 		OutputCap: e.outputCap,
@@ -383,4 +384,36 @@ func (e *Editor) release() bool {
 	}
 	e.pend, e.nh, e.mode = e.hold[:e.nh], 0, modeOut
 	return true
+}
+
+// modelIDs holds the model ids bodies named, so that the few ids a
+// fleet uses cost no allocation per request. It stops growing at
+// maxInternedIDs (a client naming junk ids fills it, no more): later
+// ids are allocated per request, as without it.
+var modelIDs internTable
+
+const maxInternedIDs = 1024
+
+type internTable struct {
+	mu  sync.RWMutex
+	ids map[string]string
+}
+
+func (t *internTable) intern(b []byte) string {
+	t.mu.RLock()
+	id, ok := t.ids[string(b)] // no allocation: the compiler reads b in place
+	t.mu.RUnlock()
+	if ok {
+		return id
+	}
+	id = string(b)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ids == nil {
+		t.ids = make(map[string]string)
+	}
+	if len(t.ids) < maxInternedIDs {
+		t.ids[id] = id
+	}
+	return id
 }

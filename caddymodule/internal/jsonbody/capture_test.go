@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -19,10 +20,10 @@ func fieldsAllWays(t *testing.T, in string, ret error) (Fields, []byte, Result, 
 	t.Helper()
 	var got []Fields
 	opts := optsBoth
-	opts.AtEnd = func(f Fields) error {
+	opts.AtEnd = AtEndFunc(func(f Fields) error {
 		got = append(got, f)
 		return ret
-	}
+	})
 	out, res, err := edit(t, []byte(in), opts, nil, nil)
 	for _, w := range readWays[1:] {
 		o, r, e := edit(t, []byte(in), opts, w.src, w.out)
@@ -269,7 +270,7 @@ func TestBodyEditHoldsEndUntilAtEnd(t *testing.T) {
 				var rec releaseRecorder
 				calls := 0
 				var opts Options // no edit: what goes out is the body
-				opts.AtEnd = func(f Fields) error {
+				opts.AtEnd = AtEndFunc(func(f Fields) error {
 					calls++
 					if want := len(tc.in) - tc.lenOut; !bytes.Equal(rec.released, tc.in[:want]) {
 						t.Errorf("when AtEnd ran, %d bytes were released, want %d: ...%q", len(rec.released), want, rec.released[max(0, len(rec.released)-20):])
@@ -278,7 +279,7 @@ func TestBodyEditHoldsEndUntilAtEnd(t *testing.T) {
 						t.Errorf("fields %+v", f)
 					}
 					return tc.atEnd
-				}
+				})
 				rec.ed = NewEditor(&chunkedReader{data: tc.in, sizes: []int{size}}, opts)
 				err := rec.readAll(size)
 				if err != tc.err || calls != 1 {
@@ -312,13 +313,13 @@ func TestBodyEditHoldsEndUntilAtEnd(t *testing.T) {
 func TestBodyEditAtEndNotCalled(t *testing.T) {
 	for _, in := range []string{`{"model":"a"`, `{"model":"a"} x`, `{"model":"a","Model":"b"}`, ``} {
 		opts := optsAtEnd
-		opts.AtEnd = func(Fields) error { t.Errorf("AtEnd called for %q", in); return nil }
+		opts.AtEnd = AtEndFunc(func(Fields) error { t.Errorf("AtEnd called for %q", in); return nil })
 		if _, _, err := editAllWays(t, []byte(in), opts); err == nil {
 			t.Errorf("%q accepted", in)
 		}
 	}
 	opts := optsAtEnd
-	opts.AtEnd = func(Fields) error { t.Error("AtEnd called after a read error"); return nil }
+	opts.AtEnd = AtEndFunc(func(Fields) error { t.Error("AtEnd called after a read error"); return nil })
 	failing := io.NopCloser(io.MultiReader(strings.NewReader(`{"model":"a"}`), iotestErrReader{}))
 	if _, err := io.ReadAll(NewEditor(failing, opts)); err == nil || errors.Is(err, ErrRefused) {
 		t.Fatalf("error %v", err)
@@ -342,5 +343,27 @@ func TestBodyEditHeldSpaceBound(t *testing.T) {
 		if keep := min(len(in), 13+bodyEditHoldSize-1); string(out) != in[:keep] || res.Edited != (keep < len(in)) {
 			t.Fatalf("%d newlines: %d bytes out, %+v", n, len(out), res)
 		}
+	}
+}
+
+// TestInternTable: a model id named again costs no allocation, and the
+// table stops growing at maxInternedIDs whatever the ids.
+func TestInternTable(t *testing.T) {
+	var table internTable
+	id := []byte("openai/gpt-5")
+	if got := table.intern(id); got != "openai/gpt-5" {
+		t.Fatalf("intern = %q", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = table.intern(id) }); n != 0 {
+		t.Errorf("interning a known id: %v allocations, want 0", n)
+	}
+	for i := range 3 * maxInternedIDs {
+		junk := []byte("junk/" + strconv.Itoa(i))
+		if got := table.intern(junk); got != string(junk) {
+			t.Fatalf("intern(%q) = %q", junk, got)
+		}
+	}
+	if len(table.ids) != maxInternedIDs {
+		t.Errorf("the table holds %d ids, want %d", len(table.ids), maxInternedIDs)
 	}
 }

@@ -26,7 +26,7 @@
 // (the model, the output caps, the choices, the fallback models: [Fields]) and holds
 // back the body's end until AtEnd approves them:
 //
-//	opts.AtEnd = func(f jsonbody.Fields) error { return admit(f) } // on the reading goroutine
+//	opts.AtEnd = jsonbody.AtEndFunc(admit) // called on the reading goroutine
 //	...
 //	if err := ed.Stopped(); err != nil { /* AtEnd's error: answer it (429, 403) */ }
 //

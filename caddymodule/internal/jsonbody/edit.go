@@ -71,8 +71,19 @@ type Options struct {
 	// error, Read returns that error from then on (never io.EOF: the
 	// upstream request is aborted, with no complete JSON sent) and
 	// Stopped returns it.
-	AtEnd func(Fields) error
+	AtEnd AtEnder
 }
+
+// AtEnder approves the body's end (Options.AtEnd). An interface, not a
+// func: the caller's per-request state is the hook, with no closure
+// allocated per request.
+type AtEnder interface{ AtEnd(Fields) error }
+
+// AtEndFunc is a function as an AtEnder.
+type AtEndFunc func(Fields) error
+
+// AtEnd calls f.
+func (f AtEndFunc) AtEnd(fields Fields) error { return f(fields) }
 
 // Result is what the editor saw. Until Done (or Refused), it
 // describes the part of the body read so far.

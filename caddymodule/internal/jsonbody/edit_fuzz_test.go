@@ -103,13 +103,13 @@ func FuzzBodyEdit(f *testing.F) {
 		var fields []Fields
 		capture, stop := mode&16 != 0, mode&32 != 0
 		if capture {
-			opts.AtEnd = func(f Fields) error {
+			opts.AtEnd = AtEndFunc(func(f Fields) error {
 				fields = append(fields, f)
 				if stop {
 					return errFuzzStop
 				}
 				return nil
-			}
+			})
 		}
 		out, res, err := edit(t, in, opts, nil, nil)
 
@@ -236,7 +236,7 @@ func checkStopped(t *testing.T, in []byte, opts Options, out []byte, res Result,
 	if why != "" || res.Done || res.Refused {
 		t.Fatalf("AtEnd stopped %q (%+v), which must be refused: %s", in, res, why)
 	}
-	opts.AtEnd = func(Fields) error { return nil }
+	opts.AtEnd = AtEndFunc(func(Fields) error { return nil })
 	full, _, err := edit(t, in, opts, nil, nil)
 	if err != nil || !bytes.HasPrefix(full, out) || json.Valid(bytes.TrimPrefix(out, bom)) {
 		t.Fatalf("stopped, %q went out; approved: %q, %v", out, full, err)

@@ -27,7 +27,7 @@ var (
 	optsBoth    = Options{Attribution: true, User: strPtr(testReportingUser), IncludeUsage: true}
 	optsBothNil = Options{Attribution: true, IncludeUsage: true}
 	// optsAtEnd reads what AtEnd gets, and approves it.
-	optsAtEnd = Options{Attribution: true, User: strPtr(testReportingUser), IncludeUsage: true, AtEnd: func(Fields) error { return nil }}
+	optsAtEnd = Options{Attribution: true, User: strPtr(testReportingUser), IncludeUsage: true, AtEnd: AtEndFunc(func(Fields) error { return nil })}
 )
 
 // chunkedReader hands out its data in reads of the sizes given, in turn

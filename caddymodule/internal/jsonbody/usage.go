@@ -583,18 +583,24 @@ func parseCost(b []byte) (float64, bool) {
 // object (every other chunk of a Chat Completions stream that asked for
 // usage has "usage":null).
 func HasUsageObject(b []byte) bool {
-	for {
-		i := bytes.Index(b, usageKey)
+	for from := 0; ; {
+		// the key without its first quote, checked apart: bytes.Index
+		// stops at every quote of the JSON for a needle that starts with one
+		i := bytes.Index(b[from:], usageKey[1:])
 		if i < 0 {
 			return false
 		}
-		j := skipSpace(b, i+len(usageKey))
+		i += from
+		from = i + len(usageKey) - 1
+		if i == 0 || b[i-1] != '"' {
+			continue
+		}
+		j := skipSpace(b, from)
 		if j < len(b) && b[j] == ':' {
 			if j = skipSpace(b, j+1); j < len(b) && b[j] == '{' {
 				return true
 			}
 		}
-		b = b[i+len(usageKey):]
 	}
 }
 

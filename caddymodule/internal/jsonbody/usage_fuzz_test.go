@@ -1,6 +1,7 @@
 package jsonbody
 
 import (
+	"bytes"
 	"net/http"
 	"os"
 	"testing"
@@ -51,6 +52,30 @@ func FuzzUsageScanner(f *testing.F) {
 		}
 		if id := whole.GenerationID; id != "" && (len(id) > maxGenerationID || generationID([]byte(`"`+id+`"`)) == nil) {
 			t.Fatalf("generation id %q", id)
+		}
+	})
+}
+
+// FuzzHasUsageObject: the search from the key's second byte finds what
+// a plain search for the whole key finds.
+func FuzzHasUsageObject(f *testing.F) {
+	for _, s := range []string{`{"usage":{}}`, `{"x":"usage","usage" : {"a":1}}`, `usage":{}`, `{"xusage":{},"usage":null}`,
+		`"usage"usage":{}`, `{"a":"\"usage\":{}"}`, `""usage":{`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		want := false
+		for i := 0; i+len(usageKey) <= len(b) && !want; i++ {
+			if bytes.Equal(b[i:i+len(usageKey)], usageKey) {
+				j := skipSpace(b, i+len(usageKey))
+				if j < len(b) && b[j] == ':' {
+					j = skipSpace(b, j+1)
+					want = j < len(b) && b[j] == '{'
+				}
+			}
+		}
+		if got := HasUsageObject(b); got != want {
+			t.Fatalf("HasUsageObject(%q) = %v, want %v", b, got, want)
 		}
 	})
 }

@@ -223,14 +223,16 @@ func (e *entry) unlive(r *reservation) {
 // periods returns e's periods that r was admitted in (none, one or both,
 // after a midnight).
 func (e *entry) periods(r *reservation) []*period {
-	var out []*period
+	// an array on the stack, not a slice per settlement
+	var out [2]*period
+	n := 0
 	if e.day.n == r.day {
-		out = append(out, &e.day)
+		out[n], n = &e.day, n+1
 	}
 	if e.month.n == r.month {
-		out = append(out, &e.month)
+		out[n], n = &e.month, n+1
 	}
-	return out
+	return out[:n]
 }
 
 // tighten notes the limits e is checked against now.
