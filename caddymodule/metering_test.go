@@ -121,12 +121,20 @@ func TestUsageInjectedAndHidden(t *testing.T) {
 }
 
 // The usage-only chunk is found and hidden however the upstream's writes
-// cut the stream: one byte at a time, or all at once.
+// cut the stream: one byte at a time, all at once, and every size
+// between; a line too long to hold (a long content delta) passes whole.
 func TestUsageChunkHiddenAcrossWrites(t *testing.T) {
 	h := spendHandler(t, func(h *Handler) { h.UsageMetrics = true })
-	whole := strings.Join(chatChunks, "")
-	want := strings.Join(append(append([]string{}, chatChunks[:3]...), chatChunks[4]), "")
-	for _, size := range []int{1, 7, 64, len(whole)} {
+	long := `data: {"id":"gen_1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"` +
+		strings.Repeat("usage ", maxHeldLine/5) + `"},"finish_reason":null}],"usage":null}` + "\n\n"
+	chunks := append([]string{long}, chatChunks...)
+	whole := strings.Join(chunks, "")
+	want := strings.Join(append(append([]string{}, chunks[:4]...), chunks[5]), "")
+	sizes := []int{1, maxHeldLine - 1, maxHeldLine + 1, len(long) - 1, len(long), len(whole)}
+	for size := 2; size <= len(chatChunks[3])+2; size++ {
+		sizes = append(sizes, size)
+	}
+	for _, size := range sizes {
 		r := chatRequest(t, "cut-writes", `{"stream":true}`)
 		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 			_, _ = io.ReadAll(r.Body)
