@@ -270,11 +270,12 @@ echo "machine: $cpus CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 |
 	"proxy CPUs=$PROXY_CPUS, wrk+upstream CPUs=$LOAD_CPUS" >&2
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 RAW=$RESULTS_DIR/raw.tsv
-# (2) runs between (3) and (4), and every other round runs backwards, so
-# that each module run has a plain Caddy run next to it in time and slow
-# drifts in the machine's load cancel out of the per-round ratios.
-ROUND_ORDER=(upstream static caddy oidc nginx spend)
-REVERSED_ORDER=(spend nginx oidc caddy static upstream)
+# (2) runs between (3) and (4), (6) next to (3), and every other round
+# runs backwards, so that the two sides of every ratio run next to each
+# other in time and slow drifts in the machine's load cancel out of the
+# per-round ratios.
+ROUND_ORDER=(upstream spend static caddy oidc nginx)
+REVERSED_ORDER=(nginx oidc caddy static spend upstream)
 printf 'variant\ttarget\tround\trps\tp50_us\tp99_us\tsocket_errors\tnon2xx\tcpu_us_per_req\n' >"$RAW"
 for variant in $VARIANTS; do
 	echo "warming up ($variant, ${WARMUP}s per target)" >&2
