@@ -140,7 +140,7 @@ func (m *meterWriter) readJSONBody(r *http.Request, opts jsonbody.Options) error
 			return err
 		}
 	}
-	*pooled = buf // the same array, unless an edit outgrew it
+	*pooled = buf                                   // the same array, unless an edit outgrew it
 	m.readAhead.b, m.readAhead.pooled = buf, pooled // in the meterWriter: one allocation less per request
 	r.Body = &m.readAhead
 	if int64(len(buf)) != r.ContentLength {

@@ -150,6 +150,7 @@ type meterWriter struct {
 	// can follow (see meterWriter.watch)
 	final     atomic.Bool
 	gone      bool
+	unflushed bool // bytes (or the header) went to the client since the last flush
 	drained   int64
 	cancel    context.CancelFunc
 	stopWatch func() bool
@@ -206,6 +207,7 @@ func (m *meterWriter) WriteHeader(status int) {
 		m.hiding = m.injected && m.body != nil && m.scan.SSE()
 	}
 	m.ResponseWriter.WriteHeader(status)
+	m.unflushed = true
 }
 
 func (m *meterWriter) Write(p []byte) (int, error) {
@@ -225,7 +227,7 @@ func (m *meterWriter) Write(p []byte) (int, error) {
 	if m.hiding {
 		err = m.writeHiding(p)
 	} else {
-		_, err = m.ResponseWriter.Write(p)
+		err = m.toClient(p)
 	}
 	if err != nil {
 		m.gone = true
@@ -251,8 +253,7 @@ func (m *meterWriter) discard(n int) (int, error) {
 // are (no copy); an unfinished line is held until its end.
 func (m *meterWriter) writeHiding(p []byte) error {
 	if len(m.held) == 0 && !m.passing && len(p) > 0 && p[len(p)-1] == '\n' && !m.dropBlank && !m.scan.MayHaveUsageKey() {
-		_, err := m.ResponseWriter.Write(p) // the common case: whole lines, no usage key (the scanner just read them)
-		return err
+		return m.toClient(p) // the common case: whole lines, no usage key (the scanner just read them)
 	}
 	from, i := 0, 0 // p[from:i] passes, not written yet; the next line starts at i
 	for {
@@ -267,7 +268,7 @@ func (m *meterWriter) writeHiding(p []byte) error {
 		case len(m.held) > 0: // the end of the held line (p's first)
 			m.held = append(m.held, line...)
 			if !m.hides(m.held) {
-				if _, err := m.ResponseWriter.Write(m.held); err != nil {
+				if err := m.toClient(m.held); err != nil {
 					return err
 				}
 			}
@@ -305,6 +306,12 @@ func (m *meterWriter) writeRun(b []byte) error {
 	if len(b) == 0 {
 		return nil
 	}
+	return m.toClient(b)
+}
+
+// toClient writes b to the client, to be flushed by the next flush.
+func (m *meterWriter) toClient(b []byte) error {
+	m.unflushed = true
 	_, err := m.ResponseWriter.Write(b)
 	return err
 }
@@ -349,6 +356,10 @@ func (m *meterWriter) FlushError() error {
 		_, err := m.discard(0)
 		return err
 	}
+	if !m.unflushed {
+		return nil // nothing since the last flush: a hidden usage chunk
+	}
+	m.unflushed = false
 	if err := http.NewResponseController(m.ResponseWriter).Flush(); err != nil {
 		m.gone = true
 		if _, derr := m.discard(0); derr != nil {

@@ -378,3 +378,39 @@ func TestClientContextEndsAfterFinish(t *testing.T) {
 		t.Errorf("usage_estimates_total{reason=client_gone} grew by %v", got-before)
 	}
 }
+
+// flushCounter counts the flushes that reach the client.
+type flushCounter struct {
+	*httptest.ResponseRecorder
+	flushes int
+}
+
+func (f *flushCounter) Flush() { f.flushes++; f.ResponseRecorder.Flush() }
+
+// A hidden usage chunk costs the client no flush: the upstream flushes
+// after each of its five chunks, the client's writer sees four (the
+// first with the header), and gets every chunk but the usage one.
+func TestHiddenUsageChunkNotFlushed(t *testing.T) {
+	h := spendHandler(t, func(h *Handler) { h.UsageMetrics = true })
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		_, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, c := range chatChunks {
+			_, _ = io.WriteString(w, c)
+			if err := http.NewResponseController(w).Flush(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	w := &flushCounter{ResponseRecorder: httptest.NewRecorder()}
+	if err := h.ServeHTTP(w, chatRequest(t, "flushes", `{"stream":true}`), next); err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Join(append(append([]string{}, chatChunks[:3]...), chatChunks[4]), ""); w.Body.String() != want {
+		t.Errorf("the client got %q", w.Body.String())
+	}
+	if w.flushes != len(chatChunks)-1 {
+		t.Errorf("the client's writer was flushed %d times, want %d", w.flushes, len(chatChunks)-1)
+	}
+}
