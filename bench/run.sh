@@ -31,6 +31,7 @@ PROFILE_VARIANT=${PROFILE_VARIANT:-json}                  # under which load: js
 VARIANTS=${VARIANTS:-"json sse"}
 OPTIONS=${OPTIONS:-}                 # more ai_gateway_auth options, e.g. "retry_memory_limit 1GiB"
 LIMITS=${LIMITS:-1}                  # 1: (6) also has limits (every request reserves and settles); 0: metering alone
+ONLY=${ONLY:-}                       # measure only these targets, e.g. "static spend" for the spend ratio alone
 # CADDY=/path/to/caddy uses that binary instead of building ./cmd/caddy.
 
 cd "$(dirname "$0")/.."
@@ -276,10 +277,18 @@ RAW=$RESULTS_DIR/raw.tsv
 # per-round ratios.
 ROUND_ORDER=(upstream spend static caddy oidc nginx)
 REVERSED_ORDER=(nginx oidc caddy static spend upstream)
+declare -A MEASURED
+if [ -n "$ONLY" ]; then
+	only() { local t; for t in "$@"; do [[ " $ONLY " != *" $t "* ]] || echo "$t"; done; }
+	mapfile -t ROUND_ORDER < <(only "${ROUND_ORDER[@]}")
+	mapfile -t REVERSED_ORDER < <(only "${REVERSED_ORDER[@]}")
+	((${#ROUND_ORDER[@]})) || { echo "ONLY=\"$ONLY\" names no target (names: ${TARGETS[*]})" >&2; exit 1; }
+fi
+for t in "${ROUND_ORDER[@]}"; do MEASURED[$t]=1; done
 printf 'variant\ttarget\tround\trps\tp50_us\tp99_us\tsocket_errors\tnon2xx\tcpu_us_per_req\n' >"$RAW"
 for variant in $VARIANTS; do
 	echo "warming up ($variant, ${WARMUP}s per target)" >&2
-	for t in "${TARGETS[@]}"; do wrk_run "$t" "$variant" "$WARMUP" >/dev/null; done
+	for t in "${ROUND_ORDER[@]}"; do wrk_run "$t" "$variant" "$WARMUP" >/dev/null; done
 	for r in $(seq "$ROUNDS"); do
 		order=("${ROUND_ORDER[@]}")
 		if ((r % 2 == 0)); then order=("${REVERSED_ORDER[@]}"); fi
@@ -342,6 +351,7 @@ verdict() { awk -v r="$1" -v op="$2" -v lim="$3" 'BEGIN { ok = (op == ">=") ? r 
 		echo "| target | req/s | p50 | p99 | server CPU/req |"
 		echo "|---|---:|---:|---:|---:|"
 		for t in "${TARGETS[@]}"; do
+			[ -n "${MEASURED[$t]:-}" ] || continue
 			printf '| %s | %.0f | %s | %s | %.0f µs |\n' "${LABEL[$t]}" "$(median "$variant" "$t" 4)" \
 				"$(ms "$(median "$variant" "$t" 5)")" "$(ms "$(median "$variant" "$t" 6)")" "$(median "$variant" "$t" 9)"
 		done
@@ -362,6 +372,7 @@ verdict() { awk -v r="$1" -v op="$2" -v lim="$3" 'BEGIN { ok = (op == ">=") ? r 
 	echo "|---|---:|---:|---:|"
 	for variant in $VARIANTS; do
 		for t in static oidc; do
+			[ -n "${MEASURED[caddy]:-}" ] && [ -n "${MEASURED[$t]:-}" ] || continue
 			read -r rr rlo rhi <<<"$(round_ratios "$variant" "$t" 4)"
 			read -r pr plo phi <<<"$(round_ratios "$variant" "$t" 6)"
 			read -r cr clo chi <<<"$(round_ratios "$variant" "$t" 9)"
@@ -375,6 +386,7 @@ verdict() { awk -v r="$1" -v op="$2" -v lim="$3" 'BEGIN { ok = (op == ">=") ? r 
 	echo "| | req/s ratio | p99 ratio | CPU/req ratio |"
 	echo "|---|---:|---:|---:|"
 	for variant in $VARIANTS; do
+		[ -n "${MEASURED[static]:-}" ] && [ -n "${MEASURED[spend]:-}" ] || continue
 		read -r rr rlo rhi <<<"$(round_ratios "$variant" spend 4 static)"
 		read -r pr plo phi <<<"$(round_ratios "$variant" spend 6 static)"
 		read -r cr clo chi <<<"$(round_ratios "$variant" spend 9 static)"

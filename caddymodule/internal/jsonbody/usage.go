@@ -240,36 +240,42 @@ var (
 	sseDone  = []byte("[DONE]")
 )
 
-// lineKeys reports, in one pass over the quotes of an SSE line, whether
-// it ends the answer's content (looked for only if finish: a Chat
-// Completions chunk with a finish_reason, Anthropic's message_delta with
-// its stop_reason, or the Responses API's response.completed; what
-// follows is usage, and [DONE] or message_stop, only) and whether it has
-// the usage key. Every quote is visited, so a key is found wherever
-// bytes.Index would find it; of finish_reason and stop_reason only the
-// first of each counts (with several choices, one that finished is not
-// the answer's end).
+// lineKeys reports whether an SSE line ends the answer's content (looked
+// for only if finish: a Chat Completions chunk with a finish_reason,
+// Anthropic's message_delta with its stop_reason, or the Responses API's
+// response.completed; what follows is usage, and [DONE] or
+// message_stop, only) and whether it has the usage key. Of finish_reason
+// and stop_reason only the first of each counts (with several choices,
+// one that finished is not the answer's end).
 func lineKeys(line []byte, finish bool) (final, usage bool) {
-	var finishSeen, stopSeen bool
-	for i := 0; ; {
-		q := bytes.IndexByte(line[i:], '"')
-		if q < 0 {
-			return final, usage
+	usage = keyAt(line, 0, usageKey) >= 0
+	if !finish {
+		return false, usage
+	}
+	if i := keyAt(line, 0, finishKey); i >= 0 && reasonFollows(line, i+len(finishKey)) {
+		return true, usage
+	}
+	if i := keyAt(line, 0, stopKey); i >= 0 && reasonFollows(line, i+len(stopKey)) {
+		return true, usage
+	}
+	return keyAt(line, 0, responseCompleted) >= 0, usage
+}
+
+// keyAt is the index of the first quoted key in line that starts at from
+// or after, or -1: wherever bytes.Index finds it. It searches from the key's second byte and
+// checks the quote before: bytes.Index on a needle that starts with a
+// quote stops at every quote of the JSON (one search this way is about
+// twice as fast as a walk over the quotes).
+func keyAt(line []byte, from int, key []byte) int {
+	for {
+		i := bytes.Index(line[from:], key[1:])
+		if i < 0 {
+			return -1
 		}
-		i += q + 1
-		rest := line[i:]
-		switch {
-		case len(rest) < 6: // "usage" is the shortest key looked for
-		case rest[0] == 'u':
-			usage = usage || bytes.HasPrefix(rest, usageKey[1:])
-		case !finish || final:
-		case rest[0] == 'f' && !finishSeen && bytes.HasPrefix(rest, finishKey[1:]):
-			finishSeen, final = true, reasonFollows(line, i+len(finishKey)-1)
-		case rest[0] == 's' && !stopSeen && bytes.HasPrefix(rest, stopKey[1:]):
-			stopSeen, final = true, reasonFollows(line, i+len(stopKey)-1)
-		case rest[0] == 'r':
-			final = bytes.HasPrefix(rest, responseCompleted[1:])
+		if i += from; i > 0 && line[i-1] == '"' {
+			return i - 1
 		}
+		from = i + 1
 	}
 }
 
@@ -584,18 +590,12 @@ func parseCost(b []byte) (float64, bool) {
 // usage has "usage":null).
 func HasUsageObject(b []byte) bool {
 	for from := 0; ; {
-		// the key without its first quote, checked apart: bytes.Index
-		// stops at every quote of the JSON for a needle that starts with one
-		i := bytes.Index(b[from:], usageKey[1:])
+		i := keyAt(b, from, usageKey)
 		if i < 0 {
 			return false
 		}
-		i += from
-		from = i + len(usageKey) - 1
-		if i == 0 || b[i-1] != '"' {
-			continue
-		}
-		j := skipSpace(b, from)
+		from = i + len(usageKey) - 1 // its closing quote may open the next
+		j := skipSpace(b, from+1)
 		if j < len(b) && b[j] == ':' {
 			if j = skipSpace(b, j+1); j < len(b) && b[j] == '{' {
 				return true

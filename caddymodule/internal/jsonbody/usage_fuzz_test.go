@@ -79,3 +79,42 @@ func FuzzHasUsageObject(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLineKeys: lineKeys finds what a walk over every quote of the line
+// finds (the implementation before keyAt, kept here as the reference).
+func FuzzLineKeys(f *testing.F) {
+	for _, s := range []string{`data: {"choices":[{"finish_reason":"stop"}],"usage":null}`, `{"finish_reason":null,"finish_reason":"x"}`,
+		`{"stop_reason" : "end_turn"}`, `{"type":"response.completed"}`, `"xfinish_reason":"stop"`, `{"a":"usage","b":1}`, `"usage`} {
+		f.Add([]byte(s), true)
+	}
+	f.Fuzz(func(t *testing.T, line []byte, finish bool) {
+		wantFinal, wantUsage := lineKeysWalk(line, finish)
+		if final, usage := lineKeys(line, finish); final != wantFinal || usage != wantUsage {
+			t.Fatalf("lineKeys(%q, %v) = %v, %v; the walk over the quotes: %v, %v", line, finish, final, usage, wantFinal, wantUsage)
+		}
+	})
+}
+
+func lineKeysWalk(line []byte, finish bool) (final, usage bool) {
+	var finishSeen, stopSeen bool
+	for i := 0; ; {
+		q := bytes.IndexByte(line[i:], '"')
+		if q < 0 {
+			return final, usage
+		}
+		i += q + 1
+		rest := line[i:]
+		switch {
+		case len(rest) < 6:
+		case rest[0] == 'u':
+			usage = usage || bytes.HasPrefix(rest, usageKey[1:])
+		case !finish || final:
+		case rest[0] == 'f' && !finishSeen && bytes.HasPrefix(rest, finishKey[1:]):
+			finishSeen, final = true, reasonFollows(line, i+len(finishKey)-1)
+		case rest[0] == 's' && !stopSeen && bytes.HasPrefix(rest, stopKey[1:]):
+			stopSeen, final = true, reasonFollows(line, i+len(stopKey)-1)
+		case rest[0] == 'r':
+			final = bytes.HasPrefix(rest, responseCompleted[1:])
+		}
+	}
+}
