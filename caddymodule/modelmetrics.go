@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"sync"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/gateway"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/limits"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/policy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,8 +16,9 @@ import (
 // cost by model are each one query; the two crossed is AI Gateway's own
 // report (group_by=user). The model label is the model the request
 // named, capped: the first maxModelLabels ids the process sees get their
-// own series, the rest share "other" (as client labels do), and a
-// request that named none counts as "none". The policy label is the
+// own series, the rest share "other" (as client labels do), as does a
+// model the gateway's catalog does not list; a request that named none
+// counts as "none". The policy label is the
 // client's policy ("" for the block's own settings): policies are
 // config-defined, so it is bounded by what the configs name.
 
@@ -97,10 +99,25 @@ func modelSeriesFor(policyName, model string) *modelSeries {
 	return s
 }
 
+// listedModel is the model a request named, or "other" when the
+// gateway's catalog is read and does not list it: a client that names
+// made-up models (and hangs up, to be charged an estimate) cannot take
+// the capped labels from the models in use. Without a catalog, the model
+// as named.
+func listedModel(c *gateway.Catalog, model string) string {
+	if c == nil || model == "" {
+		return model
+	}
+	if _, ok := c.Model(model); !ok {
+		return otherClientLabel
+	}
+	return model
+}
+
 // countModel counts what a finished request used (as the client's
 // series count it) under its model and policy.
 func (m *meterWriter) countModel(amt limits.Amount, priced bool) {
-	s := modelSeriesFor(m.policy, m.model)
+	s := modelSeriesFor(m.policy, listedModel(m.spend.h.currentCatalog(), m.model))
 	s.input.Add(float64(amt.Input))
 	s.output.Add(float64(amt.Tokens - amt.Input))
 	if priced && amt.USD > 0 {

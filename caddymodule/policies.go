@@ -110,7 +110,7 @@ func setPolicyPlaceholder(r *http.Request, pol *activePolicy) {
 	}
 }
 
-// needsMetering says whether the policies need the spend machinery even
+// policiesNeedMetering says whether the policies need the spend machinery even
 // when the block has no reporting, limits or usage_metrics: an
 // allowlist needs the one reading of the body, a policy's limits or
 // reporting need their steps.

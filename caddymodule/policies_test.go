@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/gateway"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/identity"
 	"github.com/ai-gateway-auth/ai_gateway_auth/caddymodule/internal/jsonbody"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -294,6 +295,27 @@ func TestModelLabelsCapped(t *testing.T) {
 	}
 	if modelSeriesFor("p", "") == over {
 		t.Error("no model counts as other")
+	}
+}
+
+// A model the gateway's catalog does not list takes no label of its
+// own: a client naming made-up ids cannot use up the cap.
+func TestModelLabelListedOnly(t *testing.T) {
+	catalog, err := gateway.ParseCatalog(strings.NewReader(pricingCatalogJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for model, want := range map[string]string{
+		"anthropic/claude-haiku-4.5": "anthropic/claude-haiku-4.5",
+		"made/up-1":                  otherClientLabel,
+		"":                           "",
+	} {
+		if got := listedModel(catalog, model); got != want {
+			t.Errorf("listedModel(%q) = %q, want %q", model, got, want)
+		}
+	}
+	if got := listedModel(nil, "made/up-1"); got != "made/up-1" {
+		t.Errorf("without a catalog: %q", got)
 	}
 }
 
